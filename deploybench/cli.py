@@ -1,0 +1,56 @@
+"""Thin command-line front end: each subcommand lives in the package that owns it.
+
+A subcommand module provides ``add_arguments(parser)`` and ``run(args) -> int``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from deploybench import __version__
+from deploybench.errors import UsageError
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "build": ("targets.zoo_cli", "build every model x format into the zoo, with a manifest"),
+    "serve": ("targets.serve", "start a Flask or FastAPI target under gunicorn/uvicorn"),
+    "load": ("loadtests.runner", "start a target, run a Locust scenario headless, write a run record"),
+    "bench": ("bench.run", "run the in-process micro-benchmarks and write records + report"),
+    "report": ("reports.render", "render run records as Markdown, HTML (+PNG plots), CSV, JSON"),
+    "gate": ("reports.gate", "compare records with a baseline under rules; exit 1 on a regression"),
+    "baseline": ("reports.baseline", "save or show the baseline records, keyed by environment"),
+    "ab": ("reports.ab", "same-job A/B: measure a base git ref and the working tree interleaved, then gate"),
+    "compare": ("reports.compare", "run a matrix of deployment choices and rank them under a P99 SLO"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="deploybench", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"deploybench {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    argv = sys.argv[1:] if argv is None else argv
+    # Import only the module of the command asked for (torch & co. are slow to import).
+    wanted = next((a for a in argv if not a.startswith("-")), None)
+    modules = {}
+    for name, (module_name, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name == wanted:
+            module = importlib.import_module(module_name)
+            module.add_arguments(p)
+            modules[name] = module
+    args = parser.parse_args(argv)
+    try:
+        return int(modules[args.command].run(args) or 0)
+    except UsageError as exc:
+        print(f"deploybench {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"deploybench {args.command}: interrupted; results written so far are kept", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

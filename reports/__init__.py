@@ -1,0 +1,1 @@
+"""Run records, statistics, renderers, regression gates and ranked comparisons."""

@@ -1,0 +1,82 @@
+"""The environment a measurement ran in: stored in every record, compared by the gate."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from importlib import metadata
+from typing import Any
+
+LIBRARIES = (
+    "torch", "onnxruntime", "scikit-learn", "numpy", "flask", "fastapi", "uvicorn", "gunicorn", "locust",
+)  # fmt: skip
+
+# Fields that must match for two records to be comparable (pyperf's _CHECKED_METADATA idea).
+KEY_FIELDS = ("cpu_model", "cpu_count", "python", "platform", "torch", "onnxruntime", "scikit-learn")
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def git_info(cwd: str | None = None) -> dict[str, Any]:
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(
+                ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10, check=True
+            )
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip()
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit, "dirty": bool(status) if status is not None else None}
+
+
+def library_versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for name in LIBRARIES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def capture_env(affinity: list[int] | None = None) -> dict[str, Any]:
+    """CPU, cores, affinity, Python and library versions, git commit + dirty flag."""
+    try:
+        own_affinity = sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        own_affinity = None
+    versions = library_versions()
+    return {
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "affinity": affinity if affinity is not None else own_affinity,
+        "python": platform.python_version(),
+        "platform": f"{platform.system()}-{platform.machine()}",
+        "hostname": platform.node(),
+        **versions,
+        "git": git_info(),
+        "ci": bool(os.environ.get("CI")),
+    }
+
+
+def env_key(env: dict[str, Any]) -> dict[str, Any]:
+    return {k: env.get(k) for k in KEY_FIELDS}
+
+
+def env_mismatch(a: dict[str, Any], b: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """Key fields that differ between two environments (empty dict when comparable)."""
+    ka, kb = env_key(a), env_key(b)
+    return {k: (ka[k], kb[k]) for k in KEY_FIELDS if ka[k] != kb[k]}

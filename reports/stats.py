@@ -1,0 +1,104 @@
+"""Exact statistics. Percentiles are never averaged: they come from raw samples or merged histograms.
+
+Percentile definition everywhere: the smallest recorded value v such that at least p% of the samples are
+<= v (numpy ``method="inverted_cdf"``, HdrHistogram ``get_value_at_percentile``).
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+from hdrh.histogram import HdrHistogram
+
+from reports.record import PERCENTILES, pct_key
+
+# 1 µs .. 1 hour, 3 significant digits (0.1% value resolution).
+HIST_LOWEST_US = 1
+HIST_HIGHEST_US = 3_600_000_000
+HIST_DIGITS = 3
+
+
+def new_histogram() -> HdrHistogram:
+    return HdrHistogram(HIST_LOWEST_US, HIST_HIGHEST_US, HIST_DIGITS)
+
+
+def record_us(hist: HdrHistogram, value_us: int) -> None:
+    """Record one latency (clamped into the histogram's range; 0 µs becomes 1 µs)."""
+    hist.record_value(min(max(int(value_us), HIST_LOWEST_US), HIST_HIGHEST_US))
+
+
+def encode_histogram(hist: HdrHistogram) -> str:
+    encoded = hist.encode()
+    return encoded.decode("ascii") if isinstance(encoded, bytes) else encoded
+
+
+def decode_histogram(encoded: str | bytes) -> HdrHistogram:
+    if isinstance(encoded, str):
+        encoded = encoded.encode("ascii")
+    base64.b64decode(encoded, validate=True)  # a clear error for garbage before hdrh sees it
+    return HdrHistogram.decode(encoded)
+
+
+def merge_histograms(hists: Iterable[HdrHistogram]) -> HdrHistogram:
+    out = new_histogram()
+    for h in hists:
+        out.add(h)
+    return out
+
+
+def summarize_histogram(hist: HdrHistogram) -> dict[str, int | None]:
+    """p50..p99.9, min, max, mean (integer µs). All None for an empty histogram."""
+    n = hist.get_total_count()
+    keys = [pct_key(p) for p in PERCENTILES] + ["min", "max", "mean"]
+    if n == 0:
+        return dict.fromkeys(keys)
+    out: dict[str, int | None] = {pct_key(p): int(hist.get_value_at_percentile(p)) for p in PERCENTILES}
+    out["min"] = int(hist.get_min_value())
+    out["max"] = int(hist.get_max_value())
+    out["mean"] = round(hist.get_mean_value())
+    return out
+
+
+def percentile(samples: Sequence[float] | np.ndarray, p: float) -> float:
+    arr = np.asarray(samples, dtype=np.float64)
+    if arr.size == 0:
+        raise ValueError("percentile of no samples")
+    return float(np.percentile(arr, p, method="inverted_cdf"))
+
+
+def summarize_samples(samples_us: Sequence[int] | np.ndarray) -> dict[str, int | None]:
+    """Same keys as ``summarize_histogram``, exact from raw samples, plus median/MAD/stdev.
+
+    A statistic that needs 2 samples (stdev) is None with 1.
+    """
+    arr = np.asarray(samples_us, dtype=np.float64)
+    keys = [pct_key(p) for p in PERCENTILES] + ["min", "max", "mean", "stdev", "mad"]
+    if arr.size == 0:
+        return dict.fromkeys(keys)
+    out: dict[str, int | None] = {pct_key(p): round(percentile(arr, p)) for p in PERCENTILES}
+    out["min"] = round(float(arr.min()))
+    out["max"] = round(float(arr.max()))
+    out["mean"] = round(float(arr.mean()))
+    out["stdev"] = round(float(arr.std(ddof=1))) if arr.size >= 2 else None
+    out["mad"] = round(mad(arr))
+    return out
+
+
+def mad(samples: Sequence[float] | np.ndarray) -> float:
+    """Median absolute deviation (unscaled)."""
+    arr = np.asarray(samples, dtype=np.float64)
+    med = np.median(arr)
+    return float(np.median(np.abs(arr - med)))
+
+
+def min_samples_for(p: float) -> int:
+    """Samples needed before percentile p is more than the max: e.g. 100 for P99, 1000 for P99.9."""
+    tail = 1.0 - p / 100.0
+    return int(np.ceil(1.0 / tail)) if tail > 0 else 1
+
+
+def few_samples_percentiles(count: int) -> list[str]:
+    """Percentile keys that ``count`` samples cannot resolve (the value is just the max or near it)."""
+    return [pct_key(p) for p in PERCENTILES if count < min_samples_for(p)]
