@@ -62,7 +62,8 @@ def compare(session: nox.Session) -> None:
 def gate(session: nox.Session) -> None:
     """Compare the latest results with the saved baseline; exit 1 on a regression."""
     _install(session)
-    session.run("deploybench", "gate", *session.posargs)
+    default = ["--baseline", "baselines", "--current", "results/bench", "--markdown", "results/gate.md"]
+    session.run("deploybench", "gate", *(session.posargs or default))
 
 
 @nox.session(python="3.11")

@@ -7,6 +7,7 @@ Percentile definition everywhere: the smallest recorded value v such that at lea
 from __future__ import annotations
 
 import base64
+import math
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -44,8 +45,24 @@ def decode_histogram(encoded: str | bytes) -> HdrHistogram:
 def merge_histograms(hists: Iterable[HdrHistogram]) -> HdrHistogram:
     out = new_histogram()
     for h in hists:
-        out.add(h)
+        if h.get_total_count():  # hdrh's add() of an empty histogram sets the min to 0
+            out.add(h)
     return out
+
+
+def value_at_percentile(hist: HdrHistogram, p: float) -> int:
+    """inverted_cdf on a histogram: the smallest recorded value v with at least p% of the counts <= v.
+
+    (hdrh's own ``get_value_at_percentile`` rounds the rank to the nearest, ``int(p*n/100 + 0.5)``, which
+    disagrees with numpy inverted_cdf, e.g. P99 of 71 samples: the 70th instead of the 71st value.)
+    """
+    n = hist.get_total_count()
+    if n == 0:
+        return 0
+    target = max(1, math.ceil(round(p * n / 100.0, 9)))
+    counts = np.ctypeslib.as_array(hist.counts)[: hist.counts_len]
+    index = int(np.searchsorted(np.cumsum(counts, dtype=np.int64), target))
+    return int(hist.get_highest_equivalent_value(hist.get_value_from_index(index)))
 
 
 def summarize_histogram(hist: HdrHistogram) -> dict[str, int | None]:
@@ -54,7 +71,7 @@ def summarize_histogram(hist: HdrHistogram) -> dict[str, int | None]:
     keys = [pct_key(p) for p in PERCENTILES] + ["min", "max", "mean"]
     if n == 0:
         return dict.fromkeys(keys)
-    out: dict[str, int | None] = {pct_key(p): int(hist.get_value_at_percentile(p)) for p in PERCENTILES}
+    out: dict[str, int | None] = {pct_key(p): value_at_percentile(hist, p) for p in PERCENTILES}
     out["min"] = int(hist.get_min_value())
     out["max"] = int(hist.get_max_value())
     out["mean"] = round(hist.get_mean_value())
@@ -96,7 +113,7 @@ def mad(samples: Sequence[float] | np.ndarray) -> float:
 def min_samples_for(p: float) -> int:
     """Samples needed before percentile p is more than the max: e.g. 100 for P99, 1000 for P99.9."""
     tail = 1.0 - p / 100.0
-    return int(np.ceil(1.0 / tail)) if tail > 0 else 1
+    return int(np.ceil(round(1.0 / tail, 6))) if tail > 0 else 1  # round: 1 - 0.999 is not 0.001
 
 
 def few_samples_percentiles(count: int) -> list[str]:

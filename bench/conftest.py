@@ -1,0 +1,72 @@
+"""pytest-benchmark plumbing for bench/: options, case parametrization, explicit warm-up + calibration.
+
+Run through ``deploybench bench`` (which converts the results to RunRecords), or directly::
+
+    pytest -p pytest_benchmark bench/ --bench-profile tiny --bench-models iris-rf --benchmark-json out.json
+
+Every benchmark uses ``benchmark.pedantic`` with ``iterations=1``, so each stored round is exactly one call
+(raw samples → exact P95/P99 later). Warm-up rounds are run and timed here, excluded from the samples, and
+written to ``extra_info`` with the calibration that chose the number of rounds.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench.harness import PredictorCache
+from bench.profiles import Profile, select_profile
+from bench.suite import load_cases_for, noop_cases, predict_cases_for, preprocess_cases_for
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("deploybench")
+    group.addoption("--bench-profile", default="quick", help="tiny | quick | full (default quick)")
+    group.addoption("--bench-models", default="", help="comma-separated models (default: the profile's)")
+    group.addoption("--bench-formats", default="", help="comma-separated formats (default: all)")
+    group.addoption("--bench-zoo", default="", help="zoo folder (default: $DEPLOYBENCH_ZOO or artifacts/zoo)")
+
+
+def _csv(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _profile(config: pytest.Config) -> Profile:
+    return select_profile(config.getoption("--bench-profile"), _csv(config.getoption("--bench-models")))
+
+
+def _formats(config: pytest.Config) -> tuple[str, ...] | None:
+    return tuple(_csv(config.getoption("--bench-formats"))) or None
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    profile = _profile(metafunc.config)
+    formats = _formats(metafunc.config)
+    for fixture, make in (
+        ("predict_case", lambda: predict_cases_for(profile, formats)),
+        ("load_case", lambda: load_cases_for(profile, formats)),
+        ("preprocess_case", lambda: preprocess_cases_for(profile)),
+        ("noop_case", lambda: noop_cases()),
+    ):
+        if fixture in metafunc.fixturenames:
+            cases = make()
+            metafunc.parametrize(fixture, cases, ids=[c.id for c in cases])
+
+
+@pytest.fixture(scope="session")
+def bench_profile(pytestconfig: pytest.Config) -> Profile:
+    return _profile(pytestconfig)
+
+
+@pytest.fixture(scope="session")
+def zoo_dir(pytestconfig: pytest.Config) -> Path:
+    from deploybench.paths import zoo_dir as default_zoo
+
+    given = pytestconfig.getoption("--bench-zoo")
+    return Path(given) if given else default_zoo()
+
+
+@pytest.fixture(scope="session")
+def predictors(zoo_dir: Path) -> PredictorCache:
+    return PredictorCache(zoo_dir)

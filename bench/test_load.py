@@ -1,0 +1,33 @@
+"""Load (deserialize) time per artifact, and its size on disk. One warm-up load (imports, page cache)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from bench.harness import measure
+from bench.profiles import Case, Profile
+from bench.suite import path_size_bytes
+
+
+def test_load(benchmark: Any, load_case: Case, zoo_dir: Path, bench_profile: Profile) -> None:
+    from targets.predictors import load_predictor
+    from targets.zoo import artifact_entry
+
+    case = load_case
+    predictor = measure(
+        benchmark,
+        lambda: load_predictor(case.model, case.format, zoo_dir=zoo_dir),
+        case,
+        bench_profile,
+        rounds=bench_profile.load_rounds,
+        warmup_rounds=1,
+        warmup_time_s=0.0,
+    )
+    size_on_disk = path_size_bytes(predictor.path)
+    size = artifact_entry(case.model, case.format, zoo_dir)[0].get("size_bytes")
+    if size is not None:
+        assert size == size_on_disk, f"manifest says {size} bytes, {predictor.path} has {size_on_disk}"
+    benchmark.extra_info["size_bytes"] = size_on_disk
+    benchmark.extra_info["path"] = str(predictor.path)
+    assert predictor.model == case.model and predictor.format == case.format

@@ -1,0 +1,656 @@
+"""Locust glue shared by every scenario: custom arguments, the exact-latency listener, the open-loop pacer,
+generator-CPU sampling, master/worker histogram shipping and the RunRecord writer.
+
+A scenario file (tabular.py, image.py, health.py) imports this module, which registers its listeners on
+``locust.events``, and subclasses :class:`DeployBenchUser`.
+
+Latency source: Locust's ``request`` event carries ``response_time`` as a float computed from
+``time.perf_counter()`` around the request (FastHttpUser, body read included), i.e. sub-µs precise; only
+Locust's *stats* round it (1 ms / 10 ms buckets). We take that float, convert it to integer µs and record it
+into our own HdrHistogram. For open loop the task also puts the intended send time and the actual send time
+(``perf_counter_ns``) into the request context; the corrected latency adds the send delay to the measured
+latency. Locust's own stats are kept only as a cross-check (``extra.locust_reported``).
+
+Roles: a local runner or the master writes the record (status "running" every ``--save-interval`` s, then
+"complete" / "interrupted" / "failed"); workers send snapshots of their histograms with every report to the
+master, and a final snapshot when the master stops the test. The master keeps the latest snapshot per worker
+(idempotent) and merges them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gevent
+import psutil
+from locust import FastHttpUser, constant, events
+from locust.exception import StopUser
+from locust.runners import MasterRunner, WorkerRunner
+
+from deploybench.errors import UsageError
+from loadtests.measure import CONNECTION_KINDS, Measurement, error_kind, parse_server_timing
+from loadtests.pacer import LOAD_MODELS, OPEN_LOOP_MODELS, ArrivalSchedule
+from reports.env import capture_env
+from reports.record import RunRecord, make_run_id, utc_now
+from reports.stats import few_samples_percentiles
+
+logger = logging.getLogger("deploybench.load")
+
+GENERATOR_BOUND_PERCENT = 85.0  # of one core
+CPU_SAMPLE_INTERVAL_S = 1.0
+MSG_FLUSH = "deploybench_flush"  # master -> workers: send your snapshot now
+MSG_SNAPSHOT = "deploybench_snapshot"  # worker -> master: a snapshot (final=True after the worker stopped)
+MSG_ABORT = "deploybench_abort"  # worker -> master: target unreachable, end the run as failed
+REPORT_KEY = "deploybench"
+
+
+# -- options --------------------------------------------------------------------------------------------
+@events.init_command_line_parser.add_listener
+def _add_common_arguments(parser: Any, **_kw: Any) -> None:
+    a = parser.add_argument
+    a(
+        "--load-model",
+        choices=LOAD_MODELS,
+        default="closed",
+        help="closed: users send back to back; constant / poisson: open-loop arrivals at --rate",
+    )
+    a(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="open loop: total arrival rate, requests/s (split across workers)",
+    )
+    a("--warmup", type=float, default=0.0, help="seconds at the start kept out of the measured window")
+    a("--max-lag", type=float, default=5.0, help="open loop: a send more than this many s late is dropped")
+    a("--max-requests", type=int, default=0, help="open loop: stop after this many sends (0 = no bound)")
+    a("--seed", type=int, default=0, help="seed for Poisson gaps and payload choice")
+    a("--model", default="", help="model label for the record (the target's /health is read too)")
+    a("--results-dir", default="results", help="folder for the run record")
+    a("--record", default="", help="record path (default: RESULTS_DIR/RUN_ID.json)")
+    a(
+        "--save-interval",
+        type=float,
+        default=2.0,
+        include_in_web_ui=False,
+        help="seconds between saves of the record while the run goes",
+    )
+    a(
+        "--abort-after-errors",
+        type=int,
+        default=200,
+        include_in_web_ui=False,
+        help="end the run as failed after this many consecutive connection errors (0 = never)",
+    )
+    a("--extra-config", default="", include_in_web_ui=False,
+      help="JSON object merged into the record's config (used by `deploybench load`)")  # fmt: skip
+
+
+@dataclass
+class LoadOptions:
+    load_model: str = "closed"
+    rate_rps: float = 0.0
+    warmup_s: float = 0.0
+    max_lag_s: float = 5.0
+    max_requests: int = 0
+    seed: int = 0
+    model: str = ""
+    results_dir: str = "results"
+    record: str = ""
+    save_interval_s: float = 2.0
+    abort_after_errors: int = 200
+    extra_config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def open_loop(self) -> bool:
+        return self.load_model in OPEN_LOOP_MODELS
+
+    @classmethod
+    def from_parsed(cls, parsed: Any) -> LoadOptions:
+        """Validate Locust's parsed options; raise UsageError naming the bad option."""
+        g = lambda name, default: getattr(parsed, name, default) if parsed is not None else default  # noqa: E731
+        o = cls(
+            load_model=g("load_model", "closed"),
+            rate_rps=float(g("rate", 0.0) or 0.0),
+            warmup_s=float(g("warmup", 0.0) or 0.0),
+            max_lag_s=float(g("max_lag", 5.0) or 5.0),
+            max_requests=int(g("max_requests", 0) or 0),
+            seed=int(g("seed", 0) or 0),
+            model=str(g("model", "") or ""),
+            results_dir=str(g("results_dir", "results") or "results"),
+            record=str(g("record", "") or ""),
+            save_interval_s=float(g("save_interval", 2.0) or 2.0),
+            abort_after_errors=int(g("abort_after_errors", 200) or 0),
+        )
+        if o.load_model not in LOAD_MODELS:
+            raise UsageError(f"--load-model must be one of {', '.join(LOAD_MODELS)} (got {o.load_model!r})")
+        if o.open_loop and not (math.isfinite(o.rate_rps) and o.rate_rps > 0):
+            raise UsageError(f"--load-model {o.load_model} needs --rate > 0 (requests/s)")
+        if o.warmup_s < 0 or not math.isfinite(o.warmup_s):
+            raise UsageError("--warmup must be >= 0 seconds")
+        if o.max_lag_s <= 0:
+            raise UsageError("--max-lag must be > 0 seconds")
+        if o.max_requests < 0:
+            raise UsageError("--max-requests must be >= 0")
+        if o.save_interval_s <= 0:
+            raise UsageError("--save-interval must be > 0")
+        raw = g("extra_config", "") or ""
+        if raw:
+            try:
+                extra = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise UsageError(f"--extra-config is not valid JSON ({exc})") from None
+            if not isinstance(extra, dict):
+                raise UsageError("--extra-config must be a JSON object")
+            o.extra_config = extra
+        return o
+
+
+# -- generator CPU -----------------------------------------------------------------------------------------
+class CpuSampler:
+    """psutil CPU% of this Locust process (100 = one core), sampled in a greenlet."""
+
+    def __init__(self) -> None:
+        self.proc = psutil.Process()
+        self.samples: list[float] = []
+        self._greenlet: gevent.Greenlet | None = None
+
+    def start(self) -> None:
+        self.samples = []
+        self.proc.cpu_percent(None)  # prime
+        if self._greenlet is None or self._greenlet.dead:
+            self._greenlet = gevent.spawn(self._loop)
+
+    def _loop(self) -> None:
+        while True:
+            gevent.sleep(CPU_SAMPLE_INTERVAL_S)
+            self.samples.append(self.proc.cpu_percent(None))
+
+    def stop(self) -> None:
+        if self._greenlet is not None:
+            self._greenlet.kill(block=False)
+            self._greenlet = None
+
+    def summary(self) -> dict[str, Any]:
+        s = self.samples
+        return {
+            "pid": self.proc.pid,
+            "cpu_percent_mean": round(sum(s) / len(s), 1) if s else None,
+            "cpu_percent_max": round(max(s), 1) if s else None,
+            "cpu_samples": len(s),
+            "affinity": sorted(self.proc.cpu_affinity()) if hasattr(self.proc, "cpu_affinity") else None,
+        }
+
+
+# -- the plugin (one per Locust process) -------------------------------------------------------------------
+class Plugin:
+    def __init__(self) -> None:
+        self.environment: Any = None
+        self.options = LoadOptions()
+        self.measurement: Measurement | None = None
+        self.schedule: ArrivalSchedule | None = None
+        self.cpu = CpuSampler()
+        self.record: RunRecord | None = None
+        self.record_path: Path | None = None
+        self.worker_states: dict[str, dict[str, Any]] = {}
+        self.final_from: set[str] = set()
+        self.stopped = False
+        self.failed: str | None = None
+        self.consecutive_conn_errors = 0
+        self.test_start_wall = 0.0
+        self._saver: gevent.Greenlet | None = None
+        self._window_reset: gevent.Greenlet | None = None
+
+    # roles
+    @property
+    def runner(self) -> Any:
+        return self.environment.runner if self.environment is not None else None
+
+    @property
+    def is_worker(self) -> bool:
+        return isinstance(self.runner, WorkerRunner)
+
+    @property
+    def is_master(self) -> bool:
+        return isinstance(self.runner, MasterRunner)
+
+    def scenario(self) -> str:
+        classes = getattr(self.environment, "user_classes", None) or []
+        names = sorted({getattr(c, "scenario", c.__name__) for c in classes})
+        return "+".join(names) or "unknown"
+
+    def worker_share(self) -> tuple[int, int]:
+        """(index, count) of this generator among the workers (0, 1) when not distributed."""
+        if not self.is_worker:
+            return 0, 1
+        parsed = self.environment.parsed_options
+        count = max(1, int(getattr(parsed, "expect_workers", 1) or 1))
+        index = max(0, int(getattr(self.runner, "worker_index", 0)))
+        return index % count, count
+
+    # events
+    def on_init(self, environment: Any) -> None:
+        self.environment = environment
+        if self.is_master:
+            environment.runner.register_message(MSG_SNAPSHOT, self._on_snapshot_msg)
+            environment.runner.register_message(MSG_ABORT, self._on_abort_msg)
+        if self.is_worker:
+            environment.runner.register_message(MSG_FLUSH, self._on_flush_msg)
+        if not self.is_worker:
+            try:
+                self.options = LoadOptions.from_parsed(environment.parsed_options)
+            except UsageError as exc:
+                print(f"deploybench: error: {exc}", file=sys.stderr)
+                sys.exit(2)
+
+    def on_test_start(self, environment: Any) -> None:
+        self.environment = environment
+        self.options = LoadOptions.from_parsed(environment.parsed_options)
+        now = time.perf_counter_ns()
+        self.test_start_wall = time.time()
+        self.stopped = False
+        self.failed = None
+        self.consecutive_conn_errors = 0
+        self.measurement = Measurement(
+            open_loop=self.options.open_loop, window_start_ns=now + round(self.options.warmup_s * 1e9)
+        )
+        self.schedule = None
+        if self.options.open_loop:
+            index, count = self.worker_share()
+            self.schedule = ArrivalSchedule(
+                self.options.rate_rps / count,
+                self.options.load_model,
+                seed=self.options.seed,
+                worker_index=index,
+                worker_count=count,
+                max_lag_s=self.options.max_lag_s,
+                max_requests=math.ceil(self.options.max_requests / count) if self.options.max_requests else 0,
+            )
+        self.cpu.start()
+        if not self.is_worker:
+            self.worker_states = {}
+            self.final_from = set()
+            self._start_record()
+            if self.options.warmup_s > 0:
+                self._window_reset = gevent.spawn_later(self.options.warmup_s, self._reset_locust_stats)
+
+    def _reset_locust_stats(self) -> None:
+        # Only so Locust's own printed figures cover the same window as ours (a cross-check).
+        self.environment.runner.stats.reset_all()
+
+    def on_request(
+        self,
+        request_type: str,
+        name: str,
+        response_time: float,
+        response_length: int = 0,
+        response: Any = None,
+        context: dict[str, Any] | None = None,
+        exception: BaseException | None = None,
+        **_kw: Any,
+    ) -> None:
+        m = self.measurement
+        if m is None or response_time is None:
+            return
+        ctx = context or {}
+        latency_us = round(response_time * 1000.0)
+        send_ns = ctx.get("db_send_ns")
+        intended_ns = ctx.get("db_intended_ns")
+        if send_ns is None:
+            send_ns = time.perf_counter_ns() - latency_us * 1000
+        delay_us = max(0, (send_ns - intended_ns) // 1000) if intended_ns is not None else 0
+        status = getattr(response, "status_code", None)
+        kind = error_kind(exception, status)
+        timing: dict[str, int] = {}
+        if kind is None:
+            headers = getattr(response, "headers", None)
+            if headers is not None:
+                timing = parse_server_timing(headers.get("Server-Timing") or headers.get("server-timing"))
+        m.add(
+            f"{request_type} {name}",
+            start_ns=intended_ns if intended_ns is not None else send_ns,
+            latency_us=latency_us,
+            send_delay_us=delay_us,
+            error=kind,
+            server_timing_us=timing,
+        )
+        if kind in CONNECTION_KINDS:
+            self.consecutive_conn_errors += 1
+            limit = self.options.abort_after_errors
+            if limit and self.consecutive_conn_errors == limit:
+                self._abort(f"target unreachable: {limit} consecutive connection errors (last: {kind})")
+        else:
+            self.consecutive_conn_errors = 0
+
+    def _abort(self, reason: str) -> None:
+        if self.is_worker:
+            self.runner.send_message(MSG_ABORT, {"reason": reason})
+            return
+        if self.failed is None:
+            self.failed = reason
+            gevent.spawn(self.runner.quit)
+
+    def snapshot(self) -> dict[str, Any]:
+        assert self.measurement is not None
+        if self.schedule is not None:
+            self.measurement.pacing = self.schedule.counters()
+        index, count = self.worker_share()
+        gen = {"worker_index": index, "worker_count": count, "role": self._role(), **self.cpu.summary()}
+        return self.measurement.to_wire(time.perf_counter_ns(), gen)
+
+    def _role(self) -> str:
+        return "worker" if self.is_worker else "master" if self.is_master else "local"
+
+    def on_report_to_master(self, client_id: str, data: dict[str, Any]) -> None:
+        if self.measurement is not None:
+            data[REPORT_KEY] = self.snapshot()
+
+    def on_worker_report(self, client_id: str, data: dict[str, Any]) -> None:
+        snap = data.get(REPORT_KEY)
+        if snap is not None and client_id not in self.final_from:
+            self.worker_states[client_id] = snap
+
+    def _on_snapshot_msg(self, environment: Any, msg: Any) -> None:
+        self.worker_states[msg.node_id] = msg.data["snapshot"]
+        if msg.data.get("final"):
+            self.final_from.add(msg.node_id)
+
+    def _on_abort_msg(self, environment: Any, msg: Any) -> None:
+        self._abort(str(msg.data.get("reason", "a worker aborted the run")))
+
+    def _on_flush_msg(self, environment: Any, msg: Any) -> None:
+        if self.measurement is not None:
+            self.measurement.close(time.perf_counter_ns())
+            self.runner.send_message(MSG_SNAPSHOT, {"snapshot": self.snapshot(), "final": True})
+
+    def on_test_stopping(self, environment: Any) -> None:
+        # Master: ask every worker for its final snapshot and wait (bounded) until they arrive, so the merged
+        # record is complete even on the headless --run-time path (where the master quits without a stop).
+        if self.is_master and self.measurement is not None:
+            clients = [c.id for c in self.runner.clients.all]
+            for cid in clients:
+                self.runner.send_message(MSG_FLUSH, None, client_id=cid)
+            deadline = time.monotonic() + 5.0
+            while time.monotonic() < deadline and not set(clients) <= self.final_from:
+                gevent.sleep(0.05)
+            missing = set(clients) - self.final_from
+            if missing and self.record is not None:
+                self.record.add_warning(
+                    "worker-final-missing",
+                    f"{len(missing)} worker(s) did not send a final snapshot; their last report is used",
+                )
+
+    def on_test_stop(self, environment: Any) -> None:
+        if self.measurement is None:
+            return
+        self.measurement.close(time.perf_counter_ns())
+        if self.is_worker:
+            self.runner.send_message(MSG_SNAPSHOT, {"snapshot": self.snapshot(), "final": True})
+            return
+        self.stopped = True
+        self._save("failed" if self.failed else "complete", self.failed)
+
+    def on_quitting(self, environment: Any) -> None:
+        self.cpu.stop()
+        if self.is_worker or self.record is None:
+            return
+        if self._saver is not None:
+            self._saver.kill(block=False)
+        if self.failed:
+            status = "failed"
+        elif self.stopped:
+            status = "complete"
+        else:
+            status = "interrupted"
+        if self.measurement is not None:
+            self.measurement.close(time.perf_counter_ns())
+        err = self.failed or (
+            None if status == "complete" else "the load generator was stopped before the run ended"
+        )
+        self._save(status, err)
+
+    # -- the record ----------------------------------------------------------------------------------------
+    def _start_record(self) -> None:
+        o = self.options
+        env = capture_env()
+        parsed = self.environment.parsed_options
+        config: dict[str, Any] = {
+            "scenario": self.scenario(),
+            "model": o.model or None,
+            "load_model": o.load_model,
+            "loop": "open-loop" if o.open_loop else "closed-loop",
+            "rate_rps": o.rate_rps if o.open_loop else None,
+            "users": getattr(parsed, "num_users", None),
+            "spawn_rate": getattr(parsed, "spawn_rate", None),
+            "run_time_s": getattr(parsed, "run_time", None),
+            "warmup_s": o.warmup_s,
+            "max_lag_s": o.max_lag_s if o.open_loop else None,
+            "max_requests": o.max_requests or None,
+            "seed": o.seed,
+            "host": self.environment.host,
+            "scenario_options": scenario_options(parsed),
+            "generator": {
+                "tool": "locust",
+                "user_class": "FastHttpUser",
+                "mode": self._role(),
+                "workers": int(getattr(parsed, "expect_workers", 1) or 1) if self.is_master else 0,
+                "affinity": env.get("affinity"),
+                "shares_machine_with_target": _is_loopback(self.environment.host),
+            },
+        }
+        health = fetch_health(self.environment.host)
+        if health is not None:
+            config["target_health"] = health
+            for k in ("framework", "model", "format"):
+                if health.get(k) and not config.get(k):
+                    config[k] = health[k]
+        config.update(o.extra_config)
+        self.record = RunRecord(kind="load", config=config, env=env)
+        if health is None:
+            self.record.add_warning("target-health-unavailable", f"GET {self.environment.host}/health failed")
+        self.record_path = Path(o.record) if o.record else Path(o.results_dir) / f"{self.record.run_id}.json"
+        self._save("running")
+        if self._saver is None or self._saver.dead:
+            self._saver = gevent.spawn(self._save_loop)
+
+    def _save_loop(self) -> None:
+        while not self.stopped:
+            gevent.sleep(self.options.save_interval_s)
+            if not self.stopped:
+                self._save("running")
+
+    def _merged(self) -> Measurement:
+        if self.is_master:
+            states = list(self.worker_states.values())
+        else:
+            states = [self.snapshot()] if self.measurement is not None else []
+        return Measurement.merge_wire(states)
+
+    def _save(self, status: str, error: str | None = None) -> None:
+        rec, path = self.record, self.record_path
+        if rec is None or path is None:
+            return
+        try:
+            merged = self._merged()
+            offered = self._offered(merged)
+            rec.series = merged.to_series(offered)
+            self._add_locust_reported(rec)
+            rec.config["generators"] = merged.generators
+            rec.config["pacing"] = merged.pacing or None
+            rec.warnings = [
+                w for w in rec.warnings if w.code in ("target-health-unavailable", "worker-final-missing")
+            ]
+            self._add_warnings(rec, merged)
+            rec.status = status
+            rec.error = error
+            rec.ended_utc = None if status == "running" else utc_now()
+            rec.save(path)
+        except Exception:  # never let a save break the run; the next save retries
+            logger.exception("deploybench: could not save the run record to %s", path)
+
+    def _offered(self, merged: Measurement) -> dict[str, float]:
+        if not self.options.open_loop:
+            return {}
+        names = list(merged.endpoints)
+        total = sum(merged.endpoints[n].count + sum(merged.endpoints[n].errors.values()) for n in names)
+        if not total:
+            return {}
+        # Endpoints share one schedule: each gets the total rate times its share of the sends.
+        return {
+            n: round(
+                self.options.rate_rps
+                * (merged.endpoints[n].count + sum(merged.endpoints[n].errors.values()))
+                / total,
+                3,
+            )
+            for n in names
+        }
+
+    def _add_locust_reported(self, rec: RunRecord) -> None:
+        stats = getattr(self.runner, "stats", None)
+        if stats is None:
+            return
+        for s in rec.series:
+            method, _, name = s.name.partition(" ")
+            entry = stats.entries.get((name, method))
+            if entry is None or not entry.num_requests:
+                continue
+            s.extra["locust_reported"] = {
+                "note": "Locust's own rounded stats for the same window (cross-check only)",
+                "num_requests": entry.num_requests,
+                "num_failures": entry.num_failures,
+                "p50_ms": entry.get_response_time_percentile(0.5),
+                "p99_ms": entry.get_response_time_percentile(0.99),
+                "avg_ms": round(entry.avg_response_time, 3),
+            }
+
+    def _add_warnings(self, rec: RunRecord, merged: Measurement) -> None:
+        for gen in merged.generators:
+            mean = gen.get("cpu_percent_mean")
+            if mean is not None and mean > GENERATOR_BOUND_PERCENT:
+                rec.add_warning(
+                    "generator-bound",
+                    f"load generator process {gen.get('pid')} ({gen.get('role')}) used {mean:.0f}% of a core "
+                    f"on average (> {GENERATOR_BOUND_PERCENT:.0f}%): latency and throughput may be the "
+                    "generator's, not the target's",
+                    hint="use more Locust processes (--processes / workers), fewer users, or pin the "
+                    "generator and the target to separate cores",
+                )
+        pacing = merged.pacing or {}
+        if pacing.get("dropped_sends"):
+            rec.add_warning(
+                "dropped-sends",
+                f"{pacing['dropped_sends']} scheduled sends were more than {self.options.max_lag_s:g} s late "
+                "and were dropped (not sent, not in the histograms)",
+                hint="more users (senders) or a lower --rate",
+            )
+        if pacing.get("late_sends") and pacing.get("sent"):
+            share = pacing["late_sends"] / pacing["sent"]
+            if share > 0.05:
+                rec.add_warning(
+                    "late-sends",
+                    f"{share:.0%} of sends left after their intended time; corrected latency includes it",
+                    hint="if the target is not saturated, add users so a sender is free at each slot",
+                )
+        for s in rec.series:
+            few = few_samples_percentiles(s.count)
+            if few:
+                rec.add_warning(
+                    "few-samples",
+                    f"{s.count} samples cannot resolve {', '.join(few)} (the value is at or near the max)",
+                    hint="run longer or at a higher rate",
+                    series=s.name,
+                )
+            if s.count == 0 and (s.duration_s or 0) == 0:
+                rec.add_warning(
+                    "no-window", "the run ended before the warm-up did: nothing measured", series=s.name
+                )
+            if s.error_ratio > 0.01:
+                rec.add_warning(
+                    "errors", f"{s.error_ratio:.1%} of requests failed: {s.errors}", series=s.name
+                )
+
+
+def _is_loopback(host: str | None) -> bool:
+    return bool(host) and any(h in host for h in ("://127.", "://localhost", "://[::1]"))
+
+
+def fetch_health(host: str | None, timeout_s: float = 2.0) -> dict[str, Any] | None:
+    """GET {host}/health -> dict, or None when it fails (bounded by timeout_s)."""
+    if not host:
+        return None
+    try:
+        with urllib.request.urlopen(host.rstrip("/") + "/health", timeout=timeout_s) as resp:
+            data = json.loads(resp.read(65536))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+SCENARIO_OPTION_NAMES = ("batch_size", "payload_mix", "image_size", "image_format", "image_count")
+
+
+def scenario_options(parsed: Any) -> dict[str, Any]:
+    return {k: getattr(parsed, k) for k in SCENARIO_OPTION_NAMES if hasattr(parsed, k)}
+
+
+PLUGIN = Plugin()
+
+events.init.add_listener(lambda environment, **_kw: PLUGIN.on_init(environment))
+events.test_start.add_listener(lambda environment, **_kw: PLUGIN.on_test_start(environment))
+events.test_stopping.add_listener(lambda environment, **_kw: PLUGIN.on_test_stopping(environment))
+events.test_stop.add_listener(lambda environment, **_kw: PLUGIN.on_test_stop(environment))
+events.quitting.add_listener(lambda environment, **_kw: PLUGIN.on_quitting(environment))
+events.request.add_listener(PLUGIN.on_request)
+events.report_to_master.add_listener(PLUGIN.on_report_to_master)
+events.worker_report.add_listener(PLUGIN.on_worker_report)
+
+
+# -- the user base class ---------------------------------------------------------------------------------
+class DeployBenchUser(FastHttpUser):
+    """FastHttpUser with no wait. Closed loop: back-to-back requests. Open loop: each request takes the next
+    slot of the process's shared arrival schedule and is sent at its intended time (or late, counted)."""
+
+    abstract = True
+    wait_time = constant(0)
+    scenario = "unknown"
+    network_timeout = 30.0
+    connection_timeout = 10.0
+
+    def send(self, method: str, path: str, **kwargs: Any) -> Any:
+        intended_ns = None
+        schedule = PLUGIN.schedule
+        if schedule is not None:
+            slot = schedule.take(time.perf_counter_ns())
+            if slot is None:
+                raise StopUser()
+            intended_ns = slot.intended_ns
+            wait_ns = intended_ns - time.perf_counter_ns()
+            if wait_ns > 0:
+                gevent.sleep(wait_ns / 1e9)
+        ctx = {"db_send_ns": time.perf_counter_ns()}
+        if intended_ns is not None:
+            ctx["db_intended_ns"] = intended_ns
+        return self.client.request(method, path, context=ctx, **kwargs)
+
+
+def run_id_for(config: dict[str, Any]) -> str:
+    """The run id a record with this config would get now (used by the runner to name files up front)."""
+    return make_run_id("load", config, utc_now())
+
+
+__all__ = [
+    "PLUGIN",
+    "DeployBenchUser",
+    "LoadOptions",
+    "Measurement",
+    "fetch_health",
+    "run_id_for",
+]

@@ -1,0 +1,373 @@
+"""Headless runner behind ``deploybench load``: start a target, wait for health, run a Locust scenario as a
+bounded subprocess, stop the target, return the run record.
+
+    deploybench load --framework fastapi --server uvicorn --model iris-rf --format onnx --scenario tabular \\
+        --duration 10 --users 8 | --rate 200 --load-model poisson --out results/
+    deploybench load --url http://127.0.0.1:8000 --scenario health --duration 5
+
+The record is written by the Locust process itself as the run goes (status "running"), finalised at the end;
+the runner adds the target config, Locust's exit code and log path, and marks the run "failed" if the target
+died.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from deploybench.errors import TargetError, UsageError
+from deploybench.paths import results_dir as default_results_dir
+from loadtests.pacer import LOAD_MODELS, OPEN_LOOP_MODELS
+from reports.record import RunRecord, load_record, make_run_id, utc_now
+
+SCENARIOS = ("tabular", "image", "health")
+SCENARIO_DIR = Path(__file__).resolve().parent
+STOP_GRACE_S = 15.0
+
+
+def scenario_file(scenario: str) -> Path:
+    if scenario not in SCENARIOS:
+        raise UsageError(f"unknown scenario {scenario!r} (choose from {', '.join(SCENARIOS)})")
+    return SCENARIO_DIR / f"{scenario}.py"
+
+
+def default_users(load_model: str, rate_rps: float | None) -> int:
+    """Closed loop: 8 users. Open loop: enough senders for ~40 ms of latency at the rate (at least 8)."""
+    if load_model in OPEN_LOOP_MODELS and rate_rps:
+        return int(min(500, max(8, math.ceil(rate_rps * 0.04))))
+    return 8
+
+
+def _target_info(target: Any) -> tuple[dict[str, Any], str | None]:
+    """(config to merge into the record, model name) for a TargetConfig-like object or a URL."""
+    if isinstance(target, str):
+        return {"target": {"url": target}}, None
+    to_dict = getattr(target, "to_dict", None)
+    if callable(to_dict):
+        d = to_dict()
+        keys = ("framework", "server", "model", "format", "workers", "threads", "intra_op_threads", "cpus")
+        return {"target": d, **{k: d[k] for k in keys if k in d}}, d.get("model")
+    return {"target": {"kind": type(target).__name__}}, None
+
+
+def run_load(
+    target: Any,
+    scenario: str,
+    *,
+    duration_s: float,
+    warmup_s: float = 0.0,
+    users: int | None = None,
+    rate_rps: float | None = None,
+    load_model: str = "closed",
+    results_dir: str | os.PathLike[str] | None = None,
+    record_path: str | os.PathLike[str] | None = None,
+    generator_cpus: list[int] | None = None,
+    processes: int = 0,
+    model: str | None = None,
+    seed: int = 0,
+    max_lag_s: float = 5.0,
+    scenario_options: dict[str, Any] | None = None,
+    ready_timeout_s: float = 60.0,
+) -> RunRecord:
+    """Run one load test and return its record (also saved at ``record_path`` or in ``results_dir``).
+
+    ``target``: a ``targets.serve.TargetConfig`` (started with ServerProcess and stopped afterwards), the URL
+    of an already running server, or an object with ``start()/stop()/is_alive()/url`` (e.g.
+    ``loadtests.testserver.KnownLatencyServer``), which is started and stopped here.
+    ``processes`` > 0 runs Locust as a master with that many worker processes (histograms merged).
+    ``scenario_options``: batch_size (tabular); payload_mix, image_size, image_format, image_count (image).
+    """
+    record, _ = run_load_to_file(**locals())
+    return record
+
+
+def _validate(
+    scenario: str, duration_s: float, warmup_s: float, users: int | None, rate_rps: float | None,
+    load_model: str, processes: int, generator_cpus: list[int] | None,
+) -> None:  # fmt: skip
+    scenario_file(scenario)
+    if load_model not in LOAD_MODELS:
+        raise UsageError(f"--load-model must be one of {', '.join(LOAD_MODELS)} (got {load_model!r})")
+    if not (math.isfinite(duration_s) and duration_s > 0):
+        raise UsageError("--duration must be > 0 seconds")
+    if not (math.isfinite(warmup_s) and warmup_s >= 0):
+        raise UsageError("--warmup must be >= 0 seconds")
+    if users is not None and users < 1:
+        raise UsageError("--users must be >= 1")
+    if load_model in OPEN_LOOP_MODELS:
+        if rate_rps is None or not (math.isfinite(rate_rps) and rate_rps > 0):
+            raise UsageError(f"--load-model {load_model} needs --rate > 0 (requests/s)")
+    elif rate_rps:
+        raise UsageError("--rate is for open-loop runs: add --load-model constant or poisson")
+    if processes < 0:
+        raise UsageError("--processes must be >= 0")
+    if generator_cpus is not None:
+        allowed = os.sched_getaffinity(0)
+        bad = [c for c in generator_cpus if c not in allowed]
+        if not generator_cpus or bad:
+            raise UsageError(
+                f"--generator-cpus {generator_cpus}: CPUs {bad} not available ({sorted(allowed)})"
+            )
+
+
+def run_load_to_file(
+    target: Any,
+    scenario: str,
+    *,
+    duration_s: float,
+    warmup_s: float = 0.0,
+    users: int | None = None,
+    rate_rps: float | None = None,
+    load_model: str = "closed",
+    results_dir: str | os.PathLike[str] | None = None,
+    record_path: str | os.PathLike[str] | None = None,
+    generator_cpus: list[int] | None = None,
+    processes: int = 0,
+    model: str | None = None,
+    seed: int = 0,
+    max_lag_s: float = 5.0,
+    scenario_options: dict[str, Any] | None = None,
+    ready_timeout_s: float = 60.0,
+) -> tuple[RunRecord, Path]:
+    """``run_load`` that also returns the record's path."""
+    _validate(scenario, duration_s, warmup_s, users, rate_rps, load_model, processes, generator_cpus)
+    if isinstance(target, str) and not target.startswith(("http://", "https://")):
+        raise UsageError(f"target URL must start with http:// or https:// (got {target!r})")
+    extra, target_model = _target_info(target)
+    model = model or target_model
+    n_users = users or default_users(load_model, rate_rps)
+    run_time_s = math.ceil(warmup_s + duration_s)
+    provisional = {**extra, "scenario": scenario, "model": model}
+    out_dir = Path(results_dir) if results_dir is not None else default_results_dir()
+    path = (
+        Path(record_path) if record_path else out_dir / f"{make_run_id('load', provisional, utc_now())}.json"
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    locust_log = path.with_suffix(".locust.log")
+    extra.update(
+        duration_s=duration_s, generator_cpus=generator_cpus, locust_processes=processes,
+        locust_log=str(locust_log), record_path=str(path),
+    )  # fmt: skip
+
+    server: Any = None
+    url: str
+    if isinstance(target, str):
+        url = target.rstrip("/")
+    elif callable(getattr(target, "to_dict", None)):
+        from targets.serve import ServerProcess  # the server engineer's launcher (imports frameworks)
+
+        server = ServerProcess(
+            target, log_path=path.with_suffix(".server.log"), ready_timeout_s=ready_timeout_s
+        )
+    else:
+        server = target
+    try:
+        if server is not None:
+            server.start()
+            url = server.url
+        cmd = [sys.executable, "-m", "locust", "-f", str(scenario_file(scenario)), "--headless",
+               "--host", url, "--users", str(n_users), "--spawn-rate", str(n_users),
+               "--run-time", f"{run_time_s}s", "--stop-timeout", "0", "--only-summary",
+               "--load-model", load_model, "--warmup", repr(float(warmup_s)), "--seed", str(seed),
+               "--max-lag", repr(float(max_lag_s)), "--record", str(path), "--results-dir", str(out_dir),
+               "--extra-config", _json(extra)]  # fmt: skip
+        if rate_rps:
+            cmd += ["--rate", repr(float(rate_rps))]
+        if model:
+            cmd += ["--model", model]
+        if processes:
+            cmd += ["--processes", str(processes)]
+        for k, v in (scenario_options or {}).items():
+            cmd += [f"--{k.replace('_', '-')}", str(v)]
+        rc, target_died = _run_locust(cmd, locust_log, generator_cpus, run_time_s, server)
+    finally:
+        if server is not None:
+            server.stop()
+
+    if not path.exists():
+        tail = _tail(locust_log)
+        if rc == 2:
+            raise UsageError(f"locust rejected the options:\n{tail}")
+        raise TargetError(f"locust exited with code {rc} without writing a record: {' '.join(cmd)}\n{tail}")
+    record = load_record(path)
+    record.config["locust_exit_code"] = rc
+    if target_died:
+        record.finish("failed", f"the target process exited during the run ({target_died})")
+    elif record.status == "running":
+        record.finish("failed", f"locust exited with code {rc} before finalising the record")
+    record.save(path)
+    return record, path
+
+
+def _json(d: dict[str, Any]) -> str:
+    import json
+
+    return json.dumps(d, default=str)
+
+
+def _run_locust(
+    cmd: list[str], log_path: Path, cpus: list[int] | None, run_time_s: int, server: Any
+) -> tuple[int, str | None]:
+    """Run Locust bounded in time; stop it early (SIGTERM → it finalises the record) if the target dies."""
+    target_died: str | None = None
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, process_group=0,
+                                cwd=SCENARIO_DIR.parent)  # fmt: skip
+        try:
+            if cpus:
+                with contextlib.suppress(OSError):
+                    os.sched_setaffinity(proc.pid, cpus)
+            deadline = time.monotonic() + run_time_s + 60.0
+            while proc.poll() is None:
+                if server is not None and target_died is None and not server.is_alive():
+                    target_died = "target process is gone"
+                    _signal_group(proc, signal.SIGTERM)
+                    deadline = min(deadline, time.monotonic() + STOP_GRACE_S)
+                if time.monotonic() > deadline:
+                    _signal_group(proc, signal.SIGTERM)
+                    try:
+                        proc.wait(STOP_GRACE_S)
+                    except subprocess.TimeoutExpired:
+                        _signal_group(proc, signal.SIGKILL)
+                    break
+                time.sleep(0.2)
+            rc = proc.wait(STOP_GRACE_S)
+        except BaseException:
+            _signal_group(proc, signal.SIGTERM)
+            try:
+                proc.wait(STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                _signal_group(proc, signal.SIGKILL)
+                proc.wait(5)
+            raise
+    return rc, target_died
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)
+
+
+def _tail(path: Path, n: int = 3000) -> str:
+    try:
+        return path.read_text(errors="replace")[-n:]
+    except OSError:
+        return ""
+
+
+# -- CLI -----------------------------------------------------------------------------------------------------
+def _cpu_list(text: str) -> list[int]:
+    out: list[int] = []
+    try:
+        for part in text.split(","):
+            lo, sep, hi = part.strip().partition("-")
+            out.extend(range(int(lo), int(hi) + 1) if sep else [int(lo)])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a CPU list like 0,1 or 0-3: {text!r}") from None
+    return out
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    t = parser.add_argument_group("target (start one, or give --url of a running server)")
+    t.add_argument("--url", help="an already running server, e.g. http://127.0.0.1:8000")
+    t.add_argument("--framework", choices=("flask", "fastapi"))
+    t.add_argument("--server", help="gunicorn-sync | gunicorn-gthread (flask); uvicorn | gunicorn-uvicorn")
+    t.add_argument("--model", help="iris-rf, iris-mlp, resnet18, resnet50")
+    t.add_argument("--format", help="pickle, onnx, torchscript, pt2")
+    t.add_argument("--workers", type=int, default=1)
+    t.add_argument("--threads", type=int, default=1)
+    t.add_argument("--intra-op-threads", type=int, default=1)
+    t.add_argument("--cpus", type=_cpu_list, help="CPU affinity of the target, e.g. 1 or 0-1")
+    t.add_argument("--zoo", help="model zoo folder (default artifacts/zoo)")
+    load = parser.add_argument_group("load")
+    load.add_argument("--scenario", choices=SCENARIOS, default="tabular")
+    load.add_argument("--duration", type=float, default=10.0, help="measured seconds (after warm-up)")
+    load.add_argument("--warmup", type=float, default=2.0, help="seconds excluded from the measurement")
+    load.add_argument("--users", type=int, help="closed loop: users; open loop: senders (default derived)")
+    load.add_argument("--rate", type=float, help="open loop: arrival rate, requests/s")
+    load.add_argument("--load-model", choices=LOAD_MODELS, default="closed")
+    load.add_argument("--max-lag", type=float, default=5.0, help="open loop: drop sends later than this (s)")
+    load.add_argument("--processes", type=int, default=0, help="Locust worker processes (0 = one process)")
+    load.add_argument("--generator-cpus", type=_cpu_list, help="CPU affinity of Locust, e.g. 0")
+    load.add_argument("--seed", type=int, default=0)
+    load.add_argument("--batch-size", type=int, help="tabular: rows per request")
+    load.add_argument("--payload-mix", help="image: e.g. multipart=3,base64=1")
+    load.add_argument("--image-size", help="image: WIDTHxHEIGHT (default 224x224)")
+    load.add_argument("--out", help="results folder (default results/)")
+    load.add_argument("--record", help="record path (default OUT/RUN_ID.json)")
+
+
+def _target_from_args(args: argparse.Namespace) -> Any:
+    if args.url:
+        if args.framework or args.server or args.format:
+            raise UsageError("give either --url or target options (--framework/--server/--format), not both")
+        return args.url
+    missing = [o for o in ("framework", "server", "model", "format") if not getattr(args, o)]
+    if missing:
+        raise UsageError(
+            f"no target: give --url, or --framework, --server, --model and --format (missing: {missing})"
+        )
+    from targets.serve import TargetConfig
+
+    kwargs: dict[str, Any] = dict(
+        framework=args.framework, server=args.server, model=args.model, format=args.format,
+        workers=args.workers, threads=args.threads, intra_op_threads=args.intra_op_threads, cpus=args.cpus,
+    )  # fmt: skip
+    if args.zoo:
+        kwargs["zoo_dir"] = Path(args.zoo)
+    try:
+        return TargetConfig(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"bad target options: {exc}") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    target = _target_from_args(args)
+    opts = {
+        k: v
+        for k, v in (
+            ("batch_size", args.batch_size),
+            ("payload_mix", args.payload_mix),
+            ("image_size", args.image_size),
+        )
+        if v is not None
+    }
+    record, path = run_load_to_file(
+        target, args.scenario, duration_s=args.duration, warmup_s=args.warmup, users=args.users,
+        rate_rps=args.rate, load_model=args.load_model, results_dir=args.out, record_path=args.record,
+        generator_cpus=args.generator_cpus, processes=args.processes, model=args.model if args.url else None,
+        seed=args.seed, max_lag_s=args.max_lag, scenario_options=opts,
+    )  # fmt: skip
+    print(format_summary(record))
+    print(f"record: {path}")
+    return 0 if record.status == "complete" else 1
+
+
+def format_summary(record: RunRecord) -> str:
+    c = record.config
+    lines = [f"{record.run_id}  status={record.status}  {c.get('loop')} ({c.get('load_model')})"]
+    if record.error:
+        lines.append(f"  error: {record.error}")
+    for s in record.series:
+        lat = s.latency_us
+        ms = lambda v: "-" if v is None else f"{v / 1000:.2f}"  # noqa: E731
+        line = (
+            f"  {s.name}: n={s.count} tput={s.throughput_rps} rps p50={ms(lat.get('p50'))} ms "
+            f"p99={ms(lat.get('p99'))} ms max={ms(lat.get('max'))} ms"
+        )
+        if s.uncorrected_latency_us:
+            line += f" (uncorrected p99={ms(s.uncorrected_latency_us.get('p99'))} ms)"
+        if s.errors:
+            line += f" errors={s.errors}"
+        lines.append(line)
+    for w in record.warnings:
+        lines.append(f"  warning [{w.code}]{' ' + w.series if w.series else ''}: {w.message}")
+    return "\n".join(lines)

@@ -1,0 +1,62 @@
+"""Tabular scenario: POST /predict with iris feature rows (the single form, or the batch form with
+--batch-size N).
+
+    locust -f loadtests/tabular.py --host http://127.0.0.1:8000 [--load-model poisson --rate 200]
+        [--batch-size 8]
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from locust import events, task
+
+from loadtests.common import PLUGIN, DeployBenchUser
+
+# Representative iris rows (sepal length/width, petal length/width in cm), one per class and some between.
+IRIS_ROWS: tuple[tuple[float, float, float, float], ...] = (
+    (5.1, 3.5, 1.4, 0.2),
+    (4.9, 3.0, 1.4, 0.2),
+    (7.0, 3.2, 4.7, 1.4),
+    (6.4, 3.2, 4.5, 1.5),
+    (6.3, 3.3, 6.0, 2.5),
+    (5.8, 2.7, 5.1, 1.9),
+    (5.9, 3.0, 4.2, 1.5),
+    (6.1, 2.8, 4.0, 1.3),
+)
+
+
+@events.init_command_line_parser.add_listener
+def _add_arguments(parser: Any, **_kw: Any) -> None:
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=1,
+        help="rows per request: 1 sends {'features': [...]}, N > 1 sends {'instances': [...]}",
+    )
+
+
+def make_payload(rng: random.Random, batch_size: int) -> dict[str, Any]:
+    if batch_size <= 1:
+        return {"features": list(rng.choice(IRIS_ROWS))}
+    return {"instances": [list(rng.choice(IRIS_ROWS)) for _ in range(batch_size)]}
+
+
+class TabularUser(DeployBenchUser):
+    scenario = "tabular"
+
+    def on_start(self) -> None:
+        parsed = self.environment.parsed_options
+        self.batch_size = max(1, int(getattr(parsed, "batch_size", 1) or 1))
+        seed = int(getattr(parsed, "seed", 0) or 0)
+        self.rng = random.Random(seed * 1_000_003 + id(self) % 1000)
+        self.payloads = [make_payload(self.rng, self.batch_size) for _ in range(16)]
+        self.i = 0
+        _ = PLUGIN  # the listener is registered on import
+
+    @task
+    def predict(self) -> None:
+        payload = self.payloads[self.i % len(self.payloads)]
+        self.i += 1
+        self.send("POST", "/predict", json=payload, name="/predict")

@@ -1,0 +1,395 @@
+"""Same-job A/B: measure a base git ref and the working tree interleaved on one machine, gate on the ratio.
+
+``deploybench ab --base-ref main --rounds 5 -- deploybench bench --profile tiny --out {out}``
+
+1. ``git worktree add --detach`` the base ref into a temporary folder (removed at the end, always).
+2. Run the measurement command ``--rounds`` times on each side, interleaved and counterbalanced
+   (round 1: base then candidate, round 2: candidate then base, ...), so slow drifts of a shared runner
+   (thermal, neighbours) hit both sides alike. Each run gets its own empty output folder: ``{out}`` in the
+   command is replaced by it, and ``$DEPLOYBENCH_RESULTS`` points to it; ``{side}`` / ``$DEPLOYBENCH_AB_SIDE``
+   is ``base`` or ``candidate``. The command runs in the side's tree, with that tree first on ``PYTHONPATH``
+   (so ``deploybench`` / ``python -m`` run the side's code), and the model zoo shared: ``$DEPLOYBENCH_ZOO``
+   is set to the candidate's zoo unless already set or ``--separate-zoo``.
+3. Per round and series, ``candidate / base`` of each rule's statistic (difference for absolute rules); the
+   change is the geometric mean over rounds and its CI a t interval over rounds (``reports.gate.paired_ci``).
+   Verdicts and exit codes as ``deploybench gate``: 0 pass, 1 regression, 2 usage error / incomparable
+   (different configs between the sides, a failed or timed-out measurement, no records written).
+
+Records of every run are kept under ``--out`` (default ``results/ab/<UTC time>/round-NN/<side>/``) with the
+command's log, plus ``ab.json`` (the verdicts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from deploybench.errors import UsageError
+from deploybench.paths import results_dir, zoo_dir
+from reports.gate import (
+    GateResult,
+    Row,
+    Rule,
+    _metric_unit,
+    _series_label,
+    add_rule_arguments,
+    check_env,
+    check_records,
+    config_identity,
+    identity_key,
+    judge,
+    pair_groups,
+    paired_ci,
+    point_value,
+    render_table,
+    rules_from_args,
+    series_key,
+    write_outputs,
+)
+from reports.record import RunRecord, load_records, write_json_atomic
+
+SIDES = ("base", "candidate")
+KILL_GRACE_S = 5.0
+
+
+@dataclass
+class ABRuns:
+    """Records of every round: ``rounds[i]["base"]`` / ``rounds[i]["candidate"]``."""
+
+    base_ref: str
+    base_commit: str
+    command: list[str]
+    out_dir: Path
+    rounds: list[dict[str, list[RunRecord]]] = field(default_factory=list)
+    wall_s: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in SIDES})
+
+
+def _git(repo: Path, *args: str, timeout_s: float = 60.0) -> str:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=timeout_s, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise UsageError(f"git {' '.join(args)}: {exc}") from None
+    if out.returncode != 0:
+        raise UsageError(f"git {' '.join(args)} failed: {out.stderr.strip() or out.stdout.strip()}")
+    return out.stdout.strip()
+
+
+def repo_root(path: Path) -> Path:
+    return Path(_git(path, "rev-parse", "--show-toplevel"))
+
+
+def resolve_ref(repo: Path, ref: str) -> str:
+    try:
+        return _git(repo, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
+    except UsageError:
+        raise UsageError(
+            f"--base-ref {ref!r}: not a commit in {repo} (fetch it first, e.g. git fetch origin {ref})"
+        ) from None
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """Stop the measurement we started: SIGTERM to its own process group, SIGKILL after a grace period."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout=KILL_GRACE_S)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        proc.wait(timeout=KILL_GRACE_S)
+
+
+def _tail(path: Path, n_chars: int = 1500) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return text[-n_chars:].strip()
+
+
+def _is_record(path: Path) -> bool:
+    """A run record (has schema_version), not e.g. pytest-benchmark's raw JSON or a summary."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(data, dict) and "schema_version" in data and "series" in data
+
+
+def measure_once(
+    command: Sequence[str],
+    tree: Path,
+    out: Path,
+    side: str,
+    round_no: int,
+    *,
+    timeout_s: float,
+    zoo: Path | None,
+) -> tuple[list[RunRecord], float]:
+    """Run the measurement once in ``tree``, writing into the empty folder ``out``: records + wall time."""
+    out.mkdir(parents=True, exist_ok=False)
+    argv = [a.replace("{out}", str(out)).replace("{side}", side) for a in command]
+    env = dict(os.environ)
+    env["DEPLOYBENCH_RESULTS"] = str(out)
+    env["DEPLOYBENCH_AB_SIDE"] = side
+    env["DEPLOYBENCH_AB_ROUND"] = str(round_no)
+    env["PYTHONPATH"] = os.pathsep.join([str(tree), *filter(None, [os.environ.get("PYTHONPATH")])])
+    if zoo is not None:
+        env["DEPLOYBENCH_ZOO"] = str(zoo)
+    log_path = out.parent / f"{side}.log"
+    start_ns = time.perf_counter_ns()
+    with open(log_path, "wb") as log:
+        try:
+            proc = subprocess.Popen(
+                argv, cwd=tree, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        except OSError as exc:
+            raise UsageError(
+                f"cannot run the measurement command {argv[0]!r}: {exc.strerror or exc}"
+            ) from None
+        try:
+            rc = proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            raise UsageError(
+                f"measurement ({side}, round {round_no}) ran past --round-timeout-s {timeout_s:g}; "
+                f"log {log_path}"
+            ) from None
+        except BaseException:
+            _kill_group(proc)
+            raise
+    wall_s = (time.perf_counter_ns() - start_ns) / 1e9
+    if rc != 0:
+        raise UsageError(
+            f"measurement failed ({side}, round {round_no}, exit {rc}): {' '.join(argv)}\n"
+            f"--- log tail ({log_path}) ---\n{_tail(log_path)}"
+        )
+    files = [f for f in sorted(out.rglob("*.json")) if not f.name.startswith(".") and _is_record(f)]
+    if not files:
+        raise UsageError(
+            f"measurement ({side}, round {round_no}) wrote no records into {out}: the command must write "
+            "run records into {out} or $DEPLOYBENCH_RESULTS"
+        )
+    return load_records(files), wall_s
+
+
+def run_ab(
+    repo: Path,
+    base_ref: str,
+    command: Sequence[str],
+    *,
+    rounds: int,
+    out_dir: Path,
+    timeout_s: float = 900.0,
+    share_zoo: bool = True,
+    keep_worktree: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> ABRuns:
+    """Measure base (a temporary worktree of ``base_ref``) and candidate (``repo``'s tree) interleaved."""
+    if rounds < 1:
+        raise UsageError("--rounds must be at least 1 (3 or more for a confidence interval worth having)")
+    if not command:
+        raise UsageError(
+            "no measurement command: deploybench ab --base-ref REF -- COMMAND ... ({out} = folder)"
+        )
+    repo = repo_root(repo)
+    commit = resolve_ref(repo, base_ref)
+    out_dir = out_dir.resolve()
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise UsageError(f"--out {out_dir}: exists and is not empty")
+    zoo: Path | None = None
+    if share_zoo:
+        zoo = Path(os.environ["DEPLOYBENCH_ZOO"]) if os.environ.get("DEPLOYBENCH_ZOO") else repo / zoo_dir()
+        zoo = zoo.resolve()
+    runs = ABRuns(base_ref, commit, list(command), out_dir)
+    tmp = Path(tempfile.mkdtemp(prefix="deploybench-ab-"))
+    worktree = tmp / "base"
+    created = False
+    try:
+        _git(repo, "worktree", "add", "--detach", str(worktree), commit, timeout_s=300)
+        created = True
+        trees = {"base": worktree, "candidate": repo}
+        for i in range(1, rounds + 1):
+            order = SIDES if i % 2 == 1 else SIDES[::-1]
+            got: dict[str, list[RunRecord]] = {}
+            for side in order:
+                if progress:
+                    progress(f"round {i}/{rounds}: {side} ...")
+                got[side], wall = measure_once(
+                    command,
+                    trees[side],
+                    out_dir / f"round-{i:02d}" / side,
+                    side,
+                    i,
+                    timeout_s=timeout_s,
+                    zoo=zoo,
+                )
+                runs.wall_s[side].append(wall)
+            runs.rounds.append(got)
+    finally:
+        if created and not keep_worktree:
+            with contextlib.suppress(UsageError):
+                _git(repo, "worktree", "remove", "--force", str(worktree), timeout_s=120)
+        if not keep_worktree:
+            shutil.rmtree(tmp, ignore_errors=True)
+            with contextlib.suppress(UsageError):
+                _git(repo, "worktree", "prune")
+    return runs
+
+
+def ab_gate(
+    rounds: Sequence[dict[str, list[RunRecord]]],
+    rules: Sequence[Rule],
+    *,
+    confidence: float = 0.95,
+    force: bool = False,
+    series_filter: Sequence[str] = (),
+) -> GateResult:
+    """Per-round candidate/base ratios (differences for absolute rules) -> change + t interval over rounds."""
+    import fnmatch
+
+    result = GateResult(confidence=confidence, title=f"A/B gate ({len(rounds)} rounds)")
+    # values[(config key, series key, metric)] = [(base, candidate) per round]
+    values: dict[tuple[str, str, str], list[tuple[float, float]]] = {}
+    labels: dict[tuple[str, str, str], str] = {}
+    for i, rnd in enumerate(rounds, 1):
+        base, cand = rnd["base"], rnd["candidate"]
+        check_records(base, f"round {i} base", force, result.notes)
+        check_records(cand, f"round {i} candidate", force, result.notes)
+        for b_runs, c_runs in pair_groups(base, cand, force, result.notes):
+            check_env(b_runs, c_runs, force, result.notes)
+            cfg = identity_key(config_identity(c_runs[0]))
+            b_series = {series_key(s): s for r in b_runs for s in r.series}
+            c_series = {series_key(s): s for r in c_runs for s in r.series}
+            names = [s.name for s in c_series.values()]
+            for key, cs in c_series.items():
+                label = _series_label(cs, names.count(cs.name) > 1)
+                if series_filter and not any(fnmatch.fnmatchcase(label, p) for p in series_filter):
+                    continue
+                bs = b_series.get(key)
+                if bs is None:
+                    result.notes.append(f"round {i}: series {label!r} missing on the base side: not gated")
+                    continue
+                for rule in rules:
+                    bv, cv = point_value(bs, rule.metric), point_value(cs, rule.metric)
+                    k = (cfg, key, rule.text)
+                    labels[k] = label
+                    if bv is None or cv is None:
+                        values.setdefault(k, [])
+                        continue
+                    values.setdefault(k, []).append((bv, cv))
+    rule_by_text = {r.text: r for r in rules}
+    for (_cfg, _key, text), pairs in values.items():
+        rule = rule_by_text[text]
+        label = labels[(_cfg, _key, text)]
+        row = Row(rule.text, rule.metric, label, _metric_unit(rule), None, None, None, None, "no data", "")
+        row.method = f"A/B {len(pairs)} rounds (t)"
+        if pairs:
+            b = [p[0] for p in pairs]
+            c = [p[1] for p in pairs]
+            row.baseline, row.current = float(np.median(b)), float(np.median(c))
+            res = paired_ci(b, c, relative=rule.relative, confidence=confidence)
+            if res is None:
+                row.note = "zero statistic: no ratio"
+            else:
+                row.change, row.ci = res
+                if row.ci is None:
+                    row.note = "1 round: no CI"
+        if len(pairs) < len(rounds):
+            row.note = "; ".join(
+                filter(None, [row.note, f"statistic missing in {len(rounds) - len(pairs)} round(s)"])
+            )
+        row.verdict = judge(rule, row.change, row.ci)
+        result.rows.append(row)
+    if not result.rows:
+        raise UsageError(
+            "A/B: no series measured on both sides" + (" (after --series)" if series_filter else "")
+        )
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------------
+# CLI
+# ---------------------------------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--base-ref", required=True, help="git ref measured as the base (e.g. main, origin/main)"
+    )
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds per side (default 5)")
+    parser.add_argument("--repo", default=".", help="the candidate git working tree (default: .)")
+    parser.add_argument("--out", default=None, help="where records go (default: results/ab/<UTC time>)")
+    parser.add_argument(
+        "--round-timeout-s", type=float, default=900.0, help="limit for one measurement run (default 900)"
+    )
+    parser.add_argument(
+        "--separate-zoo", action="store_true", help="do not share the candidate's model zoo with the base"
+    )
+    parser.add_argument("--keep-worktree", action="store_true", help="leave the base worktree for inspection")
+    add_rule_arguments(parser)
+    parser.add_argument(
+        "measure_command",
+        metavar="COMMAND",
+        nargs=argparse.REMAINDER,
+        help="after --: the measurement, writing records into {out} (or $DEPLOYBENCH_RESULTS)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    rules, confidence = rules_from_args(args)  # refuse bad rules before measuring anything
+    command = list(args.measure_command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not 1 <= args.rounds <= 100:
+        raise UsageError(f"--rounds must be between 1 and 100; got {args.rounds}")
+    if not args.round_timeout_s > 0:
+        raise UsageError("--round-timeout-s must be positive")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    out_dir = Path(args.out) if args.out else results_dir() / "ab" / stamp
+    runs = run_ab(
+        Path(args.repo),
+        args.base_ref,
+        command,
+        rounds=args.rounds,
+        out_dir=out_dir,
+        timeout_s=args.round_timeout_s,
+        share_zoo=not args.separate_zoo,
+        keep_worktree=args.keep_worktree,
+        progress=lambda msg: print(msg, file=sys.stderr, flush=True),
+    )
+    result = ab_gate(runs.rounds, rules, confidence=confidence, force=args.force, series_filter=args.series)
+    result.notes.append(
+        f"base {runs.base_ref} = {runs.base_commit[:12]}; candidate = working tree of "
+        f"{Path(args.repo).resolve()}; records in {runs.out_dir}"
+    )
+    print(render_table(result), end="")
+    write_outputs(result, args.markdown, args.json_out)
+    write_json_atomic(
+        runs.out_dir / "ab.json",
+        {"base_ref": runs.base_ref, "base_commit": runs.base_commit, "command": runs.command,
+         "wall_s": runs.wall_s, **result.to_dict()},
+    )  # fmt: skip
+    return result.exit_code

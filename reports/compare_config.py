@@ -1,0 +1,404 @@
+"""Matrix files for `deploybench compare`: parse + validate a TOML config, expand it into choices.
+
+A config file (see ``configs/*.toml``) has four tables, every key optional (defaults below)::
+
+    name = "quick"
+    description = "..."
+
+    [matrix]                       # the cartesian product of these axes, invalid combinations skipped
+    framework = ["fastapi", "flask"]
+    server = ["uvicorn", "gunicorn-sync"]
+    model = ["iris-rf"]
+    format = ["pickle", "onnx"]
+    workers = [1]
+    threads = [1]                  # only gunicorn-gthread uses threads > 1
+    intra_op_threads = 1           # a single value for every choice
+
+    [slo]
+    p99_ms = 50.0                  # corrected P99 must stay under this
+    max_error_ratio = 0.01
+    min_throughput_ratio = 0.95    # achieved / offered
+
+    [measure]
+    scenario = "auto"              # "auto" = from the models' task (tabular / image)
+    users = 8                      # closed-loop users for warm-up + stability windows
+    warmup_s = 2.0
+    window_s = 2.0                 # one stability window
+    stability_windows = 3          # ... this many consecutive windows
+    stability_tolerance = 0.10     # ... within 10% (max/min) of each other
+    max_windows = 6
+    max_stability_s = 20.0
+    common_rate_rps = 50.0         # every choice is also measured at this open-loop rate (P50/P95/P99, CPU)
+    common_duration_s = 4.0
+    load_model = "poisson"         # open-loop arrivals: "constant" | "poisson"
+    pin = false                    # server on CPU 1, load generator on CPU 0
+
+    [search]                       # saturation search: bisection over open-loop rates
+    step_s = 3.0                   # measured seconds per probed rate
+    step_warmup_s = 1.0
+    lo_factor = 0.5                # bounds = factor x closed-loop throughput ...
+    hi_factor = 1.25
+    lo_rps = 0.0                   # ... unless given in rps (> 0)
+    hi_rps = 0.0
+    max_probes = 6
+    rel_tolerance = 0.10
+    max_expansions = 1
+
+Every problem is a UsageError naming the file and the key (exit code 2).
+"""
+
+from __future__ import annotations
+
+import itertools
+import tomllib
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from deploybench.errors import UsageError
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+DEFAULT_CONFIG = "quick"
+
+SERVERS: dict[str, tuple[str, ...]] = {
+    "flask": ("gunicorn-sync", "gunicorn-gthread"),
+    "fastapi": ("uvicorn", "gunicorn-uvicorn"),
+}
+ALL_SERVERS = tuple(s for servers in SERVERS.values() for s in servers)
+ALL_FORMATS = ("pickle", "onnx", "torchscript", "pt2")
+SCENARIOS = ("auto", "tabular", "image")
+LOAD_MODELS = ("constant", "poisson")
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One deployment choice: everything that differs between the targets being compared."""
+
+    framework: str
+    server: str
+    model: str
+    format: str
+    workers: int = 1
+    threads: int = 1
+
+    @property
+    def id(self) -> str:
+        """Stable, file-name safe: ``fastapi-uvicorn-iris-rf-onnx-w1`` (``-t4`` for gthread threads)."""
+        t = f"-t{self.threads}" if self.server == "gunicorn-gthread" else ""
+        return f"{self.framework}-{self.server}-{self.model}-{self.format}-w{self.workers}{t}"
+
+    @property
+    def label(self) -> str:
+        """Human label: ``fastapi+uvicorn iris-rf/onnx w1`` (``w2 t4`` for gthread)."""
+        t = f" t{self.threads}" if self.server == "gunicorn-gthread" else ""
+        return f"{self.framework}+{self.server} {self.model}/{self.format} w{self.workers}{t}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Choice:
+        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A combination of the axes that is not a valid target, and why."""
+
+    combo: str
+    reason: str
+
+
+@dataclass
+class MatrixAxes:
+    framework: list[str] = field(default_factory=lambda: ["fastapi", "flask"])
+    server: list[str] = field(default_factory=lambda: ["uvicorn", "gunicorn-sync"])
+    model: list[str] = field(default_factory=lambda: ["iris-rf"])
+    format: list[str] = field(default_factory=lambda: ["pickle", "onnx"])
+    workers: list[int] = field(default_factory=lambda: [1])
+    threads: list[int] = field(default_factory=lambda: [1])
+    intra_op_threads: int = 1
+
+
+@dataclass
+class SloConfig:
+    p99_ms: float = 50.0
+    max_error_ratio: float = 0.01
+    min_throughput_ratio: float = 0.95
+
+
+@dataclass
+class MeasureConfig:
+    scenario: str = "auto"
+    users: int = 8
+    warmup_s: float = 2.0
+    window_s: float = 2.0
+    stability_windows: int = 3
+    stability_tolerance: float = 0.10
+    max_windows: int = 6
+    max_stability_s: float = 20.0
+    common_rate_rps: float = 50.0
+    common_duration_s: float = 4.0
+    load_model: str = "poisson"
+    pin: bool = False
+
+
+@dataclass
+class SearchConfig:
+    step_s: float = 3.0
+    step_warmup_s: float = 1.0
+    lo_factor: float = 0.5
+    hi_factor: float = 1.25
+    lo_rps: float = 0.0
+    hi_rps: float = 0.0
+    max_probes: int = 6
+    rel_tolerance: float = 0.10
+    max_expansions: int = 1
+
+
+@dataclass
+class CompareConfig:
+    name: str = DEFAULT_CONFIG
+    description: str = ""
+    source: str = ""  # the file it came from (or "built-in")
+    matrix: MatrixAxes = field(default_factory=MatrixAxes)
+    slo: SloConfig = field(default_factory=SloConfig)
+    measure: MeasureConfig = field(default_factory=MeasureConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], source: str = "<dict>") -> CompareConfig:
+        return _parse(dict(d), source)
+
+
+# -- parsing -----------------------------------------------------------------------------------------------
+_SECTIONS: dict[str, type] = {
+    "matrix": MatrixAxes,
+    "slo": SloConfig,
+    "measure": MeasureConfig,
+    "search": SearchConfig,
+}
+
+
+def _type_name(t: Any) -> str:
+    return getattr(t, "__name__", str(t))
+
+
+def _coerce(where: str, key: str, value: Any, default: Any) -> Any:
+    """Check ``value`` against the type of ``default`` (lists: of the element type; a scalar becomes [x])."""
+    if isinstance(default, list):
+        elem_type = type(default[0]) if default else str
+        items = value if isinstance(value, list) else [value]
+        if not items:
+            raise UsageError(f"{where}: `{key}` must not be empty")
+        out = [_coerce(where, key, v, elem_type()) for v in items]
+        if len(set(out)) != len(out):
+            raise UsageError(f"{where}: `{key}` lists a value twice: {items}")
+        return out
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise UsageError(f"{where}: `{key}` must be true or false, got {value!r}")
+        return value
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise UsageError(f"{where}: `{key}` must be an integer, got {value!r}")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise UsageError(f"{where}: `{key}` must be a number, got {value!r}")
+        return float(value)
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise UsageError(f"{where}: `{key}` must be a string, got {value!r}")
+        return value
+    raise UsageError(f"{where}: `{key}`: unsupported value {value!r}")  # pragma: no cover
+
+
+def _parse_section(source: str, name: str, raw: Any) -> Any:
+    cls = _SECTIONS[name]
+    if not isinstance(raw, dict):
+        raise UsageError(f"{source}: [{name}] must be a table")
+    obj = cls()
+    known = {f.name for f in fields(cls)}
+    for key, value in raw.items():
+        if key not in known:
+            raise UsageError(f"{source}: unknown key `{key}` in [{name}] (known: {', '.join(sorted(known))})")
+        setattr(obj, key, _coerce(f"{source} [{name}]", key, value, getattr(obj, key)))
+    return obj
+
+
+def _parse(raw: dict[str, Any], source: str) -> CompareConfig:
+    cfg = CompareConfig(source=source)
+    for key, value in raw.items():
+        if key in _SECTIONS:
+            setattr(cfg, key, _parse_section(source, key, value))
+        elif key in ("name", "description"):
+            if not isinstance(value, str):
+                raise UsageError(f"{source}: `{key}` must be a string")
+            setattr(cfg, key, value)
+        else:
+            raise UsageError(
+                f"{source}: unknown top-level key `{key}` "
+                f"(known: name, description, {', '.join('[' + s + ']' for s in _SECTIONS)})"
+            )
+    validate(cfg)
+    return cfg
+
+
+def _check(cond: bool, source: str, message: str) -> None:
+    if not cond:
+        raise UsageError(f"{source}: {message}")
+
+
+def validate(cfg: CompareConfig) -> None:
+    """Value checks that do not need the model zoo (ranges, names)."""
+    src = cfg.source or "config"
+    m = cfg.matrix
+    for fw in m.framework:
+        _check(fw in SERVERS, src, f"[matrix] framework {fw!r} is not one of {', '.join(SERVERS)}")
+    for s in m.server:
+        _check(s in ALL_SERVERS, src, f"[matrix] server {s!r} is not one of {', '.join(ALL_SERVERS)}")
+    for f in m.format:
+        _check(f in ALL_FORMATS, src, f"[matrix] format {f!r} is not one of {', '.join(ALL_FORMATS)}")
+    for w in m.workers:
+        _check(1 <= w <= 64, src, f"[matrix] workers must be in 1..64, got {w}")
+    for t in m.threads:
+        _check(1 <= t <= 64, src, f"[matrix] threads must be in 1..64, got {t}")
+    _check(1 <= m.intra_op_threads <= 64, src, "[matrix] intra_op_threads must be in 1..64")
+
+    s = cfg.slo
+    _check(s.p99_ms > 0, src, f"[slo] p99_ms must be > 0, got {s.p99_ms}")
+    _check(0 <= s.max_error_ratio < 1, src, "[slo] max_error_ratio must be in [0, 1)")
+    _check(0 < s.min_throughput_ratio <= 1, src, "[slo] min_throughput_ratio must be in (0, 1]")
+
+    ms = cfg.measure
+    _check(ms.scenario in SCENARIOS, src, f"[measure] scenario must be one of {', '.join(SCENARIOS)}")
+    _check(ms.load_model in LOAD_MODELS, src, f"[measure] load_model must be one of {', '.join(LOAD_MODELS)}")
+    _check(1 <= ms.users <= 1000, src, "[measure] users must be in 1..1000")
+    for key in ("window_s", "common_duration_s", "max_stability_s"):
+        _check(0 < getattr(ms, key) <= 3600, src, f"[measure] {key} must be in (0, 3600]")
+    _check(0 <= ms.warmup_s <= 3600, src, "[measure] warmup_s must be in [0, 3600]")
+    _check(ms.stability_windows >= 1, src, "[measure] stability_windows must be >= 1")
+    _check(ms.max_windows >= ms.stability_windows, src, "[measure] max_windows must be >= stability_windows")
+    _check(0 < ms.stability_tolerance < 1, src, "[measure] stability_tolerance must be in (0, 1)")
+    _check(ms.common_rate_rps > 0, src, "[measure] common_rate_rps must be > 0")
+
+    se = cfg.search
+    _check(0 < se.step_s <= 600, src, "[search] step_s must be in (0, 600]")
+    _check(0 <= se.step_warmup_s <= 600, src, "[search] step_warmup_s must be in [0, 600]")
+    _check(0 < se.lo_factor < se.hi_factor, src, "[search] need 0 < lo_factor < hi_factor")
+    _check(se.lo_rps >= 0 and se.hi_rps >= 0, src, "[search] lo_rps / hi_rps must be >= 0 (0 = auto)")
+    _check(not (se.lo_rps and se.hi_rps) or se.lo_rps < se.hi_rps, src, "[search] need lo_rps < hi_rps")
+    _check(2 <= se.max_probes <= 50, src, "[search] max_probes must be in 2..50")
+    _check(0 < se.rel_tolerance < 1, src, "[search] rel_tolerance must be in (0, 1)")
+    _check(0 <= se.max_expansions <= 5, src, "[search] max_expansions must be in 0..5")
+
+
+def resolve_config_path(name_or_path: str | None) -> Path:
+    """A path to a TOML file, or the name of one in ``configs/`` (``quick`` -> configs/quick.toml)."""
+    name = name_or_path or DEFAULT_CONFIG
+    p = Path(name)
+    if p.suffix == ".toml" or p.exists():
+        if not p.is_file():
+            raise UsageError(f"config file {p}: no such file")
+        return p
+    candidate = CONFIG_DIR / f"{name}.toml"
+    if not candidate.is_file():
+        known = sorted(f.stem for f in CONFIG_DIR.glob("*.toml")) if CONFIG_DIR.is_dir() else []
+        raise UsageError(f"no config named {name!r} (a .toml path, or one of: {', '.join(known) or 'none'})")
+    return candidate
+
+
+def load_config(name_or_path: str | None = None) -> CompareConfig:
+    path = resolve_config_path(name_or_path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"{path}: not valid TOML ({exc})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path}: cannot read ({exc})") from None
+    return _parse(raw, str(path))
+
+
+# -- expansion ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ModelInfo:
+    task: str  # "tabular" | "image"
+    formats: tuple[str, ...]
+
+
+def zoo_catalog() -> dict[str, ModelInfo]:
+    """Models and their formats, from the zoo's MODELS (imported lazily: it pulls in torch)."""
+    from targets.zoo import MODELS
+
+    return {name: ModelInfo(spec.task, tuple(spec.formats)) for name, spec in MODELS.items()}
+
+
+def expand(cfg: CompareConfig, catalog: Mapping[str, ModelInfo]) -> tuple[list[Choice], list[Skipped], str]:
+    """Every valid choice of the matrix (in axis order), the skipped combinations with a reason, and the
+    scenario they all run. Raises UsageError for an unknown model, a mix of tabular and image models (they
+    cannot share a scenario), or a matrix with no valid choice."""
+    m = cfg.matrix
+    src = cfg.source or "config"
+    for model in m.model:
+        if model not in catalog:
+            raise UsageError(f"{src}: [matrix] model {model!r} is not one of {', '.join(sorted(catalog))}")
+    tasks = {catalog[model].task for model in m.model}
+    scenario = cfg.measure.scenario
+    if scenario == "auto":
+        if len(tasks) > 1:
+            raise UsageError(
+                f"{src}: [matrix] mixes tabular and image models ({', '.join(m.model)}); every choice must "
+                "run the same scenario: compare them in separate matrices"
+            )
+        scenario = tasks.pop()
+    else:
+        wrong = [model for model in m.model if catalog[model].task != scenario]
+        if wrong:
+            raise UsageError(f"{src}: scenario {scenario!r} does not fit model(s) {', '.join(wrong)}")
+
+    choices: list[Choice] = []
+    skipped: list[Skipped] = []
+    seen_skips: set[str] = set()
+
+    def skip(combo: str, reason: str) -> None:
+        if combo not in seen_skips:
+            seen_skips.add(combo)
+            skipped.append(Skipped(combo, reason))
+
+    for fw, server, model, fmt, workers, threads in itertools.product(
+        m.framework, m.server, m.model, m.format, m.workers, m.threads
+    ):
+        if server not in SERVERS[fw]:
+            skip(f"{fw}+{server}", f"{server} does not serve {fw} (it uses {' or '.join(SERVERS[fw])})")
+            continue
+        if fmt not in catalog[model].formats:
+            skip(
+                f"{model}/{fmt}",
+                f"{model} has no {fmt} artifact (formats: {', '.join(catalog[model].formats)})",
+            )
+            continue
+        if threads != 1 and server != "gunicorn-gthread":
+            skip(f"{server} threads={threads}", "only gunicorn-gthread uses threads > 1")
+            continue
+        choices.append(Choice(fw, server, model, fmt, workers, threads))
+    if not choices:
+        why = "; ".join(f"{s.combo}: {s.reason}" for s in skipped) or "empty axes"
+        raise UsageError(f"{src}: the matrix has no valid choice ({why})")
+    return choices, skipped, scenario
+
+
+def apply_overrides(cfg: CompareConfig, overrides: Mapping[str, Any]) -> CompareConfig:
+    """CLI flags over the file: ``{"matrix.framework": ["flask"], "slo.p99_ms": 20.0, ...}`` (None = keep)."""
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        section, key = dotted.split(".", 1)
+        obj = getattr(cfg, section)
+        setattr(obj, key, _coerce(f"--{key.replace('_', '-')}", key, value, getattr(obj, key)))
+    validate(cfg)
+    return cfg

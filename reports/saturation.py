@@ -1,0 +1,390 @@
+"""Pure search logic for `deploybench compare`: the stability rule and the saturation (max rate under SLO)
+search.
+
+Nothing here starts servers, sleeps or prints: every function takes the measurement as a callable, so tests
+drive it with fakes and the real runner drives it with short ``run_load`` calls.
+
+Stability rule (perf_analyzer's): a closed-loop measurement is *stable* once the last ``n`` (3) consecutive
+windows have ``max/min <= 1 + tolerance`` (10%) for both throughput and median latency, and every one of them
+had successes. Windows are measured until that holds or a max number of windows / max duration is reached;
+the latter is reported as "unstable" (a warning, never a failure).
+
+Saturation rule (MLPerf Server scenario style): an open-loop arrival rate *passes* when all of
+
+1. the corrected P99 (latency from the intended send time) is ``<= slo_p99_us``,
+2. the error ratio (errors / requests) is ``<= max_error_ratio`` (1%),
+3. the achieved throughput is ``>= min_throughput_ratio`` (95%) of the offered rate (else the target, or the
+   generator, is falling behind and the queue grows), less one request over the window, and with Poisson
+   arrivals less 3 standard deviations of the arrival count (short windows would otherwise fail by chance).
+
+The search finds the highest passing rate by bisection between a lower and an upper bound, with geometric
+midpoints (relative resolution), a fixed budget of probes, and a relative tolerance: it stops when the
+bracket ``[highest pass, lowest fail]`` is within ``rel_tolerance``. An upper bound that passes is raised by
+``expand_factor`` (at most ``max_expansions`` times); a lower bound that fails is lowered likewise. The
+reported ``max_rps`` is always a rate that was actually measured and passed.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from reports.record import RecordWarning
+
+# ---------------------------------------------------------------------------------------------------------
+# Rate measurements and the pass rule
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RateMeasurement:
+    """What one open-loop run at an offered rate produced."""
+
+    p99_us: int | None  # corrected P99; None when nothing succeeded
+    throughput_rps: float  # achieved (successes / window)
+    error_ratio: float  # errors / (successes + errors)
+    extra: dict[str, Any] = field(default_factory=dict)  # e.g. record path, p50/p95, cpu
+    window_s: float | None = None  # measured window (for the Poisson noise allowance)
+
+
+@dataclass(frozen=True)
+class SloRules:
+    """When an offered rate counts as sustained (see module docstring)."""
+
+    slo_p99_us: int
+    max_error_ratio: float = 0.01
+    min_throughput_ratio: float = 0.95
+    poisson: bool = False  # Poisson arrivals: allow 3 standard deviations of the arrival count
+
+    def throughput_floor_rps(self, offered_rps: float, window_s: float | None) -> float:
+        """Lowest achieved rate that passes: ``min_throughput_ratio * offered``, less one request over the
+        window (counts are integers), and with Poisson arrivals less 3 standard deviations of the arrival
+        count (sd = sqrt(rate * window)), both expressed as rates over ``window_s``."""
+        floor = self.min_throughput_ratio * offered_rps
+        if window_s and window_s > 0:
+            floor -= 1.0 / window_s
+            if self.poisson:
+                floor -= 3.0 * math.sqrt(offered_rps / window_s)
+        return max(floor, 0.0)
+
+    def __post_init__(self) -> None:
+        if self.slo_p99_us <= 0:
+            raise ValueError("slo_p99_us must be > 0")
+        if not 0.0 <= self.max_error_ratio < 1.0:
+            raise ValueError("max_error_ratio must be in [0, 1)")
+        if not 0.0 < self.min_throughput_ratio <= 1.0:
+            raise ValueError("min_throughput_ratio must be in (0, 1]")
+
+    def failures(self, offered_rps: float, m: RateMeasurement) -> list[str]:
+        """Why ``m`` does not sustain ``offered_rps`` (empty list: it passes)."""
+        out: list[str] = []
+        if m.p99_us is None:
+            out.append("no successful requests")
+        elif m.p99_us > self.slo_p99_us:
+            out.append(f"p99 {m.p99_us / 1000:.1f} ms > SLO {self.slo_p99_us / 1000:g} ms")
+        if m.error_ratio > self.max_error_ratio:
+            out.append(f"errors {m.error_ratio:.1%} > {self.max_error_ratio:.1%}")
+        floor = self.throughput_floor_rps(offered_rps, m.window_s)
+        if m.throughput_rps < floor:
+            out.append(
+                f"throughput {m.throughput_rps:.1f} rps < {floor:.1f} rps "
+                f"({self.min_throughput_ratio:.0%} of offered {offered_rps:.1f} rps"
+                + (f" over {m.window_s:.2f} s)" if m.window_s else ")")
+            )
+        return out
+
+
+@dataclass(frozen=True)
+class RatePoint:
+    """One probe of the search: offered rate, what was measured, and the verdict."""
+
+    offered_rps: float
+    p99_us: int | None
+    throughput_rps: float
+    error_ratio: float
+    passed: bool
+    reasons: tuple[str, ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["reasons"] = list(self.reasons)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RatePoint:
+        return cls(
+            offered_rps=float(d["offered_rps"]),
+            p99_us=d.get("p99_us"),
+            throughput_rps=float(d.get("throughput_rps") or 0.0),
+            error_ratio=float(d.get("error_ratio") or 0.0),
+            passed=bool(d["passed"]),
+            reasons=tuple(d.get("reasons", ())),
+            extra=dict(d.get("extra", {})),
+        )
+
+
+@dataclass
+class SaturationResult:
+    """Outcome of a search. ``max_rps`` is None when even the lowest rate tried failed."""
+
+    max_rps: float | None
+    first_fail_rps: float | None  # lowest failing rate above max_rps (None: the top bound passed)
+    status: str  # "bracketed" | "above-range" | "below-range" | "interrupted"
+    points: list[RatePoint] = field(default_factory=list)
+    warnings: list[RecordWarning] = field(default_factory=list)
+
+    @property
+    def resolution(self) -> float | None:
+        """Relative width of the final bracket, e.g. 0.05 = the true capacity is within +5% of max_rps."""
+        if self.max_rps is None or self.first_fail_rps is None or self.max_rps <= 0:
+            return None
+        return self.first_fail_rps / self.max_rps - 1.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "max_rps": self.max_rps,
+            "first_fail_rps": self.first_fail_rps,
+            "status": self.status,
+            "resolution": self.resolution,
+            "points": [p.to_dict() for p in self.points],
+            "warnings": [asdict(w) for w in self.warnings],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SaturationResult:
+        return cls(
+            max_rps=d.get("max_rps"),
+            first_fail_rps=d.get("first_fail_rps"),
+            status=d.get("status", "bracketed"),
+            points=[RatePoint.from_dict(p) for p in d.get("points", [])],
+            warnings=[RecordWarning.from_dict(w) for w in d.get("warnings", [])],
+        )
+
+
+def evaluate(offered_rps: float, m: RateMeasurement, rules: SloRules) -> RatePoint:
+    reasons = rules.failures(offered_rps, m)
+    return RatePoint(
+        offered_rps=offered_rps,
+        p99_us=m.p99_us,
+        throughput_rps=m.throughput_rps,
+        error_ratio=m.error_ratio,
+        passed=not reasons,
+        reasons=tuple(reasons),
+        extra=dict(m.extra),
+    )
+
+
+def saturation_search(
+    measure: Callable[[float], RateMeasurement],
+    rules: SloRules,
+    lo_rps: float,
+    hi_rps: float,
+    *,
+    max_probes: int = 7,
+    rel_tolerance: float = 0.10,
+    expand_factor: float = 2.0,
+    max_expansions: int = 1,
+    on_point: Callable[[RatePoint], None] | None = None,
+) -> SaturationResult:
+    """Highest offered rate that passes ``rules`` (see the module docstring for the rule and the search).
+
+    Order of probes: ``hi`` first (raised while it passes), then geometric bisection of ``[lo, hi]``, then,
+    only if no probe has passed yet, ``lo`` (lowered while it fails). ``max_probes`` bounds the number of
+    ``measure`` calls, expansions included. ``on_point`` is called after every probe (to save as you go).
+    A KeyboardInterrupt inside ``measure`` propagates; points measured so far are kept by ``on_point``.
+    """
+    if not (0 < lo_rps < hi_rps):
+        raise ValueError(f"need 0 < lo_rps < hi_rps, got {lo_rps}, {hi_rps}")
+    if max_probes < 2:
+        raise ValueError("max_probes must be >= 2 (one bound and one more probe)")
+    if rel_tolerance <= 0 or expand_factor <= 1:
+        raise ValueError("rel_tolerance must be > 0 and expand_factor > 1")
+
+    points: list[RatePoint] = []
+
+    def probe(rate: float) -> bool:
+        point = evaluate(rate, measure(rate), rules)
+        points.append(point)
+        if on_point is not None:
+            on_point(point)
+        return point.passed
+
+    best: float | None = None  # highest measured pass
+    fail: float | None = None  # lowest measured fail (above best when the measurements are monotonic)
+
+    # 1. the upper bound (raised while it passes)
+    expansions = 0
+    while True:
+        if probe(hi_rps):
+            best = hi_rps
+            if expansions >= max_expansions or len(points) >= max_probes:
+                result = SaturationResult(best, None, "above-range", points)
+                result.warnings.append(
+                    RecordWarning(
+                        "above-range",
+                        f"the highest rate tried ({hi_rps:.1f} rps) still met the SLO: capacity is higher",
+                        hint="raise the search's upper bound (hi_rps / hi_factor)",
+                    ),
+                )
+                return result
+            lo_rps, hi_rps = hi_rps, hi_rps * expand_factor
+            expansions += 1
+        else:
+            fail = hi_rps
+            break
+
+    # 2. geometric bisection of [lo, hi]; keep one probe for lo when nothing has passed yet
+    def bisect(lo: float, hi: float) -> None:
+        nonlocal best, fail
+        while hi / lo - 1.0 > rel_tolerance and len(points) < max_probes - (0 if best is not None else 1):
+            mid = math.sqrt(lo * hi)
+            if probe(mid):
+                best, lo = mid, mid
+            else:
+                fail, hi = mid, mid
+
+    bisect(lo_rps, hi_rps)
+
+    # 3. verify the lower bound when no probe passed (lowered while it fails), then bisect above it
+    if best is None:
+        lo = lo_rps
+        expansions = 0
+        while len(points) < max_probes:
+            if probe(lo):
+                best = lo
+                break
+            fail = lo
+            if expansions >= max_expansions:
+                break
+            lo /= expand_factor
+            expansions += 1
+        if best is not None and fail is not None:
+            bisect(best, fail)
+
+    status = "below-range" if best is None else "bracketed"
+    result = SaturationResult(best, fail, status, points)
+    if best is None:
+        result.warnings.append(
+            RecordWarning(
+                "below-range",
+                f"even the lowest rate tried ({min(p.offered_rps for p in points):.1f} rps) missed the SLO",
+                hint="lower the search's lower bound, or relax the SLO",
+            )
+        )
+    elif result.resolution is not None and result.resolution > rel_tolerance:
+        result.warnings.append(
+            RecordWarning(
+                "coarse-search",
+                f"search stopped after {len(points)} probes with a {result.resolution:.0%} bracket "
+                f"(wanted {rel_tolerance:.0%})",
+                hint="allow more probes (search.max_probes) or narrow the bounds",
+            )
+        )
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Stability: 3 consecutive windows within 10%
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Window:
+    """One closed-loop measurement window."""
+
+    throughput_rps: float
+    p50_us: int | None
+    count: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def windows_spread(windows: Sequence[Window]) -> tuple[float, float] | None:
+    """(max/min - 1) of throughput and of median latency over ``windows``; None when a window is empty."""
+    if not windows or any(w.count <= 0 or w.throughput_rps <= 0 or not w.p50_us for w in windows):
+        return None
+    tput = [w.throughput_rps for w in windows]
+    lat = [float(w.p50_us) for w in windows if w.p50_us]
+    return max(tput) / min(tput) - 1.0, max(lat) / min(lat) - 1.0
+
+
+def is_stable(windows: Sequence[Window], n: int = 3, tolerance: float = 0.10) -> bool:
+    """True when the last ``n`` windows all had successes and max/min <= 1 + tolerance for throughput and
+    median latency (perf_analyzer's stability rule)."""
+    if n < 1 or len(windows) < n:
+        return False
+    spread = windows_spread(list(windows)[-n:])
+    return spread is not None and spread[0] <= tolerance and spread[1] <= tolerance
+
+
+@dataclass
+class StabilityResult:
+    stable: bool
+    windows: list[Window]
+    elapsed_s: float
+    warnings: list[RecordWarning] = field(default_factory=list)
+
+    @property
+    def throughput_rps(self) -> float | None:
+        """Mean throughput of the last (up to 3) windows: the closed-loop throughput estimate."""
+        tail = [w.throughput_rps for w in self.windows[-3:] if w.count > 0]
+        return sum(tail) / len(tail) if tail else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "stable": self.stable,
+            "elapsed_s": self.elapsed_s,
+            "throughput_rps": self.throughput_rps,
+            "windows": [asdict(w) for w in self.windows],
+            "warnings": [asdict(w) for w in self.warnings],
+        }
+
+
+def measure_until_stable(
+    measure_window: Callable[[int], Window],
+    *,
+    n: int = 3,
+    tolerance: float = 0.10,
+    max_windows: int = 8,
+    max_duration_s: float = 30.0,
+    clock_ns: Callable[[], int] = time.perf_counter_ns,
+    on_window: Callable[[Window], None] | None = None,
+) -> StabilityResult:
+    """Call ``measure_window(i)`` until the last ``n`` windows are stable, or ``max_windows`` windows were
+    measured, or ``max_duration_s`` has elapsed (checked between windows): at most max_windows calls."""
+    if n < 1 or max_windows < n:
+        raise ValueError("need 1 <= n <= max_windows")
+    start = clock_ns()
+    windows: list[Window] = []
+    stable = False
+    while len(windows) < max_windows:
+        w = measure_window(len(windows))
+        windows.append(w)
+        if on_window is not None:
+            on_window(w)
+        if is_stable(windows, n, tolerance):
+            stable = True
+            break
+        if (clock_ns() - start) / 1e9 >= max_duration_s:
+            break
+    elapsed_s = (clock_ns() - start) / 1e9
+    result = StabilityResult(stable, windows, elapsed_s)
+    if not stable:
+        spread = windows_spread(windows[-n:]) if len(windows) >= n else None
+        detail = (
+            f"last {n} windows spread {spread[0]:.0%} (throughput) / {spread[1]:.0%} (p50)"
+            if spread
+            else f"only {len(windows)} usable window(s)"
+        )
+        result.warnings.append(
+            RecordWarning(
+                "unstable",
+                f"not stable after {len(windows)} windows / {elapsed_s:.1f} s: {detail} "
+                f"(wanted {n} within {tolerance:.0%})",
+                hint="longer windows, fewer background processes, or --pin",
+            )
+        )
+    return result

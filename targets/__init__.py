@@ -1,0 +1,1 @@
+"""Deployment targets: the model zoo (models, formats, predictors) and the servers that host them."""

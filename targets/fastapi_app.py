@@ -1,0 +1,116 @@
+"""The FastAPI reference target: a thin ASGI adapter over ``targets.service.Service``.
+
+uvicorn loads ``targets.fastapi_app:app_from_env`` (``--factory``) in each worker; gunicorn with uvicorn
+workers loads ``targets.fastapi_app:app_from_env()``. The body is read on the event loop (bounded by
+max_body_bytes); the CPU work runs in the threadpool, as it would for a plain ``def`` endpoint.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from deploybench import __version__
+from targets.preprocess import InputError
+from targets.serve import TargetConfig, config_from_env
+from targets.service import (
+    PREDICT,
+    PREDICT_IMAGE,
+    PREDICT_IMAGE_BASE64,
+    Reply,
+    Service,
+    http_error_reply,
+    load_service,
+    openapi_schema,
+)
+
+
+def _respond(reply: Reply) -> Response:
+    return Response(
+        reply.payload(), status_code=reply.status, headers=reply.headers, media_type="application/json"
+    )
+
+
+def _content_length(request: Request) -> int | None:
+    raw = request.headers.get("content-length")
+    try:
+        return int(raw) if raw is not None else None
+    except ValueError:
+        return None
+
+
+async def _read_body(request: Request, svc: Service) -> bytes:
+    """The raw body, refusing (413) as soon as it exceeds max_body_bytes — chunked bodies included."""
+    limit = svc.limits.max_body_bytes
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise svc.too_large(None)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def create_app(config: TargetConfig, service: Service | None = None) -> FastAPI:
+    """A FastAPI app serving ``config`` (loads the model unless a ready ``service`` is given)."""
+    svc = service if service is not None else load_service(config)
+    schema = openapi_schema(svc.task, config.limits, title="deploybench target (FastAPI)")
+    app = FastAPI(
+        title="deploybench target (FastAPI)",
+        version=__version__,
+        redirect_slashes=False,  # like Flask: /health/ is a 404, not a redirect
+        docs_url="/docs",
+        redoc_url=None,
+        openapi_url="/openapi.json",
+        debug=False,
+    )
+    app.state.service = svc
+
+    def custom_openapi() -> dict[str, Any]:
+        return schema  # the same document the Flask target publishes
+
+    app.openapi = custom_openapi  # type: ignore[method-assign]
+
+    async def predict_route(request: Request, route: str) -> Response:
+        content_type = request.headers.get("content-type")
+        try:
+            svc.precheck(route, content_type, _content_length(request))
+            body = await _read_body(request, svc)
+        except InputError as exc:
+            return _respond(Reply(exc.status, exc.to_body()))
+        return _respond(await run_in_threadpool(svc.handle, route, content_type, body))
+
+    @app.get("/health", include_in_schema=False)
+    async def health() -> Response:
+        return _respond(svc.health())
+
+    @app.post(PREDICT, include_in_schema=False)
+    async def predict(request: Request) -> Response:
+        return await predict_route(request, PREDICT)
+
+    @app.post(PREDICT_IMAGE, include_in_schema=False)
+    async def predict_image(request: Request) -> Response:
+        return await predict_route(request, PREDICT_IMAGE)
+
+    @app.post(PREDICT_IMAGE_BASE64, include_in_schema=False)
+    async def predict_image_base64(request: Request) -> Response:
+        return await predict_route(request, PREDICT_IMAGE_BASE64)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        return _respond(http_error_reply(exc.status_code, request.method, request.url.path, str(exc.detail)))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        return _respond(svc.record_internal_error(exc))
+
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """uvicorn / gunicorn entry point: the TargetConfig comes from DEPLOYBENCH_TARGET_CONFIG."""
+    return create_app(config_from_env())

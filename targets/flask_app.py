@@ -1,0 +1,103 @@
+"""The Flask reference target: a thin WSGI adapter over ``targets.service.Service``.
+
+gunicorn loads ``targets.flask_app:app_from_env()`` in each worker (no --preload), so every worker loads and
+warms up its own model before it accepts a request.
+"""
+
+from __future__ import annotations
+
+from flask import Flask, Response, request
+from werkzeug.exceptions import HTTPException
+
+from targets.preprocess import InputError
+from targets.serve import TargetConfig, config_from_env
+from targets.service import (
+    PREDICT,
+    PREDICT_IMAGE,
+    PREDICT_IMAGE_BASE64,
+    Reply,
+    Service,
+    http_error_reply,
+    load_service,
+    openapi_schema,
+)
+
+
+def _respond(reply: Reply) -> Response:
+    resp = Response(reply.payload(), status=reply.status, mimetype="application/json")
+    for k, v in reply.headers.items():
+        resp.headers[k] = v
+    return resp
+
+
+def _read_body(svc: Service) -> bytes:
+    """The raw body within max_body_bytes. Werkzeug enforces MAX_CONTENT_LENGTH for a declared length; a
+    chunked body (no Content-Length) is read here in bounded steps, refusing (413) once over the limit."""
+    if request.content_length is not None:
+        return request.get_data(cache=False)
+    if not request.environ.get("wsgi.input_terminated"):
+        return b""  # no length and no terminated stream: WSGI says there is no body
+    limit, stream = svc.limits.max_body_bytes, request.environ["wsgi.input"]
+    chunks, size = [], 0
+    while chunk := stream.read(min(65536, limit + 1 - size)):
+        size += len(chunk)
+        if size > limit:
+            raise svc.too_large(None)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def create_app(config: TargetConfig, service: Service | None = None) -> Flask:
+    """A Flask app serving ``config`` (loads the model unless a ready ``service`` is given)."""
+    svc = service if service is not None else load_service(config)
+    schema_bytes = Reply(
+        200, openapi_schema(svc.task, config.limits, title="deploybench target (Flask)")
+    ).payload()
+    app = Flask("deploybench-target-flask")
+    app.config["MAX_CONTENT_LENGTH"] = config.limits.max_body_bytes
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+    app.extensions["deploybench_service"] = svc
+
+    def predict_route(route: str) -> Response:
+        try:
+            svc.precheck(route, request.headers.get("Content-Type"), request.content_length)
+            body = _read_body(svc)
+        except InputError as exc:
+            return _respond(Reply(exc.status, exc.to_body()))
+        return _respond(svc.handle(route, request.headers.get("Content-Type"), body))
+
+    def health() -> Response:
+        return _respond(svc.health())
+
+    def openapi() -> Response:
+        return Response(schema_bytes, mimetype="application/json")
+
+    # OPTIONS is not answered automatically, so both frameworks give the same 405 for it
+    app.add_url_rule("/health", "health", health, methods=["GET"], provide_automatic_options=False)
+    app.add_url_rule("/openapi.json", "openapi", openapi, methods=["GET"], provide_automatic_options=False)
+    for route in (PREDICT, PREDICT_IMAGE, PREDICT_IMAGE_BASE64):
+        app.add_url_rule(
+            route,
+            route,
+            lambda route=route: predict_route(route),
+            methods=["POST"],
+            provide_automatic_options=False,
+        )
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response:
+        status = exc.code or 500
+        if status == 413:
+            return _respond(Reply(413, svc.too_large(request.content_length).to_body()))
+        return _respond(http_error_reply(status, request.method, request.path, exc.description or ""))
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception) -> Response:
+        return _respond(svc.record_internal_error(exc))
+
+    return app
+
+
+def app_from_env() -> Flask:
+    """gunicorn entry point: the TargetConfig comes from DEPLOYBENCH_TARGET_CONFIG (set by the launcher)."""
+    return create_app(config_from_env())

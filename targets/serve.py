@@ -1,0 +1,520 @@
+"""Launch a reference target as a server process: Flask under gunicorn, FastAPI under uvicorn or gunicorn.
+
+``ServerProcess(config).start()`` runs the server in its own process group, then polls ``GET /health``
+against a deadline until every worker has loaded + warmed up its model; ``stop()`` sends SIGTERM to the
+group and SIGKILL after a grace period. ``deploybench serve`` does the same in the foreground.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import errno
+import http.client
+import json
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from deploybench import paths
+from deploybench.errors import TargetError, UsageError
+
+CONFIG_ENV = "DEPLOYBENCH_TARGET_CONFIG"
+READY_DIR_ENV = "DEPLOYBENCH_READY_DIR"  # same value as targets.service.READY_DIR_ENV (kept import-light)
+FRAMEWORK_SERVERS: dict[str, tuple[str, ...]] = {
+    "flask": ("gunicorn-sync", "gunicorn-gthread"),
+    "fastapi": ("uvicorn", "gunicorn-uvicorn"),
+}
+DEFAULT_SERVER = {"flask": "gunicorn-sync", "fastapi": "uvicorn"}
+STOP_GRACE_S = 10.0
+LOG_TAIL_CHARS = 4000
+
+
+@dataclass
+class Limits:
+    """What a target accepts. Everything over a limit gets a 4xx naming the limit."""
+
+    max_body_bytes: int = 10 * 1024 * 1024
+    max_pixels: int = 25_000_000  # checked from the image header before any pixel is decoded
+    max_batch: int = 256  # rows in {"instances": [...]}
+    request_timeout_s: float = 30.0  # gunicorn --timeout (a worker silent this long is restarted)
+    keep_alive_s: float = 5.0  # idle keep-alive: gunicorn --keep-alive, uvicorn --timeout-keep-alive
+
+    def validate(self) -> None:
+        for name in ("max_body_bytes", "max_pixels", "max_batch"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise UsageError(f"limits.{name} must be a positive integer, got {getattr(self, name)!r}")
+        for name in ("request_timeout_s", "keep_alive_s"):
+            if not getattr(self, name) > 0:
+                raise UsageError(f"limits.{name} must be > 0, got {getattr(self, name)!r}")
+
+
+@dataclass
+class TargetConfig:
+    """One deployment choice: framework x server x workers/threads x model x format (+ limits)."""
+
+    framework: str = "fastapi"  # "flask" | "fastapi"
+    server: str = (
+        ""  # flask: gunicorn-sync | gunicorn-gthread; fastapi: uvicorn | gunicorn-uvicorn ("" = default)
+    )
+    model: str = "iris-rf"
+    format: str = "onnx"
+    workers: int = 1
+    threads: int = 1  # gunicorn-gthread only
+    intra_op_threads: int = 1  # torch / onnxruntime / OpenMP threads per worker
+    cpus: list[int] | None = None  # CPU affinity of the server and its workers
+    host: str = "127.0.0.1"
+    port: int = 0  # 0 = pick a free port at start
+    zoo_dir: str | None = None  # None = deploybench.paths.zoo_dir()
+    limits: Limits = field(default_factory=Limits)
+    inject_delay_ms: float = 0.0  # deliberate extra service time, counted in the "infer" stage
+
+    def __post_init__(self) -> None:
+        if isinstance(self.limits, dict):
+            self.limits = Limits(**self.limits)
+        if not self.server and self.framework in DEFAULT_SERVER:
+            self.server = DEFAULT_SERVER[self.framework]
+        if self.zoo_dir is not None:
+            self.zoo_dir = str(self.zoo_dir)
+        if self.cpus is not None:
+            self.cpus = sorted({int(c) for c in self.cpus})
+
+    def validate(self) -> None:
+        """Raise UsageError for a combination that cannot be served."""
+        if self.framework not in FRAMEWORK_SERVERS:
+            raise UsageError(f"framework must be one of {sorted(FRAMEWORK_SERVERS)}, got {self.framework!r}")
+        if self.server not in FRAMEWORK_SERVERS[self.framework]:
+            raise UsageError(
+                f"server {self.server!r} cannot run {self.framework}; choose one of "
+                f"{', '.join(FRAMEWORK_SERVERS[self.framework])}"
+            )
+        for name in ("workers", "threads", "intra_op_threads"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise UsageError(f"{name} must be an integer >= 1, got {value!r}")
+        if self.threads > 1 and self.server != "gunicorn-sync" and self.server != "gunicorn-gthread":
+            raise UsageError(f"threads > 1 needs --server gunicorn-gthread (not {self.server})")
+        if self.threads > 1 and self.server == "gunicorn-sync":
+            raise UsageError("threads > 1 needs --server gunicorn-gthread (gunicorn-sync is one thread)")
+        if not (isinstance(self.port, int) and 0 <= self.port <= 65535):
+            raise UsageError(f"port must be 0..65535, got {self.port!r}")
+        if not self.inject_delay_ms >= 0:
+            raise UsageError(f"inject_delay_ms must be >= 0, got {self.inject_delay_ms!r}")
+        if self.cpus is not None:
+            allowed = os.sched_getaffinity(0)
+            if not self.cpus or not set(self.cpus) <= allowed:
+                raise UsageError(
+                    f"cpus {self.cpus} must be a non-empty subset of the usable CPUs {sorted(allowed)}"
+                )
+        self.limits.validate()
+        from targets.zoo import MODELS
+
+        if self.model not in MODELS:
+            raise UsageError(f"unknown model {self.model!r}; choose one of {', '.join(MODELS)}")
+        if self.format not in MODELS[self.model].formats:
+            raise UsageError(
+                f"model {self.model} has no {self.format!r} format; choose one of "
+                f"{', '.join(MODELS[self.model].formats)}"
+            )
+
+    def resolved_zoo_dir(self) -> Path:
+        return Path(self.zoo_dir).resolve() if self.zoo_dir else paths.zoo_dir().resolve()
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TargetConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise UsageError(f"unknown target config key(s): {', '.join(unknown)}")
+        limits = d.get("limits") or {}
+        unknown_limits = sorted(set(limits) - {f.name for f in fields(Limits)})
+        if unknown_limits:
+            raise UsageError(f"unknown limits key(s): {', '.join(unknown_limits)}")
+        return cls(**{**d, "limits": Limits(**limits)})
+
+
+def config_from_env() -> TargetConfig:
+    """The TargetConfig a launched worker serves (JSON in DEPLOYBENCH_TARGET_CONFIG)."""
+    raw = os.environ.get(CONFIG_ENV)
+    if not raw:
+        raise TargetError(f"{CONFIG_ENV} is not set: start targets with `deploybench serve` or ServerProcess")
+    return TargetConfig.from_dict(json.loads(raw))
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port that was free a moment ago (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _port_in_use(host: str, port: int) -> bool:
+    """Would a server (which sets SO_REUSEADDR) fail to bind host:port?"""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            return exc.errno == errno.EADDRINUSE
+    return False
+
+
+def server_command(config: TargetConfig, port: int) -> list[str]:
+    """The command line that serves ``config`` on ``port`` (the config itself travels in the environment)."""
+    lim = config.limits
+    if config.server == "uvicorn":
+        return [
+            sys.executable, "-m", "uvicorn", "--factory", "targets.fastapi_app:app_from_env",
+            "--host", config.host, "--port", str(port), "--workers", str(config.workers),
+            "--timeout-keep-alive", f"{lim.keep_alive_s:g}", "--no-access-log", "--log-level", "warning",
+        ]  # fmt: skip
+    worker_class, app = {
+        "gunicorn-sync": ("sync", "targets.flask_app:app_from_env()"),
+        "gunicorn-gthread": ("gthread", "targets.flask_app:app_from_env()"),
+        "gunicorn-uvicorn": ("uvicorn_worker.UvicornWorker", "targets.fastapi_app:app_from_env()"),
+    }[config.server]
+    cmd = [
+        sys.executable, "-m", "gunicorn", "--bind", f"{config.host}:{port}",
+        "--workers", str(config.workers), "--worker-class", worker_class,
+        "--timeout", f"{lim.request_timeout_s:g}", "--graceful-timeout", f"{STOP_GRACE_S / 2:g}",
+        "--keep-alive", f"{lim.keep_alive_s:g}", "--log-level", "warning", "--error-logfile", "-",
+    ]  # fmt: skip
+    if config.server == "gunicorn-gthread":
+        cmd += ["--threads", str(config.threads)]
+    return [*cmd, app]
+
+
+def server_env(config: TargetConfig, ready_dir: Path | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    cfg = config.to_dict()
+    cfg["zoo_dir"] = str(config.resolved_zoo_dir())
+    env[CONFIG_ENV] = json.dumps(cfg)
+    if ready_dir is not None:
+        env[READY_DIR_ENV] = str(ready_dir)
+    threads = str(config.intra_op_threads)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        env[var] = threads
+    env["PYTHONUNBUFFERED"] = "1"
+    env.pop("FLASK_DEBUG", None)  # never debug mode
+    return env
+
+
+def _tail(path: Path, n_chars: int = LOG_TAIL_CHARS) -> str:
+    try:
+        with path.open("rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - n_chars))
+            return fh.read().decode("utf-8", "replace")
+    except OSError:
+        return "(no log)"
+
+
+class ServerProcess:
+    """A target server running as a child process group. Use as a context manager, or start()/stop()."""
+
+    def __init__(
+        self,
+        config: TargetConfig,
+        log_path: str | os.PathLike[str] | None = None,
+        ready_timeout_s: float = 60.0,
+    ) -> None:
+        self.config = config
+        self.ready_timeout_s = ready_timeout_s
+        self._log_path = Path(log_path) if log_path is not None else None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._tmp: Path | None = None
+        self.port = config.port
+        self.command: list[str] = []
+        self.startup_s: float | None = None  # launch -> every worker ready
+
+    # -- public --------------------------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        host = self.config.host if self.config.host not in ("0.0.0.0", "") else "127.0.0.1"
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def log_path(self) -> Path | None:
+        return self._log_path
+
+    def is_alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def log_tail(self, n_chars: int = LOG_TAIL_CHARS) -> str:
+        return _tail(self._log_path, n_chars) if self._log_path else ""
+
+    def start(self) -> ServerProcess:
+        if self._proc is not None:
+            raise TargetError("this ServerProcess was already started")
+        self.config.validate()
+        self.port = self.config.port or free_port(self.config.host)
+        self.command = server_command(self.config, self.port)
+        cmd_text = shlex.join(self.command)
+        if self.config.port and _port_in_use(self.config.host, self.port):
+            raise TargetError(
+                f"port {self.config.host}:{self.port} is already in use; cannot run: {cmd_text}"
+            )
+        self._tmp = Path(tempfile.mkdtemp(prefix="deploybench-target-"))
+        ready_dir = self._tmp / "ready"
+        ready_dir.mkdir()
+        if self._log_path is None:
+            self._log_path = self._tmp / "server.log"
+        else:
+            self._log_path.parent.mkdir(parents=True, exist_ok=True)
+        cpus = self.config.cpus
+        t0 = time.perf_counter_ns()
+        with self._log_path.open("ab") as log:
+            self._proc = subprocess.Popen(
+                self.command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=server_env(self.config, ready_dir),
+                start_new_session=True,  # own process group: stop() signals the whole group
+                preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
+            )
+        try:
+            self._wait_ready(ready_dir, cmd_text)
+        except BaseException:
+            self.stop()
+            self.cleanup()
+            raise
+        self.startup_s = (time.perf_counter_ns() - t0) / 1e9
+        return self
+
+    def stop(self, grace_s: float = STOP_GRACE_S) -> int | None:
+        """SIGTERM the process group, SIGKILL whatever is left after ``grace_s``. Returns the exit code."""
+        proc = self._proc
+        if proc is None:
+            return None
+        pgid = proc.pid  # start_new_session: the group id is the child's pid
+        if proc.poll() is None:
+            self._signal_group(pgid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                self._signal_group(pgid, signal.SIGKILL)
+                proc.wait(timeout=grace_s)
+        # workers orphaned by a dead master would still hold the group: make sure none survives
+        deadline = time.monotonic() + grace_s
+        while self._group_alive(pgid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if self._group_alive(pgid):
+            self._signal_group(pgid, signal.SIGKILL)
+        return proc.returncode
+
+    def cleanup(self) -> None:
+        """Remove the temporary folder (ready files, and the default log). Call after stop()."""
+        if self._tmp is not None and not self.is_alive():
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+        self.cleanup()
+
+    # -- internals -------------------------------------------------------------------------------------
+    @staticmethod
+    def _signal_group(pgid: int, sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, sig)
+
+    @staticmethod
+    def _group_alive(pgid: int) -> bool:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def _fail(self, why: str, cmd_text: str) -> TargetError:
+        return TargetError(
+            f"{why}\ncommand: {cmd_text}\nlog ({self._log_path}), last lines:\n{self.log_tail()}"
+        )
+
+    def _wait_ready(self, ready_dir: Path, cmd_text: str) -> None:
+        assert self._proc is not None
+        deadline = time.monotonic() + self.ready_timeout_s
+        delay_s = 0.02
+        while True:
+            code = self._proc.poll()
+            if code is not None:
+                raise self._fail(f"target exited with code {code} before it was ready", cmd_text)
+            failed = sorted(ready_dir.glob("*.failed"))
+            if failed:
+                detail = failed[0].read_text(errors="replace")
+                raise self._fail(f"a worker failed to load the model: {detail}", cmd_text)
+            n_ready = len(list(ready_dir.glob("*.ready")))
+            if n_ready >= self.config.workers and self._health_ok():
+                return
+            if time.monotonic() >= deadline:
+                raise self._fail(
+                    f"target not ready after {self.ready_timeout_s:g} s ({n_ready}/{self.config.workers} "
+                    "workers loaded)",
+                    cmd_text,
+                )
+            time.sleep(delay_s)  # polling interval, not a guess at the start-up time
+            delay_s = min(delay_s * 1.5, 0.25)
+
+    def _health_ok(self) -> bool:
+        host = self.url.split("//", 1)[1].rsplit(":", 1)[0].strip("[]")
+        conn = http.client.HTTPConnection(host, self.port, timeout=2.0)
+        try:
+            conn.request("GET", "/health")
+            resp = conn.getresponse()
+            body = resp.read()
+            if resp.status != 200:
+                return False
+            info = json.loads(body)
+            return (
+                info.get("status") == "ok"
+                and info.get("model") == self.config.model
+                and info.get("format") == self.config.format
+                and info.get("framework") == self.config.framework
+            )
+        except (OSError, http.client.HTTPException, ValueError):
+            return False
+        finally:
+            conn.close()
+
+
+# -- CLI: deploybench serve ------------------------------------------------------------------------------
+def _parse_cpus(text: str) -> list[int]:
+    """'0,2-3' -> [0, 2, 3]"""
+    out: set[int] = set()
+    try:
+        for part in text.split(","):
+            part = part.strip()
+            if "-" in part:
+                lo, hi = part.split("-", 1)
+                out.update(range(int(lo), int(hi) + 1))
+            elif part:
+                out.add(int(part))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected CPU ids like '0,2-3', got {text!r}") from None
+    if not out:
+        raise argparse.ArgumentTypeError("empty CPU list")
+    return sorted(out)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    d, lim = TargetConfig(), Limits()
+    parser.add_argument("--framework", choices=sorted(FRAMEWORK_SERVERS), default=d.framework)
+    parser.add_argument(
+        "--server",
+        choices=[s for v in FRAMEWORK_SERVERS.values() for s in v],
+        help="flask: gunicorn-sync (default), gunicorn-gthread; fastapi: uvicorn (default), gunicorn-uvicorn",
+    )
+    parser.add_argument("--model", default=d.model, help="iris-rf | iris-mlp | resnet18 | resnet50")
+    parser.add_argument("--format", default=d.format, help="pickle | onnx | torchscript | pt2")
+    parser.add_argument(
+        "--workers", type=int, default=d.workers, help="worker processes (each loads the model)"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=d.threads, help="threads per worker (gunicorn-gthread)"
+    )
+    parser.add_argument(
+        "--intra-op-threads", type=int, default=d.intra_op_threads, help="model threads per worker"
+    )
+    parser.add_argument("--cpus", type=_parse_cpus, help="CPU affinity of the server, e.g. '0-1' or '0,2'")
+    parser.add_argument("--host", default=d.host, help="bind address (default 127.0.0.1: loopback only)")
+    parser.add_argument("--port", type=int, default=8000, help="0 = pick a free port (default 8000)")
+    parser.add_argument("--zoo", type=Path, default=None, help="model zoo folder (default artifacts/zoo)")
+    parser.add_argument("--max-body-bytes", type=int, default=lim.max_body_bytes)
+    parser.add_argument("--max-pixels", type=int, default=lim.max_pixels)
+    parser.add_argument("--max-batch", type=int, default=lim.max_batch)
+    parser.add_argument("--request-timeout-s", type=float, default=lim.request_timeout_s)
+    parser.add_argument("--keep-alive-s", type=float, default=lim.keep_alive_s)
+    parser.add_argument("--inject-delay-ms", type=float, default=0.0, help="deliberate extra service time")
+    parser.add_argument("--ready-timeout-s", type=float, default=120.0)
+    parser.add_argument("--log", type=Path, default=None, help="server log file (default: a temporary file)")
+
+
+def config_from_args(args: argparse.Namespace) -> TargetConfig:
+    return TargetConfig(
+        framework=args.framework,
+        server=args.server or "",
+        model=args.model,
+        format=args.format,
+        workers=args.workers,
+        threads=args.threads,
+        intra_op_threads=args.intra_op_threads,
+        cpus=args.cpus,
+        host=args.host,
+        port=args.port,
+        zoo_dir=str(args.zoo) if args.zoo else None,
+        limits=Limits(
+            max_body_bytes=args.max_body_bytes,
+            max_pixels=args.max_pixels,
+            max_batch=args.max_batch,
+            request_timeout_s=args.request_timeout_s,
+            keep_alive_s=args.keep_alive_s,
+        ),
+        inject_delay_ms=args.inject_delay_ms,
+    )
+
+
+class _Stop(Exception):
+    pass
+
+
+def run(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    config.validate()
+    server = ServerProcess(config, log_path=args.log, ready_timeout_s=args.ready_timeout_s)
+
+    def on_signal(signum: int, frame: object) -> None:
+        raise _Stop(signal.Signals(signum).name)
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        try:
+            server.start()
+        except TargetError as exc:
+            print(f"deploybench serve: {exc}", file=sys.stderr)
+            return 1
+        print(
+            f"serving {config.model}/{config.format} with {config.framework} on {config.server} "
+            f"({config.workers} worker(s)) at {server.url}  (pid {server.pid}, log {server.log_path})",
+            flush=True,
+        )
+        print("press Ctrl-C or send SIGTERM to stop", flush=True)
+        while server.is_alive():
+            time.sleep(0.2)
+        print(
+            f"deploybench serve: the server exited on its own; log tail:\n{server.log_tail()}",
+            file=sys.stderr,
+        )
+        return 1
+    except _Stop as why:
+        print(f"stopping ({why}) ...", file=sys.stderr, flush=True)
+        return 0
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+        server.stop()
+        if args.log is None:
+            server.cleanup()

@@ -1,0 +1,563 @@
+"""Framework-independent request handling: validation, limits, timing and response bodies.
+
+The Flask and FastAPI apps are thin adapters over ``Service``: they match routes, read the raw body within
+``max_body_bytes`` and hand it here, so both targets give byte-identical answers (and identical errors) and
+the framework + server are the only things that differ between them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
+
+from deploybench import __version__
+from deploybench.errors import TargetError
+from targets.preprocess import (
+    InputError,
+    decode_base64_image,
+    decode_image,
+    parse_json,
+    preprocess_image,
+    top_k,
+    validate_features,
+)
+
+if TYPE_CHECKING:
+    from targets.serve import TargetConfig
+
+log = logging.getLogger("deploybench.target")
+
+# route path -> (model task it serves, media type it accepts)
+PREDICT = "/predict"
+PREDICT_IMAGE = "/predict/image"
+PREDICT_IMAGE_BASE64 = "/predict/image/base64"
+ROUTES: dict[str, tuple[str, str]] = {
+    PREDICT: ("tabular", "application/json"),
+    PREDICT_IMAGE: ("image", "multipart/form-data"),
+    PREDICT_IMAGE_BASE64: ("image", "application/json"),
+}
+# HTTP status -> error code for the errors the frameworks raise themselves (routing, size limit)
+HTTP_ERROR_CODES: dict[int, str] = {
+    400: "bad-request",
+    404: "not-found",
+    405: "method-not-allowed",
+    413: "payload-too-large",
+    415: "unsupported-media-type",
+}
+# the Allow header of a 405, identical on both frameworks
+ALLOWED_METHODS: dict[str, str] = {
+    "/health": "GET, HEAD",
+    "/openapi.json": "GET, HEAD",
+    "/docs": "GET, HEAD",
+    **{route: "POST" for route in ROUTES},
+}
+READY_DIR_ENV = "DEPLOYBENCH_READY_DIR"
+TOP_K = 5
+
+
+class PredictorLike(Protocol):
+    def predict(self, batch: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass
+class Reply:
+    """What a route answers: status, JSON body and extra headers (Server-Timing)."""
+
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def payload(self) -> bytes:
+        return dumps(self.body)
+
+
+def dumps(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, allow_nan=False, separators=(",", ":")).encode()
+
+
+def error_reply(status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> Reply:
+    return Reply(status, {"error": code, "detail": detail}, dict(headers or {}))
+
+
+def http_error_reply(status: int, method: str, path: str, detail: str = "") -> Reply:
+    """An error the framework raised itself (unknown route, wrong method, ...): the same JSON on both."""
+    code = HTTP_ERROR_CODES.get(status, "bad-request" if status < 500 else "internal-error")
+    headers = {}
+    if status == 404:
+        detail = f"no route {method} {path}"
+    elif status == 405:
+        detail = f"{method} is not allowed on {path}"
+        if path in ALLOWED_METHODS:
+            headers["Allow"] = ALLOWED_METHODS[path]
+    return error_reply(status, code, detail or f"HTTP {status}", headers)
+
+
+def media_type(content_type: str | None) -> str:
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+@dataclass
+class Timings:
+    """Per-request stage times (perf_counter_ns deltas)."""
+
+    decode_ns: int = 0
+    preprocess_ns: int = 0
+    infer_ns: int = 0
+
+    def header(self) -> str:
+        """``Server-Timing`` value: milliseconds with microsecond precision."""
+        return ", ".join(
+            f"{name};dur={ns / 1e6:.3f}"
+            for name, ns in (
+                ("decode", self.decode_ns),
+                ("preprocess", self.preprocess_ns),
+                ("infer", self.infer_ns),
+            )
+        )
+
+
+class Service:
+    """One loaded model behind the HTTP API. Thread-safe as long as the predictor is (all ours are)."""
+
+    def __init__(
+        self,
+        config: TargetConfig,
+        predictor: PredictorLike,
+        *,
+        task: str,
+        class_names: list[str],
+    ) -> None:
+        self.config = config
+        self.predictor = predictor
+        self.task = task
+        self.class_names = list(class_names)
+        self.limits = config.limits
+        self.internal_errors = 0  # requests that reached the catch-all handler (should stay 0)
+
+    # -- construction ------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, config: TargetConfig) -> Service:
+        """Load the model once (per worker), run one warm-up inference, then signal readiness."""
+        from targets.predictors import load_predictor
+        from targets.zoo import MODELS, sample_inputs
+
+        spec = MODELS[config.model]
+        predictor = load_predictor(
+            config.model,
+            config.format,
+            zoo_dir=Path(config.zoo_dir) if config.zoo_dir else None,
+            intra_op_threads=config.intra_op_threads,
+        )
+        svc = cls(config, predictor, task=spec.task, class_names=list(spec.class_names))
+        svc.warm_up(sample_inputs(config.model, 1))
+        return svc
+
+    def warm_up(self, batch: np.ndarray) -> None:
+        probs = np.asarray(self.predictor.predict(batch))
+        if probs.shape != (len(batch), len(self.class_names)) or not np.all(np.isfinite(probs)):
+            raise TargetError(
+                f"warm-up inference of {self.config.model}/{self.config.format} returned shape {probs.shape} "
+                f"(expected {(len(batch), len(self.class_names))}) or non-finite values"
+            )
+
+    # -- routes ------------------------------------------------------------------------------------
+    def health(self) -> Reply:
+        return Reply(
+            200,
+            {
+                "status": "ok",
+                "version": __version__,
+                "framework": self.config.framework,
+                "server": self.config.server,
+                "model": self.config.model,
+                "format": self.config.format,
+                "task": self.task,
+                "pid": os.getpid(),
+                "internal_errors": self.internal_errors,
+            },
+        )
+
+    def precheck(self, route: str, content_type: str | None, content_length: int | None) -> None:
+        """Checks that need no body: model kind, media type, declared size. Raises InputError."""
+        task, wanted = ROUTES[route]
+        if task != self.task:
+            other = PREDICT if self.task == "tabular" else f"{PREDICT_IMAGE} or {PREDICT_IMAGE_BASE64}"
+            raise InputError(
+                409,
+                "wrong-model-kind",
+                f"this target serves a {self.task} model ({self.config.model}); {route} is for {task} "
+                f"models — use {other}",
+            )
+        got = media_type(content_type)
+        if got != wanted:
+            raise InputError(
+                415,
+                "unsupported-media-type",
+                f"{route} takes Content-Type {wanted}, got {got or 'none'}",
+            )
+        if content_length is not None and content_length > self.limits.max_body_bytes:
+            raise self.too_large(content_length)
+
+    def too_large(self, size_bytes: int | None = None) -> InputError:
+        limit = self.limits.max_body_bytes
+        got = f"is {size_bytes} bytes" if size_bytes is not None else "is larger than that"
+        return InputError(
+            413, "payload-too-large", f"the request body {got}; the limit (max_body_bytes) is {limit} bytes"
+        )
+
+    def handle(self, route: str, content_type: str | None, body: bytes) -> Reply:
+        """Answer one prediction request. InputError -> its 4xx; anything else propagates (-> 500)."""
+        try:
+            self.precheck(route, content_type, len(body))
+            if route == PREDICT:
+                return self._predict_tabular(body)
+            return self._predict_image(route, content_type, body)
+        except InputError as exc:
+            return error_reply(exc.status, exc.code, exc.message)
+
+    def record_internal_error(self, exc: BaseException) -> Reply:
+        self.internal_errors += 1
+        log.error("unexpected error while handling a request", exc_info=exc)
+        return error_reply(500, "internal-error", f"unexpected {type(exc).__name__} in the target")
+
+    # -- internals ---------------------------------------------------------------------------------
+    def _infer(self, batch: np.ndarray, t: Timings) -> np.ndarray:
+        t0 = time.perf_counter_ns()
+        probs = np.asarray(self.predictor.predict(batch), dtype=np.float64)
+        if self.config.inject_delay_ms > 0:  # deliberate extra service time (gate tests, demos)
+            time.sleep(self.config.inject_delay_ms / 1000.0)
+        t.infer_ns = time.perf_counter_ns() - t0
+        if not np.all(np.isfinite(probs)):
+            raise InputError(422, "non-finite-output", "the model produced non-finite scores for this input")
+        return probs
+
+    def _predict_tabular(self, body: bytes) -> Reply:
+        t = Timings()
+        t0 = time.perf_counter_ns()
+        obj = parse_json(body)
+        t1 = time.perf_counter_ns()
+        batch, is_batch = validate_features(obj, max_batch=self.limits.max_batch)
+        t2 = time.perf_counter_ns()
+        t.decode_ns, t.preprocess_ns = t1 - t0, t2 - t1
+        probs = self._infer(batch, t)
+        items = [self._tabular_item(p) for p in probs]
+        out = {"predictions": items} if is_batch else items[0]
+        return Reply(200, out, {"Server-Timing": t.header()})
+
+    def _tabular_item(self, p: np.ndarray) -> dict[str, Any]:
+        i = int(np.argmax(p))
+        return {
+            "prediction": self.class_names[i],
+            "class_id": i,
+            "probabilities": {name: float(v) for name, v in zip(self.class_names, p, strict=True)},
+            "confidence": float(p[i]),
+        }
+
+    def _predict_image(self, route: str, content_type: str | None, body: bytes) -> Reply:
+        t = Timings()
+        t0 = time.perf_counter_ns()
+        if route == PREDICT_IMAGE:
+            data = multipart_file(body, content_type, field_name="file")
+        else:
+            data = decode_base64_image(parse_json(body))
+        img = decode_image(data, max_pixels=self.limits.max_pixels)
+        t1 = time.perf_counter_ns()
+        tensor = preprocess_image(img)[np.newaxis]
+        t2 = time.perf_counter_ns()
+        t.decode_ns, t.preprocess_ns = t1 - t0, t2 - t1
+        probs = self._infer(tensor, t)[0]
+        top = top_k(probs, self.class_names, TOP_K)
+        out = {
+            "top_class": top[0]["class"],
+            "class_id": top[0]["class_id"],
+            "confidence": top[0]["probability"],
+            "top_5": top,
+            "inference_time_ms": round(t.infer_ns / 1e6, 3),
+        }
+        return Reply(200, out, {"Server-Timing": t.header()})
+
+
+def multipart_file(body: bytes, content_type: str | None, *, field_name: str) -> bytes:
+    """The bytes of the one part named ``field_name`` in a multipart/form-data body."""
+    _, params = parse_options_header(content_type or "")
+    boundary = params.get(b"boundary")
+    if not boundary:
+        raise InputError(400, "invalid-multipart", "multipart/form-data needs a boundary parameter")
+
+    parts: list[tuple[dict[bytes, bytes], bytearray]] = []
+    state: dict[str, Any] = {"field": b"", "value": b"", "ended": False}
+
+    def on_part_begin() -> None:
+        parts.append(({}, bytearray()))
+
+    def on_header_field(data: bytes, start: int, end: int) -> None:
+        state["field"] += data[start:end]
+
+    def on_header_value(data: bytes, start: int, end: int) -> None:
+        state["value"] += data[start:end]
+
+    def on_header_end() -> None:
+        parts[-1][0][state["field"].lower()] = state["value"]
+        state["field"], state["value"] = b"", b""
+
+    def on_part_data(data: bytes, start: int, end: int) -> None:
+        parts[-1][1].extend(data[start:end])
+
+    def on_end() -> None:
+        state["ended"] = True
+
+    callbacks = {
+        "on_part_begin": on_part_begin,
+        "on_header_field": on_header_field,
+        "on_header_value": on_header_value,
+        "on_header_end": on_header_end,
+        "on_part_data": on_part_data,
+        "on_end": on_end,
+    }
+    try:
+        parser = MultipartParser(boundary, callbacks)  # type: ignore[arg-type]
+        parser.write(body)
+        parser.finalize()
+    except (MultipartParseError, ValueError, IndexError) as exc:
+        raise InputError(400, "invalid-multipart", f"the multipart body is malformed: {exc}") from None
+    if not state["ended"]:
+        raise InputError(400, "invalid-multipart", "the multipart body is truncated (no closing boundary)")
+    found = []
+    for headers, data in parts:
+        _, disp = parse_options_header(headers.get(b"content-disposition", b""))
+        if disp.get(b"name", b"").decode("latin-1") == field_name:
+            found.append(bytes(data))
+    if not found:
+        raise InputError(422, "missing-file", f"the multipart body has no part named {field_name!r}")
+    if len(found) > 1:
+        raise InputError(
+            422, "invalid-request", f"the multipart body has {len(found)} parts named {field_name!r}"
+        )
+    return found[0]
+
+
+def signal_ready(ok: bool, detail: str = "") -> None:
+    """Tell the launcher this worker is ready (or failed) via a file in DEPLOYBENCH_READY_DIR, if set."""
+    ready_dir = os.environ.get(READY_DIR_ENV)
+    if not ready_dir:
+        return
+    path = Path(ready_dir) / f"{os.getpid()}.{'ready' if ok else 'failed'}"
+    with contextlib.suppress(OSError):  # the launcher went away; nothing to tell
+        path.write_text(detail)
+
+
+def load_service(config: TargetConfig) -> Service:
+    """Service.load + readiness signal; a failure is signalled before it propagates (fail fast)."""
+    try:
+        svc = Service.load(config)
+    except BaseException as exc:
+        signal_ready(False, f"{type(exc).__name__}: {exc}")
+        raise
+    signal_ready(True)
+    return svc
+
+
+# -- OpenAPI ---------------------------------------------------------------------------------------------
+def _error_response(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+
+
+def openapi_schema(task: str, limits: Any, *, title: str = "deploybench target") -> dict[str, Any]:
+    """The OpenAPI 3.0 document both frameworks publish at /openapi.json (FastAPI's /docs renders it).
+
+    Request bodies carry the real limits (max_batch, feature bounds); every documented 4xx is one the
+    target really returns. On a target serving the other model kind a route answers 409 only.
+    """
+    from targets.preprocess import MAX_FEATURE_VALUE, N_IRIS_FEATURES
+
+    feature = {"type": "number", "minimum": 0, "maximum": MAX_FEATURE_VALUE}
+    row = {"type": "array", "items": feature, "minItems": N_IRIS_FEATURES, "maxItems": N_IRIS_FEATURES}
+    prob = {"type": "number", "minimum": 0, "maximum": 1}
+    tabular_item = {
+        "type": "object",
+        "required": ["prediction", "class_id", "probabilities", "confidence"],
+        "properties": {
+            "prediction": {"type": "string"},
+            "class_id": {"type": "integer", "minimum": 0},
+            "probabilities": {"type": "object", "additionalProperties": prob},
+            "confidence": prob,
+        },
+    }
+    top_item = {
+        "type": "object",
+        "required": ["class", "class_id", "probability"],
+        "properties": {"class": {"type": "string"}, "class_id": {"type": "integer"}, "probability": prob},
+    }
+    schemas = {
+        "Error": {
+            "type": "object",
+            "required": ["error", "detail"],
+            "properties": {"error": {"type": "string"}, "detail": {"type": "string"}},
+        },
+        "Health": {
+            "type": "object",
+            "required": ["status", "version", "framework", "model", "format"],
+            "properties": {
+                "status": {"type": "string", "enum": ["ok"]},
+                "version": {"type": "string"},
+                "framework": {"type": "string"},
+                "server": {"type": "string"},
+                "model": {"type": "string"},
+                "format": {"type": "string"},
+                "task": {"type": "string"},
+                "pid": {"type": "integer"},
+                "internal_errors": {"type": "integer"},
+            },
+        },
+        "FeaturesRequest": {
+            "type": "object",
+            "required": ["features"],
+            "properties": {"features": row},
+            "additionalProperties": False,
+        },
+        "InstancesRequest": {
+            "type": "object",
+            "required": ["instances"],
+            "properties": {
+                "instances": {"type": "array", "items": row, "minItems": 1, "maxItems": limits.max_batch}
+            },
+            "additionalProperties": False,
+        },
+        "TabularPrediction": tabular_item,
+        "TabularBatchPrediction": {
+            "type": "object",
+            "required": ["predictions"],
+            "properties": {
+                "predictions": {"type": "array", "items": {"$ref": "#/components/schemas/TabularPrediction"}}
+            },
+        },
+        "ImagePrediction": {
+            "type": "object",
+            "required": ["top_class", "class_id", "confidence", "top_5", "inference_time_ms"],
+            "properties": {
+                "top_class": {"type": "string"},
+                "class_id": {"type": "integer", "minimum": 0},
+                "confidence": prob,
+                "top_5": {"type": "array", "items": top_item, "maxItems": TOP_K},
+                "inference_time_ms": {"type": "number", "minimum": 0},
+            },
+        },
+        "Base64ImageRequest": {
+            "type": "object",
+            "required": ["image"],
+            "properties": {
+                "image": {
+                    "type": "string",
+                    "description": "Base64 image bytes, or a data:image/<type>;base64,... URL",
+                }
+            },
+            "additionalProperties": False,
+        },
+    }
+    server_timing = {
+        "Server-Timing": {
+            "description": "decode;dur=<ms>, preprocess;dur=<ms>, infer;dur=<ms>",
+            "schema": {"type": "string"},
+        }
+    }
+
+    def ok(ref: str | list[str]) -> dict[str, Any]:
+        refs = [ref] if isinstance(ref, str) else ref
+        s = (
+            {"$ref": f"#/components/schemas/{refs[0]}"}
+            if len(refs) == 1
+            else {"oneOf": [{"$ref": f"#/components/schemas/{r}"} for r in refs]}
+        )
+        return {
+            "description": "prediction",
+            "headers": server_timing,
+            "content": {"application/json": {"schema": s}},
+        }
+
+    def operation(route: str, summary: str, body: dict[str, Any], success: dict[str, Any]) -> dict[str, Any]:
+        served = ROUTES[route][0] == task
+        responses: dict[str, Any] = {"409": _error_response("this target serves the other model kind")}
+        if served:
+            responses = {
+                "200": success,
+                "400": _error_response("malformed JSON or multipart body"),
+                "413": _error_response("body over max_body_bytes, or image over max_pixels"),
+                "415": _error_response("wrong Content-Type"),
+                "422": _error_response("well-formed but invalid input (keys, values, image data)"),
+            }
+        return {
+            "post": {
+                "summary": summary,
+                "requestBody": {"required": True, "content": body},
+                "responses": responses,
+            }
+        }
+
+    json_body = {
+        "application/json": {
+            "schema": {
+                "oneOf": [
+                    {"$ref": "#/components/schemas/FeaturesRequest"},
+                    {"$ref": "#/components/schemas/InstancesRequest"},
+                ]
+            }
+        }
+    }
+    multipart_body = {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["file"],
+                "properties": {"file": {"type": "string", "format": "binary"}},
+            }
+        }
+    }
+    b64_body = {"application/json": {"schema": {"$ref": "#/components/schemas/Base64ImageRequest"}}}
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": title, "version": __version__},
+        "paths": {
+            "/health": {
+                "get": {
+                    "summary": "readiness: the model is loaded and warmed up",
+                    "responses": {
+                        "200": {
+                            "description": "ready",
+                            "content": {
+                                "application/json": {"schema": {"$ref": "#/components/schemas/Health"}}
+                            },
+                        }
+                    },
+                }
+            },
+            PREDICT: operation(
+                PREDICT,
+                "classify one iris row ({features}) or a batch ({instances})",
+                json_body,
+                ok(["TabularPrediction", "TabularBatchPrediction"]),
+            ),
+            PREDICT_IMAGE: operation(
+                PREDICT_IMAGE,
+                "classify an uploaded image (multipart field 'file')",
+                multipart_body,
+                ok("ImagePrediction"),
+            ),
+            PREDICT_IMAGE_BASE64: operation(
+                PREDICT_IMAGE_BASE64, "classify a Base64 / data-URL image", b64_body, ok("ImagePrediction")
+            ),
+        },
+        "components": {"schemas": schemas},
+    }

@@ -1,0 +1,140 @@
+"""RunRecord schema: round trip, atomic save, migration of an older schema version, clear load errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from deploybench.errors import UsageError
+from reports.record import (
+    SCHEMA_VERSION,
+    RecordWarning,
+    RunRecord,
+    Series,
+    load_record,
+    load_records,
+    make_run_id,
+    migrate,
+    pct_key,
+)
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def _record() -> RunRecord:
+    s = Series(
+        name="predict/iris-rf/onnx/b8/t1",
+        count=3,
+        latency_us={"p50": 20, "p99": 31, "max": 31},
+        errors={"timeout": 1},
+        duration_s=0.5,
+        throughput_rps=6.0,
+        items_per_s=48.0,
+        samples_us=[20, 19, 31],
+        params={"model": "iris-rf", "format": "onnx", "batch_size": 8, "threads": 1},
+        extra={"load_time_us": 2100, "size_bytes": 70081},
+    )
+    r = RunRecord(
+        kind="micro",
+        config={"model": "iris-rf", "format": "onnx"},
+        env={"cpu_count": 2},
+        started_utc="2026-11-28T01:50:11.123456Z",
+        series=[s],
+    )
+    r.add_warning("few-samples", "3 samples", "run longer", s.name)
+    return r
+
+
+def test_round_trip_through_dict_and_file(tmp_path: Path) -> None:
+    r = _record()
+    assert RunRecord.from_dict(r.to_dict()) == r
+    path = r.save(tmp_path / "sub" / "r.json")
+    assert load_record(path) == r
+    assert next(iter(json.loads(path.read_text()))) == "schema_version"
+    assert [p.name for p in path.parent.iterdir()] == ["r.json"]  # no temp file left behind
+
+
+def test_run_id_and_defaults() -> None:
+    r = _record()
+    assert r.run_id == "20261128T015011Z-micro-iris-rf-onnx"
+    assert make_run_id("load", {"framework": "flask", "model": "a/b"}, r.started_utc).endswith(
+        "load-flask-a_b"
+    )
+    assert r.status == "running" and r.ended_utc is None
+    r.finish("interrupted", "SIGINT")
+    assert (r.status, r.error) == ("interrupted", "SIGINT") and r.ended_utc
+
+
+def test_warnings_are_data_and_deduplicated() -> None:
+    r = _record()
+    r.add_warning("few-samples", "3 samples", "run longer", "predict/iris-rf/onnx/b8/t1")
+    assert r.warnings == [
+        RecordWarning("few-samples", "3 samples", "run longer", "predict/iris-rf/onnx/b8/t1")
+    ]
+
+
+def test_series_error_ratio_and_unknown_keys() -> None:
+    s = Series.from_dict({"name": "x", "count": 9, "errors": {"a": 1}, "future_field": 1})
+    assert s.error_count == 1 and s.error_ratio == pytest.approx(0.1)
+    assert Series(name="empty").error_ratio == 0.0
+
+
+def test_pct_key() -> None:
+    assert pct_key(50.0) == "p50" and pct_key(99.9) == "p99.9"
+
+
+def test_v1_record_is_migrated() -> None:
+    r = load_record(FIXTURES / "record_v1.json")
+    assert r.schema_version == SCHEMA_VERSION
+    assert (r.kind, r.status) == ("load", "complete")
+    s = r.series[0]
+    assert s.latency_us == {"p50": 2500, "p90": 3100, "p95": 3400, "p99": 4250, "p99.9": 7000, "max": 9900}
+    assert s.errors == {"http-500": 2} and s.count == 1000
+    assert r.run_id == "20250101T000000Z-load-flask-iris-rf"
+
+
+def test_v1_migration_handles_missing_values() -> None:
+    d = migrate(
+        {"schema_version": 1, "endpoints": [{"name": "a", "latency_ms": {"p50": None, "p99": 0.0004}}]}
+    )
+    assert d["series"][0]["latency_us"] == {"p50": None, "p99": 0}
+    assert d["kind"] == "load"
+
+
+def test_stored_fixtures_load_and_round_trip() -> None:
+    for path in sorted(FIXTURES.glob("record_*.json")):
+        r = load_record(path)
+        again = RunRecord.from_dict(json.loads(json.dumps(r.to_dict())))
+        assert again == r, path
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{broken", "not valid JSON"),
+        ("[1, 2]", "not a deploybench run record"),
+        ('{"kind": "load"}', "no integer schema_version"),
+        ('{"schema_version": 99, "kind": "load"}', "newer than this deploybench understands"),
+        ('{"schema_version": 2}', "malformed run record"),
+        ('{"schema_version": 2, "kind": "load", "series": [{"nope": 1}]}', "malformed run record"),
+    ],
+)
+def test_bad_files_give_usage_errors(tmp_path: Path, content: str, message: str) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    with pytest.raises(UsageError, match=message):
+        load_record(path)
+
+
+def test_load_records_from_files_and_folders(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="no such file"):
+        load_record(tmp_path / "missing.json")
+    with pytest.raises(UsageError, match=r"no \*\.json records"):
+        load_records([tmp_path])
+    a = _record()
+    a.save(tmp_path / "a.json")
+    (tmp_path / ".hidden.json").write_text("{broken")  # temp files of an atomic write are skipped
+    assert load_records([tmp_path, FIXTURES / "record_v1.json"])[0] == a
+    assert len(load_records([tmp_path, FIXTURES / "record_v1.json"])) == 2

@@ -1,0 +1,132 @@
+"""Percentile maths checked against numpy on known data; histogram helpers within their stated resolution."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from reports.record import PERCENTILES, pct_key
+from reports.stats import (
+    decode_histogram,
+    encode_histogram,
+    few_samples_percentiles,
+    mad,
+    merge_histograms,
+    min_samples_for,
+    new_histogram,
+    percentile,
+    record_us,
+    summarize_histogram,
+    summarize_samples,
+)
+
+
+def test_percentile_on_known_data() -> None:
+    data = list(range(1, 101))  # 1..100
+    # inverted_cdf: the smallest value with at least p% of samples <= it
+    assert percentile(data, 50) == 50
+    assert percentile(data, 90) == 90
+    assert percentile(data, 99) == 99
+    assert percentile(data, 99.9) == 100
+    assert percentile(data, 100) == 100
+    assert percentile([7], 99) == 7
+    assert percentile([3, 1, 2], 50) == 2  # order does not matter
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("n", [1, 7, 100, 1001])
+def test_percentile_matches_numpy_inverted_cdf(seed: int, n: int) -> None:
+    data = np.random.default_rng(seed).lognormal(8, 1, n)
+    for p in (*PERCENTILES, 0.0, 100.0):
+        assert percentile(data, p) == np.percentile(data, p, method="inverted_cdf")
+        assert percentile(data, p) in data  # always a recorded value, never an interpolation
+
+
+def test_percentile_of_nothing_raises() -> None:
+    with pytest.raises(ValueError, match="no samples"):
+        percentile([], 50)
+
+
+def test_summarize_samples_known_values() -> None:
+    data = [10, 20, 30, 40, 1000]
+    s = summarize_samples(data)
+    assert s["p50"] == 30
+    assert s["p90"] == s["p99"] == s["p99.9"] == s["max"] == 1000
+    assert s["min"] == 10
+    assert s["mean"] == 220
+    assert s["stdev"] == round(float(np.std(data, ddof=1)))
+    assert s["mad"] == 10  # |x - 30| = 20, 10, 0, 10, 970 -> median 10
+
+
+def test_summarize_samples_edge_cases() -> None:
+    one = summarize_samples([42])
+    assert one["p50"] == one["p99.9"] == one["min"] == one["max"] == 42
+    assert one["stdev"] is None  # needs 2 samples
+    empty = summarize_samples([])
+    assert set(empty) == set(one) and all(v is None for v in empty.values())
+
+
+def test_summarize_samples_against_numpy_random() -> None:
+    data = np.random.default_rng(3).integers(1, 100_000, 5000)
+    s = summarize_samples(data)
+    for p in PERCENTILES:
+        assert s[pct_key(p)] == round(np.percentile(data, p, method="inverted_cdf"))
+
+
+def test_mad() -> None:
+    assert mad([1, 1, 2, 2, 4, 6, 9]) == 1.0
+    assert mad([5, 5, 5]) == 0.0
+
+
+def test_min_samples_and_few_samples() -> None:
+    assert min_samples_for(50) == 2
+    assert min_samples_for(99) == 100
+    assert min_samples_for(99.9) == 1000
+    assert few_samples_percentiles(99) == ["p99", "p99.9"]
+    assert few_samples_percentiles(100) == ["p99.9"]
+    assert few_samples_percentiles(1000) == []
+    assert few_samples_percentiles(1) == [pct_key(p) for p in PERCENTILES]
+
+
+def test_histogram_percentiles_within_resolution() -> None:
+    # n = 20011: p * n / 100 is never an integer, so float rounding cannot move numpy by one rank
+    data = np.random.default_rng(5).lognormal(7, 0.8, 20_011).astype(int) + 1
+    h = new_histogram()
+    for v in data:
+        record_us(h, int(v))
+    s = summarize_histogram(h)
+    assert h.get_total_count() == len(data)
+    for p in PERCENTILES:
+        exact = np.percentile(data, p, method="inverted_cdf")
+        # 3 significant digits: values are equivalent within 0.1% (+1 µs for tiny values)
+        assert abs(s[pct_key(p)] - exact) <= exact * 0.001 + 1, p
+    assert s["min"] == data.min()
+    assert abs(s["max"] - data.max()) <= data.max() * 0.001
+
+
+def test_histogram_clamps_out_of_range() -> None:
+    h = new_histogram()
+    record_us(h, 0)
+    record_us(h, -5)
+    assert summarize_histogram(h)["max"] == 1
+    assert summarize_histogram(new_histogram())["p50"] is None
+
+
+def test_histogram_encode_decode_and_merge() -> None:
+    a, b = new_histogram(), new_histogram()
+    for v in range(1, 501):
+        record_us(a, v)
+    for v in range(501, 1001):
+        record_us(b, v)
+    roundtrip = decode_histogram(encode_histogram(a))
+    assert summarize_histogram(roundtrip) == summarize_histogram(a)
+    merged = merge_histograms([a, b])
+    assert merged.get_total_count() == 1000
+    # merging histograms is exact; averaging the two P50s (250.5, 750.5) would not be
+    assert merged.get_value_at_percentile(50) == 500
+    assert merged.get_value_at_percentile(99) == 990
+
+
+def test_decode_garbage_raises() -> None:
+    with pytest.raises(ValueError):
+        decode_histogram("not base64 at all!")
