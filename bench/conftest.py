@@ -2,7 +2,7 @@
 
 Run through ``deploybench bench`` (which converts the results to RunRecords), or directly::
 
-    pytest -p pytest_benchmark bench/ --bench-profile tiny --bench-models iris-rf --benchmark-json out.json
+    PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 pytest -p pytest_benchmark.plugin bench/ --bench-profile tiny
 
 Every benchmark uses ``benchmark.pedantic`` with ``iterations=1``, so each stored round is exactly one call
 (raw samples → exact P95/P99 later). Warm-up rounds are run and timed here, excluded from the samples, and

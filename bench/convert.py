@@ -18,7 +18,8 @@ from reports.stats import few_samples_percentiles, summarize_samples
 
 # Noise thresholds (pyperf / hyperfine style checks).
 HIGH_SPREAD_MAD_RATIO = 0.10  # MAD / median above this: results are noisy
-SLOW_FIRST_RATIO = 2.0  # first measured round slower than this x median: warm-up was not enough
+SLOW_FIRST_RATIO = 2.0  # first measured round slower than this x median ...
+SLOW_FIRST_MIN_US = 100  # ... and by at least this much (a few µs on a 10 µs call is timer noise)
 MIN_SAMPLES_FOR_SPREAD = 5  # fewer: a MAD says little
 CHECKED_PERCENTILES = ("p90", "p95", "p99")  # the ones the report shows; P99.9 needs 1000 samples
 SHARED_KEY = "shared"  # record key for the model-independent cases
@@ -63,11 +64,12 @@ def noise_warnings(name: str, samples_us: list[int], *, check_few: bool = True) 
                     name,
                 )
             )
-    if n >= 3 and median > 0 and samples_us[0] > SLOW_FIRST_RATIO * median:
+    first = samples_us[0]
+    if n >= 3 and median > 0 and first > SLOW_FIRST_RATIO * median and first - median >= SLOW_FIRST_MIN_US:
         out.append(
             RecordWarning(
                 "slow-first-round",
-                f"first measured round {samples_us[0]} µs is {samples_us[0] / median:.1f}x the median",
+                f"first measured round {first} µs is {first / median:.1f}x the median",
                 "more warm-up rounds (the profile's warmup_rounds)",
                 name,
             )

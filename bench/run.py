@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -56,7 +58,9 @@ def pytest_command(
 ) -> list[str]:
     cmd = [
         sys.executable, "-m", "pytest", str(BENCH_DIR),
-        "-p", "no:cacheprovider", "-v", "--no-header", "-o", "console_output_style=count",
+        # Only the plugins we need (child_env): locust's pytest plugin, say, would gevent-patch the process.
+        "-p", "pytest_benchmark.plugin", "-p", "pytest_timeout", "-p", "no:cacheprovider",
+        "-v", "--no-header", "-o", "console_output_style=count",
         f"--rootdir={BENCH_DIR.parent}",
         "--benchmark-json", str(json_path),
         "--benchmark-quiet",  # our report replaces pytest-benchmark's table
@@ -71,6 +75,32 @@ def pytest_command(
     return cmd
 
 
+def child_env() -> dict[str, str]:
+    """The benchmark process loads only the plugins named with -p (no entry-point autoloading)."""
+    return {**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
+
+
+INTERRUPTED = -2
+STOP_GRACE_S = 30.0
+
+
+def run_pytest(cmd: list[str]) -> int:
+    """Run the benchmark process in its own session; Ctrl-C here sends it exactly one SIGINT, so pytest
+    ends the session cleanly and still writes the JSON of the cases it finished. Returns its exit code,
+    or INTERRUPTED."""
+    proc = subprocess.Popen(cmd, env=child_env(), start_new_session=True)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        return INTERRUPTED
+
+
 def run(args: argparse.Namespace) -> int:
     from bench.convert import records_from_benchmark_json
     from bench.suite import all_cases, check_selection, zoo_models
@@ -83,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
     profile = select_profile(profile_name, models)
     check_selection(profile, tuple(formats) or None)
     report_formats = [] if args.no_report else parse_formats(args.report_format)
-    zoo = args.zoo if args.zoo is not None else zoo_dir()
+    zoo = (args.zoo if args.zoo is not None else zoo_dir()).resolve()
     load_manifest(zoo)  # ArtifactError (a UsageError) when the zoo is missing: "run deploybench build"
     out = args.out if args.out is not None else results_dir() / "bench"
     expected = all_cases(profile, tuple(formats) or None)
@@ -99,10 +129,9 @@ def run(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter_ns()
     status, error = "complete", None
-    try:
-        rc = subprocess.run(cmd, check=False).returncode
-    except KeyboardInterrupt:
-        rc, status, error = 130, "interrupted", "interrupted by the user"
+    rc = run_pytest(cmd)
+    if rc == INTERRUPTED:
+        status, error = "interrupted", "interrupted by the user; cases finished before that are kept"
     wall_s = (time.perf_counter_ns() - t0) / 1e9
     if rc != 0 and status == "complete":
         status, error = "failed", f"pytest exited with code {rc}: some cases failed (see its output)"

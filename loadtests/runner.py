@@ -194,6 +194,8 @@ def run_load_to_file(
 
     if not path.exists():
         tail = _tail(locust_log)
+        if target_died:
+            raise TargetError(f"the target exited before the load run could start\n{tail}")
         if rc == 2:
             raise UsageError(f"locust rejected the options:\n{tail}")
         raise TargetError(f"locust exited with code {rc} without writing a record: {' '.join(cmd)}\n{tail}")

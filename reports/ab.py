@@ -306,7 +306,7 @@ def ab_gate(
         label = labels[(_cfg, _key, text)]
         row = Row(rule.text, rule.metric, label, _metric_unit(rule), None, None, None, None, "no data", "")
         row.method = f"A/B {len(pairs)} rounds (t)"
-        if pairs:
+        if len(pairs) >= min(2, len(rounds)):  # a statistic seen in one round of several is no evidence
             b = [p[0] for p in pairs]
             c = [p[1] for p in pairs]
             row.baseline, row.current = float(np.median(b)), float(np.median(c))

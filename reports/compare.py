@@ -355,6 +355,7 @@ def rate_measurement(fig: LoadFigures) -> RateMeasurement:
         fig.error_ratio,
         {"record": fig.record, "p50_us": fig.latency_us.get("p50")},
         window_s=fig.duration_s,
+        p50_us=fig.latency_us.get("p50"),
     )
 
 
@@ -457,7 +458,9 @@ def _phase_warnings(result: ChoiceResult, phase: str, figures: LoadFigures, p99_
     for w in figures.warnings:
         result.add_warning(RecordWarning(w.code, w.message, w.hint, series=phase))
     if figures.status != "complete":
-        result.add_warning(RecordWarning("load-" + figures.status, f"load run {figures.status}", series=phase))
+        result.add_warning(
+            RecordWarning("load-" + figures.status, f"load run {figures.status}", series=phase)
+        )
     has_few = any(w.code == "few-samples" for w in figures.warnings)
     if p99_needed and not has_few and "p99" in few_samples_percentiles(figures.count):
         result.add_warning(

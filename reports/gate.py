@@ -236,7 +236,6 @@ class Dist:
 
     values: np.ndarray
     counts: np.ndarray
-    hdr_rank: bool = False  # percentiles ranked as HdrHistogram does (round half up), to match load records
 
     @property
     def n(self) -> int:
@@ -257,7 +256,7 @@ class Dist:
         for item in hist.get_recorded_iterator():
             values.append(float(item.value_iterated_to))
             counts.append(int(item.count_added_in_this_iter_step))
-        return cls(np.asarray(values, dtype=np.float64), np.asarray(counts, dtype=np.int64), hdr_rank=True)
+        return cls(np.asarray(values, dtype=np.float64), np.asarray(counts, dtype=np.int64))
 
     @classmethod
     def pooled(cls, dists: Sequence[Dist]) -> Dist:
@@ -266,10 +265,10 @@ class Dist:
         values = np.concatenate([d.values for d in dists])
         counts = np.concatenate([d.counts for d in dists])
         uniq, inverse = np.unique(values, return_inverse=True)
-        return cls(uniq, np.bincount(inverse, weights=counts).astype(np.int64), dists[0].hdr_rank)
+        return cls(uniq, np.bincount(inverse, weights=counts).astype(np.int64))
 
     def stat(self, metric: str) -> float:
-        return float(_stat_from_counts(self.values, self.counts[None, :], self.n, metric, self.hdr_rank)[0])
+        return float(_stat_from_counts(self.values, self.counts[None, :], self.n, metric)[0])
 
     def bootstrap(self, metric: str, rng: np.random.Generator, n_boot: int) -> np.ndarray:
         n = self.n
@@ -279,13 +278,12 @@ class Dist:
         for start in range(0, n_boot, chunk):
             m = min(chunk, n_boot - start)
             counts = rng.multinomial(n, probs, size=m)
-            out[start : start + m] = _stat_from_counts(self.values, counts, n, metric, self.hdr_rank)
+            out[start : start + m] = _stat_from_counts(self.values, counts, n, metric)
         return out
 
 
-def _stat_from_counts(values: np.ndarray, counts: np.ndarray, n: int, metric: str, hdr: bool) -> np.ndarray:
-    """A statistic per row of ``counts`` (rows: resamples). Percentiles as numpy ``inverted_cdf``, or with
-    ``hdr`` as HdrHistogram ``get_value_at_percentile`` (rank rounded half up)."""
+def _stat_from_counts(values: np.ndarray, counts: np.ndarray, n: int, metric: str) -> np.ndarray:
+    """A statistic per row of ``counts`` (rows: resamples). Percentiles: inverted CDF, as reports.stats."""
     if metric == "mean":
         return (counts @ values) / n
     if metric == "max":
@@ -293,9 +291,7 @@ def _stat_from_counts(values: np.ndarray, counts: np.ndarray, n: int, metric: st
         return values[last]
     if metric == "min":
         return values[np.argmax(counts > 0, axis=1)]
-    pct = float(metric[1:])
-    # 1-based rank of the percentile
-    k = max(1, int(pct * n / 100 + 0.5)) if hdr else max(1, math.ceil(round(n * pct / 100.0, 9)))
+    k = max(1, math.ceil(round(float(metric[1:]) * n / 100.0, 9)))  # 1-based rank, as reports.stats
     cum = np.cumsum(counts, axis=1)
     return values[(cum < k).sum(axis=1)]
 
@@ -720,6 +716,11 @@ def gate(
         for key, base_list in base_series.items():
             if key not in cur_series:
                 result.notes.append(f"baseline series {base_list[0].name!r} missing in the current run")
+    if any(r.method == "bootstrap" for r in result.rows):
+        result.notes.append(
+            "bootstrap CIs cover the sampling noise within one run, not run-to-run drift of the machine: "
+            "on shared runners gate repeated runs (--last N; baseline save --append) or use deploybench ab"
+        )
     if not result.rows:
         raise IncomparableError(
             "nothing to compare: no series of the current records matches the baseline"
@@ -812,7 +813,7 @@ def _cells(row: Row) -> list[str]:
         _fmt_change(row.change, row),
         ci,
         row.verdict,
-        row.method + (f"; {row.note}" if row.note else ""),
+        "; ".join(filter(None, [row.method, row.note])),
     ]
 
 

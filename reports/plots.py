@@ -43,6 +43,13 @@ def _label(s: Series) -> str:
     return f"{s.params.get('format', '?')} t{s.params.get('threads', '?')}"
 
 
+def _batch_axis(ax: matplotlib.axes.Axes, batches: list[int]) -> None:
+    if len(batches) > 1:
+        ax.set_xscale("log", base=2)
+    ax.set_xticks(batches, [str(b) for b in batches])
+    ax.minorticks_off()
+
+
 def micro_plots(record: RunRecord) -> list[Plot]:
     series = _predict_series(record)
     if not series:
@@ -64,6 +71,9 @@ def micro_plots(record: RunRecord) -> list[Plot]:
         [x + width / 2 for x in xs], [(s.latency_us.get("p99") or 0) / 1000 for s in at], width, label="P99"
     )
     ax.set_xticks(list(xs), [_label(s) for s in at], rotation=20)
+    values = [s.latency_us["p50"] for s in at] + [s.latency_us.get("p99") or 0 for s in at]
+    if min(values) > 0 and max(values) / min(values) > 20:
+        ax.set_yscale("log")  # formats can differ by orders of magnitude
     ax.set_ylabel("latency per call (ms)")
     ax.set_title(f"{model}: latency per format, batch {smallest}")
     ax.legend()
@@ -80,7 +90,7 @@ def micro_plots(record: RunRecord) -> list[Plot]:
             pts = sorted(lines[label], key=lambda s: int(s.params["batch_size"]))
             ax.plot([int(s.params["batch_size"]) for s in pts], [s.latency_us["p50"] / 1000 for s in pts],
                     marker="o", label=label)  # fmt: skip
-        ax.set_xscale("log", base=2)
+        _batch_axis(ax, batches)
         ax.set_yscale("log")
         ax.set_xlabel("batch size")
         ax.set_ylabel("P50 latency per call (ms)")
@@ -93,8 +103,7 @@ def micro_plots(record: RunRecord) -> list[Plot]:
         pts = sorted(lines[label], key=lambda s: int(s.params["batch_size"]))
         ax.plot([int(s.params["batch_size"]) for s in pts], [s.items_per_s or 0 for s in pts],
                 marker="o", label=label)  # fmt: skip
-    if len(batches) > 1:
-        ax.set_xscale("log", base=2)
+    _batch_axis(ax, batches)
     ax.set_yscale("log")
     ax.set_xlabel("batch size")
     ax.set_ylabel("throughput (items/s)")

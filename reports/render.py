@@ -109,16 +109,20 @@ def _scalar(v: Any) -> bool:
     return isinstance(v, str | int | float | bool) and v != ""
 
 
+def _text(v: Any) -> str:
+    return f"{v:.6g}" if isinstance(v, float) else str(v)
+
+
 def config_items(config: dict[str, Any]) -> list[tuple[str, str]]:
     """Scalar config values in record order; nested dicts flattened one level (``target.workers``)."""
     out: list[tuple[str, str]] = []
     for k, v in config.items():
         if isinstance(v, dict):
-            out.extend((f"{k}.{k2}", str(v2)) for k2, v2 in v.items() if _scalar(v2))
+            out.extend((f"{k}.{k2}", _text(v2)) for k2, v2 in v.items() if _scalar(v2))
         elif _scalar(v):
-            out.append((k, str(v)))
+            out.append((k, _text(v)))
         elif isinstance(v, list | tuple) and 0 < len(v) <= 8 and all(_scalar(x) for x in v):
-            out.append((k, ",".join(str(x) for x in v)))
+            out.append((k, ",".join(_text(x) for x in v)))
     return out
 
 
@@ -153,11 +157,21 @@ def _notes(record: RunRecord, name: str) -> str:
 
 
 def _warning_items(warnings: Iterable[RecordWarning]) -> list[str]:
-    items = []
+    """Run-level warnings one per bullet; series warnings one bullet per code (their rows carry the code in
+    the notes column), each series with its own message, so a long table does not repeat the hint."""
+    items: list[str] = []
+    by_code: dict[str, list[RecordWarning]] = {}
     for w in warnings:
-        where = f"`{w.series}` " if w.series else ""
-        hint = f" — {w.hint}" if w.hint else ""
-        items.append(f"{where}**{w.code}**: {w.message}{hint}")
+        if w.series is None:
+            hint = f" — {w.hint}" if w.hint else ""
+            items.append(f"**{w.code}**: {w.message}{hint}")
+        else:
+            by_code.setdefault(w.code, []).append(w)
+    for code, ws in by_code.items():
+        hints = list(dict.fromkeys(w.hint for w in ws if w.hint))
+        rows = "; ".join(f"`{w.series}` {w.message}" for w in ws)
+        hint = f" — {' / '.join(hints)}" if hints else ""
+        items.append(f"**{code}** ({len(ws)}): {rows}{hint}")
     return items
 
 

@@ -14,8 +14,9 @@ Saturation rule (MLPerf Server scenario style): an open-loop arrival rate *passe
 1. the corrected P99 (latency from the intended send time) is ``<= slo_p99_us``,
 2. the error ratio (errors / requests) is ``<= max_error_ratio`` (1%),
 3. the achieved throughput is ``>= min_throughput_ratio`` (95%) of the offered rate (else the target, or the
-   generator, is falling behind and the queue grows), less one request over the window, and with Poisson
-   arrivals less 3 standard deviations of the arrival count (short windows would otherwise fail by chance).
+   generator, is falling behind and the queue grows), less edge allowances for short windows: one request,
+   the requests in flight when the generator stops (offered x P50), and with Poisson arrivals 3 standard
+   deviations of the arrival count (see ``SloRules.throughput_floor_rps``).
 
 The search finds the highest passing rate by bisection between a lower and an upper bound, with geometric
 midpoints (relative resolution), a fixed budget of probes, and a relative tolerance: it stops when the
@@ -47,7 +48,8 @@ class RateMeasurement:
     throughput_rps: float  # achieved (successes / window)
     error_ratio: float  # errors / (successes + errors)
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. record path, p50/p95, cpu
-    window_s: float | None = None  # measured window (for the Poisson noise allowance)
+    window_s: float | None = None  # measured window (for the edge allowances of the throughput rule)
+    p50_us: int | None = None  # median latency: requests still in flight when the window closes
 
 
 @dataclass(frozen=True)
@@ -59,13 +61,19 @@ class SloRules:
     min_throughput_ratio: float = 0.95
     poisson: bool = False  # Poisson arrivals: allow 3 standard deviations of the arrival count
 
-    def throughput_floor_rps(self, offered_rps: float, window_s: float | None) -> float:
-        """Lowest achieved rate that passes: ``min_throughput_ratio * offered``, less one request over the
-        window (counts are integers), and with Poisson arrivals less 3 standard deviations of the arrival
-        count (sd = sqrt(rate * window)), both expressed as rates over ``window_s``."""
+    def throughput_floor_rps(
+        self, offered_rps: float, window_s: float | None, p50_us: int | None = None
+    ) -> float:
+        """Lowest achieved rate that passes: ``min_throughput_ratio * offered``, less three edge allowances
+        expressed as rates over ``window_s``: one request (counts are integers); the requests still in flight
+        when the generator stops (Little's law: offered x median latency); and with Poisson arrivals
+        3 standard deviations of the arrival count (sd = sqrt(rate * window)). The P99 rule still catches a
+        target that falls behind, since its queue (and latency) then grows."""
         floor = self.min_throughput_ratio * offered_rps
         if window_s and window_s > 0:
             floor -= 1.0 / window_s
+            if p50_us:
+                floor -= offered_rps * (p50_us / 1e6) / window_s
             if self.poisson:
                 floor -= 3.0 * math.sqrt(offered_rps / window_s)
         return max(floor, 0.0)
@@ -87,7 +95,7 @@ class SloRules:
             out.append(f"p99 {m.p99_us / 1000:.1f} ms > SLO {self.slo_p99_us / 1000:g} ms")
         if m.error_ratio > self.max_error_ratio:
             out.append(f"errors {m.error_ratio:.1%} > {self.max_error_ratio:.1%}")
-        floor = self.throughput_floor_rps(offered_rps, m.window_s)
+        floor = self.throughput_floor_rps(offered_rps, m.window_s, m.p50_us)
         if m.throughput_rps < floor:
             out.append(
                 f"throughput {m.throughput_rps:.1f} rps < {floor:.1f} rps "

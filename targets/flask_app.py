@@ -54,6 +54,7 @@ def create_app(config: TargetConfig, service: Service | None = None) -> Flask:
         200, openapi_schema(svc.task, config.limits, title="deploybench target (Flask)")
     ).payload()
     app = Flask("deploybench-target-flask")
+    app.debug = False  # never debug mode, even with FLASK_DEBUG=1 in the environment
     app.config["MAX_CONTENT_LENGTH"] = config.limits.max_body_bytes
     app.config["PROPAGATE_EXCEPTIONS"] = False
     app.extensions["deploybench_service"] = svc

@@ -15,6 +15,8 @@ import contextlib
 import errno
 import fcntl
 import hashlib
+import importlib.util
+import io
 import json
 import logging
 import os
@@ -184,6 +186,18 @@ def _utc_now() -> str:
 
 
 def _iris() -> tuple[np.ndarray, np.ndarray]:
+    """sklearn's bundled iris (150 x 4 float32 features, int64 targets).
+
+    Read straight from sklearn's data file when it is where it has always been, so that a server that
+    only needs sample rows (warm-up) does not import scikit-learn (~2 s and ~90 MB per worker).
+    """
+    location = importlib.util.find_spec("sklearn")  # locates the package without importing it
+    roots = list(location.submodule_search_locations or []) if location else []
+    csv = Path(roots[0]) / "datasets" / "data" / "iris.csv" if roots else None
+    if csv is not None and csv.is_file():
+        table = np.loadtxt(csv, delimiter=",", skiprows=1, dtype=np.float64)
+        if table.shape == (150, 5):
+            return table[:, :4].astype(np.float32), table[:, 4].astype(np.int64)
     from sklearn.datasets import load_iris
 
     data = load_iris()
@@ -397,11 +411,16 @@ def _train_iris_mlp() -> tuple[Any, dict[str, Any]]:
     net = IrisMLP(mean=xt.mean(dim=0), std=xt.std(dim=0))
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     net.train()
-    for _ in range(epochs):  # full batch: deterministic on CPU
-        opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(net.logits(xt), yt)
-        loss.backward()
-        opt.step()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # same float reduction order whatever the process's thread count
+    try:
+        for _ in range(epochs):  # full batch, one thread: bit-for-bit deterministic on a given CPU
+            opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(net.logits(xt), yt)
+            loss.backward()
+            opt.step()
+    finally:
+        torch.set_num_threads(threads)
     net.eval()
 
     def accuracy(x: np.ndarray, y: np.ndarray) -> float:
@@ -514,8 +533,12 @@ def _export(spec: ModelSpec, fmt: str, ref: Any, path: Path) -> str:
     from targets.predictors import quiet_jit_deprecation
 
     example = torch.from_numpy(sample_inputs(spec.name, EXAMPLE_BATCH, seed=SEED + 1))
+    # torch's zip archives are named after the file they are saved to: save to memory so the temporary
+    # file name (with its pid) does not end up inside the artifact.
+    buffer = io.BytesIO()
     if fmt == "pickle":
-        torch.save(ref, path)
+        torch.save(ref, buffer)
+        path.write_bytes(buffer.getvalue())
         return "torch.save(module)"
     if fmt == "onnx":
         batch = torch.export.Dim("batch")
@@ -536,12 +559,14 @@ def _export(spec: ModelSpec, fmt: str, ref: Any, path: Path) -> str:
         with quiet_jit_deprecation(), torch.no_grad():
             traced = torch.jit.trace(ref, example)
             frozen = torch.jit.freeze(traced.eval())
-            torch.jit.save(frozen, str(path))
+            torch.jit.save(frozen, buffer)
+        path.write_bytes(buffer.getvalue())
         return "torch.jit.trace + torch.jit.freeze"
     if fmt == "pt2":
         batch = torch.export.Dim("batch")
         program = torch.export.export(ref, (example,), dynamic_shapes=({0: batch},))
-        torch.export.save(program, path)
+        torch.export.save(program, buffer)
+        path.write_bytes(buffer.getvalue())
         return "torch.export.export(dynamic batch) + torch.export.save"
     raise AssertionError(fmt)
 
@@ -685,8 +710,6 @@ def build_zoo(
                 _save_manifest(root, manifest)
                 built.append(key)
                 emit({"event": "built", "model": spec.name, "format": fmt, "entry": entry})
-        if not built and not manifest_path(root).exists():
-            _save_manifest(root, manifest)
     return {
         "zoo_dir": str(root),
         "manifest": manifest,

@@ -51,6 +51,8 @@ def test_poisson_allowance_is_three_sd_of_the_arrival_count():
     assert rules.throughput_floor_rps(40.0, 1.6) == pytest.approx(22.375)
     assert SloRules(SLO_US).throughput_floor_rps(40.0, 2.0) == pytest.approx(37.5)  # one request of slack
     assert SloRules(SLO_US).throughput_floor_rps(40.0, None) == pytest.approx(38.0)
+    # 100 rps, 50 ms median, 2 s window: 5 requests in flight at the stop -> 2.5 rps more slack
+    assert SloRules(SLO_US).throughput_floor_rps(100.0, 2.0, 50_000) == pytest.approx(95.0 - 0.5 - 2.5)
     assert evaluate(40, RateMeasurement(1000, 34.0, 0.0, window_s=1.6), rules).passed
     assert not evaluate(40, RateMeasurement(1000, 20.0, 0.0, window_s=1.6), rules).passed
     assert not evaluate(40, RateMeasurement(1000, 34.0, 0.0, window_s=1.6), SloRules(SLO_US)).passed
@@ -172,7 +174,7 @@ def test_measure_until_stable_gives_up_at_max_windows_or_duration_with_a_warning
     assert not res.stable and len(res.windows) == 3  # 3 s >= 2.5 s after the third window
 
 
-# -- accuracy against a server of known capacity ---------------------------------------------------------------
+# -- accuracy against a server of known capacity ------------------------------------------------
 def test_search_finds_the_known_capacity_of_a_fixed_service_time_server(tmp_path):
     """One request at a time, 50 ms each: capacity 20 rps. Constant (deterministic) arrivals, so below
     capacity latency stays ~ the service time and above it the queue grows by (rate - 20) per second.
@@ -193,7 +195,9 @@ def test_search_finds_the_known_capacity_of_a_fixed_service_time_server(tmp_path
             return rate_measurement(figures_from_record(record))
 
         res = saturation_search(measure, rules, 10.0, 40.0, max_probes=6, rel_tolerance=0.08)
-    assert res.status == "bracketed", res.to_dict()
+    assert res.status == "bracketed", [
+        (p.offered_rps, p.throughput_rps, p.p99_us, p.reasons) for p in res.points
+    ]
     assert 0.8 * capacity_rps <= res.max_rps <= 1.2 * capacity_rps, res.to_dict()
     assert res.first_fail_rps is not None and res.first_fail_rps > res.max_rps
     assert len(res.points) <= 6

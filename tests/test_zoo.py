@@ -75,6 +75,23 @@ def test_sample_inputs_are_deterministic_float32_batches() -> None:
         sample_inputs("vgg16", 1)
 
 
+def test_iris_rows_match_sklearn_without_importing_it() -> None:
+    from sklearn.datasets import load_iris
+
+    x, y = zoo._iris()
+    data = load_iris()
+    assert np.array_equal(x, data.data.astype(np.float32))
+    assert np.array_equal(y, data.target)
+    code = (
+        "import sys; from targets.zoo import sample_inputs; sample_inputs('iris-rf', 2); "
+        "print('sklearn' in sys.modules, 'torch' in sys.modules)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert proc.stdout.strip() == "False False"
+
+
 # ---------------------------------------------------------------------------------------------- resnet
 
 
@@ -130,7 +147,9 @@ def test_every_format_gives_the_same_probabilities(zoo_dir: Path, model: str) ->
     for fmt in spec.formats:
         predictor = load_predictor(model, fmt, zoo_dir, intra_op_threads=1)
         got = predictor.predict(batch)
-        tol = zoo.tolerance(spec, fmt)
+        # The reference is recomputed here, maybe with another torch thread count than the build's
+        # (float32 reductions then differ in the last bits): 1e-5 is the floor.
+        tol = max(zoo.tolerance(spec, fmt), 1e-5)
         assert got.shape == (4, spec.n_classes), fmt
         assert got.dtype == np.float32, fmt
         np.testing.assert_allclose(got.sum(axis=1), 1.0, atol=1e-4, err_msg=fmt)

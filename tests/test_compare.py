@@ -1,0 +1,335 @@
+"""`deploybench compare` without real servers: config files, matrix expansion, ranking, the best-choice
+sentence, the per-choice pipeline (fake driver with a known capacity), failures, Ctrl-C, and the report."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+
+import pytest
+
+from deploybench.cli import main
+from deploybench.errors import TargetError, UsageError
+from reports.compare import (
+    ChoiceResult,
+    CompareRun,
+    best_sentence,
+    load_compare,
+    rank,
+    run_matrix,
+)
+from reports.compare_config import (
+    CONFIG_DIR,
+    Choice,
+    CompareConfig,
+    ModelInfo,
+    apply_overrides,
+    expand,
+    load_config,
+)
+from reports.compare_render import ranked_table_markdown, write_report
+from reports.record import RecordWarning, RunRecord, Series
+from reports.stats import encode_histogram, new_histogram, record_us, summarize_histogram
+
+CATALOG = {
+    "iris-rf": ModelInfo("tabular", ("pickle", "onnx")),
+    "iris-mlp": ModelInfo("tabular", ("pickle", "onnx", "torchscript", "pt2")),
+    "resnet18": ModelInfo("image", ("pickle", "onnx", "torchscript", "pt2")),
+}
+
+
+def write_toml(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "m.toml"
+    p.write_text(text)
+    return p
+
+
+# -- config files -------------------------------------------------------------------------------------------
+def test_every_shipped_config_parses_and_expands():
+    names = sorted(p.stem for p in CONFIG_DIR.glob("*.toml"))
+    assert "quick" in names and len(names) >= 4
+    for name in names:
+        cfg = load_config(name)
+        choices, _skipped, scenario = expand(cfg, CATALOG)
+        assert choices and scenario in ("tabular", "image"), name
+
+
+def test_quick_default_matrix_is_four_choices_with_invalid_pairs_skipped():
+    cfg = load_config(None)
+    assert cfg.name == "quick"
+    choices, skipped, scenario = expand(cfg, CATALOG)
+    assert scenario == "tabular"
+    assert [c.id for c in choices] == [
+        "fastapi-uvicorn-iris-rf-pickle-w1",
+        "fastapi-uvicorn-iris-rf-onnx-w1",
+        "flask-gunicorn-sync-iris-rf-pickle-w1",
+        "flask-gunicorn-sync-iris-rf-onnx-w1",
+    ]
+    assert {s.combo for s in skipped} == {"fastapi+gunicorn-sync", "flask+uvicorn"}
+
+
+def test_expansion_skips_missing_formats_and_threads_outside_gthread(tmp_path):
+    cfg = load_config(str(write_toml(tmp_path, """
+[matrix]
+framework = ["flask"]
+server = ["gunicorn-sync", "gunicorn-gthread"]
+model = ["iris-rf"]
+format = ["onnx", "torchscript"]
+threads = [1, 4]
+""")))  # fmt: skip
+    choices, skipped, _ = expand(cfg, CATALOG)
+    assert [c.id for c in choices] == [
+        "flask-gunicorn-sync-iris-rf-onnx-w1",
+        "flask-gunicorn-gthread-iris-rf-onnx-w1-t1",
+        "flask-gunicorn-gthread-iris-rf-onnx-w1-t4",
+    ]
+    reasons = {s.combo: s.reason for s in skipped}
+    assert "iris-rf has no torchscript" in reasons["iris-rf/torchscript"]
+    assert "gunicorn-gthread" in reasons["gunicorn-sync threads=4"]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[matrix]\nframework = ['django']", "framework 'django' is not one of"),
+        ("[matrix]\nworkers = [0]", "workers must be in 1..64"),
+        ("[matrix]\nworkers = ['two']", "`workers` must be an integer"),
+        ("[matrix]\nformat = []", "`format` must not be empty"),
+        ("[slo]\np99_ms = -1", "p99_ms must be > 0"),
+        ("[slo]\np99 = 5", "unknown key `p99` in [slo]"),
+        ("[measure]\nload_model = 'closed'", "load_model must be one of"),
+        ("[search]\nlo_factor = 2.0\nhi_factor = 1.0", "lo_factor < hi_factor"),
+        ("[measure]\nmax_windows = 2\nstability_windows = 3", "max_windows must be >= stability_windows"),
+        ("colour = 'red'", "unknown top-level key `colour`"),
+        ("[matrix\n", "not valid TOML"),
+    ],
+)
+def test_bad_config_is_a_usage_error_naming_the_key(tmp_path, text, message):
+    with pytest.raises(UsageError, match=r"m\.toml") as exc:
+        load_config(str(write_toml(tmp_path, text)))
+    assert message in str(exc.value)
+
+
+def test_expansion_errors_unknown_model_mixed_tasks_and_empty_matrix(tmp_path):
+    with pytest.raises(UsageError, match="model 'gpt' is not one of"):
+        expand(CompareConfig.from_dict({"matrix": {"model": ["gpt"]}}), CATALOG)
+    with pytest.raises(UsageError, match="mixes tabular and image"):
+        expand(CompareConfig.from_dict({"matrix": {"model": ["iris-rf", "resnet18"]}}), CATALOG)
+    with pytest.raises(UsageError, match="no valid choice"):
+        cfg = {"matrix": {"framework": ["flask"], "server": ["uvicorn"]}}
+        expand(CompareConfig.from_dict(cfg), CATALOG)
+    with pytest.raises(UsageError, match="no config named 'nope'"):
+        load_config("nope")
+
+
+def test_cli_overrides_replace_axes_and_are_validated():
+    cfg = apply_overrides(load_config("quick"), {"matrix.format": ["onnx"], "slo.p99_ms": 20, "x.y": None})
+    assert cfg.matrix.format == ["onnx"] and cfg.slo.p99_ms == 20.0
+    with pytest.raises(UsageError, match="format 'tflite'"):
+        apply_overrides(load_config("quick"), {"matrix.format": ["tflite"]})
+
+
+def test_cli_bad_input_exits_2_and_dry_run_lists_the_matrix(capsys, tmp_path):
+    assert main(["compare", "--config", str(tmp_path / "missing.toml")]) == 2
+    assert "no such file" in capsys.readouterr().err
+    assert main(["compare", "--server", "tomcat", "--dry-run"]) == 2
+    assert "server 'tomcat'" in capsys.readouterr().err
+    assert main(["compare", "--report", str(tmp_path)]) == 2
+    assert main(["compare", "--dry-run", "--format", "onnx"]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "2 choice(s)" in out and "fastapi-uvicorn-iris-rf-onnx-w1" in out and "skipped flask+uvicorn" in out
+    )
+
+
+# -- ranking and the best-choice sentence -----------------------------------------------------------------
+def result(
+    fw: str, max_rps: float | None, p99_us: int = 5000, status: str = "complete", fail: float | None = None
+):
+    r = ChoiceResult(Choice(fw, "uvicorn" if fw == "fastapi" else "gunicorn-sync", "iris-rf", "onnx"))
+    r.status = status
+    first_fail = fail if fail is not None else (max_rps * 1.05 if max_rps else None)
+    r.saturation = {"max_rps": max_rps, "first_fail_rps": first_fail,
+                    "resolution": (first_fail / max_rps - 1) if max_rps and first_fail else None}  # fmt: skip
+    r.common = {"latency_us": {"p50": p99_us // 2, "p95": p99_us - 1, "p99": p99_us}}
+    return r
+
+
+def test_rank_orders_by_max_throughput_then_p99_and_puts_failures_last():
+    a, b, c = result("fastapi", 200.0), result("flask", 300.0), result("fastapi", 200.0, p99_us=4000)
+    c.choice = Choice("fastapi", "gunicorn-uvicorn", "iris-rf", "onnx")
+    failed = result("flask", None, status="failed")
+    none = result("flask", None)
+    assert rank([failed, a, none, b, c]) == [b, c, a, none, failed]
+
+
+def test_best_sentence_states_margin_over_runner_up():
+    ranked = rank([result("fastapi", 300.0), result("flask", 200.0)])
+    s = best_sentence(ranked, 50_000, 0.10)
+    assert s.startswith("Best: **fastapi+uvicorn iris-rf/onnx w1** sustains 300 rps under the 50 ms P99 SLO")
+    assert "50% (100 rps) more than the runner-up **flask+gunicorn-sync iris-rf/onnx w1** (200 rps)" in s
+    assert "tie" not in s and s.count(".") <= 2
+
+
+def test_best_sentence_calls_a_margin_inside_the_resolution_a_tie():
+    s = best_sentence(rank([result("fastapi", 210.0, fail=240.0), result("flask", 200.0)]), 50_000, 0.05)
+    assert "5% (10 rps) more" in s and "treat it as a tie" in s and "~14%" in s
+
+
+def test_best_sentence_edge_cases():
+    assert "nothing to rank" in best_sentence([result("flask", None, status="failed")], 50_000)
+    assert "no best choice" in best_sentence(rank([result("flask", None)]), 50_000)
+    only = best_sentence(rank([result("flask", 120.0), result("fastapi", None, status="failed")]), 50_000)
+    assert "only choice that completed" in only
+    ranked = rank([result("flask", 9.0), result("fastapi", None)])
+    assert "met the SLO at no rate tried" in best_sentence(ranked, 50_000)
+
+
+# -- the pipeline with a fake driver -----------------------------------------------------------------------
+def fake_record(rate: float | None, throughput: float, latency_us: int, n: int) -> RunRecord:
+    hist = new_histogram()
+    for i in range(n):
+        record_us(hist, latency_us + (i % 10))
+    s = Series("POST /predict", count=n, latency_us=summarize_histogram(hist), duration_s=n / throughput,
+               throughput_rps=throughput, offered_rps=rate, histogram=encode_histogram(hist))  # fmt: skip
+    rec = RunRecord("load", {"load_model": "closed" if rate is None else "constant"}, {}, series=[s])
+    rec.finish()
+    return rec
+
+
+class FakeTarget:
+    def __init__(self, capacity: float) -> None:
+        self.capacity, self.url, self.pid = capacity, "http://127.0.0.1:1", 0
+
+    def is_alive(self) -> bool:
+        return True
+
+
+class FakeDriver:
+    """Capacities by framework; a choice with capacity None fails to start; interrupt_on raises Ctrl-C."""
+
+    def __init__(self, capacities: dict[str, float | None], interrupt_on: str | None = None) -> None:
+        self.capacities, self.interrupt_on = capacities, interrupt_on
+        self.started: list[str] = []
+        self.stopped: list[str] = []
+        self.loads = 0
+
+    @contextlib.contextmanager
+    def start(self, choice: Choice, log_path: Path):
+        cap = self.capacities[choice.framework]
+        self.started.append(choice.id)
+        if cap is None:
+            raise TargetError(f"server exited during start-up: {choice.id} (log tail: ImportError)")
+        try:
+            yield FakeTarget(cap)
+        finally:
+            self.stopped.append(choice.id)
+
+    def load(self, target, *, load_model, duration_s, warmup_s, record_path, users=None, rate_rps=None):
+        self.loads += 1
+        if self.interrupt_on and self.started[-1].startswith(self.interrupt_on) and rate_rps:
+            raise KeyboardInterrupt
+        cap = target.capacity
+        if rate_rps is None:  # closed loop saturates the target
+            rec = fake_record(None, cap, 4000, 200)
+        elif rate_rps <= cap:
+            rec = fake_record(rate_rps, rate_rps, 3000 + int(20_000 * rate_rps / cap), 200)
+        else:
+            rec = fake_record(rate_rps, cap, 900_000, 200)
+        rec.add_warning("late-sends", "3% of sends left late", "pin the generator")
+        rec.save(record_path)
+        return rec
+
+
+def quick_cfg(**search) -> CompareConfig:
+    cfg = CompareConfig.from_dict(
+        {"name": "unit", "measure": {"common_rate_rps": 50.0, "load_model": "constant"},
+         "search": {"max_probes": 6, "rel_tolerance": 0.05, **search}}
+    )  # fmt: skip
+    return cfg
+
+
+def test_matrix_ranks_choices_records_a_failed_start_and_continues(tmp_path):
+    cfg = quick_cfg()
+    cfg.matrix.framework = ["fastapi", "flask"]
+    cfg.matrix.server = ["uvicorn", "gunicorn-sync", "gunicorn-gthread"]
+    cfg.matrix.format = ["onnx"]
+    choices, skipped, scenario = expand(cfg, CATALOG)
+    assert len(choices) == 3  # fastapi+uvicorn, flask+sync, flask+gthread
+    caps = {"fastapi": 400.0, "flask": None}  # every flask choice fails to start
+    driver = FakeDriver(caps)
+    run = run_matrix(cfg, choices, skipped, scenario, driver, tmp_path, env={"cpu_model": "test"})
+    assert run.status == "complete"
+    assert [r.status for r in run.results] == ["complete", "failed", "failed"]
+    assert "server exited during start-up" in run.results[1].error
+    assert driver.started == [c.id for c in choices]  # the rest still ran after a failure
+    assert driver.stopped == [choices[0].id]
+
+    best = run.results[0]
+    assert 400 / 1.05 <= best.max_rps <= 400.0  # the search found the fake capacity
+    assert best.stability["stable"] and best.common["latency_us"]["p99"] < 50_000
+    assert any(w.code == "late-sends" for w in best.warnings)
+    # saved as it went: the document on disk is the final one, and every load record exists
+    saved = load_compare(tmp_path)
+    assert [r.status for r in saved.results] == ["complete", "failed", "failed"]
+    for p in saved.results[0].saturation["points"]:
+        assert (tmp_path / p["extra"]["record"]).is_file()
+    assert (tmp_path / best.choice.id / "common-rate.json").is_file()
+
+
+def test_interrupt_keeps_finished_choices_and_marks_the_current_one(tmp_path):
+    cfg = quick_cfg()
+    cfg.matrix.format = ["onnx"]
+    choices, skipped, scenario = expand(cfg, CATALOG)
+    driver = FakeDriver({"fastapi": 300.0, "flask": 200.0}, interrupt_on="flask")
+    with pytest.raises(KeyboardInterrupt):
+        run_matrix(cfg, choices, skipped, scenario, driver, tmp_path, env={})
+    saved = load_compare(tmp_path)
+    assert saved.status == "interrupted"
+    assert [r.status for r in saved.results] == ["complete", "interrupted"]
+    assert saved.results[0].max_rps is not None
+    assert driver.stopped == driver.started  # the interrupted target was stopped too
+    text = ranked_table_markdown(saved)
+    assert "| 1 |" in text and "interrupted" in text
+
+
+def test_report_has_ranked_table_sentence_plots_warnings_and_env(tmp_path):
+    cfg = quick_cfg()
+    cfg.matrix.format = ["onnx"]
+    choices, skipped, scenario = expand(cfg, CATALOG)
+    driver = FakeDriver({"fastapi": 400.0, "flask": 150.0})
+    run = run_matrix(
+        cfg, choices, skipped, scenario, driver, tmp_path, env={"cpu_model": "Test CPU", "cpu_count": 2}
+    )
+    paths = write_report(run, tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    html = (tmp_path / "report.html").read_text()
+    assert "| # | choice | max rps under SLO |" in md
+    first_row = next(line for line in md.splitlines() if line.startswith("| 1 |"))
+    assert "fastapi+uvicorn" in first_row
+    assert "Best: **fastapi+uvicorn" in md and "more than the runner-up **flask+gunicorn-sync" in md
+    assert "late-sends" in md and "Test CPU" in md and "flask+uvicorn" in md  # warning, env, skipped combo
+    assert md.count("![") == 2 and all(p.exists() for p in paths)
+    assert html.count("data:image/png;base64,") == 2 and "<table>" in html
+    # the document round-trips: re-rendering from compare.json gives the same Markdown
+    again = load_compare(tmp_path / "compare.json")
+    write_report(again, tmp_path / "again")
+    assert (tmp_path / "again" / "report.md").read_text() == md
+
+
+def test_compare_document_rejects_other_json(tmp_path):
+    (tmp_path / "compare.json").write_text(json.dumps({"schema_version": 2, "kind": "load"}))
+    with pytest.raises(UsageError, match="not a deploybench compare document"):
+        load_compare(tmp_path)
+    assert isinstance(CompareRun.from_dict(
+        {"schema_version": 1, "kind": "compare", "config": {"slo": {"p99_ms": 5}}, "scenario": "tabular"}
+    ).slo_p99_us, int)  # fmt: skip
+
+
+def test_warnings_are_data_not_prints(tmp_path, capsys):
+    cfg = quick_cfg()
+    choices, skipped, scenario = expand(cfg, CATALOG)
+    run_matrix(cfg, choices[:1], skipped, scenario, FakeDriver({"fastapi": 100.0}), tmp_path, env={})
+    assert capsys.readouterr() == ("", "")
+    assert isinstance(load_compare(tmp_path).results[0].warnings[0], RecordWarning)
