@@ -69,6 +69,13 @@ def _add_common_arguments(parser: Any, **_kw: Any) -> None:
         help="open loop: total arrival rate, requests/s (split across workers)",
     )
     a("--warmup", type=float, default=0.0, help="seconds at the start kept out of the measured window")
+    a(
+        "--duration",
+        type=float,
+        default=0.0,
+        help="measured seconds after the warm-up; the run then ends itself (0 = until Locust stops, "
+        "e.g. by --run-time, which also counts Locust's start-up)",
+    )
     a("--max-lag", type=float, default=5.0, help="open loop: a send more than this many s late is dropped")
     a("--max-requests", type=int, default=0, help="open loop: stop after this many sends (0 = no bound)")
     a("--seed", type=int, default=0, help="seed for Poisson gaps and payload choice")
@@ -98,6 +105,7 @@ class LoadOptions:
     load_model: str = "closed"
     rate_rps: float = 0.0
     warmup_s: float = 0.0
+    duration_s: float = 0.0
     max_lag_s: float = 5.0
     max_requests: int = 0
     seed: int = 0
@@ -120,6 +128,7 @@ class LoadOptions:
             load_model=g("load_model", "closed"),
             rate_rps=float(g("rate", 0.0) or 0.0),
             warmup_s=float(g("warmup", 0.0) or 0.0),
+            duration_s=float(g("duration", 0.0) or 0.0),
             max_lag_s=float(g("max_lag", 5.0) or 5.0),
             max_requests=int(g("max_requests", 0) or 0),
             seed=int(g("seed", 0) or 0),
@@ -135,6 +144,8 @@ class LoadOptions:
             raise UsageError(f"--load-model {o.load_model} needs --rate > 0 (requests/s)")
         if o.warmup_s < 0 or not math.isfinite(o.warmup_s):
             raise UsageError("--warmup must be >= 0 seconds")
+        if o.duration_s < 0 or not math.isfinite(o.duration_s):
+            raise UsageError("--duration must be >= 0 seconds")
         if o.max_lag_s <= 0:
             raise UsageError("--max-lag must be > 0 seconds")
         if o.max_requests < 0:
@@ -207,6 +218,7 @@ class Plugin:
         self.test_start_wall = 0.0
         self._saver: gevent.Greenlet | None = None
         self._window_reset: gevent.Greenlet | None = None
+        self._window_end: gevent.Greenlet | None = None
 
     # roles
     @property
@@ -280,6 +292,17 @@ class Plugin:
             self._start_record()
             if self.options.warmup_s > 0:
                 self._window_reset = gevent.spawn_later(self.options.warmup_s, self._reset_locust_stats)
+            if self.options.duration_s > 0:
+                # The measured window is exactly warm-up + duration after the test start; Locust's own
+                # --run-time (which also counts its start-up) is then only a safety bound.
+                self._window_end = gevent.spawn_later(
+                    self.options.warmup_s + self.options.duration_s, self._end_window
+                )
+
+    def _end_window(self) -> None:
+        if self.measurement is not None:  # the record keeps the actual window length (duration_s)
+            self.measurement.close(time.perf_counter_ns())
+        self.environment.runner.quit()
 
     def _reset_locust_stats(self) -> None:
         # Only so Locust's own printed figures cover the same window as ours (a cross-check).

@@ -144,7 +144,9 @@ def run_load_to_file(
     extra, target_model = _target_info(target)
     model = model or target_model
     n_users = users or default_users(load_model, rate_rps)
-    run_time_s = math.ceil(warmup_s + duration_s)
+    # The scenario ends the window itself after warm-up + duration (--duration); --run-time is a safety bound
+    # because Locust counts its own start-up in it.
+    run_time_s = math.ceil(warmup_s + duration_s) + 30
     provisional = {**extra, "scenario": scenario, "model": model}
     out_dir = Path(results_dir) if results_dir is not None else default_results_dir()
     path = (
@@ -176,7 +178,8 @@ def run_load_to_file(
         cmd = [sys.executable, "-m", "locust", "-f", str(scenario_file(scenario)), "--headless",
                "--host", url, "--users", str(n_users), "--spawn-rate", str(n_users),
                "--run-time", f"{run_time_s}s", "--stop-timeout", "0", "--only-summary",
-               "--load-model", load_model, "--warmup", repr(float(warmup_s)), "--seed", str(seed),
+               "--load-model", load_model, "--warmup", repr(float(warmup_s)),
+               "--duration", repr(float(duration_s)), "--seed", str(seed),
                "--max-lag", repr(float(max_lag_s)), "--record", str(path), "--results-dir", str(out_dir),
                "--extra-config", _json(extra)]  # fmt: skip
         if rate_rps:

@@ -65,7 +65,24 @@ def create_app(config: TargetConfig, service: Service | None = None) -> Flask:
             body = _read_body(svc)
         except InputError as exc:
             return _respond(Reply(exc.status, exc.to_body()))
-        return _respond(svc.handle(route, request.headers.get("Content-Type"), body))
+        try:
+            return _respond(svc.handle(route, request.headers.get("Content-Type"), body))
+        except SystemExit as exc:
+            if exc.code != 1:  # not gunicorn's worker-timeout abort (SIGABRT -> sys.exit(1))
+                raise
+            # gunicorn aborts a sync worker busy past --timeout (request_timeout_s): answer with JSON instead
+            # of gunicorn's HTML 500; the worker exits after this response and is replaced.
+            limit = config.limits.request_timeout_s
+            return _respond(
+                Reply(
+                    503,
+                    {
+                        "error": "request-timeout",
+                        "detail": f"the request ran past this target's limit (request_timeout_s) of "
+                        f"{limit:g} s; the worker is being restarted",
+                    },
+                )
+            )
 
     def health() -> Response:
         return _respond(svc.health())

@@ -143,7 +143,9 @@ def validate_features(
         raise InputError(422, "empty-batch", "instances is empty; give at least one row")
     if len(rows) > max_batch:
         raise InputError(
-            422, "batch-too-large", f"instances has {len(rows)} rows; this target accepts at most {max_batch}"
+            422,
+            "batch-too-large",
+            f"instances has {len(rows)} rows; this target accepts at most {max_batch} (max_batch)",
         )
     batch = [_feature_row(r, f"instances[{i}]", n_features) for i, r in enumerate(rows)]
     return np.asarray(batch, dtype=np.float32), True

@@ -7,9 +7,9 @@ fuzzed. On a target serving the other model kind the image (or tabular) routes d
 describe (iris JSON) — a schema-valid random string is not a decodable image.
 
 The short run (unmarked) sends up to 10 examples per operation and generation mode (fewer if
-DEPLOYBENCH_FUZZ_EXAMPLES says so); the slow variant sends DEPLOYBENCH_FUZZ_EXAMPLES (default 40; ``nox -s fuzz``
-runs ``pytest -m slow tests/test_fuzz.py`` with 500). Each target's counts (cases tried, 5xx seen, statuses)
-are written to ``results/fuzz/<target>.json`` when its fixture tears down.
+DEPLOYBENCH_FUZZ_EXAMPLES says so); the slow variant sends DEPLOYBENCH_FUZZ_EXAMPLES (default 25;
+``nox -s fuzz`` runs ``pytest -m slow tests/test_fuzz.py`` with 500). Each target's counts (cases tried,
+5xx seen, statuses) are written to ``results/fuzz/<target>.json`` when its fixture tears down.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from targets.zoo import build_zoo
 
 _ENV_EXAMPLES = os.environ.get("DEPLOYBENCH_FUZZ_EXAMPLES", "")
 SHORT_EXAMPLES = min(int(_ENV_EXAMPLES or 10), 10)  # per operation and generation mode
-LONG_EXAMPLES = int(_ENV_EXAMPLES or 40)  # `nox -s fuzz` sets 500
+LONG_EXAMPLES = int(_ENV_EXAMPLES or 25)  # `nox -s fuzz` sets 500
 TARGETS = {
     "flask-tabular": ("flask", "gunicorn-sync", "iris-rf"),
     "flask-image": ("flask", "gunicorn-sync", "resnet18"),
