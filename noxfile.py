@@ -44,7 +44,7 @@ def build(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def bench(session: nox.Session) -> None:
-    """Micro-benchmarks (pytest-benchmark, in-process) -> records -> report. `-- --full` for the long profile."""
+    """Micro-benchmarks (pytest-benchmark, in-process) -> records -> report. `-- --full`: long profile."""
     _install(session)
     session.run("deploybench", "build")
     session.run("deploybench", "bench", *session.posargs)
@@ -71,5 +71,12 @@ def fuzz(session: nox.Session) -> None:
     """Long schemathesis run against both targets."""
     _install(session)
     session.run("deploybench", "build")
-    session.run("pytest", "-q", "-m", "slow", "tests/test_fuzz.py", *session.posargs,
-                env={"DEPLOYBENCH_FUZZ_EXAMPLES": "500"})
+    session.run(
+        "pytest",
+        "-q",
+        "-m",
+        "slow",
+        "tests/test_fuzz.py",
+        *session.posargs,
+        env={"DEPLOYBENCH_FUZZ_EXAMPLES": "500"},
+    )

@@ -45,7 +45,7 @@ def pct_key(p: float) -> str:
 
 @dataclass(frozen=True)
 class RecordWarning:
-    """A measurement warning: stored in the record, rendered by reporters. Never printed by measurement code."""
+    """A measurement warning, stored in the record and rendered by reporters (never printed)."""
 
     code: str  # e.g. "generator-bound", "few-samples", "high-spread", "unstable", "slow-first-round"
     message: str

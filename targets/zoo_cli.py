@@ -37,7 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="rebuild artifacts that are up to date")
     parser.add_argument("--quiet", action="store_true", help="no per-artifact progress lines")
     parser.add_argument(
+        "--zoo",
         "--zoo-dir",
+        dest="zoo_dir",
         type=Path,
         default=None,
         help=f"output folder (default {paths.zoo_dir()}, or $DEPLOYBENCH_ZOO)",
