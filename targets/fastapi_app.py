@@ -2,11 +2,13 @@
 
 uvicorn loads ``targets.fastapi_app:app_from_env`` (``--factory``) in each worker; gunicorn with uvicorn
 workers loads ``targets.fastapi_app:app_from_env()``. The body is read on the event loop (bounded by
-max_body_bytes); the CPU work runs in the threadpool, as it would for a plain ``def`` endpoint.
+max_body_bytes); the CPU work runs in the threadpool, as it would for a plain ``def`` endpoint, under a
+deadline of request_timeout_s (503 ``request-timeout`` past it).
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -82,7 +84,15 @@ def create_app(config: TargetConfig, service: Service | None = None) -> FastAPI:
             body = await _read_body(request, svc)
         except InputError as exc:
             return _respond(Reply(exc.status, exc.to_body()))
-        return _respond(await run_in_threadpool(svc.handle, route, content_type, body))
+        try:
+            reply = await asyncio.wait_for(
+                run_in_threadpool(svc.handle, route, content_type, body), svc.limits.request_timeout_s
+            )
+        except TimeoutError:
+            # The event loop answers at the deadline; the worker thread cannot be interrupted and finishes
+            # its inference in the background.
+            reply = svc.timed_out("the inference still finishing in the background was abandoned")
+        return _respond(reply)
 
     @app.get("/health", include_in_schema=False)
     async def health() -> Response:

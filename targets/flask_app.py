@@ -72,17 +72,7 @@ def create_app(config: TargetConfig, service: Service | None = None) -> Flask:
                 raise
             # gunicorn aborts a sync worker busy past --timeout (request_timeout_s): answer with JSON instead
             # of gunicorn's HTML 500; the worker exits after this response and is replaced.
-            limit = config.limits.request_timeout_s
-            return _respond(
-                Reply(
-                    503,
-                    {
-                        "error": "request-timeout",
-                        "detail": f"the request ran past this target's limit (request_timeout_s) of "
-                        f"{limit:g} s; the worker is being restarted",
-                    },
-                )
-            )
+            return _respond(svc.timed_out("the worker is being restarted"))
 
     def health() -> Response:
         return _respond(svc.health())

@@ -225,6 +225,15 @@ class Service:
         except InputError as exc:
             return error_reply(exc.status, exc.code, exc.message)
 
+    def timed_out(self, note: str) -> Reply:
+        """The request ran past request_timeout_s (a server-side limit, so 503, not a 4xx)."""
+        limit = self.limits.request_timeout_s
+        return error_reply(
+            503,
+            "request-timeout",
+            f"the request ran past this target's limit (request_timeout_s) of {limit:g} s; {note}",
+        )
+
     def record_internal_error(self, exc: BaseException) -> Reply:
         self.internal_errors += 1
         log.error("unexpected error while handling a request", exc_info=exc)

@@ -186,3 +186,21 @@ def test_request_timeout_cuts_off_a_slow_request_and_the_target_recovers(tmp_pat
         assert server.is_alive()
         assert {p.pid for p in psutil.Process(server.pid).children()} != worker_before
         assert "WORKER TIMEOUT" in server.log_tail()
+
+
+def test_fastapi_request_timeout_answers_at_the_deadline(tmp_path: Path) -> None:
+    """uvicorn has no worker timeout: the FastAPI app puts a deadline on the inference itself."""
+    zoo = paths.zoo_dir()
+    build_zoo(zoo, models=["iris-rf"], formats=["onnx"])
+    config = TargetConfig(
+        framework="fastapi", server="uvicorn", model="iris-rf", format="onnx", zoo_dir=str(zoo.resolve()),
+        inject_delay_ms=4000.0, limits=Limits(request_timeout_s=1.0),
+    )  # fmt: skip
+    with ServerProcess(config, log_path=tmp_path / "server.log", ready_timeout_s=60) as server:
+        t0 = time.perf_counter_ns()
+        r = httpx.post(f"{server.url}/predict", json={"features": ROW}, timeout=30)
+        elapsed_s = (time.perf_counter_ns() - t0) / 1e9
+        assert elapsed_s < 3.5, f"the request ran {elapsed_s:.1f} s, past request_timeout_s=1"
+        assert_limit_error(r, 503, "request-timeout", "request_timeout_s", "1 s")
+        assert httpx.get(f"{server.url}/health", timeout=10).status_code == 200
+        assert server.is_alive()
