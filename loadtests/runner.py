@@ -58,34 +58,18 @@ def _target_info(target: Any) -> tuple[dict[str, Any], str | None]:
     return {"target": {"kind": type(target).__name__}}, None
 
 
-def run_load(
-    target: Any,
-    scenario: str,
-    *,
-    duration_s: float,
-    warmup_s: float = 0.0,
-    users: int | None = None,
-    rate_rps: float | None = None,
-    load_model: str = "closed",
-    results_dir: str | os.PathLike[str] | None = None,
-    record_path: str | os.PathLike[str] | None = None,
-    generator_cpus: list[int] | None = None,
-    processes: int = 0,
-    model: str | None = None,
-    seed: int = 0,
-    max_lag_s: float = 5.0,
-    scenario_options: dict[str, Any] | None = None,
-    ready_timeout_s: float = 60.0,
-) -> RunRecord:
+def run_load(target: Any, scenario: str, **options: Any) -> RunRecord:
     """Run one load test and return its record (also saved at ``record_path`` or in ``results_dir``).
 
     ``target``: a ``targets.serve.TargetConfig`` (started with ServerProcess and stopped afterwards), the URL
     of an already running server, or an object with ``start()/stop()/is_alive()/url`` (e.g.
     ``loadtests.testserver.KnownLatencyServer``), which is started and stopped here.
-    ``processes`` > 0 runs Locust as a master with that many worker processes (histograms merged).
-    ``scenario_options``: batch_size (tabular); payload_mix, image_size, image_format, image_count (image).
+    ``options`` are those of ``run_load_to_file``: duration_s (required), warmup_s, users, rate_rps,
+    load_model, results_dir, record_path, generator_cpus, processes (> 0 runs Locust as a master with that
+    many worker processes, histograms merged), model, seed, max_lag_s, ready_timeout_s and scenario_options
+    (batch_size for tabular; payload_mix, image_size, image_format, image_count for image).
     """
-    record, _ = run_load_to_file(**locals())
+    record, _ = run_load_to_file(target, scenario, **options)
     return record
 
 
@@ -292,6 +276,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--intra-op-threads", type=int, default=1)
     t.add_argument("--cpus", type=_cpu_list, help="CPU affinity of the target, e.g. 1 or 0-1")
     t.add_argument("--zoo", help="model zoo folder (default artifacts/zoo)")
+    t.add_argument(
+        "--inject-delay-ms",
+        type=float,
+        default=0.0,
+        help="a deliberate extra service time in the target (e.g. to check that a gate catches it)",
+    )
     load = parser.add_argument_group("load")
     load.add_argument("--scenario", choices=SCENARIOS, default="tabular")
     load.add_argument("--duration", type=float, default=10.0, help="measured seconds (after warm-up)")
@@ -325,6 +315,7 @@ def _target_from_args(args: argparse.Namespace) -> Any:
     kwargs: dict[str, Any] = dict(
         framework=args.framework, server=args.server, model=args.model, format=args.format,
         workers=args.workers, threads=args.threads, intra_op_threads=args.intra_op_threads, cpus=args.cpus,
+        inject_delay_ms=args.inject_delay_ms,
     )  # fmt: skip
     if args.zoo:
         kwargs["zoo_dir"] = Path(args.zoo)

@@ -42,7 +42,7 @@ from reports.compare_config import (
     load_config,
     zoo_catalog,
 )
-from reports.record import RecordWarning, RunRecord, utc_now, write_json_atomic
+from reports.record import RecordWarning, RunRecord, read_json_object, utc_now, write_json_atomic
 from reports.saturation import (
     RateMeasurement,
     SaturationResult,
@@ -250,19 +250,10 @@ class CompareRun:
 
 
 def load_compare(path: str | os.PathLike[str]) -> CompareRun:
-    import json
-
     p = Path(path)
     if p.is_dir():
         p = p / SUMMARY_NAME
-    try:
-        data = json.loads(p.read_text())
-    except FileNotFoundError:
-        raise UsageError(f"{p}: no such file") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{p}: not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise UsageError(f"{p}: not a deploybench compare document")
+    data = read_json_object(p, "deploybench compare document")
     try:
         return CompareRun.from_dict(data)
     except (KeyError, TypeError) as exc:

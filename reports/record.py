@@ -218,16 +218,24 @@ def migrate(d: dict[str, Any]) -> dict[str, Any]:
     return d
 
 
-def load_record(path: str | os.PathLike[str]) -> RunRecord:
+def read_json_object(path: str | os.PathLike[str], what: str = "deploybench run record") -> dict[str, Any]:
+    """A JSON object from ``path``, or a UsageError naming the file and the problem."""
     path = Path(path)
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
         raise UsageError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise UsageError(f"{path}: is a folder, not a file") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UsageError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(data, dict):
-        raise UsageError(f"{path}: not a deploybench run record")
+        raise UsageError(f"{path}: not a {what}")
+    return data
+
+
+def load_record(path: str | os.PathLike[str]) -> RunRecord:
+    data = read_json_object(path)
     try:
         return RunRecord.from_dict(data)
     except UsageError as exc:
