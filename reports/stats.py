@@ -74,8 +74,27 @@ def summarize_histogram(hist: HdrHistogram) -> dict[str, int | None]:
     out: dict[str, int | None] = {pct_key(p): value_at_percentile(hist, p) for p in PERCENTILES}
     out["min"] = int(hist.get_min_value())
     out["max"] = int(hist.get_max_value())
-    out["mean"] = round(hist.get_mean_value())
+    out["mean"] = round(mean_value(hist))
     return out
+
+
+def mean_value(hist: HdrHistogram) -> float:
+    """hdrh's ``get_mean_value`` (each count at its bucket's median-equivalent value), vectorised over the
+    non-empty buckets only: hdrh iterates every bucket in Python (~150 ms a histogram), which stalled the
+    load generator's event loop at every periodic save."""
+    n = hist.get_total_count()
+    if n == 0:
+        return 0.0
+    counts = np.ctypeslib.as_array(hist.counts)[: hist.counts_len]
+    nonzero = np.flatnonzero(counts)
+    mids = np.array(
+        [
+            hist._hdr_median_equiv_value(hist.get_highest_equivalent_value(hist.get_value_from_index(int(i))))
+            for i in nonzero
+        ],
+        dtype=np.float64,
+    )
+    return float(np.dot(counts[nonzero].astype(np.float64), mids) / n)
 
 
 def percentile(samples: Sequence[float] | np.ndarray, p: float) -> float:

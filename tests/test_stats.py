@@ -130,3 +130,16 @@ def test_histogram_encode_decode_and_merge() -> None:
 def test_decode_garbage_raises() -> None:
     with pytest.raises(ValueError):
         decode_histogram("not base64 at all!")
+
+
+def test_mean_value_equals_hdrh_mean() -> None:
+    """The vectorised mean must be hdrh's own get_mean_value exactly (it replaces a slow Python loop)."""
+    from reports.stats import mean_value
+
+    rng = np.random.default_rng(7)
+    for n in (1, 3, 5000):
+        h = new_histogram()
+        for v in rng.integers(1, 5_000_000, size=n):
+            record_us(h, int(v))
+        assert mean_value(h) == h.get_mean_value()
+    assert mean_value(new_histogram()) == 0.0
