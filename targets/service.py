@@ -69,6 +69,14 @@ class PredictorLike(Protocol):
     def predict(self, batch: np.ndarray) -> np.ndarray: ...
 
 
+def busy_wait_ns(duration_ns: int) -> None:
+    """Spin for ``duration_ns``: exact to a few µs and CPU-bound like a slower model (``time.sleep`` would
+    oversleep sub-millisecond delays ~2x and free the CPU, so it is a poor stand-in for a slower model)."""
+    end = time.perf_counter_ns() + duration_ns
+    while time.perf_counter_ns() < end:
+        pass
+
+
 @dataclass
 class Reply:
     """What a route answers: status, JSON body and extra headers (Server-Timing)."""
@@ -244,7 +252,7 @@ class Service:
         t0 = time.perf_counter_ns()
         probs = np.asarray(self.predictor.predict(batch), dtype=np.float64)
         if self.config.inject_delay_ms > 0:  # deliberate extra service time (gate tests, demos)
-            time.sleep(self.config.inject_delay_ms / 1000.0)
+            busy_wait_ns(round(self.config.inject_delay_ms * 1e6))
         t.infer_ns = time.perf_counter_ns() - t0
         if not np.all(np.isfinite(probs)):
             raise InputError(422, "non-finite-output", "the model produced non-finite scores for this input")
