@@ -24,7 +24,7 @@ def tests(session: nox.Session) -> None:
     """Unit, integration and end-to-end tests (real servers on loopback)."""
     _install(session)
     session.run("deploybench", "build", "--quiet")
-    session.run("pytest", *(session.posargs or ["-q"]))
+    session.run("pytest", *(session.posargs or ["-q", "--durations=15"]))
 
 
 @nox.session(python="3.11")
