@@ -21,6 +21,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -151,6 +153,21 @@ def config_from_env() -> TargetConfig:
     if not raw:
         raise TargetError(f"{CONFIG_ENV} is not set: start targets with `deploybench serve` or ServerProcess")
     return TargetConfig.from_dict(json.loads(raw))
+
+
+@contextlib.contextmanager
+def started_together(servers: dict[Any, ServerProcess]) -> Iterator[dict[Any, str]]:
+    """Start several targets at once (model loading overlaps) and yield their URLs by key; every one of
+    them is stopped and cleaned up on exit, also when one fails to start."""
+    try:
+        with ThreadPoolExecutor(max(1, len(servers))) as pool:
+            for future in [pool.submit(p.start) for p in servers.values()]:
+                future.result()
+        yield {key: p.url for key, p in servers.items()}
+    finally:
+        for p in servers.values():
+            p.stop()
+            p.cleanup()
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -9,7 +9,6 @@ import json
 import struct
 import zlib
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import httpx
@@ -18,7 +17,7 @@ import pytest
 from PIL import Image
 
 from deploybench import paths
-from targets.serve import Limits, ServerProcess, TargetConfig
+from targets.serve import Limits, ServerProcess, TargetConfig, started_together
 from targets.zoo import build_zoo
 
 LIMITS = Limits(max_body_bytes=256 * 1024, max_pixels=1_000_000, max_batch=8)
@@ -50,15 +49,8 @@ def servers() -> Iterator[dict[tuple[str, str], str]]:
         for fw, srv in FRAMEWORKS.items()
         for kind, model in MODELS.items()
     }
-    try:
-        with ThreadPoolExecutor(len(procs)) as pool:
-            for f in [pool.submit(p.start) for p in procs.values()]:
-                f.result()
-        yield {key: p.url for key, p in procs.items()}
-    finally:
-        for p in procs.values():
-            p.stop()
-            p.cleanup()
+    with started_together(procs) as urls:
+        yield urls
 
 
 # -- fixtures: images made in memory ------------------------------------------------------------------

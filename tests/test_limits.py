@@ -18,7 +18,6 @@ import io
 import json
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -27,7 +26,7 @@ import pytest
 from PIL import Image
 
 from deploybench import paths
-from targets.serve import Limits, ServerProcess, TargetConfig
+from targets.serve import Limits, ServerProcess, TargetConfig, started_together
 from targets.zoo import build_zoo
 
 ROW = [5.1, 3.5, 1.4, 0.2]
@@ -57,15 +56,8 @@ def targets() -> Iterator[dict[tuple[str, str], str]]:
         for fw, srv in FRAMEWORKS.items()
         for kind, model, limits in (("tabular", "iris-rf", TAB_LIMITS), ("image", "resnet18", IMG_LIMITS))
     }
-    try:
-        with ThreadPoolExecutor(len(procs)) as pool:
-            for f in [pool.submit(p.start) for p in procs.values()]:
-                f.result()
-        yield {key: p.url for key, p in procs.items()}
-    finally:
-        for p in procs.values():
-            p.stop()
-            p.cleanup()
+    with started_together(procs) as urls:
+        yield urls
 
 
 def padded_json(obj: object, size: int) -> bytes:
