@@ -202,3 +202,29 @@ class _no_raise:
 
     def __exit__(self, *exc: object) -> bool:
         return False
+
+
+def test_runner_starts_and_stops_a_target_config_with_pinned_generator(tmp_path: Path) -> None:
+    """The headless runner path the other commands use: start a TargetConfig, wait for health, run, stop.
+    The generator runs on CPU 0 only and the record says so; the target's process group is gone after."""
+    import psutil
+
+    from targets.serve import TargetConfig
+    from targets.zoo import build_zoo
+
+    zoo = build_zoo(models=["iris-rf"], formats=["onnx"])["zoo_dir"]
+    config = TargetConfig(framework="fastapi", server="uvicorn", model="iris-rf", format="onnx",
+                          zoo_dir=str(Path(zoo).resolve()), cpus=[1])  # fmt: skip
+    before = {p.pid for p in psutil.process_iter()}
+    rec = run_load(config, "tabular", duration_s=2, warmup_s=0.5, users=2, generator_cpus=[0],
+                   results_dir=tmp_path)  # fmt: skip
+    assert rec.status == "complete"
+    assert rec.config["framework"] == "fastapi" and rec.config["format"] == "onnx"
+    (s,) = rec.series
+    assert s.count > 0 and not s.errors and s.server_timing_us is not None
+    assert [g["affinity"] for g in rec.config["generators"]] == [[0]]
+    leftovers = [
+        p for p in psutil.process_iter(["pid", "cmdline"])
+        if p.info["pid"] not in before and "targets.fastapi_app" in " ".join(p.info["cmdline"] or [])
+    ]  # fmt: skip
+    assert not leftovers, leftovers
