@@ -129,13 +129,13 @@ class LoadOptions:
             rate_rps=float(g("rate", 0.0) or 0.0),
             warmup_s=float(g("warmup", 0.0) or 0.0),
             duration_s=float(g("duration", 0.0) or 0.0),
-            max_lag_s=float(g("max_lag", 5.0) or 5.0),
+            max_lag_s=float(g("max_lag", 5.0)),
             max_requests=int(g("max_requests", 0) or 0),
             seed=int(g("seed", 0) or 0),
             model=str(g("model", "") or ""),
             results_dir=str(g("results_dir", "results") or "results"),
             record=str(g("record", "") or ""),
-            save_interval_s=float(g("save_interval", 2.0) or 2.0),
+            save_interval_s=float(g("save_interval", 2.0)),
             abort_after_errors=int(g("abort_after_errors", 200) or 0),
         )
         if o.load_model not in LOAD_MODELS:

@@ -178,6 +178,8 @@ def run_load_to_file(
     finally:
         if server is not None:
             server.stop()
+            if callable(getattr(server, "cleanup", None)):
+                server.cleanup()  # ServerProcess: its temporary ready-file folder
 
     if not path.exists():
         tail = _tail(locust_log)

@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from deploybench import __version__
@@ -84,6 +85,8 @@ def create_app(config: TargetConfig, service: Service | None = None) -> FastAPI:
             body = await _read_body(request, svc)
         except InputError as exc:
             return _respond(Reply(exc.status, exc.to_body()))
+        except ClientDisconnect:  # the client went away mid-body: nobody to answer, not a server error
+            return Response(status_code=400)
         try:
             reply = await asyncio.wait_for(
                 run_in_threadpool(svc.handle, route, content_type, body), svc.limits.request_timeout_s
@@ -94,7 +97,7 @@ def create_app(config: TargetConfig, service: Service | None = None) -> FastAPI:
             reply = svc.timed_out("the inference still finishing in the background was abandoned")
         return _respond(reply)
 
-    @app.get("/health", include_in_schema=False)
+    @app.api_route("/health", methods=["GET", "HEAD"], include_in_schema=False)
     async def health() -> Response:
         return _respond(svc.health())
 

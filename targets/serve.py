@@ -530,8 +530,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"stopping ({why}) ...", file=sys.stderr, flush=True)
         return 0
     finally:
+        # Stop the server while our handlers still catch a second Ctrl-C / SIGTERM: restoring the default
+        # handlers first would let it kill only this process and orphan the server's process group.
+        stopped = False
+        while not stopped:
+            try:
+                server.stop()
+                stopped = True
+            except _Stop:
+                continue
         for s, h in previous.items():
             signal.signal(s, h)
-        server.stop()
         if args.log is None:
             server.cleanup()

@@ -313,6 +313,54 @@ def test_catch_all_turns_unexpected_errors_into_json_500() -> None:
         assert svc.internal_errors == 1
 
 
+def test_head_health_is_answered_by_both_frameworks() -> None:
+    from fastapi.testclient import TestClient
+
+    from targets import fastapi_app, flask_app
+    from targets.service import Service
+
+    for module in (flask_app, fastapi_app):
+        cfg = TargetConfig(framework="flask" if module is flask_app else "fastapi", model="iris-rf")
+        app = module.create_app(
+            cfg, Service(cfg, StubPredictor(), task="tabular", class_names=["a", "b", "c"])
+        )
+        client = app.test_client() if module is flask_app else TestClient(app)
+        assert client.head("/health").status_code == 200, module.__name__
+
+
+def test_fastapi_client_disconnect_mid_body_is_not_an_internal_error() -> None:
+    """A client that goes away mid-upload (e.g. Locust stopping users) must not count as a server error."""
+    import asyncio
+
+    from targets import fastapi_app
+    from targets.service import Service
+
+    cfg = TargetConfig(framework="fastapi", model="iris-rf")
+    svc = Service(cfg, StubPredictor(), task="tabular", class_names=["a", "b", "c"])
+    app = fastapi_app.create_app(cfg, svc)
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": "/predict", "raw_path": b"/predict", "query_string": b"", "root_path": "",
+        "headers": [(b"content-type", b"application/json"), (b"content-length", b"100")],
+        "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 8000),
+    }  # fmt: skip
+    messages = iter([
+        {"type": "http.request", "body": b'{"features": [1', "more_body": True},
+        {"type": "http.disconnect"},
+    ])  # fmt: skip
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return next(messages, {"type": "http.disconnect"})
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    asyncio.run(app(scope, receive, send))
+    assert svc.internal_errors == 0
+    assert [m["status"] for m in sent if m["type"] == "http.response.start"] == [400]
+
+
 # -- preprocessing -----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("size", [(640, 480), (224, 224), (100, 900), (37, 23)])
 def test_preprocess_matches_resize_then_crop(size) -> None:
