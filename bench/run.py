@@ -101,6 +101,13 @@ def run_pytest(cmd: list[str]) -> int:
         return INTERRUPTED
 
 
+def record_status(record: RunRecord, status: str, error: str | None) -> tuple[str, str | None]:
+    """A failed pytest run fails only the records missing a case; the others measured all theirs."""
+    if status == "failed" and not any(w.code == "case-missing" for w in record.warnings):
+        return "complete", None
+    return status, error
+
+
 def run(args: argparse.Namespace) -> int:
     from bench.convert import records_from_benchmark_json
     from bench.suite import all_cases, check_selection, zoo_models
@@ -168,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
     )
     saved: list[RunRecord] = []
     for record in records.values():
-        record.finish(status, error)
+        record.finish(*record_status(record, status, error))
         record.save(out / f"{record.run_id}.json")
         saved.append(record)
     print(f"deploybench bench: {len(saved)} records in {out}, pytest-benchmark JSON {json_path}")

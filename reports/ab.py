@@ -44,6 +44,7 @@ from reports.gate import (
     GateResult,
     Row,
     Rule,
+    _change,
     _metric_unit,
     _series_label,
     add_rule_arguments,
@@ -311,8 +312,9 @@ def ab_gate(
             c = [p[1] for p in pairs]
             row.baseline, row.current = float(np.median(b)), float(np.median(c))
             res = paired_ci(b, c, relative=rule.relative, confidence=confidence)
-            if res is None:
-                row.note = "zero statistic: no ratio"
+            if res is None:  # a zero statistic in some round: judge the medians (0 throughput: -100%)
+                row.change = _change(rule, row.baseline, row.current)
+                row.note = "zero statistic: no per-round ratio"
             else:
                 row.change, row.ci = res
                 if row.ci is None:

@@ -20,8 +20,10 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import re
 import shutil
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -75,19 +77,47 @@ def save_baseline(records: Sequence[RunRecord], store: Path, *, append: bool = F
         )
         folder = env_dir / cfg
         runs_dir = folder / "runs"
-        if runs_dir.exists() and not append:
-            shutil.rmtree(runs_dir)
         write_json_atomic(
             folder / "config.json", {"identity": config_identity(runs[0]), "config": runs[0].config}
         )
-        for r in runs:
-            path = runs_dir / f"{_safe(r.run_id)}.json"
-            n = 1
-            while path.exists():
-                n += 1
-                path = runs_dir / f"{_safe(r.run_id)}-{n}.json"
-            written.append(r.save(path))
+        # Replacing: write the new runs into a temp sibling, then swap, so a failure keeps the old runs.
+        target = runs_dir if append else Path(tempfile.mkdtemp(prefix=".runs.new-", dir=folder))
+        names: list[str] = []
+        try:
+            for r in runs:
+                path = target / f"{_safe(r.run_id)}.json"
+                n = 1
+                while path.exists():
+                    n += 1
+                    path = target / f"{_safe(r.run_id)}-{n}.json"
+                r.save(path)
+                names.append(path.name)
+            if not append:
+                umask = os.umask(0)
+                os.umask(umask)
+                os.chmod(target, 0o777 & ~umask)  # mkdtemp makes 0700
+                _swap_in(target, runs_dir)
+        except BaseException:
+            if not append:
+                shutil.rmtree(target, ignore_errors=True)
+            raise
+        written.extend(runs_dir / name for name in names)
     return written
+
+
+def _swap_in(new: Path, dest: Path) -> None:
+    """Put folder ``new`` at ``dest``: the old one is renamed aside, then deleted once ``new`` is in place."""
+    if not dest.exists():
+        new.rename(dest)
+        return
+    old = Path(tempfile.mkdtemp(prefix=".runs.old-", dir=dest.parent)) / dest.name
+    dest.rename(old)
+    try:
+        new.rename(dest)
+    except BaseException:
+        old.rename(dest)
+        raise
+    shutil.rmtree(old.parent, ignore_errors=True)
 
 
 def _safe(name: str) -> str:
@@ -103,6 +133,16 @@ def _read_env_key(env_dir: Path) -> dict[str, Any]:
         return json.loads((env_dir / "env.json").read_text()).get("env_key", {})
     except (OSError, json.JSONDecodeError, AttributeError):
         raise UsageError(f"{env_dir / 'env.json'}: unreadable baseline store entry") from None
+
+
+def _read_identity(cfg_dir: Path) -> dict[str, Any]:
+    try:
+        identity = json.loads((cfg_dir / "config.json").read_text()).get("identity", {})
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        raise UsageError(f"{cfg_dir / 'config.json'}: unreadable baseline store entry") from None
+    if not isinstance(identity, dict):
+        raise UsageError(f"{cfg_dir / 'config.json'}: unreadable baseline store entry")
+    return identity
 
 
 def _how_to_create(store: Path) -> str:
@@ -151,10 +191,7 @@ def find_baseline(
             else:
                 closest = ""
                 if saved:
-                    diffs = [
-                        identity_diff(json.loads((p / "config.json").read_text()).get("identity", {}), ident)
-                        for p in saved
-                    ]
+                    diffs = [identity_diff(_read_identity(p), ident) for p in saved]
                     best = min(diffs, key=len)
                     closest = "; closest saved config differs in " + "; ".join(
                         f"{k}: {a!r} vs {b!r}" for k, (a, b) in best.items()

@@ -463,6 +463,11 @@ def paired_ci(
     return d, (lo, hi)
 
 
+def _measured(series: Series, metric: str) -> bool:
+    """Whether a run measured anything for ``metric`` (raw samples count, even all-zero ones)."""
+    return bool(series.samples_us) or point_value(series, metric) is not None
+
+
 def _metric_unit(rule: Rule) -> str:
     return {"throughput": "/s", "error_ratio": "ratio"}.get(rule.metric, "us")
 
@@ -485,6 +490,16 @@ def compare_series(
         fewest = min(s.count for s in (*base, *cur))
         if fewest < need:
             notes.append(f"few samples ({fewest} < {need} for {rule.metric})")
+    bp = [point_value(s, rule.metric) for s in base]
+    if all(v is not None for v in bp) and not any(_measured(s, rule.metric) for s in cur):
+        # The baseline measured this statistic and the current run measured nothing (e.g. every request
+        # failed): a regression, not "no data". Both sides empty stays "no data".
+        row.baseline = float(np.mean(bp))  # type: ignore[arg-type]
+        row.method = "point (no CI)"
+        row.verdict = "regression"
+        lost = f"current run measured no {rule.metric} where the baseline did (e.g. every request failed)"
+        row.note = "; ".join([*notes, lost])
+        return row
     if len(base) >= 2 and len(cur) >= 2:
         bv = [point_value(s, rule.metric) for s in base]
         cv = [point_value(s, rule.metric) for s in cur]
@@ -755,6 +770,7 @@ def load_inputs(paths: Sequence[str | Path]) -> tuple[list[RunRecord], list[str]
             records.extend(load_records([p]))
             continue
         files = sorted(f for f in p.glob("*.json") if not f.name.startswith("."))
+        skipped = 0
         for f in files:
             try:
                 data = json.loads(f.read_text())
@@ -764,7 +780,8 @@ def load_inputs(paths: Sequence[str | Path]) -> tuple[list[RunRecord], list[str]
                 records.extend(load_records([f]))
             else:
                 notes.append(f"skipped {f}: not a run record")
-        if not files or len(notes) == len(files):
+                skipped += 1
+        if not files or skipped == len(files):
             raise UsageError(f"{p}: no run records (*.json) in this folder")
     return records, notes
 

@@ -135,6 +135,13 @@ class RunRecord:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunRecord:
         d = migrate(d)
+        for key in ("config", "env"):
+            if not isinstance(d.get(key, {}), dict):
+                raise UsageError(f"malformed run record ({key!r} is not an object)")
+        for key in ("series", "warnings"):
+            items = d.get(key, [])
+            if not isinstance(items, list) or not all(isinstance(x, dict) for x in items):
+                raise UsageError(f"malformed run record ({key!r} is not a list of objects)")
         return cls(
             kind=d["kind"],
             config=d.get("config", {}),
@@ -175,6 +182,9 @@ def write_json_atomic(path: str | os.PathLike[str], data: Any) -> Path:
         with os.fdopen(fd, "w") as fh:
             json.dump(data, fh, indent=1, sort_keys=False, allow_nan=False)
             fh.write("\n")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the record the usual permissions
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -240,7 +250,7 @@ def load_record(path: str | os.PathLike[str]) -> RunRecord:
         return RunRecord.from_dict(data)
     except UsageError as exc:
         raise UsageError(f"{path}: {exc}") from None
-    except (KeyError, TypeError) as exc:
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
         raise UsageError(f"{path}: malformed run record ({exc!r})") from None
 
 

@@ -144,6 +144,22 @@ def test_records_from_benchmark_json_groups_and_flags_missing_cases() -> None:
     assert records["shared"].run_id.endswith("micro-preprocess")
 
 
+def test_failed_case_fails_only_its_own_record() -> None:
+    """One failed pytest case: only the record missing a case is "failed"; the others stay "complete"."""
+    from bench.run import record_status
+
+    expected = [Case("predict", "iris-rf", "onnx", 1, 1), Case("predict", "iris-mlp", "onnx", 1, 1)]
+    data = {"benchmarks": [_bench(expected[0], [20] * 150)]}  # the iris-mlp case failed
+    records = records_from_benchmark_json(
+        data, profile=PROFILES["tiny"], expected=expected, env={"cpu_count": 2},
+        started_utc="2026-01-01T00:00:00.000000Z", settings={"max_time_s": 0.2},
+    )  # fmt: skip
+    error = "pytest exited with code 1: some cases failed (see its output)"
+    assert record_status(records["iris-rf"], "failed", error) == ("complete", None)
+    assert record_status(records["iris-mlp"], "failed", error) == ("failed", error)
+    assert record_status(records["iris-rf"], "interrupted", "stopped") == ("interrupted", "stopped")
+
+
 # -- end to end ------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def iris_zoo(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -384,3 +384,56 @@ def test_cli_folders_latest_run_and_other_json(tmp_path: Path, capsys: pytest.Ca
     capsys.readouterr()
     assert main(["gate", "--baseline", store, "--current", str(cur_dir), "--last", "0"]) == 0
     assert "runs 2+2 (t)" in capsys.readouterr().out
+
+
+def test_current_with_no_data_is_a_regression() -> None:
+    """Every request failed (count 0, empty histogram): the baseline measured it, so not "no data"."""
+    dead = load([], errors=50)
+    result = gate([load(draws(1))], [dead], parse_rules(["p50:+10%", "p99:+10%", "throughput:-10%"]))
+    assert [r.verdict for r in result.rows][:2] == ["regression", "regression"], render_table(result)
+    assert result.exit_code == 1
+    p50 = result.rows[0]
+    assert p50.baseline is not None and p50.current is None and "measured no p50" in p50.note
+    # both sides empty (e.g. a 0 µs noop case): still "no data", the gate passes
+    zero = micro([0] * 200)
+    both = gate([zero], [micro([0] * 200)], parse_rules(["throughput:-10%"]))
+    assert [r.verdict for r in both.rows] == ["no data"] and both.exit_code == 0
+
+
+def test_folder_of_only_other_json_refused_after_a_folder_with_skips(tmp_path: Path) -> None:
+    from deploybench.errors import UsageError
+    from reports.gate import load_inputs
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    micro(draws(1)).save(a / "r.json")
+    micro(draws(2)).save(a / "r2.json")
+    (a / "summary.json").write_text('{"rows": []}')
+    b.mkdir()
+    (b / "summary.json").write_text('{"rows": []}')
+    (b / "gate.json").write_text('{"rows": []}')
+    records, notes = load_inputs([a])
+    assert len(records) == 2 and len(notes) == 1
+    # b holds no record: its 2 skipped files must not be counted against a's 1 skipped + 3 files
+    with pytest.raises(UsageError, match=r"b: no run records"):
+        load_inputs([a, b])
+    micro(draws(3)).save(b / "r.json")
+    assert len(load_inputs([a, b])[0]) == 3  # a folder with a record after a's skips: accepted
+
+
+def test_baseline_save_keeps_old_runs_when_writing_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = tmp_path / "baselines"
+    save_baseline([micro(draws(1))], store)
+    old = find_baseline(store, [micro(draws(3))])[0]
+
+    def boom(self, path):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(RunRecord, "save", boom)
+    with pytest.raises(OSError, match="disk full"):
+        save_baseline([micro(draws(2))], store)
+    monkeypatch.undo()
+    kept = find_baseline(store, [micro(draws(3))])[0]
+    assert [r.run_id for r in kept] == [r.run_id for r in old]
+    assert not [p for p in store.rglob(".runs*")]  # no temp folders left behind

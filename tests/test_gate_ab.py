@@ -116,3 +116,23 @@ def test_ab_usage_errors(repo: Path, tmp_path: Path, capsys: pytest.CaptureFixtu
     assert main([*args, "--base-ref", "main", "--", sys.executable, "-c", "pass"]) == 2
     assert "wrote no records" in capsys.readouterr().err
     assert git(repo, "worktree", "list").count("\n") == 1
+
+
+def test_ab_zero_throughput_candidate_is_a_regression() -> None:
+    """A candidate with throughput 0 in every round: no per-round ratio, but -100% is a regression."""
+    from reports.env import capture_env
+    from reports.record import RunRecord, Series
+
+    env = capture_env()
+    config = {"model": "iris-rf", "format": "onnx", "scenario": "tabular"}
+
+    def rec(rps: float) -> list[RunRecord]:
+        r = RunRecord("load", dict(config), dict(env), status="complete")
+        r.series.append(Series("POST /predict", count=int(rps * 10), duration_s=10.0, throughput_rps=rps))
+        return [r]
+
+    rounds = [{"base": rec(100.0 + i), "candidate": rec(0.0)} for i in range(3)]
+    result = ab_gate(rounds, parse_rules(["throughput:-10%"]))
+    (row,) = result.rows
+    assert row.change == pytest.approx(-1.0) and row.verdict == "regression"
+    assert result.exit_code == 1

@@ -119,6 +119,11 @@ def test_stored_fixtures_load_and_round_trip() -> None:
         ('{"schema_version": 99, "kind": "load"}', "newer than this deploybench understands"),
         ('{"schema_version": 2}', "malformed run record"),
         ('{"schema_version": 2, "kind": "load", "series": [{"nope": 1}]}', "malformed run record"),
+        ('{"schema_version": 2, "kind": "load", "series": [1]}', "malformed run record"),
+        ('{"schema_version": 2, "kind": "load", "series": {"a": 1}}', "malformed run record"),
+        ('{"schema_version": 2, "kind": "load", "config": "x"}', "malformed run record"),
+        ('{"schema_version": 2, "kind": "load", "env": [1]}', "malformed run record"),
+        ('{"schema_version": 2, "kind": "load", "warnings": ["w"]}', "malformed run record"),
     ],
 )
 def test_bad_files_give_usage_errors(tmp_path: Path, content: str, message: str) -> None:
@@ -138,3 +143,45 @@ def test_load_records_from_files_and_folders(tmp_path: Path) -> None:
     (tmp_path / ".hidden.json").write_text("{broken")  # temp files of an atomic write are skipped
     assert load_records([tmp_path, FIXTURES / "record_v1.json"])[0] == a
     assert len(load_records([tmp_path, FIXTURES / "record_v1.json"])) == 2
+
+
+def test_malformed_record_is_a_usage_error_on_the_cli(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Exit 2 with a message (not a traceback and exit 1, which CI would read as a regression)."""
+    from deploybench.cli import main
+
+    good = tmp_path / "good.json"
+    rec = _record()
+    rec.finish()
+    rec.save(good)
+    for i, bad_json in enumerate(('"series": [1]', '"config": "x"')):
+        bad = tmp_path / f"bad{i}.json"
+        bad.write_text('{"schema_version": 2, "kind": "micro", ' + bad_json + "}")
+        assert main(["gate", "--baseline", str(good), "--current", str(bad)]) == 2
+        assert "malformed run record" in capsys.readouterr().err
+
+
+def test_malformed_baseline_config_json_is_a_usage_error(tmp_path: Path) -> None:
+    from reports.baseline import find_baseline, save_baseline
+
+    store = tmp_path / "store"
+    rec = _record()
+    rec.finish()
+    (cfg_dir,) = {p.parent.parent for p in save_baseline([rec], store)}
+    (cfg_dir / "config.json").write_text('["not", "an", "object"]')
+    other = _record()
+    other.config = {**other.config, "format": "pickle"}
+    with pytest.raises(UsageError, match="unreadable baseline store entry"):
+        find_baseline(store, [other])
+
+
+def test_saved_record_has_umask_permissions(tmp_path: Path) -> None:
+    import os
+
+    old = os.umask(0o022)
+    try:
+        path = _record().save(tmp_path / "r.json")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644
