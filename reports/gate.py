@@ -472,6 +472,24 @@ def _metric_unit(rule: Rule) -> str:
     return {"throughput": "/s", "error_ratio": "ratio"}.get(rule.metric, "us")
 
 
+def _point_values(
+    base: Sequence[Series], cur: Sequence[Series], metric: str
+) -> tuple[list[float], list[float]] | None:
+    """The metric's point value in every baseline and current run, or None when any run lacks it."""
+    bv = [point_value(s, metric) for s in base]
+    cv = [point_value(s, metric) for s in cur]
+    if any(v is None for v in (*bv, *cv)):
+        return None
+    return bv, cv  # type: ignore[return-value]
+
+
+def _point_estimate(row: Row, rule: Rule, values: tuple[list[float], list[float]]) -> None:
+    """Judge on the means of the point values, without a confidence interval."""
+    row.baseline, row.current = float(np.mean(values[0])), float(np.mean(values[1]))
+    row.change = _change(rule, row.baseline, row.current)
+    row.method = "point (no CI)"
+
+
 def compare_series(
     rule: Rule,
     name: str,
@@ -501,11 +519,11 @@ def compare_series(
         row.note = "; ".join([*notes, lost])
         return row
     if len(base) >= 2 and len(cur) >= 2:
-        bv = [point_value(s, rule.metric) for s in base]
-        cv = [point_value(s, rule.metric) for s in cur]
-        if any(v is None for v in (*bv, *cv)):
+        values = _point_values(base, cur, rule.metric)
+        if values is None:
             row.note = "statistic missing in some run"
             return row
+        bv, cv = values
         row.baseline, row.current = float(np.mean(bv)), float(np.mean(cv))
         row.method = f"runs {len(base)}+{len(cur)} (t)"
         res = welch_ci(bv, cv, relative=rule.relative, confidence=confidence)  # type: ignore[arg-type]
@@ -528,27 +546,21 @@ def compare_series(
             diffs = rng.binomial(cn, cp, n_boot) / cn - rng.binomial(bn, bp, n_boot) / bn
             row.ci = _quantiles(diffs, confidence)
         elif rule.metric == "throughput" and not all(s.samples_us for s in (*base, *cur)):
-            bv = [point_value(s, "throughput") for s in base]
-            cv = [point_value(s, "throughput") for s in cur]
-            if any(v is None for v in (*bv, *cv)):
+            values = _point_values(base, cur, "throughput")
+            if values is None:
                 row.note = "no throughput in record"
                 return row
-            row.baseline, row.current = float(np.mean(bv)), float(np.mean(cv))  # type: ignore[arg-type]
-            row.change = _change(rule, row.baseline, row.current)
-            row.method = "point (no CI)"
+            _point_estimate(row, rule, values)
             notes.append("single run per side: no CI for throughput; use repeated runs or A/B")
         else:
             bd = [series_dist(s) for s in base]
             cd = [series_dist(s) for s in cur]
             if any(d is None for d in (*bd, *cd)):
-                bv = [point_value(s, rule.metric) for s in base]
-                cv = [point_value(s, rule.metric) for s in cur]
-                if any(v is None for v in (*bv, *cv)):
+                values = _point_values(base, cur, rule.metric)
+                if values is None:
                     row.note = "no samples or histogram"
                     return row
-                row.baseline, row.current = float(np.mean(bv)), float(np.mean(cv))  # type: ignore[arg-type]
-                row.change = _change(rule, row.baseline, row.current)
-                row.method = "point (no CI)"
+                _point_estimate(row, rule, values)
                 notes.append("no raw samples or histogram: no CI")
             else:
                 b, c = Dist.pooled(bd), Dist.pooled(cd)  # type: ignore[arg-type]
