@@ -1,18 +1,32 @@
-"""Shared fixtures. Servers started by tests bind to 127.0.0.1 on free ports and are always torn down."""
+"""Shared fixtures. Servers started by tests bind to 127.0.0.1 on ports they bound themselves, and are
+always torn down.
+
+Every test that starts a process (a server, Locust, a CLI in a subprocess) is marked ``e2e``; the fast unit
+loop is ``pytest -m "not e2e"``. The marking is enforced: a test without the mark that starts a process fails
+with a message naming the command, so the unit loop can never quietly grow slow or start servers.
+"""
 
 from __future__ import annotations
 
-import socket
+import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 
-@pytest.fixture
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+@pytest.fixture(autouse=True)
+def _unit_tests_start_no_process(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    if request.node.get_closest_marker("e2e") is not None:
+        return
+
+    def refuse(self: subprocess.Popen[Any], args: Any, *a: Any, **kw: Any) -> None:
+        raise AssertionError(
+            f"{request.node.nodeid} starts a process ({args!r}) but is not marked e2e: "
+            "add @pytest.mark.e2e (or pytestmark = pytest.mark.e2e for the module)"
+        )
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
 
 
 @pytest.fixture(scope="session")
