@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import math
 import os
 import signal
@@ -31,6 +32,8 @@ from reports.record import RunRecord, load_record, make_run_id, utc_now
 SCENARIOS = ("tabular", "image", "health")
 SCENARIO_DIR = Path(__file__).resolve().parent
 STOP_GRACE_S = 15.0
+TARGET_EXIT_WAIT_S = 5.0  # after Locust reports the target unreachable: how long to look for its exit
+TARGET_LOG_TAIL_CHARS = 1500
 
 
 def scenario_file(scenario: str) -> Path:
@@ -145,6 +148,7 @@ def run_load_to_file(
 
     server: Any = None
     url: str
+    died_message = ""
     if isinstance(target, str):
         url = target.rstrip("/")
     elif callable(getattr(target, "to_dict", None)):
@@ -175,6 +179,15 @@ def run_load_to_file(
         for k, v in (scenario_options or {}).items():
             cmd += [f"--{k.replace('_', '-')}", str(v)]
         rc, target_died = _run_locust(cmd, locust_log, generator_cpus, run_time_s, server)
+        if server is not None and not target_died:
+            # Locust may have ended the run itself (N consecutive connection errors) before the poll in
+            # _run_locust saw the target die. A killed target closes its socket only as its process exits,
+            # so it is seen dead by now; the bounded wait covers a target still being torn down.
+            wait_s = TARGET_EXIT_WAIT_S if _reports_unreachable(path) else 0.0
+            if _wait_exited(server, wait_s):
+                target_died = "target process is gone"
+        if target_died:
+            died_message = target_exit_message(server)
     finally:
         if server is not None:
             server.stop()
@@ -190,17 +203,54 @@ def run_load_to_file(
         raise TargetError(f"locust exited with code {rc} without writing a record: {' '.join(cmd)}\n{tail}")
     record = load_record(path)
     record.config["locust_exit_code"] = rc
-    if target_died:
-        record.finish("failed", f"the target process exited during the run ({target_died})")
+    if died_message:
+        seen = f"; the load generator reported: {record.error}" if record.error else ""
+        record.finish("failed", f"{died_message}{seen}")
     elif record.status == "running":
         record.finish("failed", f"locust exited with code {rc} before finalising the record")
     record.save(path)
     return record, path
 
 
-def _json(d: dict[str, Any]) -> str:
-    import json
+def _reports_unreachable(record_path: Path) -> bool:
+    """Did the generator end the run because it could not reach the target? (reads the record loosely)"""
+    try:
+        doc = json.loads(record_path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(doc, dict) and "unreachable" in str(doc.get("error") or "")
 
+
+def _wait_exited(server: Any, wait_s: float) -> bool:
+    """Has the target process exited? Polls up to ``wait_s`` seconds for it to be seen dead."""
+    deadline = time.monotonic() + wait_s
+    while server.is_alive():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def target_exit_message(server: Any) -> str:
+    """'the target process exited during the run (killed by SIGKILL); server log tail: ...'"""
+    code = getattr(server, "returncode", None)
+    if code is None:
+        how = "exit status unknown"
+    elif code < 0:
+        try:
+            how = f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            how = f"killed by signal {-code}"
+    else:
+        how = f"exit code {code}"
+    log_tail = getattr(server, "log_tail", None)
+    tail = log_tail(TARGET_LOG_TAIL_CHARS).strip() if callable(log_tail) else ""
+    return f"the target process exited during the run ({how})" + (
+        f"; server log tail:\n{tail}" if tail else "; its log is empty"
+    )
+
+
+def _json(d: dict[str, Any]) -> str:
     return json.dumps(d, default=str)
 
 

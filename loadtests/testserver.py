@@ -13,29 +13,36 @@ Python API::
     with KnownLatencyServer(service_ms=5, max_concurrency=1) as srv:
         srv.url   # "http://127.0.0.1:PORT"
 
+``start()`` binds the listening socket itself (port 0: the OS picks) and the server process inherits it
+(``--fd N``), so the port in ``url`` is the one being served, with no window for another process to take it.
+
 CLI: ``python -m loadtests.testserver --port 8000 --service-ms 5 [--max-concurrency 1]
-[--stall-at 2 --stall 1]``
+[--stall-at 2 --stall 1]`` (``--port 0``: any free port; the first line printed names the URL).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import http.client
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 from deploybench.errors import TargetError
+from targets.serve import bind_listener
 
 MAX_BODY_BYTES = 32 * 1024 * 1024
+LOG_TAIL_CHARS = 2000
 
 
 class _State:
@@ -140,12 +147,19 @@ class _QuietServer(ThreadingHTTPServer):
 
 
 def serve(port: int, service_ms: float, max_concurrency: int = 0, stall_at_s: float | None = None,
-          stall_s: float = 0.0) -> None:  # fmt: skip
-    """Serve on 127.0.0.1:port until SIGTERM/SIGINT."""
-    server = _QuietServer(("127.0.0.1", port), make_handler(_State(service_ms, max_concurrency,
-                                                                          stall_at_s, stall_s)))  # fmt: skip
-    server.daemon_threads = True
-    server.request_queue_size = 128
+          stall_s: float = 0.0, *, fd: int | None = None, announce: bool = False) -> None:  # fmt: skip
+    """Serve on 127.0.0.1:port (0 = any free port), or on the inherited listening socket ``fd``, until
+    SIGTERM/SIGINT. ``announce`` prints ``serving on http://127.0.0.1:PORT`` once listening."""
+    handler = make_handler(_State(service_ms, max_concurrency, stall_at_s, stall_s))
+    if fd is None:
+        server = _QuietServer(("127.0.0.1", port), handler)
+    else:
+        server = _QuietServer(("127.0.0.1", 0), handler, bind_and_activate=False)
+        server.socket.close()
+        server.socket = socket.socket(fileno=fd)  # already bound and listening (family detected from it)
+        server.server_address = server.socket.getsockname()
+    if announce:
+        print(f"serving on http://127.0.0.1:{server.server_address[1]}", flush=True)
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
     try:
         server.serve_forever(poll_interval=0.1)
@@ -155,17 +169,10 @@ def serve(port: int, service_ms: float, max_concurrency: int = 0, stall_at_s: fl
         server.server_close()
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class KnownLatencyServer:
-    """Runs ``python -m loadtests.testserver`` as a subprocess on a free loopback port (own process group);
-    ``start()`` polls /health until ready; ``stop()`` sends SIGTERM then SIGKILL to that process group."""
+    """Runs ``python -m loadtests.testserver`` as a subprocess (own process group) on a loopback socket that
+    ``start()`` binds (``port`` 0: the OS picks) and the child inherits; ``start()`` then polls /health until
+    ready; ``stop()`` sends SIGTERM then SIGKILL to that process group."""
 
     def __init__(
         self,
@@ -182,11 +189,13 @@ class KnownLatencyServer:
         self.max_concurrency = max_concurrency
         self.stall_at_s = stall_at_s
         self.stall_s = stall_s
-        self.port = port or free_port()
+        self.requested_port = port
+        self.port = port  # the bound port once started
         self.ready_timeout_s = ready_timeout_s
         self.log_path = Path(log_path) if log_path else None
         self.proc: subprocess.Popen[bytes] | None = None
         self._log: Any = None
+        self._last_tail = ""  # the log tail kept when stop() closes a temporary log
 
     @property
     def url(self) -> str:
@@ -196,38 +205,73 @@ class KnownLatencyServer:
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
 
-    def command(self) -> list[str]:
-        cmd = [sys.executable, "-m", "loadtests.testserver", "--port", str(self.port)]
+    @property
+    def returncode(self) -> int | None:
+        """The server's exit code (-N if killed by signal N); None while running or never started."""
+        return self.proc.poll() if self.proc is not None else None
+
+    def command(self, fd: int | None = None) -> list[str]:
+        """The server's command line: serving the inherited socket ``fd``, else binding ``self.port``."""
+        listen = ["--fd", str(fd)] if fd is not None else ["--port", str(self.port)]
+        cmd = [sys.executable, "-m", "loadtests.testserver", *listen]
         cmd += ["--service-ms", str(self.service_ms), "--max-concurrency", str(self.max_concurrency)]
         if self.stall_at_s is not None:
             cmd += ["--stall-at", str(self.stall_at_s), "--stall", str(self.stall_s)]
         return cmd
 
     def start(self) -> KnownLatencyServer:
-        self._log = open(self.log_path, "wb") if self.log_path else tempfile.TemporaryFile()  # noqa: SIM115
-        self.proc = subprocess.Popen(self.command(), stdout=self._log, stderr=subprocess.STDOUT,
-                                     process_group=0, cwd=Path(__file__).resolve().parent.parent)  # fmt: skip
-        deadline = time.monotonic() + self.ready_timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                break
-            try:
-                with urllib.request.urlopen(self.url + "/health", timeout=1.0) as r:
-                    if r.status == 200:
-                        return self
-            except OSError:
-                time.sleep(0.05)
-        tail = self._log_tail()
-        self.stop()
-        raise TargetError(f"test server did not become ready: {' '.join(self.command())}\n{tail}")
-
-    def _log_tail(self) -> str:
+        if self.proc is not None:
+            raise TargetError("this KnownLatencyServer was already started")
+        listener = bind_listener("127.0.0.1", self.requested_port)  # TargetError if the port is taken
         try:
-            self._log.flush()
-            self._log.seek(0)
-            return self._log.read()[-2000:].decode(errors="replace")
-        except (OSError, ValueError, AttributeError):
-            return ""
+            self.port = int(listener.getsockname()[1])
+            cmd = self.command(listener.fileno())
+            self._log = open(self.log_path, "wb") if self.log_path else tempfile.TemporaryFile()  # noqa: SIM115
+            self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
+                                         pass_fds=(listener.fileno(),), process_group=0,
+                                         cwd=Path(__file__).resolve().parent.parent)  # fmt: skip
+        finally:
+            listener.close()  # the child holds its own copy (Popen returns after exec): the port stays bound
+        deadline = time.monotonic() + self.ready_timeout_s
+        while self.proc.poll() is None and time.monotonic() < deadline:
+            if self._health_ok():
+                return self
+            time.sleep(0.05)  # polling interval
+        why = (
+            f"exited with code {self.proc.returncode}"
+            if self.proc.poll() is not None
+            else f"not ready after {self.ready_timeout_s:g} s"
+        )
+        self.stop()
+        raise TargetError(f"test server {why}: {' '.join(cmd)}\n{self.log_tail()}")
+
+    def _health_ok(self) -> bool:
+        # The socket listens from the start: a request made before the child serves waits in the backlog.
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2.0)
+        try:
+            conn.request("GET", "/health")
+            return conn.getresponse().status == 200
+        except (OSError, http.client.HTTPException):
+            return False
+        finally:
+            conn.close()
+
+    def log_tail(self, n_chars: int = LOG_TAIL_CHARS) -> str:
+        """The end of the server's output ("" if none), also after stop()."""
+        if self.log_path is not None:
+            try:
+                return self.log_path.read_bytes()[-n_chars:].decode(errors="replace")
+            except OSError:
+                return ""
+        if self._log is not None:
+            try:  # pread: the child shares this file's offset, so never move it
+                fd = self._log.fileno()
+                size = os.fstat(fd).st_size
+                start = max(0, size - n_chars)
+                return os.pread(fd, size - start, start).decode(errors="replace")
+            except (OSError, ValueError):
+                return ""
+        return self._last_tail[-n_chars:]
 
     def is_alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -236,8 +280,9 @@ class KnownLatencyServer:
         """SIGKILL the server now (simulates a crashed target)."""
         if self.is_alive():
             assert self.proc is not None
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(5)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(30)
 
     def stop(self, grace_s: float = 5.0) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -245,11 +290,13 @@ class KnownLatencyServer:
                 os.killpg(self.proc.pid, signal.SIGTERM)
                 self.proc.wait(grace_s)
             except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(30)
             except ProcessLookupError:
                 pass
         if self._log is not None:
+            self._last_tail = self.log_tail(max(LOG_TAIL_CHARS, 16_000))
             self._log.close()
             self._log = None
 
@@ -262,13 +309,15 @@ class KnownLatencyServer:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m loadtests.testserver", description=__doc__.split("\n")[0])
-    p.add_argument("--port", type=int, required=True)
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--port", type=int, help="bind 127.0.0.1:PORT (0 = any free port)")
+    where.add_argument("--fd", type=int, help="serve an inherited, already listening socket")
     p.add_argument("--service-ms", type=float, default=5.0)
     p.add_argument("--max-concurrency", type=int, default=0, help="0 = unlimited")
     p.add_argument("--stall-at", type=float, default=None, help="seconds after the first POST")
     p.add_argument("--stall", type=float, default=0.0, help="stall length in seconds")
     a = p.parse_args(argv)
-    serve(a.port, a.service_ms, a.max_concurrency, a.stall_at, a.stall)
+    serve(a.port or 0, a.service_ms, a.max_concurrency, a.stall_at, a.stall, fd=a.fd, announce=a.fd is None)
     return 0
 
 

@@ -1,8 +1,11 @@
 """Launch a reference target as a server process: Flask under gunicorn, FastAPI under uvicorn or gunicorn.
 
-``ServerProcess(config).start()`` runs the server in its own process group, then polls ``GET /health``
-against a deadline until every worker has loaded + warmed up its model; ``stop()`` sends SIGTERM to the
-group and SIGKILL after a grace period. ``deploybench serve`` does the same in the foreground.
+``ServerProcess(config).start()`` binds the listening socket itself (``config.port`` or 0 = any free port),
+reads the real port from it and hands it to the server as an inherited file descriptor (uvicorn ``--fd N``,
+gunicorn ``--bind fd://N``): no other process can take the port between choosing and serving it. It runs the
+server in its own process group, then polls ``GET /health`` against a deadline until every worker has loaded
++ warmed up its model; ``stop()`` sends SIGTERM to the group and SIGKILL after a grace period.
+``deploybench serve`` does the same in the foreground.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ FRAMEWORK_SERVERS: dict[str, tuple[str, ...]] = {
 DEFAULT_SERVER = {"flask": "gunicorn-sync", "fastapi": "uvicorn"}
 STOP_GRACE_S = 10.0
 LOG_TAIL_CHARS = 4000
+LISTEN_BACKLOG = 2048  # what gunicorn and uvicorn use by default
 
 
 @dataclass
@@ -75,7 +79,7 @@ class TargetConfig:
     intra_op_threads: int = 1  # torch / onnxruntime / OpenMP threads per worker
     cpus: list[int] | None = None  # CPU affinity of the server and its workers
     host: str = "127.0.0.1"
-    port: int = 0  # 0 = pick a free port at start
+    port: int = 0  # 0 = the OS picks a free port when the launcher binds
     zoo_dir: str | None = None  # None = deploybench.paths.zoo_dir()
     limits: Limits = field(default_factory=Limits)
     inject_delay_ms: float = 0.0  # deliberate extra service time, counted in the "infer" stage
@@ -170,31 +174,45 @@ def started_together(servers: dict[Any, ServerProcess]) -> Iterator[dict[Any, st
             p.cleanup()
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port that was free a moment ago (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+def bind_listener(host: str, port: int, backlog: int = LISTEN_BACKLOG) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (0 = the OS picks) and listening: the socket a target serves from.
+
+    SO_REUSEADDR as servers set it (a port left in TIME_WAIT can be reused, one with a listener cannot), and
+    TCP_NODELAY, which Linux copies to every accepted connection (uvicorn's ``--fd`` path would otherwise
+    leave Nagle on: +40 ms per response). A port that cannot be bound is a TargetError naming host:port.
+    """
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise TargetError(f"cannot listen on {where}: {exc}") from None
+    family, sock_type, proto, _, address = infos[0]
+    sock = socket.socket(family, sock_type, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(backlog)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise TargetError(f"port {where} is already in use") from None
+        raise TargetError(f"cannot listen on {where}: {exc.strerror or exc}") from None
+    return sock
 
 
-def _port_in_use(host: str, port: int) -> bool:
-    """Would a server (which sets SO_REUSEADDR) fail to bind host:port?"""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError as exc:
-            return exc.errno == errno.EADDRINUSE
-    return False
+def server_command(config: TargetConfig, port: int, *, fd: int | None = None) -> list[str]:
+    """The command line that serves ``config`` on ``port`` (the config itself travels in the environment).
 
-
-def server_command(config: TargetConfig, port: int) -> list[str]:
-    """The command line that serves ``config`` on ``port`` (the config itself travels in the environment)."""
+    With ``fd`` the server serves from that already bound, listening socket (inherited from the launcher;
+    ``port`` is then only the port it is bound to), else it binds ``config.host:port`` itself.
+    """
     lim = config.limits
     if config.server == "uvicorn":
+        listen = ["--fd", str(fd)] if fd is not None else ["--host", config.host, "--port", str(port)]
         return [
             sys.executable, "-m", "uvicorn", "--factory", "targets.fastapi_app:app_from_env",
-            "--host", config.host, "--port", str(port), "--workers", str(config.workers),
+            *listen, "--workers", str(config.workers),
             "--timeout-keep-alive", f"{lim.keep_alive_s:g}", "--no-access-log", "--log-level", "warning",
         ]  # fmt: skip
     worker_class, app = {
@@ -202,8 +220,10 @@ def server_command(config: TargetConfig, port: int) -> list[str]:
         "gunicorn-gthread": ("gthread", "targets.flask_app:app_from_env()"),
         "gunicorn-uvicorn": ("uvicorn_worker.UvicornWorker", "targets.fastapi_app:app_from_env()"),
     }[config.server]
+    host = f"[{config.host}]" if ":" in config.host else config.host
+    bind = f"fd://{fd}" if fd is not None else f"{host}:{port}"
     cmd = [
-        sys.executable, "-m", "gunicorn", "--bind", f"{config.host}:{port}",
+        sys.executable, "-m", "gunicorn", "--bind", bind,
         "--workers", str(config.workers), "--worker-class", worker_class,
         "--timeout", f"{lim.request_timeout_s:g}", "--graceful-timeout", f"{STOP_GRACE_S / 2:g}",
         "--keep-alive", f"{lim.keep_alive_s:g}", "--log-level", "warning", "--error-logfile", "-",
@@ -272,6 +292,11 @@ class ServerProcess:
     def log_path(self) -> Path | None:
         return self._log_path
 
+    @property
+    def returncode(self) -> int | None:
+        """The server process's exit code (-N if killed by signal N); None while running or never started."""
+        return self._proc.poll() if self._proc is not None else None
+
     def is_alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
@@ -282,32 +307,38 @@ class ServerProcess:
         if self._proc is not None:
             raise TargetError("this ServerProcess was already started")
         self.config.validate()
-        self.port = self.config.port or free_port(self.config.host)
-        self.command = server_command(self.config, self.port)
-        cmd_text = shlex.join(self.command)
-        if self.config.port and _port_in_use(self.config.host, self.port):
-            raise TargetError(
-                f"port {self.config.host}:{self.port} is already in use; cannot run: {cmd_text}"
-            )
-        self._tmp = Path(tempfile.mkdtemp(prefix="deploybench-target-"))
-        ready_dir = self._tmp / "ready"
-        ready_dir.mkdir()
-        if self._log_path is None:
-            self._log_path = self._tmp / "server.log"
-        else:
-            self._log_path.parent.mkdir(parents=True, exist_ok=True)
-        cpus = self.config.cpus
-        t0 = time.perf_counter_ns()
-        with self._log_path.open("ab") as log:
-            self._proc = subprocess.Popen(
-                self.command,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=server_env(self.config, ready_dir),
-                start_new_session=True,  # own process group: stop() signals the whole group
-                preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
-            )
+        # Bind first, then report: the port in ``url`` is the one this socket holds, and nobody can take it
+        # between now and the server serving it (the server inherits the socket; no pick-then-bind race).
+        listener = bind_listener(self.config.host, self.config.port)
+        try:
+            self.port = int(listener.getsockname()[1])
+            self.command = server_command(self.config, self.port, fd=listener.fileno())
+            cmd_text = shlex.join(self.command)
+            self._tmp = Path(tempfile.mkdtemp(prefix="deploybench-target-"))
+            ready_dir = self._tmp / "ready"
+            ready_dir.mkdir()
+            if self._log_path is None:
+                self._log_path = self._tmp / "server.log"
+            else:
+                self._log_path.parent.mkdir(parents=True, exist_ok=True)
+            cpus = self.config.cpus
+            t0 = time.perf_counter_ns()
+            with self._log_path.open("ab") as log:
+                self._proc = subprocess.Popen(
+                    self.command,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=server_env(self.config, ready_dir),
+                    pass_fds=(listener.fileno(),),  # the same fd number in the child
+                    start_new_session=True,  # own process group: stop() signals the whole group
+                    preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
+                )
+        except BaseException:
+            self.cleanup()
+            raise
+        finally:
+            listener.close()  # the child holds its own copy now (Popen returns after exec): still bound
         try:
             self._wait_ready(ready_dir, cmd_text)
         except BaseException:

@@ -35,6 +35,7 @@ from targets.serve import ServerProcess, TargetConfig
 from targets.zoo import build_zoo
 
 REPO = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.e2e  # every test here starts a server, Locust or the CLI
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +80,13 @@ class KillableTarget:
     def is_alive(self) -> bool:
         return self.server.is_alive()
 
+    @property
+    def returncode(self) -> int | None:
+        return self.server.returncode
+
+    def log_tail(self, n_chars: int = 4000) -> str:
+        return self.server.log_tail(n_chars)
+
     def stop(self) -> None:
         self.server.stop()
         self.server.cleanup()
@@ -88,36 +96,44 @@ class KillableTarget:
         os.killpg(self.server.pid, signal.SIGKILL)  # the group we started (start_new_session)
 
 
+def _measured_count(record_path: Path) -> int:
+    doc = _read_json(record_path) or {}
+    return sum(int(s.get("count") or 0) for s in doc.get("series") or [])
+
+
 def test_target_killed_mid_run_ends_promptly_and_keeps_the_record(zoo: Path, tmp_path: Path) -> None:
+    """Two paths notice a dead target: the Locust plugin (N consecutive connection errors) and the runner
+    (it polls the target process). Whichever ends the run, the record names the real cause: the target's
+    exit, with the signal that killed it."""
     config = TargetConfig(framework="fastapi", server="uvicorn", model="iris-rf", format="onnx", zoo_dir=zoo)
     target = KillableTarget(config, tmp_path / "server.log")
     record_path = tmp_path / "load.json"
-    duration_s = 30.0
-    killed_at: list[float] = []
+    duration_s = 120.0  # far longer than the run may take once the target is dead
+    killed = threading.Event()
 
     def killer() -> None:
-        target.started.wait(90)
-        # kill once the run is under way and has been saved at least once
-        with contextlib.suppress(AssertionError):
-            wait_for(
-                lambda: (_read_json(record_path) or {}).get("status") == "running", 30, "a running record"
-            )
-        time.sleep(2.0)  # a couple of seconds of measured load first
-        killed_at.append(time.monotonic())
-        target.kill()
+        # kill once the run is under way and a save shows measured requests
+        if target.started.wait(120):
+            with contextlib.suppress(AssertionError):
+                wait_for(lambda: _measured_count(record_path) > 0, 120, "a saved record with requests")
+            target.kill()
+            killed.set()
 
     thread = threading.Thread(target=killer, daemon=True)
     thread.start()
+    started = time.monotonic()
     record = run_load(
         target, "tabular", duration_s=duration_s, warmup_s=0.0, users=2, model="iris-rf",
-        results_dir=tmp_path, record_path=record_path,
+        results_dir=tmp_path, record_path=record_path, scenario_options={"save_interval": 0.5},
     )  # fmt: skip
-    ended = time.monotonic()
+    elapsed_s = time.monotonic() - started
     thread.join(5)
-    assert killed_at, "the killer thread never fired"
-    assert ended - killed_at[0] < 20.0, f"the run took {ended - killed_at[0]:.1f} s to notice the dead target"
+    assert killed.is_set(), "the killer thread never fired"
+    assert elapsed_s < duration_s, "the run went on for its whole duration after the target died"
     assert record.status == "failed"
-    assert "target" in (record.error or "") and "exited" in (record.error or "")
+    assert (record.error or "").startswith("the target process exited during the run (killed by SIGKILL)"), (
+        record.error
+    )
     on_disk = load_record(record_path)  # readable, and the same verdict
     assert on_disk.status == "failed" and on_disk.error == record.error
     assert sum(s.count for s in on_disk.series) > 0, "the requests measured before the kill were lost"
@@ -137,7 +153,7 @@ NEVER_HEALTHY = textwrap.dedent(
 def test_never_healthy_target_times_out_naming_command_and_log(
     zoo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def fake_command(config: TargetConfig, port: int) -> list[str]:
+    def fake_command(config: TargetConfig, port: int, *, fd: int | None = None) -> list[str]:
         return [sys.executable, "-c", NEVER_HEALTHY, "--port", str(port)]
 
     monkeypatch.setattr(serve, "server_command", fake_command)
@@ -150,7 +166,7 @@ def test_never_healthy_target_times_out_naming_command_and_log(
     assert "not ready after 3 s" in message
     assert "command:" in message and "--port" in message
     assert "fake target: listening nowhere, never healthy" in message  # the log tail
-    assert elapsed < 3.0 + serve.STOP_GRACE_S + 5
+    assert elapsed < 120, "the ready timeout did not end the wait (the fake target sleeps 600 s)"
     stray = [
         p.pid
         for p in psutil.Process().children(recursive=True)
@@ -247,10 +263,17 @@ def test_ctrl_c_during_compare_keeps_finished_choices(zoo: Path, tmp_path: Path)
         results = doc.get("results") or []
         return bool(results) and results[0].get("status") == "complete"
 
+    def second_choice_running() -> bool:
+        results = (_read_json(summary) or {}).get("results") or []
+        return len(results) > 1 and results[1].get("status") == "running"
+
     with cli(["compare", "--config", str(cfg), "--zoo", str(zoo), "--out", str(out)], log) as proc:
         wait_for(lambda: first_choice_done() or proc.poll() is not None, 180, "the first choice to finish")
         assert proc.poll() is None, f"compare finished before it could be interrupted:\n{log.read_text()}"
-        time.sleep(1.0)  # inside the second choice
+        wait_for(
+            lambda: second_choice_running() or proc.poll() is not None, 180, "the second choice to start"
+        )
+        assert proc.poll() is None, f"compare finished before it could be interrupted:\n{log.read_text()}"
         rc = ctrl_c(proc, 90)
     text = log.read_text(errors="replace")
     assert rc == 130, text
@@ -258,7 +281,7 @@ def test_ctrl_c_during_compare_keeps_finished_choices(zoo: Path, tmp_path: Path)
     assert doc["status"] == "interrupted"
     first, second = doc["results"]
     assert first["status"] == "complete" and first["saturation"] is not None
-    assert second["status"] in ("interrupted", "pending")
+    assert second["status"] == "interrupted"
     assert (out / "report.md").is_file()
     # the finished choice's load records are on disk and readable
     records = [load_record(p) for p in (out / first["id"]).rglob("*.json") if ".server" not in p.name]

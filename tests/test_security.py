@@ -1,6 +1,7 @@
 """Security: pickles are unpickled only after their sha256 matched the manifest (a tampered file — here one
 that would run code — is refused before a byte of it is executed, in-process and by a served target);
 servers listen on 127.0.0.1 unless told otherwise; neither app runs in debug mode, even with FLASK_DEBUG set.
+Tests that start processes are marked e2e.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import pytest
 from deploybench import paths
 from deploybench.errors import TargetError
 from targets.predictors import load_predictor
-from targets.serve import ServerProcess, TargetConfig, server_command
+from targets.serve import ServerProcess, TargetConfig, bind_listener, server_command
 from targets.zoo import ArtifactError, build_zoo, load_manifest, sha256_file
 
 PICKLES = {"iris-rf": "pickle", "iris-mlp": "pickle"}  # joblib (scikit-learn) and torch.save (nn.Module)
@@ -60,6 +61,7 @@ def test_tampered_pickle_is_refused_before_it_runs(tmp_path: Path, model: str) -
     assert not marker.exists(), "the tampered pickle was executed"
 
 
+@pytest.mark.e2e
 def test_served_tampered_pickle_fails_fast_with_the_reason(tmp_path: Path) -> None:
     zoo, marker = tampered_zoo(tmp_path, "iris-rf")
     config = TargetConfig(
@@ -81,13 +83,13 @@ def test_untampered_pickle_still_loads() -> None:
 
 
 # -- bind address --------------------------------------------------------------------------------------------
-def _listen_addresses(pid: int) -> set[str]:
+def _listen_addresses(pid: int) -> set[tuple[str, int]]:
     procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
     out = set()
     for p in procs:
         for c in p.net_connections(kind="inet"):
             if c.status == psutil.CONN_LISTEN:
-                out.add(c.laddr.ip)
+                out.add((c.laddr.ip, c.laddr.port))
     return out
 
 
@@ -105,8 +107,15 @@ def test_default_bind_is_loopback_only() -> None:
         cmd = server_command(TargetConfig(framework=fw, server=server), 8000)
         assert "127.0.0.1" in " ".join(cmd) and "0.0.0.0" not in " ".join(cmd)
         assert not {"--reload", "--debug", "--use-colors"} & set(cmd)
+        # as launched: the server serves the socket the launcher bound (to config.host) and binds nothing
+        inherited = server_command(TargetConfig(framework=fw, server=server), 8000, fd=5)
+        assert "0.0.0.0" not in " ".join(inherited) and "8000" not in " ".join(inherited)
+        assert not {"--reload", "--debug", "--use-colors"} & set(inherited)
+    with bind_listener(TargetConfig().host, 0) as sock:
+        assert sock.getsockname()[0] == "127.0.0.1"
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(("framework", "server"), [("flask", "gunicorn-sync"), ("fastapi", "uvicorn")])
 def test_running_server_listens_on_loopback_only(framework: str, server: str) -> None:
     zoo = paths.zoo_dir()
@@ -114,7 +123,7 @@ def test_running_server_listens_on_loopback_only(framework: str, server: str) ->
     config = TargetConfig(framework=framework, server=server, model="iris-rf", format="onnx", zoo_dir=zoo)
     with ServerProcess(config, ready_timeout_s=60) as proc:
         assert proc.pid is not None
-        assert _listen_addresses(proc.pid) == {"127.0.0.1"}
+        assert _listen_addresses(proc.pid) == {("127.0.0.1", proc.port)}
         # an unknown route is a JSON 404, never a debugger page
         r = httpx.get(f"{proc.url}/console", timeout=10)
         assert r.status_code == 404 and r.json()["error"] == "not-found"

@@ -1,5 +1,6 @@
 """Reference targets as real server processes: every route on both frameworks and all four server modes,
-Server-Timing, OpenAPI, the launcher (readiness, affinity, failures, clean stop) and `deploybench serve`."""
+Server-Timing, OpenAPI, the launcher (bind-then-report ports, readiness, affinity, failures, clean stop) and
+`deploybench serve`. Tests that start processes are marked e2e; the rest run in-process."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -25,13 +27,22 @@ from deploybench import paths
 from deploybench.errors import TargetError, UsageError
 from targets.predictors import load_predictor
 from targets.preprocess import CROP_PX, IMAGENET_MEAN, IMAGENET_STD, preprocess_image
-from targets.serve import Limits, ServerProcess, TargetConfig, free_port
+from targets.serve import (
+    FRAMEWORK_SERVERS,
+    Limits,
+    ServerProcess,
+    TargetConfig,
+    bind_listener,
+    server_command,
+    started_together,
+)
 from targets.zoo import build_zoo
 
 NEEDED = {"iris-rf": ["pickle", "onnx"], "iris-mlp": ["torchscript"], "resnet18": ["onnx"]}
 IRIS_ROW = [5.1, 3.5, 1.4, 0.2]
 TIMING_RE = re.compile(r"^decode;dur=(\d+\.\d{3}), preprocess;dur=(\d+\.\d{3}), infer;dur=(\d+\.\d{3})$")
 INJECT_MS = 20.0
+e2e = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
@@ -61,9 +72,42 @@ def assert_all_gone(pids: list[int]) -> None:
             assert psutil.Process(p).status() == psutil.STATUS_ZOMBIE, f"pid {p} survived stop()"
 
 
+def wait_until(
+    condition: Callable[[], object], timeout_s: float, what: str, interval_s: float = 0.02
+) -> object:
+    """Poll ``condition()`` until it returns something truthy (returned) or ``timeout_s`` passes (fails)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out after {timeout_s:g} s waiting for {what}"
+        time.sleep(interval_s)  # polling interval, not a guess at how long it takes
+
+
+def listening(pid: int) -> set[tuple[str, int]]:
+    """(ip, port) of every listening TCP socket held by ``pid`` or its descendants."""
+    out = set()
+    for proc in [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]:
+        try:
+            conns = proc.net_connections(kind="tcp")
+        except psutil.NoSuchProcess:
+            continue
+        out |= {(c.laddr.ip, c.laddr.port) for c in conns if c.status == psutil.CONN_LISTEN}
+    return out
+
+
+def workers_of(server: ServerProcess) -> list[psutil.Process]:
+    """The worker processes of a target: the master's children (not multiprocessing's resource tracker), or
+    the server process itself when it is its own (only) worker."""
+    master = psutil.Process(server.pid)
+    children = [p for p in master.children() if "resource_tracker" not in " ".join(p.cmdline())]
+    return children or [master]
+
+
 # -- tabular targets: the four server modes -------------------------------------------------------------
 TABULAR_MODES = [
-    TargetConfig(framework="flask", server="gunicorn-sync", model="iris-rf", format="pickle"),
+    TargetConfig(framework="flask", server="gunicorn-sync", model="iris-rf", format="pickle", workers=2),
     TargetConfig(
         framework="flask", server="gunicorn-gthread", model="iris-mlp", format="torchscript", threads=2,
         inject_delay_ms=INJECT_MS,
@@ -91,9 +135,11 @@ def tabular(request: pytest.FixtureRequest, zoo: Path):
         server.stop()
         server.cleanup()
         assert not server.is_alive()
+        assert server.returncode is not None
         assert_all_gone(pids)
 
 
+@e2e
 def test_health(tabular) -> None:
     server, client = tabular
     r = client.get("/health")
@@ -105,10 +151,46 @@ def test_health(tabular) -> None:
         cfg.framework, cfg.server, cfg.model, cfg.format,
     )  # fmt: skip
     assert body["version"] and body["internal_errors"] == 0
-    assert server.url == f"http://127.0.0.1:{server.config.port or server.port}"
+    assert server.url == f"http://127.0.0.1:{server.port}"
     assert server.port > 0
+    assert server.returncode is None  # running
+    # the port in url is the one the target listens on, and the launcher kept no copy of the socket
+    assert {port for _, port in listening(server.pid)} == {server.port}
+    assert server.port not in {c.laddr.port for c in psutil.Process().net_connections(kind="tcp")
+                               if c.status == psutil.CONN_LISTEN}  # fmt: skip
 
 
+@e2e
+def test_head_health_answers_200_with_an_empty_body(tabular) -> None:
+    _, client = tabular
+    r = client.head("/health")
+    assert r.status_code == 200
+    assert r.content == b""
+
+
+@e2e
+def test_every_worker_serves_from_the_inherited_socket(tabular) -> None:
+    """With workers > 1 all of them accept on the one listening socket: freeze all workers but one and a new
+    connection must be answered by that one (/health names the worker's pid)."""
+    server, _ = tabular
+    workers = workers_of(server)
+    assert len(workers) == server.config.workers
+    for serving in workers:
+        frozen = [w for w in workers if w.pid != serving.pid]
+        try:
+            for w in frozen:
+                w.suspend()  # SIGSTOP
+            wait_until(
+                lambda frozen=frozen: all(w.status() == psutil.STATUS_STOPPED for w in frozen), 30, "SIGSTOP"
+            )
+            r = httpx.get(server.url + "/health", timeout=30)  # a new connection
+            assert r.status_code == 200 and r.json()["pid"] == serving.pid
+        finally:
+            for w in frozen:
+                w.resume()  # SIGCONT
+
+
+@e2e
 def test_predict_single_matches_in_process_model(tabular, zoo: Path) -> None:
     server, client = tabular
     r = client.post("/predict", json={"features": IRIS_ROW})
@@ -129,6 +211,7 @@ def test_predict_single_matches_in_process_model(tabular, zoo: Path) -> None:
         assert infer >= server.config.inject_delay_ms  # the injected service time shows up as model time
 
 
+@e2e
 def test_predict_batch(tabular) -> None:
     _, client = tabular
     rows = [IRIS_ROW, [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]]
@@ -143,6 +226,7 @@ def test_predict_batch(tabular) -> None:
     server_timing_ms(r)
 
 
+@e2e
 def test_image_routes_refused_on_tabular_target(tabular) -> None:
     _, client = tabular
     for path in ("/predict/image", "/predict/image/base64"):
@@ -151,6 +235,7 @@ def test_image_routes_refused_on_tabular_target(tabular) -> None:
         assert r.json()["error"] == "wrong-model-kind"
 
 
+@e2e
 def test_openapi(tabular) -> None:
     server, client = tabular
     r = client.get("/openapi.json")
@@ -170,6 +255,7 @@ def test_openapi(tabular) -> None:
         assert docs.status_code == 404 and docs.json()["error"] == "not-found"
 
 
+@e2e
 def test_workers_affinity_and_threads(tabular) -> None:
     server, _ = tabular
     cfg = server.config
@@ -220,6 +306,7 @@ def expected_top5(png: bytes, predictor) -> list[int]:
     return [int(i) for i in np.argsort(-predictor.predict(x)[0], kind="stable")[:5]]
 
 
+@e2e
 @pytest.mark.parametrize(
     "size,mode,fmt",
     [
@@ -246,6 +333,7 @@ def test_image_multipart(image_target, resnet18_onnx, size, mode, fmt) -> None:
     assert body["inference_time_ms"] == pytest.approx(infer, abs=0.0015)
 
 
+@e2e
 def test_image_base64_plain_and_data_url(image_target, resnet18_onnx) -> None:
     _, client = image_target
     data = make_image(300, 200, fmt="PNG", seed=3)
@@ -407,12 +495,128 @@ def test_config_round_trip_and_validation() -> None:
         TargetConfig.from_dict({"framwork": "flask"})
 
 
-def test_free_port_is_bindable() -> None:
-    port = free_port()
+def test_bind_listener_binds_listens_and_reports_the_real_port() -> None:
+    with bind_listener("127.0.0.1", 0) as sock:
+        host, port = sock.getsockname()
+        assert host == "127.0.0.1" and port > 0
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == 1  # listening already
+        # Linux copies TCP_NODELAY to accepted connections; uvicorn --fd would leave Nagle on otherwise
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+        with socket.create_connection(("127.0.0.1", port), timeout=10):
+            pass  # the OS completes the handshake from the backlog
+        with pytest.raises(TargetError, match=rf"port 127\.0\.0\.1:{port} is already in use"):
+            bind_listener("127.0.0.1", port)
+
+
+def test_server_command_serves_the_inherited_socket() -> None:
+    for server in ("uvicorn", "gunicorn-uvicorn", "gunicorn-sync", "gunicorn-gthread"):
+        cfg = TargetConfig(framework="fastapi" if "uvicorn" in server else "flask", server=server)
+        cmd = server_command(cfg, 43210, fd=7)
+        assert "43210" not in " ".join(cmd)  # it serves the socket, it does not bind the port itself
+        if server == "uvicorn":
+            assert cmd[cmd.index("--fd") + 1] == "7" and "--port" not in cmd and "--host" not in cmd
+        else:
+            assert cmd[cmd.index("--bind") + 1] == "fd://7"
+        bound = server_command(cfg, 43210)  # without fd: binds host:port itself
+        assert "43210" in " ".join(bound) and "--fd" not in bound and "fd://" not in " ".join(bound)
+
+
+def test_port_already_bound_fails_fast_naming_it(zoo: Path) -> None:
+    """The launcher's own bind fails: a TargetError naming host:port before any process is started (this
+    test is not e2e, so starting one would fail it)."""
     with socket.socket() as s:
-        s.bind(("127.0.0.1", port))
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        cfg = TargetConfig(framework="fastapi", model="iris-rf", format="onnx", port=port, zoo_dir=str(zoo))
+        server = ServerProcess(cfg)
+        with pytest.raises(TargetError, match=rf"port 127\.0\.0\.1:{port} is already in use"):
+            server.start()
+        assert server.pid is None and server.returncode is None and not server.is_alive()
 
 
+# -- several targets at once: distinct ports, same API ----------------------------------------------------
+ALL_MODES = {
+    server: TargetConfig(framework=fw, server=server, model="iris-rf", format="onnx")
+    for fw, servers in FRAMEWORK_SERVERS.items()
+    for server in servers
+}
+
+
+@pytest.fixture(scope="module")
+def together(zoo: Path):
+    """The four server modes, started concurrently (bind-then-report: no two can end up on one port)."""
+    procs = {
+        name: ServerProcess(
+            TargetConfig.from_dict({**cfg.to_dict(), "zoo_dir": str(zoo)}), ready_timeout_s=120
+        )
+        for name, cfg in ALL_MODES.items()
+    }
+    with started_together(procs) as urls:
+        yield procs, urls
+
+
+@e2e
+def test_targets_started_together_get_distinct_working_ports(together) -> None:
+    procs, urls = together
+    ports = {name: server.port for name, server in procs.items()}
+    assert len(set(ports.values())) == len(procs), ports
+    for name, server in procs.items():
+        assert urls[name] == server.url == f"http://127.0.0.1:{server.port}"
+        assert listening(server.pid) == {("127.0.0.1", server.port)}  # url names the port really listening
+        r = httpx.get(server.url + "/health", timeout=30)
+        assert r.status_code == 200
+        body = r.json()
+        assert (body["framework"], body["server"]) == (server.config.framework, name)
+        assert body["pid"] in group_pids(server.pid)  # answered by this target's own process group
+
+
+@e2e
+def test_head_health_over_every_server_mode(together) -> None:
+    procs, _ = together
+    for name, server in procs.items():
+        r = httpx.head(server.url + "/health", timeout=30)
+        assert (r.status_code, r.content) == (200, b""), name
+
+
+@e2e
+def test_openapi_document_is_the_same_from_every_server_mode(together) -> None:
+    """The FastAPI targets serve the very document the Flask targets serve (only the title names the
+    framework)."""
+    procs, _ = together
+    docs = {}
+    for name, server in procs.items():
+        r = httpx.get(server.url + "/openapi.json", timeout=30)
+        assert r.status_code == 200, name
+        doc = r.json()
+        title = doc["info"].pop("title")
+        assert ("Flask" if server.config.framework == "flask" else "FastAPI") in title
+        docs[name] = doc
+    reference = docs.pop("gunicorn-sync")  # Flask
+    assert {"/health", "/predict"} <= set(reference["paths"])
+    for name, doc in docs.items():
+        assert doc == reference, name
+
+
+@e2e
+def test_returncode_says_how_the_target_died(zoo: Path) -> None:
+    cfg = TargetConfig(
+        framework="flask", server="gunicorn-sync", model="iris-rf", format="onnx", zoo_dir=str(zoo)
+    )
+    server = ServerProcess(cfg, ready_timeout_s=120)
+    assert server.returncode is None  # never started
+    with server:
+        assert server.returncode is None  # running
+        pids = group_pids(server.pid)
+        os.kill(server.pid, signal.SIGKILL)  # the master only: its worker is left behind for stop()
+        wait_until(lambda: not server.is_alive(), 30, "the killed master to be seen dead")
+        assert server.returncode == -signal.SIGKILL
+    assert server.returncode == -signal.SIGKILL  # stop() keeps it
+    assert_all_gone(pids)
+
+
+@e2e
 def test_missing_artifact_fails_fast_with_log_tail(tmp_path: Path) -> None:
     for framework in ("flask", "fastapi"):
         cfg = TargetConfig(
@@ -428,37 +632,36 @@ def test_missing_artifact_fails_fast_with_log_tail(tmp_path: Path) -> None:
         assert elapsed < 45, f"a start failure took {elapsed:.1f}s to report (deadline 60s)"
 
 
-def test_port_in_use_is_reported(zoo: Path) -> None:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(("127.0.0.1", 0))
-        s.listen()
-        port = s.getsockname()[1]
-        cfg = TargetConfig(framework="fastapi", model="iris-rf", format="onnx", port=port, zoo_dir=str(zoo))
-        with pytest.raises(TargetError, match="already in use"):
-            ServerProcess(cfg).start()
-
-
+@e2e
 def test_ready_timeout_kills_the_server(zoo: Path) -> None:
     cfg = TargetConfig(framework="fastapi", model="iris-rf", format="onnx", zoo_dir=str(zoo))
     server = ServerProcess(cfg, ready_timeout_s=0.01)
     with pytest.raises(TargetError, match="not ready after"):
         server.start()
     assert not server.is_alive()
+    assert server.returncode is not None
     assert_all_gone([server.pid])
 
 
+@e2e
 def test_serve_cli_foreground_and_sigterm(zoo: Path, tmp_path: Path) -> None:
+    """`deploybench serve --port N` serves on exactly that port and prints its URL."""
     log = tmp_path / "serve.log"
+    # Reserve a port without a race: a bound, not listening SO_REUSEADDR socket keeps every other process off
+    # it, while the server (which also sets SO_REUSEADDR) can still bind it and listen.
+    reserve = socket.socket()
+    reserve.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    reserve.bind(("127.0.0.1", 0))
+    port = reserve.getsockname()[1]
     cmd = [sys.executable, "-m", "deploybench.cli", "serve", "--framework", "flask",
            "--server", "gunicorn-gthread", "--threads", "2", "--model", "iris-rf",
-           "--format", "onnx", "--port", "0", "--zoo", str(zoo), "--log", str(log)]  # fmt: skip
+           "--format", "onnx", "--port", str(port), "--zoo", str(zoo), "--log", str(log)]  # fmt: skip
     proc = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
     )
     try:
         line = proc.stdout.readline()  # blocks until the URL line (or EOF if it failed)
-        m = re.search(r"at (http://127\.0\.0\.1:\d+)", line)
+        m = re.search(rf"at (http://127\.0\.0\.1:{port}) ", line)
         assert m, line + proc.stderr.read()
         server_pids = [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
         assert server_pids
@@ -469,11 +672,13 @@ def test_serve_cli_foreground_and_sigterm(zoo: Path, tmp_path: Path) -> None:
         assert_all_gone(server_pids)
         assert log.exists()
     finally:
+        reserve.close()
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
 
 
+@e2e
 def test_serve_cli_bad_input_exits_2() -> None:
     r = subprocess.run(
         [sys.executable, "-m", "deploybench.cli", "serve", "--framework", "flask", "--server", "uvicorn"],
