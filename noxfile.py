@@ -76,7 +76,7 @@ def fuzz(session: nox.Session) -> None:
         "-q",
         "-m",
         "slow",
-        "tests/test_fuzz.py",
+        "tests/e2e/test_fuzz.py",
         *session.posargs,
         env={"DEPLOYBENCH_FUZZ_EXAMPLES": "500"},
     )

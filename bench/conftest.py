@@ -18,6 +18,8 @@ import pytest
 from bench.harness import PredictorCache
 from bench.profiles import Profile, select_profile
 from bench.suite import load_cases_for, noop_cases, predict_cases_for, preprocess_cases_for
+from deploybench.io import parse_csv
+from deploybench.paths import zoo_dir as default_zoo
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -28,16 +30,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--bench-zoo", default="", help="zoo folder (default: $DEPLOYBENCH_ZOO or artifacts/zoo)")
 
 
-def _csv(text: str) -> list[str]:
-    return [t.strip() for t in text.split(",") if t.strip()]
-
-
 def _profile(config: pytest.Config) -> Profile:
-    return select_profile(config.getoption("--bench-profile"), _csv(config.getoption("--bench-models")))
+    return select_profile(config.getoption("--bench-profile"), parse_csv(config.getoption("--bench-models")))
 
 
 def _formats(config: pytest.Config) -> tuple[str, ...] | None:
-    return tuple(_csv(config.getoption("--bench-formats"))) or None
+    return tuple(parse_csv(config.getoption("--bench-formats"))) or None
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -61,8 +59,6 @@ def bench_profile(pytestconfig: pytest.Config) -> Profile:
 
 @pytest.fixture(scope="session")
 def zoo_dir(pytestconfig: pytest.Config) -> Path:
-    from deploybench.paths import zoo_dir as default_zoo
-
     given = pytestconfig.getoption("--bench-zoo")
     return Path(given) if given else default_zoo()
 

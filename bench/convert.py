@@ -2,7 +2,7 @@
 
 One record per model (its predict and load cases) and one for the model-independent cases (image
 pre-processing, harness overhead). Every series keeps its raw samples in integer µs; percentiles are
-exact (reports.stats.summarize_samples). pytest-benchmark stores seconds per round; with
+exact (deploybench.stats.summarize_samples). pytest-benchmark stores seconds per round; with
 ``iterations=1`` (bench.harness.measure) a round is one call.
 """
 
@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 
 from bench.profiles import Case, Profile
-from reports.record import RecordWarning, RunRecord, Series
-from reports.stats import few_samples_percentiles, summarize_samples
+from deploybench.record import RecordWarning, RunRecord, Series
+from deploybench.stats import few_samples_percentiles, summarize_samples
 
 # Noise thresholds (pyperf / hyperfine style checks).
 HIGH_SPREAD_MAD_RATIO = 0.10  # MAD / median above this: results are noisy

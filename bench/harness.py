@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.profiles import Case, Profile, calibrated_rounds
+from targets.predictors import load_predictor
 
 MAX_WARMUP_CALLS = 1000
 
@@ -25,8 +26,6 @@ class PredictorCache:
     def get(self, model: str, fmt: str, threads: int) -> Any:
         key = (model, fmt, threads)
         if key != self._key:
-            from targets.predictors import load_predictor
-
             self._predictor = None  # free the previous one first
             self._predictor = load_predictor(model, fmt, zoo_dir=self.zoo, intra_op_threads=threads)
             self._key = key
@@ -36,7 +35,7 @@ class PredictorCache:
 @contextmanager
 def torch_threads(threads: int) -> Iterator[None]:
     """torch.set_num_threads is process-wide: set it for one benchmark, then restore it."""
-    import torch
+    import torch  # import cost: torch (~1 s), only torch cases need it
 
     before = torch.get_num_threads()
     torch.set_num_threads(threads)

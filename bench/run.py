@@ -1,56 +1,36 @@
-"""``deploybench bench``: run the pytest-benchmark suite in bench/, convert to RunRecords, write a report.
+"""Run the pytest-benchmark suite in bench/ and convert its results to RunRecords (``run_bench``); behind
+``deploybench bench`` (``commands.bench``, which also writes the report):
 
     deploybench bench                      # quick profile (about 5 minutes on 2 cores)
     deploybench bench --full               # every model x format x batch x threads, more rounds
     deploybench bench --profile tiny --models iris-rf   # seconds (tests)
 
 pytest runs in a child process (-v: one progress line per case). Its JSON (raw per-round timings) is kept
-under OUT/raw/; records go to OUT/<run_id>.json; the report to OUT/report.md and OUT/report.html.
+under OUT/raw/; records go to OUT/<run_id>.json.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench.profiles import PROFILES, select_profile
-from deploybench.paths import results_dir, zoo_dir
-from reports.env import capture_env
-from reports.record import RunRecord, utc_now
+from bench.convert import records_from_benchmark_json
+from bench.profiles import Profile
+from bench.suite import all_cases, zoo_models
+from deploybench.env import capture_env
+from deploybench.io import utc_now, utc_stamp
+from deploybench.record import RunRecord
 
 BENCH_DIR = Path(__file__).resolve().parent
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--profile",
-        choices=list(PROFILES),
-        default="quick",
-        help="; ".join(f"{p.name}: {p.description}" for p in PROFILES.values()),
-    )
-    parser.add_argument("--full", action="store_true", help="same as --profile full")
-    parser.add_argument("--models", default="", help="comma-separated models (default: the profile's)")
-    parser.add_argument("--formats", default="", help="comma-separated formats (default: every format)")
-    parser.add_argument(
-        "--zoo", type=Path, default=None, help="zoo folder (default: $DEPLOYBENCH_ZOO or artifacts/zoo)"
-    )
-    parser.add_argument(
-        "--out", type=Path, default=None, help="output folder (default: $DEPLOYBENCH_RESULTS/bench)"
-    )
-    parser.add_argument("--report-format", default="md,html", help="report formats (default: md,html)")
-    parser.add_argument("--no-report", action="store_true", help="write the records only")
-
-
-def _csv(text: str) -> list[str]:
-    return [t.strip() for t in text.split(",") if t.strip()]
 
 
 def pytest_command(
@@ -108,31 +88,37 @@ def record_status(record: RunRecord, status: str, error: str | None) -> tuple[st
     return status, error
 
 
-def run(args: argparse.Namespace) -> int:
-    from bench.convert import records_from_benchmark_json
-    from bench.suite import all_cases, check_selection, zoo_models
-    from reports.render import parse_formats, write_report
-    from targets.zoo import load_manifest
+@dataclass
+class BenchRun:
+    """What one run of the suite produced: the saved records, its status and the raw pytest-benchmark JSON."""
 
-    profile_name = "full" if args.full else args.profile
-    models = _csv(args.models)
-    formats = _csv(args.formats)
-    profile = select_profile(profile_name, models)
-    check_selection(profile, tuple(formats) or None)
-    report_formats = [] if args.no_report else parse_formats(args.report_format)
-    zoo = (args.zoo if args.zoo is not None else zoo_dir()).resolve()
-    load_manifest(zoo)  # ArtifactError (a UsageError) when the zoo is missing: "run deploybench build"
-    out = args.out if args.out is not None else results_dir() / "bench"
+    records: list[RunRecord]
+    status: str  # complete | failed | interrupted
+    json_path: Path
+    wall_s: float
+
+
+def run_bench(
+    profile: Profile,
+    models: list[str],
+    formats: list[str],
+    zoo: Path,
+    out: Path,
+    say: Callable[[str], None] = lambda msg: None,
+) -> BenchRun:
+    """Run the benchmark cases of ``profile`` (``models`` / ``formats`` narrow it; empty: all) against the
+    zoo in a pytest child process, convert its results to one record per model and save them into ``out``.
+    Progress lines go to ``say``. A Ctrl-C stops pytest; the cases it finished are kept (status
+    "interrupted")."""
     expected = all_cases(profile, tuple(formats) or None)
 
     started = utc_now()
-    stamp = started.replace("-", "").replace(":", "").split(".")[0] + "Z"
-    json_path = out / "raw" / f"{stamp}-pytest-benchmark.json"
+    json_path = out / "raw" / f"{utc_stamp(started)}-pytest-benchmark.json"
     json_path.parent.mkdir(parents=True, exist_ok=True)
     cmd = pytest_command(profile.name, models, formats, zoo, json_path)
-    print(f"deploybench bench: profile {profile.name} ({profile.description})", flush=True)
-    print(f"deploybench bench: {len(expected)} cases, zoo {zoo}, results {out}", flush=True)
-    print("deploybench bench: " + " ".join(cmd), flush=True)
+    say(f"deploybench bench: profile {profile.name} ({profile.description})")
+    say(f"deploybench bench: {len(expected)} cases, zoo {zoo}, results {out}")
+    say("deploybench bench: " + " ".join(cmd))
 
     t0 = time.perf_counter_ns()
     status, error = "complete", None
@@ -178,14 +164,4 @@ def run(args: argparse.Namespace) -> int:
         record.finish(*record_status(record, status, error))
         record.save(out / f"{record.run_id}.json")
         saved.append(record)
-    print(f"deploybench bench: {len(saved)} records in {out}, pytest-benchmark JSON {json_path}")
-    if report_formats:
-        written = write_report(
-            saved, out, report_formats, title=f"deploybench micro-benchmarks ({profile.name})"
-        )
-        for fmt, path in written.items():
-            print(f"deploybench bench: {fmt} report {path}")
-    print(f"deploybench bench: wall time {wall_s:.0f} s, status {status}")
-    if status == "interrupted":
-        raise KeyboardInterrupt
-    return 0 if status == "complete" else 1
+    return BenchRun(saved, status, json_path, wall_s)

@@ -10,11 +10,10 @@ import numpy as np
 
 from bench.profiles import Case, Profile, load_cases, predict_cases, preprocess_cases
 from deploybench.errors import UsageError
+from targets.catalog import MODELS
 
 
 def zoo_models() -> dict[str, Any]:
-    from targets.zoo import MODELS
-
     return MODELS
 
 
@@ -65,7 +64,7 @@ def path_size_bytes(path: Path) -> int:
 
 def synthetic_jpeg(width: int, height: int, seed: int = 0) -> bytes:
     """A deterministic photo-like JPEG (smooth gradients + noise), made in memory: nothing is downloaded."""
-    from PIL import Image
+    from PIL import Image  # import cost: PIL, only the image cases need it
 
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:height, 0:width].astype(np.float32)

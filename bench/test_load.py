@@ -8,12 +8,11 @@ from typing import Any
 from bench.harness import measure
 from bench.profiles import Case, Profile
 from bench.suite import path_size_bytes
+from targets.catalog import artifact_entry
+from targets.predictors import load_predictor
 
 
 def test_load(benchmark: Any, load_case: Case, zoo_dir: Path, bench_profile: Profile) -> None:
-    from targets.predictors import load_predictor
-    from targets.zoo import artifact_entry
-
     case = load_case
     predictor = measure(
         benchmark,

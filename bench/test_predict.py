@@ -8,13 +8,13 @@ import numpy as np
 
 from bench.harness import PredictorCache, measure, torch_threads
 from bench.profiles import Case, Profile
+from targets.catalog import MODELS
+from targets.zoo import sample_inputs
 
 
 def test_predict(
     benchmark: Any, predict_case: Case, predictors: PredictorCache, bench_profile: Profile
 ) -> None:
-    from targets.zoo import MODELS, sample_inputs
-
     case = predict_case
     spec = MODELS[case.model]
     batch = sample_inputs(case.model, case.batch_size, seed=0)

@@ -8,11 +8,10 @@ from typing import Any
 from bench.harness import measure
 from bench.profiles import Case, Profile
 from bench.suite import synthetic_jpeg
+from targets.preprocess import decode_image, preprocess_image
 
 
 def test_preprocess(benchmark: Any, preprocess_case: Case, bench_profile: Profile) -> None:
-    from targets.preprocess import decode_image, preprocess_image
-
     case = preprocess_case
     data = synthetic_jpeg(case.width, case.height)
     max_pixels = case.width * case.height

@@ -13,19 +13,21 @@ from typing import Any
 
 from deploybench import paths
 from deploybench.errors import UsageError
-from targets.zoo import FORMATS, MODELS, ParityError, build_zoo, manifest_path
-
-
-def _csv(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
+from deploybench.io import parse_csv
+from deploybench.vocabulary import MODEL_FORMATS
+from targets.catalog import MODELS, manifest_path
+from targets.zoo import ParityError, build_zoo
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--models", type=_csv, default=None, help=f"comma-separated subset of: {', '.join(MODELS)}"
+        "--models", type=parse_csv, default=None, help=f"comma-separated subset of: {', '.join(MODELS)}"
     )
     parser.add_argument(
-        "--formats", type=_csv, default=None, help=f"comma-separated subset of: {', '.join(FORMATS)}"
+        "--formats",
+        type=parse_csv,
+        default=None,
+        help=f"comma-separated subset of: {', '.join(MODEL_FORMATS)}",
     )
     parser.add_argument(
         "--weights",
@@ -77,7 +79,7 @@ def format_table(result: dict[str, Any]) -> str:
 
     def order(key: str) -> tuple[int, int]:
         model, fmt = key.split("/")
-        return list(MODELS).index(model), FORMATS.index(fmt)
+        return list(MODELS).index(model), MODEL_FORMATS.index(fmt)
 
     for key in sorted(status, key=order):
         e = artifacts[key]
@@ -107,7 +109,7 @@ def format_table(result: dict[str, Any]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     _check_names("models", args.models, MODELS)
-    _check_names("formats", args.formats, FORMATS)
+    _check_names("formats", args.formats, MODEL_FORMATS)
     weights = parse_weights(args.weights)
     _check_names("weights model", list(weights) or None, MODELS)
 

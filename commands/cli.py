@@ -1,6 +1,6 @@
-"""Thin command-line front end: each subcommand lives in the package that owns it.
+"""The ``deploybench`` entry point: one sub-command per module of this package, imported only when asked for.
 
-A subcommand module provides ``add_arguments(parser)`` and ``run(args) -> int``.
+A command module provides ``add_arguments(parser)`` and ``run(args) -> int`` and calls the library.
 """
 
 from __future__ import annotations
@@ -14,15 +14,15 @@ from deploybench.errors import UsageError
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "build": ("targets.zoo_cli", "build every model x format into the zoo, with a manifest"),
-    "serve": ("targets.serve", "start a Flask or FastAPI target under gunicorn/uvicorn"),
-    "load": ("loadtests.runner", "start a target, run a Locust scenario headless, write a run record"),
-    "bench": ("bench.run", "run the in-process micro-benchmarks and write records + report"),
-    "report": ("reports.render", "render run records as Markdown, HTML (+PNG plots), CSV, JSON"),
-    "gate": ("reports.gate", "compare records with a baseline under rules; exit 1 on a regression"),
-    "baseline": ("reports.baseline", "save or show the baseline records, keyed by environment"),
-    "ab": ("reports.ab", "same-job A/B: measure a base git ref and the working tree interleaved, then gate"),
-    "compare": ("reports.compare", "run a matrix of deployment choices and rank them under a P99 SLO"),
+    "build": ("commands.build", "build every model x format into the zoo, with a manifest"),
+    "serve": ("commands.serve", "start a Flask or FastAPI target under gunicorn/uvicorn"),
+    "load": ("commands.load", "start a target, run a Locust scenario headless, write a run record"),
+    "bench": ("commands.bench", "run the in-process micro-benchmarks and write records + report"),
+    "report": ("commands.report", "render run records as Markdown, HTML (+PNG plots), CSV, JSON"),
+    "gate": ("commands.gate", "compare records with a baseline under rules; exit 1 on a regression"),
+    "baseline": ("commands.baseline", "save or show the baseline records, keyed by environment"),
+    "ab": ("commands.ab", "same-job A/B: measure a base git ref and the working tree interleaved, then gate"),
+    "compare": ("commands.compare", "run a matrix of deployment choices and rank them under a P99 SLO"),
 }
 
 

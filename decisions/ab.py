@@ -11,7 +11,8 @@
    (so ``deploybench`` / ``python -m`` run the side's code), and the model zoo shared: ``$DEPLOYBENCH_ZOO``
    is set to the candidate's zoo unless already set or ``--separate-zoo``.
 3. Per round and series, ``candidate / base`` of each rule's statistic (difference for absolute rules); the
-   change is the geometric mean over rounds and its CI a t interval over rounds (``reports.gate.paired_ci``).
+   change is the geometric mean over rounds and its CI a t interval over rounds
+   (``deploybench.stats.paired_ci``).
    Verdicts and exit codes as ``deploybench gate``: 0 pass, 1 regression, 2 usage error / incomparable
    (different configs between the sides, a failed or timed-out measurement, no records written).
 
@@ -21,47 +22,35 @@ command's log, plus ``ab.json`` (the verdicts).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
-from deploybench.errors import UsageError
-from deploybench.paths import results_dir, zoo_dir
-from reports.gate import (
-    GateResult,
-    Row,
-    Rule,
-    _change,
-    _metric_unit,
-    _series_label,
-    add_rule_arguments,
+from decisions.gate.judge import change, judge, metric_unit, point_value
+from decisions.gate.matching import (
     check_env,
     check_records,
     config_identity,
     identity_key,
-    judge,
     pair_groups,
-    paired_ci,
-    point_value,
-    render_table,
-    rules_from_args,
-    series_key,
-    write_outputs,
+    pair_series,
 )
-from reports.record import RunRecord, load_records, write_json_atomic
+from decisions.gate.rules import Rule
+from deploybench.errors import UsageError
+from deploybench.paths import zoo_dir
+from deploybench.record import RunRecord, load_records
+from deploybench.stats import paired_ci
+from deploybench.verdicts import GateResult, Row
 
 SIDES = ("base", "candidate")
 KILL_GRACE_S = 5.0
@@ -269,8 +258,6 @@ def ab_gate(
     series_filter: Sequence[str] = (),
 ) -> GateResult:
     """Per-round candidate/base ratios (differences for absolute rules) -> change + t interval over rounds."""
-    import fnmatch
-
     result = GateResult(confidence=confidence, title=f"A/B gate ({len(rounds)} rounds)")
     # values[(config key, series key, metric)] = [(base, candidate) per round]
     values: dict[tuple[str, str, str], list[tuple[float, float]]] = {}
@@ -282,21 +269,15 @@ def ab_gate(
         for b_runs, c_runs in pair_groups(base, cand, force, result.notes):
             check_env(b_runs, c_runs, force, result.notes)
             cfg = identity_key(config_identity(c_runs[0]))
-            b_series = {series_key(s): s for r in b_runs for s in r.series}
-            c_series = {series_key(s): s for r in c_runs for s in r.series}
-            names = [s.name for s in c_series.values()]
-            for key, cs in c_series.items():
-                label = _series_label(cs, names.count(cs.name) > 1)
-                if series_filter and not any(fnmatch.fnmatchcase(label, p) for p in series_filter):
-                    continue
-                bs = b_series.get(key)
-                if bs is None:
-                    result.notes.append(f"round {i}: series {label!r} missing on the base side: not gated")
-                    continue
+            pairs = pair_series(
+                b_runs, c_runs, result.notes, series_filter=series_filter, prefix=f"round {i}: "
+            )
+            for pair in pairs:
+                bs, cs = pair.base[-1], pair.current[-1]
                 for rule in rules:
                     bv, cv = point_value(bs, rule.metric), point_value(cs, rule.metric)
-                    k = (cfg, key, rule.text)
-                    labels[k] = label
+                    k = (cfg, pair.key, rule.text)
+                    labels[k] = pair.label
                     if bv is None or cv is None:
                         values.setdefault(k, [])
                         continue
@@ -305,7 +286,7 @@ def ab_gate(
     for (_cfg, _key, text), pairs in values.items():
         rule = rule_by_text[text]
         label = labels[(_cfg, _key, text)]
-        row = Row(rule.text, rule.metric, label, _metric_unit(rule), None, None, None, None, "no data", "")
+        row = Row(rule.text, rule.metric, label, metric_unit(rule), None, None, None, None, "no data", "")
         row.method = f"A/B {len(pairs)} rounds (t)"
         if len(pairs) >= min(2, len(rounds)):  # a statistic seen in one round of several is no evidence
             b = [p[0] for p in pairs]
@@ -313,7 +294,7 @@ def ab_gate(
             row.baseline, row.current = float(np.median(b)), float(np.median(c))
             res = paired_ci(b, c, relative=rule.relative, confidence=confidence)
             if res is None:  # a zero statistic in some round: judge the medians (0 throughput: -100%)
-                row.change = _change(rule, row.baseline, row.current)
+                row.change = change(rule, row.baseline, row.current)
                 row.note = "zero statistic: no per-round ratio"
             else:
                 row.change, row.ci = res
@@ -330,68 +311,3 @@ def ab_gate(
             "A/B: no series measured on both sides" + (" (after --series)" if series_filter else "")
         )
     return result
-
-
-# ---------------------------------------------------------------------------------------------------------
-# CLI
-# ---------------------------------------------------------------------------------------------------------
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--base-ref", required=True, help="git ref measured as the base (e.g. main, origin/main)"
-    )
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds per side (default 5)")
-    parser.add_argument("--repo", default=".", help="the candidate git working tree (default: .)")
-    parser.add_argument("--out", default=None, help="where records go (default: results/ab/<UTC time>)")
-    parser.add_argument(
-        "--round-timeout-s", type=float, default=900.0, help="limit for one measurement run (default 900)"
-    )
-    parser.add_argument(
-        "--separate-zoo", action="store_true", help="do not share the candidate's model zoo with the base"
-    )
-    parser.add_argument("--keep-worktree", action="store_true", help="leave the base worktree for inspection")
-    add_rule_arguments(parser)
-    parser.add_argument(
-        "measure_command",
-        metavar="COMMAND",
-        nargs=argparse.REMAINDER,
-        help="after --: the measurement, writing records into {out} (or $DEPLOYBENCH_RESULTS)",
-    )
-
-
-def run(args: argparse.Namespace) -> int:
-    rules, confidence = rules_from_args(args)  # refuse bad rules before measuring anything
-    command = list(args.measure_command)
-    if command and command[0] == "--":
-        command = command[1:]
-    if not 1 <= args.rounds <= 100:
-        raise UsageError(f"--rounds must be between 1 and 100; got {args.rounds}")
-    if not args.round_timeout_s > 0:
-        raise UsageError("--round-timeout-s must be positive")
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    out_dir = Path(args.out) if args.out else results_dir() / "ab" / stamp
-    runs = run_ab(
-        Path(args.repo),
-        args.base_ref,
-        command,
-        rounds=args.rounds,
-        out_dir=out_dir,
-        timeout_s=args.round_timeout_s,
-        share_zoo=not args.separate_zoo,
-        keep_worktree=args.keep_worktree,
-        progress=lambda msg: print(msg, file=sys.stderr, flush=True),
-    )
-    result = ab_gate(runs.rounds, rules, confidence=confidence, force=args.force, series_filter=args.series)
-    result.notes.append(
-        f"base {runs.base_ref} = {runs.base_commit[:12]}; candidate = working tree of "
-        f"{Path(args.repo).resolve()}; records in {runs.out_dir}"
-    )
-    print(render_table(result), end="")
-    write_outputs(result, args.markdown, args.json_out)
-    write_json_atomic(
-        runs.out_dir / "ab.json",
-        {"base_ref": runs.base_ref, "base_commit": runs.base_commit, "command": runs.command,
-         "wall_s": runs.wall_s, **result.to_dict()},
-    )  # fmt: skip
-    return result.exit_code

@@ -1,5 +1,15 @@
 """RunRecord: the one versioned JSON document every measurement produces and every report reads.
 
+Format history (``schema_version``):
+
+- 1: the first draft: series under ``endpoints``, float milliseconds under ``latency_ms``, no ``kind`` or
+  ``status``.
+- 2: series under ``series`` with integer microseconds under ``latency_us``; ``kind`` ("load" | "micro")
+  and ``status``; encoded HdrHistograms (load) or raw samples (micro) beside the percentiles.
+
+A change of a field bumps ``SCHEMA_VERSION`` and adds a migration from the previous version to
+``_MIGRATIONS``; records are migrated on load, so every reader sees the current version.
+
 Layout (schema_version 2)::
 
     {
@@ -9,7 +19,7 @@ Layout (schema_version 2)::
       "status": "running" | "complete" | "interrupted" | "failed",
       "started_utc": "...", "ended_utc": "..." | null,
       "config": {...},            # target, framework, server, workers, model, format, scenario, load model
-      "env": {...},               # reports.env.capture_env()
+      "env": {...},               # deploybench.env.capture_env()
       "series": [Series, ...],    # one per endpoint (load) or per benchmark case (micro)
       "warnings": [RecordWarning, ...],
       "error": null | "message"   # why a failed/interrupted run ended
@@ -24,15 +34,13 @@ from different environments.
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from deploybench.errors import UsageError
+from deploybench.io import read_json_object, utc_now, utc_stamp, write_json_atomic
 
 SCHEMA_VERSION = 2
 PERCENTILES: tuple[float, ...] = (50.0, 90.0, 95.0, 99.0, 99.9)
@@ -161,36 +169,13 @@ class RunRecord:
         return write_json_atomic(path, self.to_dict())
 
 
-def utc_now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 def make_run_id(kind: str, config: dict[str, Any], started_utc: str) -> str:
-    stamp = started_utc.replace("-", "").replace(":", "").split(".")[0] + "Z"
+    stamp = utc_stamp(started_utc)
     parts = [kind] + [
         str(config[k]) for k in ("framework", "server", "model", "format", "scenario") if config.get(k)
     ]
     slug = "-".join(parts).replace("/", "_").replace(" ", "_")
     return f"{stamp}-{slug}"
-
-
-def write_json_atomic(path: str | os.PathLike[str], data: Any) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=1, sort_keys=False, allow_nan=False)
-            fh.write("\n")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the record the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 # -- migrations --------------------------------------------------------------------------------------
@@ -226,22 +211,6 @@ def migrate(d: dict[str, Any]) -> dict[str, Any]:
         d = _MIGRATIONS[version](d)
         version = d["schema_version"]
     return d
-
-
-def read_json_object(path: str | os.PathLike[str], what: str = "deploybench run record") -> dict[str, Any]:
-    """A JSON object from ``path``, or a UsageError naming the file and the problem."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UsageError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise UsageError(f"{path}: is a folder, not a file") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise UsageError(f"{path}: not a {what}")
-    return data
 
 
 def load_record(path: str | os.PathLike[str]) -> RunRecord:

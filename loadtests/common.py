@@ -35,12 +35,14 @@ from locust import FastHttpUser, constant, events
 from locust.exception import StopUser
 from locust.runners import MasterRunner, WorkerRunner
 
+from deploybench.env import capture_env
 from deploybench.errors import UsageError
+from deploybench.io import utc_now
+from deploybench.record import RunRecord, make_run_id
+from deploybench.stats import few_samples_percentiles
+from deploybench.vocabulary import LOAD_MODELS, OPEN_LOOP_MODELS
 from loadtests.measure import CONNECTION_KINDS, Measurement, error_kind, parse_server_timing
-from loadtests.pacer import LOAD_MODELS, OPEN_LOOP_MODELS, ArrivalSchedule
-from reports.env import capture_env
-from reports.record import RunRecord, make_run_id, utc_now
-from reports.stats import few_samples_percentiles
+from loadtests.pacer import ArrivalSchedule
 
 logger = logging.getLogger("deploybench.load")
 

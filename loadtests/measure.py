@@ -20,8 +20,8 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
-from reports.record import Series
-from reports.stats import (
+from deploybench.record import Series
+from deploybench.stats import (
     decode_histogram,
     encode_histogram,
     merge_histograms,

@@ -15,23 +15,9 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-LOAD_MODELS = ("closed", "constant", "poisson")
-OPEN_LOOP_MODELS = ("constant", "poisson")
+from deploybench.vocabulary import OPEN_LOOP_MODELS
+
 NS_PER_S = 1_000_000_000
-
-
-def pace(elapsed_ns: int, hits: int, rate_rps: float, max_hits: int = 0) -> tuple[int, bool]:
-    """Constant rate: how long to wait before hit number ``hits`` (0-based), and whether to stop.
-
-    Hit ``i`` is due at ``i / rate``. A negative wait is clamped to 0 (the hit is late: send now).
-    ``max_hits`` > 0 bounds the number of hits.
-    """
-    if rate_rps <= 0:
-        raise ValueError("rate_rps must be > 0")
-    if max_hits and hits >= max_hits:
-        return 0, True
-    due_ns = round(hits * NS_PER_S / rate_rps)
-    return max(0, due_ns - elapsed_ns), False
 
 
 @dataclass(frozen=True)

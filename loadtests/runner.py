@@ -1,5 +1,5 @@
-"""Headless runner behind ``deploybench load``: start a target, wait for health, run a Locust scenario as a
-bounded subprocess, stop the target, return the run record.
+"""Headless runner behind ``deploybench load`` (``commands.load``): start a target, wait for health, run a
+Locust scenario as a bounded subprocess, stop the target, return the run record.
 
     deploybench load --framework fastapi --server uvicorn --model iris-rf --format onnx --scenario tabular \\
         --duration 10 --users 8 | --rate 200 --load-model poisson --out results/
@@ -12,7 +12,6 @@ died.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import math
@@ -25,11 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from deploybench.errors import TargetError, UsageError
+from deploybench.io import utc_now
 from deploybench.paths import results_dir as default_results_dir
-from loadtests.pacer import LOAD_MODELS, OPEN_LOOP_MODELS
-from reports.record import RunRecord, load_record, make_run_id, utc_now
+from deploybench.record import RunRecord, load_record, make_run_id
+from deploybench.vocabulary import LOAD_MODELS, OPEN_LOOP_MODELS, SCENARIOS
+from targets.serve import ServerProcess
 
-SCENARIOS = ("tabular", "image", "health")
 SCENARIO_DIR = Path(__file__).resolve().parent
 STOP_GRACE_S = 15.0
 TARGET_EXIT_WAIT_S = 5.0  # after Locust reports the target unreachable: how long to look for its exit
@@ -65,8 +65,8 @@ def run_load(target: Any, scenario: str, **options: Any) -> RunRecord:
     """Run one load test and return its record (also saved at ``record_path`` or in ``results_dir``).
 
     ``target``: a ``targets.serve.TargetConfig`` (started with ServerProcess and stopped afterwards), the URL
-    of an already running server, or an object with ``start()/stop()/is_alive()/url`` (e.g.
-    ``loadtests.testserver.KnownLatencyServer``), which is started and stopped here.
+    of an already running server, or an object with ``start()/stop()/is_alive()/url`` (e.g. the tests'
+    known-latency server), which is started and stopped here.
     ``options`` are those of ``run_load_to_file``: duration_s (required), warmup_s, users, rate_rps,
     load_model, results_dir, record_path, generator_cpus, processes (> 0 runs Locust as a master with that
     many worker processes, histograms merged), model, seed, max_lag_s, ready_timeout_s and scenario_options
@@ -152,8 +152,6 @@ def run_load_to_file(
     if isinstance(target, str):
         url = target.rstrip("/")
     elif callable(getattr(target, "to_dict", None)):
-        from targets.serve import ServerProcess  # the server engineer's launcher (imports frameworks)
-
         server = ServerProcess(
             target, log_path=path.with_suffix(".server.log"), ready_timeout_s=ready_timeout_s
         )
@@ -302,101 +300,6 @@ def _tail(path: Path, n: int = 3000) -> str:
         return path.read_text(errors="replace")[-n:]
     except OSError:
         return ""
-
-
-# -- CLI -----------------------------------------------------------------------------------------------------
-def _cpu_list(text: str) -> list[int]:
-    out: list[int] = []
-    try:
-        for part in text.split(","):
-            lo, sep, hi = part.strip().partition("-")
-            out.extend(range(int(lo), int(hi) + 1) if sep else [int(lo)])
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a CPU list like 0,1 or 0-3: {text!r}") from None
-    return out
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    t = parser.add_argument_group("target (start one, or give --url of a running server)")
-    t.add_argument("--url", help="an already running server, e.g. http://127.0.0.1:8000")
-    t.add_argument("--framework", choices=("flask", "fastapi"))
-    t.add_argument("--server", help="gunicorn-sync | gunicorn-gthread (flask); uvicorn | gunicorn-uvicorn")
-    t.add_argument("--model", help="iris-rf, iris-mlp, resnet18, resnet50")
-    t.add_argument("--format", help="pickle, onnx, torchscript, pt2")
-    t.add_argument("--workers", type=int, default=1)
-    t.add_argument("--threads", type=int, default=1)
-    t.add_argument("--intra-op-threads", type=int, default=1)
-    t.add_argument("--cpus", type=_cpu_list, help="CPU affinity of the target, e.g. 1 or 0-1")
-    t.add_argument("--zoo", help="model zoo folder (default artifacts/zoo)")
-    t.add_argument(
-        "--inject-delay-ms",
-        type=float,
-        default=0.0,
-        help="a deliberate extra service time in the target (e.g. to check that a gate catches it)",
-    )
-    load = parser.add_argument_group("load")
-    load.add_argument("--scenario", choices=SCENARIOS, default="tabular")
-    load.add_argument("--duration", type=float, default=10.0, help="measured seconds (after warm-up)")
-    load.add_argument("--warmup", type=float, default=2.0, help="seconds excluded from the measurement")
-    load.add_argument("--users", type=int, help="closed loop: users; open loop: senders (default derived)")
-    load.add_argument("--rate", type=float, help="open loop: arrival rate, requests/s")
-    load.add_argument("--load-model", choices=LOAD_MODELS, default="closed")
-    load.add_argument("--max-lag", type=float, default=5.0, help="open loop: drop sends later than this (s)")
-    load.add_argument("--processes", type=int, default=0, help="Locust worker processes (0 = one process)")
-    load.add_argument("--generator-cpus", type=_cpu_list, help="CPU affinity of Locust, e.g. 0")
-    load.add_argument("--seed", type=int, default=0)
-    load.add_argument("--batch-size", type=int, help="tabular: rows per request")
-    load.add_argument("--payload-mix", help="image: e.g. multipart=3,base64=1")
-    load.add_argument("--image-size", help="image: WIDTHxHEIGHT (default 224x224)")
-    load.add_argument("--out", help="results folder (default results/)")
-    load.add_argument("--record", help="record path (default OUT/RUN_ID.json)")
-
-
-def _target_from_args(args: argparse.Namespace) -> Any:
-    if args.url:
-        if args.framework or args.server or args.format:
-            raise UsageError("give either --url or target options (--framework/--server/--format), not both")
-        return args.url
-    missing = [o for o in ("framework", "server", "model", "format") if not getattr(args, o)]
-    if missing:
-        raise UsageError(
-            f"no target: give --url, or --framework, --server, --model and --format (missing: {missing})"
-        )
-    from targets.serve import TargetConfig
-
-    kwargs: dict[str, Any] = dict(
-        framework=args.framework, server=args.server, model=args.model, format=args.format,
-        workers=args.workers, threads=args.threads, intra_op_threads=args.intra_op_threads, cpus=args.cpus,
-        inject_delay_ms=args.inject_delay_ms,
-    )  # fmt: skip
-    if args.zoo:
-        kwargs["zoo_dir"] = Path(args.zoo)
-    try:
-        return TargetConfig(**kwargs)
-    except (TypeError, ValueError) as exc:
-        raise UsageError(f"bad target options: {exc}") from None
-
-
-def run(args: argparse.Namespace) -> int:
-    target = _target_from_args(args)
-    opts = {
-        k: v
-        for k, v in (
-            ("batch_size", args.batch_size),
-            ("payload_mix", args.payload_mix),
-            ("image_size", args.image_size),
-        )
-        if v is not None
-    }
-    record, path = run_load_to_file(
-        target, args.scenario, duration_s=args.duration, warmup_s=args.warmup, users=args.users,
-        rate_rps=args.rate, load_model=args.load_model, results_dir=args.out, record_path=args.record,
-        generator_cpus=args.generator_cpus, processes=args.processes, model=args.model if args.url else None,
-        seed=args.seed, max_lag_s=args.max_lag, scenario_options=opts,
-    )  # fmt: skip
-    print(format_summary(record))
-    print(f"record: {path}")
-    return 0 if record.status == "complete" else 1
 
 
 def format_summary(record: RunRecord) -> str:

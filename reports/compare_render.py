@@ -1,20 +1,18 @@
 """Render a compare document (``compare.json``) as Markdown + one self-contained HTML file (embedded PNGs).
 
-Reads the document only (never re-measures). Reuses the report engineer's document model and formatting
-(``reports.render``) so compare reports look like every other deploybench report. The Markdown links the
+Reads the document only (never re-measures). Reuses the document model and formatting of ``reports.render``
+(plots: ``reports.plots``) so compare reports look like every other deploybench report. The Markdown links the
 PNG files written under ``plots/``; the HTML embeds them.
 """
 
 from __future__ import annotations
 
-import io
 import re
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from reports.compare import ChoiceResult, CompareRun, best_sentence, rank
-from reports.record import RecordWarning
+from deploybench.compare_doc import ChoiceResult, CompareRun, best_sentence, rank
+from deploybench.io import write_atomic
 from reports.render import (
     Block,
     Bullets,
@@ -28,7 +26,6 @@ from reports.render import (
     fmt_ms,
     fmt_rate,
 )
-from reports.stats import decode_histogram
 
 RANK_HEADERS = [
     "#",
@@ -214,6 +211,9 @@ def _env_rows(env: dict[str, Any]) -> list[list[str]]:
 
 
 def build_blocks(run: CompareRun, *, plots: bool = True) -> list[Block]:
+    if plots:
+        from reports import plots as plotting  # import cost: matplotlib, only when images are wanted
+
     cfg = run.config
     blocks: list[Block] = [Heading(1, f"deploybench compare: {cfg.get('name', '?')}")]
     if cfg.get("description"):
@@ -241,7 +241,7 @@ def build_blocks(run: CompareRun, *, plots: bool = True) -> list[Block]:
 
     blocks.append(Heading(2, "Latency-throughput"))
     if plots:
-        png = latency_throughput_png(run)
+        png = plotting.latency_throughput_png(run)
         if png:
             blocks.append(Image("Latency-throughput: P99 vs achieved throughput per choice", png))
     rows = _search_rows(run)
@@ -249,7 +249,7 @@ def build_blocks(run: CompareRun, *, plots: bool = True) -> list[Block]:
         headers = ["choice", "offered (rps)", "achieved (rps)", "P99 (ms)", "errors", "verdict"]
         blocks.append(Table(headers, rows, "lrrrrl"))
     if plots:
-        png = spectrum_png(run)
+        png = plotting.spectrum_png(run)
         if png:
             blocks.append(Heading(2, "Percentile spectrum"))
             blocks.append(Image(f"Latency by percentile at the common rate ({_common_rate(run):g} rps)", png))
@@ -265,105 +265,9 @@ def build_blocks(run: CompareRun, *, plots: bool = True) -> list[Block]:
     return blocks
 
 
-# -- plots -------------------------------------------------------------------------------------------------
-def _plt() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _png(fig: Any) -> bytes:
-    plt = _plt()
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=90, metadata={"Software": None})
-    plt.close(fig)
-    return buf.getvalue()
-
-
-def latency_throughput_png(run: CompareRun) -> bytes | None:
-    """P99 vs achieved throughput per choice (search probes + common rate); SLO as a dashed line."""
-    curves = []
-    for r in run.results:
-        pts = []
-        for p in (r.saturation or {}).get("points", []):
-            if p.get("p99_us"):
-                pts.append((p["offered_rps"], p["throughput_rps"], p["p99_us"] / 1000, bool(p["passed"])))
-        c = r.common or {}
-        if c.get("latency_us", {}).get("p99"):
-            p99 = c["latency_us"]["p99"]
-            pts.append(
-                (c.get("offered_rps") or 0, c.get("throughput_rps") or 0, p99 / 1000, p99 <= run.slo_p99_us)
-            )
-        if pts:
-            curves.append((r.choice.label, sorted(pts)))
-    if not curves:
-        return None
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(8, 4.2))
-    for label, pts in curves:
-        (line,) = ax.plot([p[1] for p in pts], [p[2] for p in pts], marker="", label=label)
-        ax.scatter([p[1] for p in pts if p[3]], [p[2] for p in pts if p[3]], color=line.get_color(), zorder=3)
-        ax.scatter([p[1] for p in pts if not p[3]], [p[2] for p in pts if not p[3]], facecolors="none",
-                   edgecolors=line.get_color(), zorder=3)  # fmt: skip
-    ax.axhline(run.slo_p99_us / 1000, color="red", linestyle="--", linewidth=1, label="P99 SLO")
-    ax.set_yscale("log")
-    ax.set_xlabel("achieved throughput (rps)")
-    ax.set_ylabel("corrected P99 (ms)")
-    ax.set_title("Latency-throughput (filled: rate passed, hollow: failed)")
-    ax.legend(fontsize="small")
-    return _png(fig)
-
-
-SPECTRUM_PCTS = (0.0, 10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.95, 99.99)
-
-
-def spectrum_png(run: CompareRun) -> bytes | None:
-    """Latency at each percentile (x: 1/(1-p), log) of the common-rate histogram, one line per choice."""
-    lines = []
-    for r in run.results:
-        enc = (r.common or {}).get("histogram")
-        if not enc:
-            continue
-        hist = decode_histogram(enc)
-        n = hist.get_total_count()
-        if n == 0:
-            continue
-        # only percentiles the sample count resolves (plus the max)
-        pcts = [p for p in SPECTRUM_PCTS if p == 0.0 or n >= 1.0 / (1.0 - p / 100.0)]
-        xs = [1.0 / (1.0 - p / 100.0) for p in pcts]
-        ys = [hist.get_value_at_percentile(p) / 1000 for p in pcts]
-        lines.append((r.choice.label, xs, ys))
-    if not lines:
-        return None
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(8, 4.2))
-    for label, xs, ys in lines:
-        ax.plot(xs, ys, marker="o", markersize=3, label=label)
-    ticks = [(1, "P0"), (2, "P50"), (10, "P90"), (100, "P99"), (1000, "P99.9"), (10000, "P99.99")]
-    ax.set_xscale("log")
-    ax.set_xticks([t for t, _ in ticks], [s for _, s in ticks])
-    ax.set_yscale("log")
-    ax.set_xlabel("percentile")
-    ax.set_ylabel("corrected latency (ms)")
-    ax.set_title("Percentile spectrum at the common rate")
-    ax.legend(fontsize="small")
-    return _png(fig)
-
-
 # -- files -------------------------------------------------------------------------------------------------
 def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "plot"
-
-
-def _write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
 
 
 def write_report(run: CompareRun, out_dir: Path, *, plots: bool = True) -> list[Path]:
@@ -374,18 +278,13 @@ def write_report(run: CompareRun, out_dir: Path, *, plots: bool = True) -> list[
     for b in blocks:
         if isinstance(b, Image):
             path = out_dir / "plots" / f"{_slug(b.title)[:60]}.png"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(b.png)
+            write_atomic(path, b.png)
             written.append(path)
             md_blocks.append(Para(f"![{b.title}](plots/{path.name})"))
         else:
             md_blocks.append(b)
     title = f"deploybench compare: {run.config.get('name', '?')}"
     md, html_path = out_dir / "report.md", out_dir / "report.html"
-    _write_text(md, blocks_to_markdown(md_blocks))
-    _write_text(html_path, blocks_to_html(blocks, title))
+    write_atomic(md, blocks_to_markdown(md_blocks))
+    write_atomic(html_path, blocks_to_html(blocks, title))
     return [md, html_path, *written]
-
-
-def warnings_of(results: Sequence[ChoiceResult]) -> list[RecordWarning]:
-    return [w for r in results for w in r.warnings]

@@ -1,7 +1,11 @@
-"""PNG plots (matplotlib, Agg backend) drawn from records only. Each function returns [(title, png_bytes)].
+"""PNG plots (matplotlib, Agg backend: the one matplotlib set-up) drawn from records and compare documents.
 
 Micro records: latency per format (P50 and P99 at the smallest batch), latency vs batch size, throughput
-(items/s) vs batch size. Load records: latency percentiles per endpoint, achieved vs offered throughput.
+(items/s) vs batch size. Load records: latency percentiles per endpoint, achieved vs offered throughput. Each
+of these returns [(title, png_bytes)]. Compare documents: latency-throughput curves and percentile spectra
+(PNG bytes, or None when there is nothing to draw).
+
+Importing this module imports matplotlib (~0.5 s): renderers import it only when images are wanted.
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from reports.record import PERCENTILES, RunRecord, Series, pct_key
+from deploybench.compare_doc import CompareRun
+from deploybench.record import PERCENTILES, RunRecord, Series, pct_key
+from deploybench.stats import decode_histogram, value_at_percentile
 
 Plot = tuple[str, bytes]
 _DPI = 90
@@ -143,3 +149,72 @@ def load_plots(record: RunRecord) -> list[Plot]:
         ax.legend(fontsize="small")
         plots.append((f"{record.run_id}: throughput", _png(fig)))
     return plots
+
+
+# -- compare documents -------------------------------------------------------------------------------------
+def latency_throughput_png(run: CompareRun) -> bytes | None:
+    """P99 vs achieved throughput per choice (search probes + common rate); SLO as a dashed line."""
+    curves = []
+    for r in run.results:
+        pts = []
+        for p in (r.saturation or {}).get("points", []):
+            if p.get("p99_us"):
+                pts.append((p["offered_rps"], p["throughput_rps"], p["p99_us"] / 1000, bool(p["passed"])))
+        c = r.common or {}
+        if c.get("latency_us", {}).get("p99"):
+            p99 = c["latency_us"]["p99"]
+            pts.append(
+                (c.get("offered_rps") or 0, c.get("throughput_rps") or 0, p99 / 1000, p99 <= run.slo_p99_us)
+            )
+        if pts:
+            curves.append((r.choice.label, sorted(pts)))
+    if not curves:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 4.2))
+    for label, pts in curves:
+        (line,) = ax.plot([p[1] for p in pts], [p[2] for p in pts], marker="", label=label)
+        ax.scatter([p[1] for p in pts if p[3]], [p[2] for p in pts if p[3]], color=line.get_color(), zorder=3)
+        ax.scatter([p[1] for p in pts if not p[3]], [p[2] for p in pts if not p[3]], facecolors="none",
+                   edgecolors=line.get_color(), zorder=3)  # fmt: skip
+    ax.axhline(run.slo_p99_us / 1000, color="red", linestyle="--", linewidth=1, label="P99 SLO")
+    ax.set_yscale("log")
+    ax.set_xlabel("achieved throughput (rps)")
+    ax.set_ylabel("corrected P99 (ms)")
+    ax.set_title("Latency-throughput (filled: rate passed, hollow: failed)")
+    ax.legend(fontsize="small")
+    return _png(fig)
+
+
+SPECTRUM_PCTS = (0.0, 10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.95, 99.99)
+
+
+def spectrum_png(run: CompareRun) -> bytes | None:
+    """Latency at each percentile (x: 1/(1-p), log) of the common-rate histogram, one line per choice."""
+    lines = []
+    for r in run.results:
+        enc = (r.common or {}).get("histogram")
+        if not enc:
+            continue
+        hist = decode_histogram(enc)
+        n = hist.get_total_count()
+        if n == 0:
+            continue
+        # only percentiles the sample count resolves (plus the max)
+        pcts = [p for p in SPECTRUM_PCTS if p == 0.0 or n >= 1.0 / (1.0 - p / 100.0)]
+        xs = [1.0 / (1.0 - p / 100.0) for p in pcts]
+        ys = [value_at_percentile(hist, p) / 1000 for p in pcts]
+        lines.append((r.choice.label, xs, ys))
+    if not lines:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 4.2))
+    for label, xs, ys in lines:
+        ax.plot(xs, ys, marker="o", markersize=3, label=label)
+    ticks = [(1, "P0"), (2, "P50"), (10, "P90"), (100, "P99"), (1000, "P99.9"), (10000, "P99.99")]
+    ax.set_xscale("log")
+    ax.set_xticks([t for t, _ in ticks], [s for _, s in ticks])
+    ax.set_yscale("log")
+    ax.set_xlabel("percentile")
+    ax.set_ylabel("corrected latency (ms)")
+    ax.set_title("Percentile spectrum at the common rate")
+    ax.legend(fontsize="small")
+    return _png(fig)

@@ -5,12 +5,11 @@ Both Markdown and HTML are emitted from one small document model (headings, para
 images), so the two formats always show the same figures. Noise warnings are rendered in a ``notes``
 column on the row they concern, with their message and hint listed right under the table.
 
-CLI: ``deploybench report RECORDS... --out DIR --format md,html,csv,json``.
+CLI: ``deploybench report RECORDS... --out DIR --format md,html,csv,json`` (``commands.report``).
 """
 
 from __future__ import annotations
 
-import argparse
 import base64
 import csv
 import html
@@ -22,18 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from deploybench.errors import UsageError
-from deploybench.paths import results_dir
-from reports.record import (
-    PERCENTILES,
-    RecordWarning,
-    RunRecord,
-    Series,
-    load_records,
-    pct_key,
-    write_json_atomic,
-)
+from deploybench.io import write_atomic, write_json_atomic
+from deploybench.record import PERCENTILES, RecordWarning, RunRecord, Series, pct_key
+from deploybench.vocabulary import REPORT_FORMATS as FORMATS
 
-FORMATS = ("md", "html", "csv", "json")
 # Files the report command writes; skipped when a folder of records is given back to it.
 OUTPUT_NAMES = {"md": "report.md", "html": "report.html", "csv": "summary.csv", "json": "summary.json"}
 MICRO_PCTS = ("p50", "p95", "p99")
@@ -366,7 +357,7 @@ def build_document(
     records: Sequence[RunRecord], *, title: str = "deploybench report", plots: bool = False
 ) -> list[Block]:
     if plots:
-        from reports import plots as plotting  # matplotlib is imported only when images are wanted
+        from reports import plots as plotting  # import cost: matplotlib, only when images are wanted
 
     blocks: list[Block] = [Heading(1, title)]
     blocks.append(Para(f"{len(records)} record(s): " + ", ".join(f"`{r.run_id}`" for r in records)))
@@ -555,7 +546,7 @@ def write_csv(records: Sequence[RunRecord], path: str | Path) -> Path:
     writer.writeheader()
     for row in summary_rows(records):
         writer.writerow({k: "" if v is None else v for k, v in row.items()})
-    _write_text(path, buf.getvalue())
+    write_atomic(path, buf.getvalue())
     return path
 
 
@@ -566,13 +557,6 @@ def write_json(records: Sequence[RunRecord], path: str | Path) -> Path:
         "rows": summary_rows(records),
     }
     return write_json_atomic(path, data)
-
-
-def _write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
 
 
 def write_report(
@@ -593,9 +577,9 @@ def write_report(
     for fmt in formats:
         path = out_dir / OUTPUT_NAMES[fmt]
         if fmt == "md":
-            _write_text(path, render_markdown(records, title=title))
+            write_atomic(path, render_markdown(records, title=title))
         elif fmt == "html":
-            _write_text(path, render_html(records, title=title))
+            write_atomic(path, render_html(records, title=title))
         elif fmt == "csv":
             write_csv(records, path)
         else:
@@ -604,7 +588,6 @@ def write_report(
     return written
 
 
-# -- CLI -------------------------------------------------------------------------------------------------
 def parse_formats(text: str) -> list[str]:
     formats = [f.strip().lower() for f in text.split(",") if f.strip()]
     if not formats:
@@ -631,26 +614,3 @@ def expand_record_paths(paths: Sequence[str | Path]) -> list[Path]:
         else:
             out.append(p)
     return out
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "records", nargs="+", help="record files (JSON) or folders of them; micro and load records"
-    )
-    parser.add_argument(
-        "--out", type=Path, default=None, help="output folder (default: $DEPLOYBENCH_RESULTS/report)"
-    )
-    parser.add_argument(
-        "--format", default="md,html", help="comma-separated: md, html, csv, json (default: md,html)"
-    )
-    parser.add_argument("--title", default="deploybench report", help="report title")
-
-
-def run(args: argparse.Namespace) -> int:
-    formats = parse_formats(args.format)
-    records = load_records(list(expand_record_paths(args.records)))
-    out_dir = args.out if args.out is not None else results_dir() / "report"
-    written = write_report(records, out_dir, formats, title=args.title)
-    for fmt in formats:
-        print(f"{fmt}: {written[fmt]}")
-    return 0

@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from targets.zoo import ArtifactError, ModelSpec, artifact_entry, check_format, get_spec, sha256_file
+from targets.catalog import ArtifactError, ModelSpec, artifact_entry, check_format, get_spec, sha256_file
 
 
 @contextlib.contextmanager
@@ -107,7 +107,7 @@ class SklearnJoblibPredictor(Predictor):
     pickled = True
 
     def _load(self) -> None:
-        import joblib
+        import joblib  # import cost: joblib, only the scikit-learn pickle format needs it
 
         self._estimator: Any = joblib.load(self.path)
 
@@ -121,7 +121,7 @@ class OnnxPredictor(Predictor):
     family = "onnxruntime"
 
     def _load(self) -> None:
-        import onnxruntime as ort
+        import onnxruntime as ort  # import cost: onnxruntime, only the onnx format needs it
 
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -143,7 +143,7 @@ class OnnxPredictor(Predictor):
 
 class _TorchPredictor(Predictor):
     def _load(self) -> None:
-        import torch
+        import torch  # import cost: torch (~1 s), never imported by an onnx or scikit-learn predictor
 
         if self.intra_op_threads is not None:
             torch.set_num_threads(self.intra_op_threads)  # process-wide

@@ -5,12 +5,11 @@ reads the real port from it and hands it to the server as an inherited file desc
 gunicorn ``--bind fd://N``): no other process can take the port between choosing and serving it. It runs the
 server in its own process group, then polls ``GET /health`` against a deadline until every worker has loaded
 + warmed up its model; ``stop()`` sends SIGTERM to the group and SIGKILL after a grace period.
-``deploybench serve`` does the same in the foreground.
+``deploybench serve`` (``commands.serve``) does the same in the foreground.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import errno
 import http.client
@@ -24,22 +23,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from deploybench import paths
 from deploybench.errors import TargetError, UsageError
+from deploybench.vocabulary import CONFIG_ENV, DEFAULT_SERVER, FRAMEWORK_SERVERS, READY_DIR_ENV
+from targets.catalog import MODELS
 
-CONFIG_ENV = "DEPLOYBENCH_TARGET_CONFIG"
-READY_DIR_ENV = "DEPLOYBENCH_READY_DIR"  # same value as targets.service.READY_DIR_ENV (kept import-light)
-FRAMEWORK_SERVERS: dict[str, tuple[str, ...]] = {
-    "flask": ("gunicorn-sync", "gunicorn-gthread"),
-    "fastapi": ("uvicorn", "gunicorn-uvicorn"),
-}
-DEFAULT_SERVER = {"flask": "gunicorn-sync", "fastapi": "uvicorn"}
 STOP_GRACE_S = 10.0
 LOG_TAIL_CHARS = 4000
 LISTEN_BACKLOG = 2048  # what gunicorn and uvicorn use by default
@@ -122,8 +114,6 @@ class TargetConfig:
                     f"cpus {self.cpus} must be a non-empty subset of the usable CPUs {sorted(allowed)}"
                 )
         self.limits.validate()
-        from targets.zoo import MODELS
-
         if self.model not in MODELS:
             raise UsageError(f"unknown model {self.model!r}; choose one of {', '.join(MODELS)}")
         if self.format not in MODELS[self.model].formats:
@@ -157,21 +147,6 @@ def config_from_env() -> TargetConfig:
     if not raw:
         raise TargetError(f"{CONFIG_ENV} is not set: start targets with `deploybench serve` or ServerProcess")
     return TargetConfig.from_dict(json.loads(raw))
-
-
-@contextlib.contextmanager
-def started_together(servers: dict[Any, ServerProcess]) -> Iterator[dict[Any, str]]:
-    """Start several targets at once (model loading overlaps) and yield their URLs by key; every one of
-    them is stopped and cleaned up on exit, also when one fails to start."""
-    try:
-        with ThreadPoolExecutor(max(1, len(servers))) as pool:
-            for future in [pool.submit(p.start) for p in servers.values()]:
-                future.result()
-        yield {key: p.url for key, p in servers.items()}
-    finally:
-        for p in servers.values():
-            p.stop()
-            p.cleanup()
 
 
 def bind_listener(host: str, port: int, backlog: int = LISTEN_BACKLOG) -> socket.socket:
@@ -447,130 +422,3 @@ class ServerProcess:
             return False
         finally:
             conn.close()
-
-
-# -- CLI: deploybench serve ------------------------------------------------------------------------------
-def _parse_cpus(text: str) -> list[int]:
-    """'0,2-3' -> [0, 2, 3]"""
-    out: set[int] = set()
-    try:
-        for part in text.split(","):
-            part = part.strip()
-            if "-" in part:
-                lo, hi = part.split("-", 1)
-                out.update(range(int(lo), int(hi) + 1))
-            elif part:
-                out.add(int(part))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected CPU ids like '0,2-3', got {text!r}") from None
-    if not out:
-        raise argparse.ArgumentTypeError("empty CPU list")
-    return sorted(out)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    d, lim = TargetConfig(), Limits()
-    parser.add_argument("--framework", choices=sorted(FRAMEWORK_SERVERS), default=d.framework)
-    parser.add_argument(
-        "--server",
-        choices=[s for v in FRAMEWORK_SERVERS.values() for s in v],
-        help="flask: gunicorn-sync (default), gunicorn-gthread; fastapi: uvicorn (default), gunicorn-uvicorn",
-    )
-    parser.add_argument("--model", default=d.model, help="iris-rf | iris-mlp | resnet18 | resnet50")
-    parser.add_argument("--format", default=d.format, help="pickle | onnx | torchscript | pt2")
-    parser.add_argument(
-        "--workers", type=int, default=d.workers, help="worker processes (each loads the model)"
-    )
-    parser.add_argument(
-        "--threads", type=int, default=d.threads, help="threads per worker (gunicorn-gthread)"
-    )
-    parser.add_argument(
-        "--intra-op-threads", type=int, default=d.intra_op_threads, help="model threads per worker"
-    )
-    parser.add_argument("--cpus", type=_parse_cpus, help="CPU affinity of the server, e.g. '0-1' or '0,2'")
-    parser.add_argument("--host", default=d.host, help="bind address (default 127.0.0.1: loopback only)")
-    parser.add_argument("--port", type=int, default=8000, help="0 = pick a free port (default 8000)")
-    parser.add_argument("--zoo", type=Path, default=None, help="model zoo folder (default artifacts/zoo)")
-    parser.add_argument("--max-body-bytes", type=int, default=lim.max_body_bytes)
-    parser.add_argument("--max-pixels", type=int, default=lim.max_pixels)
-    parser.add_argument("--max-batch", type=int, default=lim.max_batch)
-    parser.add_argument("--request-timeout-s", type=float, default=lim.request_timeout_s)
-    parser.add_argument("--keep-alive-s", type=float, default=lim.keep_alive_s)
-    parser.add_argument("--inject-delay-ms", type=float, default=0.0, help="deliberate extra service time")
-    parser.add_argument("--ready-timeout-s", type=float, default=120.0)
-    parser.add_argument("--log", type=Path, default=None, help="server log file (default: a temporary file)")
-
-
-def config_from_args(args: argparse.Namespace) -> TargetConfig:
-    return TargetConfig(
-        framework=args.framework,
-        server=args.server or "",
-        model=args.model,
-        format=args.format,
-        workers=args.workers,
-        threads=args.threads,
-        intra_op_threads=args.intra_op_threads,
-        cpus=args.cpus,
-        host=args.host,
-        port=args.port,
-        zoo_dir=str(args.zoo) if args.zoo else None,
-        limits=Limits(
-            max_body_bytes=args.max_body_bytes,
-            max_pixels=args.max_pixels,
-            max_batch=args.max_batch,
-            request_timeout_s=args.request_timeout_s,
-            keep_alive_s=args.keep_alive_s,
-        ),
-        inject_delay_ms=args.inject_delay_ms,
-    )
-
-
-class _Stop(Exception):
-    pass
-
-
-def run(args: argparse.Namespace) -> int:
-    config = config_from_args(args)
-    config.validate()
-    server = ServerProcess(config, log_path=args.log, ready_timeout_s=args.ready_timeout_s)
-
-    def on_signal(signum: int, frame: object) -> None:
-        raise _Stop(signal.Signals(signum).name)
-
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        try:
-            server.start()
-        except TargetError as exc:
-            print(f"deploybench serve: {exc}", file=sys.stderr)
-            return 1
-        print(
-            f"serving {config.model}/{config.format} with {config.framework} on {config.server} "
-            f"({config.workers} worker(s)) at {server.url}  (pid {server.pid}, log {server.log_path})",
-            flush=True,
-        )
-        print("press Ctrl-C or send SIGTERM to stop", flush=True)
-        while server.is_alive():
-            time.sleep(0.2)
-        print(
-            f"deploybench serve: the server exited on its own; log tail:\n{server.log_tail()}",
-            file=sys.stderr,
-        )
-        return 1
-    except _Stop as why:
-        print(f"stopping ({why}) ...", file=sys.stderr, flush=True)
-        return 0
-    finally:
-        # Stop the server while our handlers still catch a second Ctrl-C / SIGTERM: restoring the default
-        # handlers first would let it kill only this process and orphan the server's process group.
-        stopped = False
-        while not stopped:
-            try:
-                server.stop()
-                stopped = True
-            except _Stop:
-                continue
-        for s, h in previous.items():
-            signal.signal(s, h)
-        if args.log is None:
-            server.cleanup()

@@ -14,7 +14,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from python_multipart.exceptions import MultipartParseError
@@ -22,7 +22,12 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 
 from deploybench import __version__
 from deploybench.errors import TargetError
+from deploybench.vocabulary import READY_DIR_ENV
+from targets.catalog import MODELS
+from targets.predictors import load_predictor
 from targets.preprocess import (
+    MAX_FEATURE_VALUE,
+    N_IRIS_FEATURES,
     InputError,
     decode_base64_image,
     decode_image,
@@ -31,9 +36,8 @@ from targets.preprocess import (
     top_k,
     validate_features,
 )
-
-if TYPE_CHECKING:
-    from targets.serve import TargetConfig
+from targets.serve import TargetConfig
+from targets.zoo import sample_inputs
 
 log = logging.getLogger("deploybench.target")
 
@@ -61,7 +65,6 @@ ALLOWED_METHODS: dict[str, str] = {
     "/docs": "GET, HEAD",
     **{route: "POST" for route in ROUTES},
 }
-READY_DIR_ENV = "DEPLOYBENCH_READY_DIR"
 TOP_K = 5
 
 
@@ -156,9 +159,6 @@ class Service:
     @classmethod
     def load(cls, config: TargetConfig) -> Service:
         """Load the model once (per worker), run one warm-up inference, then signal readiness."""
-        from targets.predictors import load_predictor
-        from targets.zoo import MODELS, sample_inputs
-
         spec = MODELS[config.model]
         predictor = load_predictor(
             config.model,
@@ -398,8 +398,6 @@ def openapi_schema(task: str, limits: Any, *, title: str = "deploybench target")
     Request bodies carry the real limits (max_batch, feature bounds); every documented 4xx is one the
     target really returns. On a target serving the other model kind a route answers 409 only.
     """
-    from targets.preprocess import MAX_FEATURE_VALUE, N_IRIS_FEATURES
-
     feature = {"type": "number", "minimum": 0, "maximum": MAX_FEATURE_VALUE}
     row = {"type": "array", "items": feature, "minItems": N_IRIS_FEATURES, "maxItems": N_IRIS_FEATURES}
     prob = {"type": "number", "minimum": 0, "maximum": 1}

@@ -1,4 +1,4 @@
-"""The model zoo: which models exist, and a build that exports each one to every format exactly once.
+"""The model zoo build: export each model of the catalog (``targets.catalog``) to every format exactly once.
 
 ``build_zoo`` writes ``zoo_dir/<model>/model.<ext>`` plus ``zoo_dir/manifest.json`` (sha256, size_bytes,
 export time, library versions and a parity check against the in-memory reference model, per artifact).
@@ -6,7 +6,8 @@ Up-to-date artifacts are skipped; every write is atomic and the manifest is rewr
 so an interrupted build keeps what it finished.
 
 Importing this module is cheap: numpy only. torch, scikit-learn and the exporters are imported when a
-build (or ``sample_inputs`` for iris) needs them, so an ONNX-only server never imports torch.
+build (or ``sample_inputs`` for iris) needs them (function-local imports, marked "import cost"), so an
+ONNX-only server never imports torch.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import hashlib
 import importlib.util
 import io
 import json
@@ -23,8 +23,6 @@ import os
 import platform
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -33,9 +31,22 @@ import numpy as np
 
 from deploybench import paths
 from deploybench.errors import UsageError
+from deploybench.io import utc_now, write_atomic
+from deploybench.vocabulary import MODEL_FORMATS
+from targets.catalog import (
+    MANIFEST_SCHEMA_VERSION,
+    MODELS,
+    ArtifactError,
+    ModelSpec,
+    artifact_key,
+    artifact_relpath,
+    get_spec,
+    load_manifest,
+    manifest_path,
+    sha256_file,
+)
+from targets.predictors import open_predictor, quiet_jit_deprecation
 
-MANIFEST_NAME = "manifest.json"
-MANIFEST_SCHEMA_VERSION = 1
 # Bump when an export recipe changes: every artifact built by an older recipe is then rebuilt.
 RECIPE_VERSION = 1
 SEED = 0
@@ -43,8 +54,6 @@ PARITY_BATCH = 8  # batch the parity check runs (≠ EXAMPLE_BATCH, so the dynam
 EXAMPLE_BATCH = 2  # example batch for tracing / torch.export (a batch of 1 would be specialised)
 LOCK_TIMEOUT_S = 3600.0
 
-FORMATS: tuple[str, ...] = ("pickle", "onnx", "torchscript", "pt2")
-IRIS_CLASSES = ["setosa", "versicolor", "virginica"]
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 SEEDED_RANDOM = "seeded-random (untrained)"
@@ -67,105 +76,12 @@ VERSIONED_LIBRARIES = (
 )  # fmt: skip
 
 
-class ArtifactError(UsageError):
-    """A model artifact is unknown, missing, unreadable or does not match its manifest entry."""
-
-
 class ParityError(RuntimeError):
     """An exported artifact's outputs differ from the reference model's by more than the tolerance."""
 
 
-@dataclass(frozen=True)
-class ModelSpec:
-    name: str
-    task: str  # "tabular" | "image"
-    class_names: list[str]
-    input_shape: tuple[int, ...]  # per item
-    formats: tuple[str, ...]
-    library: str  # "scikit-learn" | "torch"
-    description: str = ""
-
-    @property
-    def n_classes(self) -> int:
-        return len(self.class_names)
-
-
-def imagenet_class_names() -> list[str]:
-    """The 1000 ImageNet-1k class names shipped in targets/data (index = class id)."""
-    # A plain path, not importlib.resources: an editable install made before targets/__init__.py existed
-    # maps `targets` as a namespace package, which resources.files() cannot read.
-    text = (Path(__file__).parent / "data" / "imagenet_classes.txt").read_text(encoding="utf-8")
-    names = [line.strip() for line in text.splitlines() if line.strip()]
-    if len(names) != 1000:
-        raise RuntimeError(f"targets/data/imagenet_classes.txt has {len(names)} names, expected 1000")
-    return names
-
-
-_IMAGENET = imagenet_class_names()
-_TORCH_FORMATS = ("pickle", "onnx", "torchscript", "pt2")
-
-MODELS: dict[str, ModelSpec] = {
-    "iris-rf": ModelSpec(
-        "iris-rf", "tabular", IRIS_CLASSES, (4,), ("pickle", "onnx"), "scikit-learn",
-        "scikit-learn RandomForestClassifier(n_estimators=100, random_state=0) on iris",
-    ),
-    "iris-mlp": ModelSpec(
-        "iris-mlp", "tabular", IRIS_CLASSES, (4,), _TORCH_FORMATS, "torch",
-        "torch MLP 4-16-3 (ReLU), standardisation and softmax inside, trained on iris",
-    ),
-    "resnet18": ModelSpec(
-        "resnet18", "image", _IMAGENET, (3, 224, 224), _TORCH_FORMATS, "torch",
-        "ResNet-18 (torchvision layout), softmax output",
-    ),
-    "resnet50": ModelSpec(
-        "resnet50", "image", _IMAGENET, (3, 224, 224), _TORCH_FORMATS, "torch",
-        "ResNet-50 (torchvision layout), softmax output",
-    ),
-}  # fmt: skip
-
-
-# ---------------------------------------------------------------------------------------------- lookups
-
-
-def get_spec(model: str) -> ModelSpec:
-    try:
-        return MODELS[model]
-    except KeyError:
-        raise ArtifactError(f"unknown model {model!r} (known: {', '.join(MODELS)})") from None
-
-
-def check_format(spec: ModelSpec, fmt: str) -> None:
-    if fmt not in FORMATS:
-        raise ArtifactError(f"unknown format {fmt!r} (known: {', '.join(FORMATS)})")
-    if fmt not in spec.formats:
-        raise ArtifactError(f"model {spec.name} has no {fmt} format (its formats: {', '.join(spec.formats)})")
-
-
-def artifact_key(model: str, fmt: str) -> str:
-    return f"{model}/{fmt}"
-
-
-def artifact_relpath(spec: ModelSpec, fmt: str) -> str:
-    """Path of an artifact relative to the zoo folder."""
-    filename = {
-        "pickle": "model.joblib" if spec.library == "scikit-learn" else "model.pkl",
-        "onnx": "model.onnx",
-        "torchscript": "model.torchscript.pt",
-        "pt2": "model.pt2",
-    }[fmt]
-    return f"{spec.name}/{filename}"
-
-
 def tolerance(spec: ModelSpec, fmt: str) -> float:
     return TOLERANCES[(spec.library, fmt)]
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def library_versions() -> dict[str, str | None]:
@@ -176,10 +92,6 @@ def library_versions() -> dict[str, str | None]:
         except metadata.PackageNotFoundError:
             out[name] = None
     return out
-
-
-def _utc_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 # ---------------------------------------------------------------------------------------------- inputs
@@ -198,7 +110,7 @@ def _iris() -> tuple[np.ndarray, np.ndarray]:
         table = np.loadtxt(csv, delimiter=",", skiprows=1, dtype=np.float64)
         if table.shape == (150, 5):
             return table[:, :4].astype(np.float32), table[:, 4].astype(np.int64)
-    from sklearn.datasets import load_iris
+    from sklearn.datasets import load_iris  # import cost: scikit-learn, only without the data file
 
     data = load_iris()
     return data.data.astype(np.float32), data.target.astype(np.int64)
@@ -206,7 +118,7 @@ def _iris() -> tuple[np.ndarray, np.ndarray]:
 
 def iris_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Stratified 70/30 split of sklearn's bundled iris (random_state=0): X_train, X_test, y_train, y_test."""
-    from sklearn.model_selection import train_test_split
+    from sklearn.model_selection import train_test_split  # import cost: scikit-learn (~2 s)
 
     x, y = _iris()
     return train_test_split(x, y, test_size=0.3, random_state=SEED, stratify=y)
@@ -234,12 +146,8 @@ def sample_inputs(model: str, batch_size: int, seed: int = 0) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------- manifest
 
 
-def manifest_path(zoo_dir: Path | str | None = None) -> Path:
-    return Path(zoo_dir if zoo_dir is not None else paths.zoo_dir()) / MANIFEST_NAME
-
-
 def _empty_manifest() -> dict[str, Any]:
-    now = _utc_now()
+    now = utc_now()
     return {
         "schema_version": MANIFEST_SCHEMA_VERSION,
         "created_utc": now,
@@ -252,58 +160,10 @@ def _empty_manifest() -> dict[str, Any]:
     }
 
 
-def load_manifest(zoo_dir: Path | str | None = None) -> dict[str, Any]:
-    """Read zoo_dir/manifest.json; ArtifactError when it is missing, unreadable or of an unknown schema."""
-    path = manifest_path(zoo_dir)
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ArtifactError(f"no zoo manifest at {path}; run `deploybench build` first") from None
-    except (OSError, ValueError) as exc:
-        raise ArtifactError(f"cannot read zoo manifest {path}: {exc}") from None
-    if not isinstance(manifest, dict) or manifest.get("schema_version") != MANIFEST_SCHEMA_VERSION:
-        version = manifest.get("schema_version") if isinstance(manifest, dict) else None
-        raise ArtifactError(
-            f"zoo manifest {path} has schema_version {version!r}, expected {MANIFEST_SCHEMA_VERSION}; "
-            "rebuild with `deploybench build --force`"
-        )
-    manifest.setdefault("models", {})
-    manifest.setdefault("artifacts", {})
-    return manifest
-
-
-def artifact_entry(model: str, fmt: str, zoo_dir: Path | str | None = None) -> tuple[dict[str, Any], Path]:
-    """The manifest entry and absolute path of one artifact; ArtifactError if unknown or missing."""
-    spec = get_spec(model)
-    check_format(spec, fmt)
-    root = Path(zoo_dir if zoo_dir is not None else paths.zoo_dir())
-    manifest = load_manifest(root)
-    entry = manifest["artifacts"].get(artifact_key(model, fmt))
-    hint = f"run `deploybench build --models {model} --formats {fmt} --zoo-dir {root}`"
-    if entry is None:
-        raise ArtifactError(f"no {model} {fmt} artifact in {manifest_path(root)}; {hint}")
-    path = root / entry["path"]
-    if not path.is_file():
-        raise ArtifactError(f"{model} {fmt} artifact {path} is missing (listed in the manifest); {hint}")
-    return entry, path
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _save_manifest(zoo_dir: Path, manifest: dict[str, Any]) -> None:
-    manifest["updated_utc"] = _utc_now()
+    manifest["updated_utc"] = utc_now()
     text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
-    _write_atomic(manifest_path(zoo_dir), text.encode("utf-8"))
+    write_atomic(manifest_path(zoo_dir), text, fsync=True)
 
 
 @contextlib.contextmanager
@@ -334,7 +194,7 @@ def _build_lock(zoo_dir: Path, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[No
 
 def load_weights_file(model: str, path: Path) -> tuple[dict[str, Any], str]:
     """Read a torchvision-style state_dict file (weights only, no code execution) -> (state_dict, sha256)."""
-    import torch
+    import torch  # import cost: torch (~1 s), only builds need it
 
     path = Path(path)
     if not path.is_file():
@@ -381,7 +241,7 @@ def _apply_state_dict(model: str, net: Any, state_dict: dict[str, Any], path: Pa
 
 
 def _train_iris_rf() -> tuple[Any, dict[str, Any]]:
-    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.ensemble import RandomForestClassifier  # import cost: scikit-learn (~2 s)
 
     x_train, x_test, y_train, y_test = iris_split()
     clf = RandomForestClassifier(n_estimators=100, random_state=SEED)
@@ -400,9 +260,9 @@ def _train_iris_rf() -> tuple[Any, dict[str, Any]]:
 
 
 def _train_iris_mlp() -> tuple[Any, dict[str, Any]]:
-    import torch
+    import torch  # import cost: torch (~1 s), only builds need it
 
-    from targets.resnet import IrisMLP
+    from targets.resnet import IrisMLP  # import cost: targets.resnet imports torch
 
     epochs, lr = 300, 0.05
     x_train, x_test, y_train, y_test = iris_split()
@@ -442,9 +302,9 @@ def _train_iris_mlp() -> tuple[Any, dict[str, Any]]:
 
 
 def _make_resnet(model: str, weights: tuple[dict[str, Any], str, Path] | None) -> tuple[Any, dict[str, Any]]:
-    import torch
+    import torch  # import cost: torch (~1 s), only builds need it
 
-    from targets.resnet import ARCHITECTURES, SoftmaxHead
+    from targets.resnet import ARCHITECTURES, SoftmaxHead  # import cost: targets.resnet imports torch
 
     torch.manual_seed(SEED)
     net = ARCHITECTURES[model]()
@@ -462,7 +322,7 @@ def reference_predict(spec: ModelSpec, ref: Any, batch: np.ndarray) -> np.ndarra
     """Probabilities of an in-memory reference model (the object ``build_zoo`` exports)."""
     if spec.library == "scikit-learn":
         return np.asarray(ref.predict_proba(batch), dtype=np.float32)
-    import torch
+    import torch  # import cost: torch (~1 s), only torch references need it
 
     with torch.inference_mode():
         return ref(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))).numpy().astype(np.float32)
@@ -513,10 +373,11 @@ def _export(spec: ModelSpec, fmt: str, ref: Any, path: Path) -> str:
     """Write ``ref`` as ``fmt`` to ``path``; returns a description of the exporter used."""
     if spec.library == "scikit-learn":
         if fmt == "pickle":
-            import joblib
+            import joblib  # import cost: joblib, only the pickle format needs it
 
             joblib.dump(ref, path)
             return "joblib.dump"
+        # import cost: skl2onnx (and onnx), only the onnx export needs them
         from skl2onnx import to_onnx
         from skl2onnx.common.data_types import FloatTensorType
 
@@ -528,9 +389,7 @@ def _export(spec: ModelSpec, fmt: str, ref: Any, path: Path) -> str:
         path.write_bytes(onx.SerializeToString())
         return "skl2onnx.to_onnx(zipmap=False)"
 
-    import torch
-
-    from targets.predictors import quiet_jit_deprecation
+    import torch  # import cost: torch (~1 s), only builds need it
 
     example = torch.from_numpy(sample_inputs(spec.name, EXAMPLE_BATCH, seed=SEED + 1))
     # torch's zip archives are named after the file they are saved to: save to memory so the temporary
@@ -572,8 +431,6 @@ def _export(spec: ModelSpec, fmt: str, ref: Any, path: Path) -> str:
 
 
 def _parity(spec: ModelSpec, fmt: str, ref: Any, path: Path, sha: str) -> dict[str, Any]:
-    from targets.predictors import open_predictor
-
     batch = sample_inputs(spec.name, PARITY_BATCH, seed=SEED)
     expected = reference_predict(spec, ref, batch)
     got = open_predictor(spec.name, fmt, path, expected_sha256=sha).predict(batch)
@@ -638,9 +495,9 @@ def _selection(
     specs = [get_spec(m) for m in dict.fromkeys(models)] if models else list(MODELS.values())
     if formats:
         for fmt in formats:
-            if fmt not in FORMATS:
-                raise ArtifactError(f"unknown format {fmt!r} (known: {', '.join(FORMATS)})")
-    wanted = list(dict.fromkeys(formats)) if formats else list(FORMATS)
+            if fmt not in MODEL_FORMATS:
+                raise ArtifactError(f"unknown format {fmt!r} (known: {', '.join(MODEL_FORMATS)})")
+    wanted = list(dict.fromkeys(formats)) if formats else list(MODEL_FORMATS)
     plan = [(spec, [f for f in wanted if f in spec.formats]) for spec in specs]
     plan = [(spec, fmts) for spec, fmts in plan if fmts]
     if not plan:
@@ -750,7 +607,7 @@ def _build_artifact(
         "size_bytes": final.stat().st_size,
         "export_s": export_ns / 1e9,
         "exporter": exporter,
-        "built_utc": _utc_now(),
+        "built_utc": utc_now(),
         "parity": parity,
         "versions": library_versions(),
         "options": options,

@@ -1,6 +1,7 @@
 """Matrix files for `deploybench compare`: parse + validate a TOML config, expand it into choices.
 
-A config file (see ``configs/*.toml``) has four tables, every key optional (defaults below)::
+A config file (see the built-in ones, ``decisions/compare/configs/*.toml``) has four tables, every key
+optional (defaults below)::
 
     name = "quick"
     description = "..."
@@ -56,58 +57,15 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from deploybench.compare_doc import Choice, Skipped
 from deploybench.errors import UsageError
+from deploybench.vocabulary import FRAMEWORK_SERVERS, MODEL_FORMATS, OPEN_LOOP_MODELS, SERVERS, TASKS
+from targets.catalog import MODELS
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+# The built-in matrix files, shipped as package data (``--config quick`` = configs/quick.toml).
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DEFAULT_CONFIG = "quick"
-
-SERVERS: dict[str, tuple[str, ...]] = {
-    "flask": ("gunicorn-sync", "gunicorn-gthread"),
-    "fastapi": ("uvicorn", "gunicorn-uvicorn"),
-}
-ALL_SERVERS = tuple(s for servers in SERVERS.values() for s in servers)
-ALL_FORMATS = ("pickle", "onnx", "torchscript", "pt2")
-SCENARIOS = ("auto", "tabular", "image")
-LOAD_MODELS = ("constant", "poisson")
-
-
-@dataclass(frozen=True)
-class Choice:
-    """One deployment choice: everything that differs between the targets being compared."""
-
-    framework: str
-    server: str
-    model: str
-    format: str
-    workers: int = 1
-    threads: int = 1
-
-    @property
-    def id(self) -> str:
-        """Stable, file-name safe: ``fastapi-uvicorn-iris-rf-onnx-w1`` (``-t4`` for gthread threads)."""
-        t = f"-t{self.threads}" if self.server == "gunicorn-gthread" else ""
-        return f"{self.framework}-{self.server}-{self.model}-{self.format}-w{self.workers}{t}"
-
-    @property
-    def label(self) -> str:
-        """Human label: ``fastapi+uvicorn iris-rf/onnx w1`` (``w2 t4`` for gthread)."""
-        t = f" t{self.threads}" if self.server == "gunicorn-gthread" else ""
-        return f"{self.framework}+{self.server} {self.model}/{self.format} w{self.workers}{t}"
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Choice:
-        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
-
-
-@dataclass(frozen=True)
-class Skipped:
-    """A combination of the axes that is not a valid target, and why."""
-
-    combo: str
-    reason: str
+SCENARIOS = ("auto", *TASKS)  # "auto": the scenario of the models' task
 
 
 @dataclass
@@ -259,11 +217,15 @@ def validate(cfg: CompareConfig) -> None:
     src = cfg.source or "config"
     m = cfg.matrix
     for fw in m.framework:
-        _check(fw in SERVERS, src, f"[matrix] framework {fw!r} is not one of {', '.join(SERVERS)}")
+        _check(
+            fw in FRAMEWORK_SERVERS,
+            src,
+            f"[matrix] framework {fw!r} is not one of {', '.join(FRAMEWORK_SERVERS)}",
+        )
     for s in m.server:
-        _check(s in ALL_SERVERS, src, f"[matrix] server {s!r} is not one of {', '.join(ALL_SERVERS)}")
+        _check(s in SERVERS, src, f"[matrix] server {s!r} is not one of {', '.join(SERVERS)}")
     for f in m.format:
-        _check(f in ALL_FORMATS, src, f"[matrix] format {f!r} is not one of {', '.join(ALL_FORMATS)}")
+        _check(f in MODEL_FORMATS, src, f"[matrix] format {f!r} is not one of {', '.join(MODEL_FORMATS)}")
     for w in m.workers:
         _check(1 <= w <= 64, src, f"[matrix] workers must be in 1..64, got {w}")
     for t in m.threads:
@@ -277,7 +239,11 @@ def validate(cfg: CompareConfig) -> None:
 
     ms = cfg.measure
     _check(ms.scenario in SCENARIOS, src, f"[measure] scenario must be one of {', '.join(SCENARIOS)}")
-    _check(ms.load_model in LOAD_MODELS, src, f"[measure] load_model must be one of {', '.join(LOAD_MODELS)}")
+    _check(
+        ms.load_model in OPEN_LOOP_MODELS,
+        src,
+        f"[measure] load_model must be one of {', '.join(OPEN_LOOP_MODELS)}",
+    )
     _check(1 <= ms.users <= 1000, src, "[measure] users must be in 1..1000")
     for key in ("window_s", "common_duration_s", "max_stability_s"):
         _check(0 < getattr(ms, key) <= 3600, src, f"[measure] {key} must be in (0, 3600]")
@@ -332,9 +298,7 @@ class ModelInfo:
 
 
 def zoo_catalog() -> dict[str, ModelInfo]:
-    """Models and their formats, from the zoo's MODELS (imported lazily: it pulls in torch)."""
-    from targets.zoo import MODELS
-
+    """Models and their formats, from the zoo's catalog."""
     return {name: ModelInfo(spec.task, tuple(spec.formats)) for name, spec in MODELS.items()}
 
 
@@ -373,8 +337,9 @@ def expand(cfg: CompareConfig, catalog: Mapping[str, ModelInfo]) -> tuple[list[C
     for fw, server, model, fmt, workers, threads in itertools.product(
         m.framework, m.server, m.model, m.format, m.workers, m.threads
     ):
-        if server not in SERVERS[fw]:
-            skip(f"{fw}+{server}", f"{server} does not serve {fw} (it uses {' or '.join(SERVERS[fw])})")
+        if server not in FRAMEWORK_SERVERS[fw]:
+            servers = " or ".join(FRAMEWORK_SERVERS[fw])
+            skip(f"{fw}+{server}", f"{server} does not serve {fw} (it uses {servers})")
             continue
         if fmt not in catalog[model].formats:
             skip(

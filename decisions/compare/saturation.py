@@ -33,7 +33,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from reports.record import RecordWarning
+from deploybench.record import RecordWarning
 
 # ---------------------------------------------------------------------------------------------------------
 # Rate measurements and the pass rule

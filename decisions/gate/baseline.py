@@ -3,9 +3,9 @@
 Layout (a folder, ``baselines/`` by default)::
 
     baselines/
-      <env-hash>/                  # sha256 of reports.env.env_key(env): CPU model, cores, Python, libraries
+      <env-hash>/                  # sha256 of deploybench.env.env_key(env): CPU, cores, Python, libraries
         env.json                   # the key fields (readable), plus the hostname it was saved from
-        <config-slug>-<hash>/      # one per config (reports.gate.config_identity: kind, model, ...)
+        <config-slug>-<hash>/      # one per config (decisions.gate.matching.config_identity)
           config.json
           runs/<run_id>.json       # one or more records: several runs = repeated-run baseline
 
@@ -17,7 +17,6 @@ saved for the current record's environment and config; none -> exit 2 with how t
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -28,10 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from deploybench.errors import UsageError
-from reports.env import capture_env, env_key, env_mismatch
-from reports.gate import (
-    DEFAULT_BASELINE,
+from decisions.gate.matching import (
     IncomparableError,
     config_identity,
     describe_identity,
@@ -40,7 +36,12 @@ from reports.gate import (
     latest_runs,
     load_inputs,
 )
-from reports.record import RunRecord, load_record, write_json_atomic
+from deploybench.env import env_key, env_mismatch
+from deploybench.errors import UsageError
+from deploybench.io import write_json_atomic
+from deploybench.record import RunRecord, load_record
+
+DEFAULT_BASELINE = "baselines"
 
 
 def env_hash(env: dict[str, Any]) -> str:
@@ -145,7 +146,7 @@ def _read_identity(cfg_dir: Path) -> dict[str, Any]:
     return identity
 
 
-def _how_to_create(store: Path) -> str:
+def how_to_create(store: Path) -> str:
     return f"create one with: deploybench baseline save RECORDS... --dir {store} (on this machine)"
 
 
@@ -172,7 +173,7 @@ def find_baseline(
             if not force or nearest is None:
                 raise IncomparableError(
                     f"no baseline for this environment ({_describe_env(cur.env)}) in {store}{detail}; "
-                    + _how_to_create(store)
+                    + how_to_create(store)
                     + ("" if nearest is None else " (or --force to use another environment's)")
                 )
             notes.append(f"forced: baseline from another environment ({nearest.name}){detail}")
@@ -198,13 +199,13 @@ def find_baseline(
                     )
                 raise IncomparableError(
                     f"no baseline for config ({describe_identity(ident)}) in {env_dirs[0]}{closest}; "
-                    + _how_to_create(store)
+                    + how_to_create(store)
                 )
         if folder not in seen:
             seen.add(folder)
             files = sorted(folder.glob("*.json"))
             if not files:
-                raise IncomparableError(f"{folder}: baseline folder has no records; " + _how_to_create(store))
+                raise IncomparableError(f"{folder}: baseline folder has no records; " + how_to_create(store))
             out.extend(load_record(f) for f in files)
     return out, notes
 
@@ -223,7 +224,7 @@ def resolve_baseline(
     missing = [p for p in paths if not p.exists()]
     if missing:
         store = missing[0]
-        raise UsageError(f"baseline {store}: no such file or folder; " + _how_to_create(store))
+        raise UsageError(f"baseline {store}: no such file or folder; " + how_to_create(store))
     if len(paths) == 1 and is_store(paths[0]):
         return find_baseline(paths[0], current, force=force)
     if any(is_store(p) for p in paths):
@@ -231,50 +232,6 @@ def resolve_baseline(
     records, notes = load_inputs(paths)
     records, latest_notes = latest_runs(records, last, "baseline")
     return records, notes + latest_notes
-
-
-# ---------------------------------------------------------------------------------------------------------
-# CLI
-# ---------------------------------------------------------------------------------------------------------
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="action", metavar="ACTION")
-    sub.required = True
-    save = sub.add_parser("save", help="store records as the baseline for their environment + config")
-    save.add_argument("records", nargs="+", metavar="RECORDS", help="record files or folders of records")
-    save.add_argument("--dir", default=DEFAULT_BASELINE, help="baseline store (default: baselines)")
-    save.add_argument("--append", action="store_true", help="add to the saved runs (repeated-run baseline)")
-    save.add_argument(
-        "--last",
-        type=int,
-        default=1,
-        metavar="N",
-        help="per config, save the latest N runs given; 0: all (default 1)",
-    )
-    show = sub.add_parser("show", help="list the stored baselines; marks this machine's environment")
-    show.add_argument("--dir", default=DEFAULT_BASELINE, help="baseline store (default: baselines)")
-
-
-def run(args: argparse.Namespace) -> int:
-    store = Path(args.dir)
-    if args.action == "save":
-        if store.exists() and not store.is_dir():
-            raise UsageError(f"--dir {store}: not a folder")
-        if store.is_dir() and any(store.iterdir()) and not is_store(store):
-            raise UsageError(f"--dir {store}: exists and is not a baseline store; choose another folder")
-        records, notes = load_inputs(args.records)
-        records, latest = latest_runs(records, args.last, "save")
-        for note in notes + latest:
-            print(note)
-        written = save_baseline(records, store, append=args.append)
-        for p in written:
-            print(f"saved {p}")
-        return 0
-    if not is_store(store):
-        raise UsageError(f"{store}: no baseline store here; " + _how_to_create(store))
-    print(render_store(store, env_hash(capture_env())), end="")
-    return 0
 
 
 def render_store(store: Path, this_env: str) -> str:

@@ -17,8 +17,11 @@ import pytest
 from PIL import Image
 
 from deploybench import paths
-from targets.serve import Limits, ServerProcess, TargetConfig, started_together
+from targets.serve import Limits, ServerProcess, TargetConfig
 from targets.zoo import build_zoo
+from tests.support.servers import started_together
+
+pytestmark = pytest.mark.e2e  # every test here uses the targets of a module fixture
 
 LIMITS = Limits(max_body_bytes=256 * 1024, max_pixels=1_000_000, max_batch=8)
 FRAMEWORKS = {"flask": "gunicorn-gthread", "fastapi": "uvicorn"}

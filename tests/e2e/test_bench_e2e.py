@@ -17,11 +17,11 @@ import pytest
 from bench.convert import noise_warnings, records_from_benchmark_json, series_from_benchmark
 from bench.profiles import PROFILES, Case, Profile, calibrated_rounds, predict_cases, select_profile
 from deploybench.errors import UsageError
-from reports.record import load_records
+from deploybench.record import load_records
 from reports.render import render_markdown
 from targets.zoo import MODELS
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 # -- profiles and cases ----------------------------------------------------------------------------------
@@ -172,7 +172,7 @@ def iris_zoo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _cli(*args: str, timeout_s: float = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "deploybench.cli", *args],
+        [sys.executable, "-m", "commands.cli", *args],
         cwd=REPO, capture_output=True, text=True, timeout=timeout_s, check=False,
     )  # fmt: skip
 
@@ -187,6 +187,7 @@ def bench_run(
     return proc, out
 
 
+@pytest.mark.e2e
 def test_bench_end_to_end_writes_records_and_report(bench_run, iris_zoo: Path) -> None:
     proc, out = bench_run
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -236,6 +237,7 @@ def test_bench_end_to_end_writes_records_and_report(bench_run, iris_zoo: Path) -
     assert (out / "summary.csv").read_text().count("\n") == 1 + len(series)
 
 
+@pytest.mark.e2e
 def test_bench_bad_input_exits_2(tmp_path: Path, iris_zoo: Path) -> None:
     proc = _cli(
         "bench", "--profile", "tiny", "--models", "nope", "--zoo", str(iris_zoo), "--out", str(tmp_path)
@@ -250,10 +252,11 @@ def test_bench_bad_input_exits_2(tmp_path: Path, iris_zoo: Path) -> None:
     assert not list(tmp_path.glob("*.json"))
 
 
+@pytest.mark.e2e
 def test_bench_interrupted_keeps_finished_cases(tmp_path: Path, iris_zoo: Path) -> None:
     """Ctrl-C (SIGINT to the bench command) mid-run: finished cases are saved, status "interrupted"."""
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "deploybench.cli", "bench", "--profile", "tiny", "--models", "iris-rf",
+    cmd = [sys.executable, "-m", "commands.cli", "bench", "--profile", "tiny", "--models", "iris-rf",
            "--zoo", str(iris_zoo), "--out", str(out)]  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []

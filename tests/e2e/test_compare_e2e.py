@@ -6,10 +6,16 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-from deploybench.cli import main
-from reports.compare import RealDriver, load_compare, run_matrix
-from reports.compare_config import Choice, CompareConfig, expand, zoo_catalog
+import pytest
+
+from commands.cli import main
+from decisions.compare.config import CompareConfig, expand, zoo_catalog
+from decisions.compare.driver import RealDriver
+from decisions.compare.run import run_matrix
+from deploybench.compare_doc import Choice, load_compare
 from reports.compare_render import write_report
+
+pytestmark = pytest.mark.e2e  # starts real targets and Locust
 
 TINY = {
     "name": "tiny",

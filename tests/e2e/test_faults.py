@@ -28,13 +28,13 @@ import pytest
 
 from deploybench import paths
 from deploybench.errors import TargetError
+from deploybench.record import load_record
 from loadtests.runner import run_load
-from reports.record import load_record
 from targets import serve
 from targets.serve import ServerProcess, TargetConfig
 from targets.zoo import build_zoo
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.e2e  # every test here starts a server, Locust or the CLI
 
 
@@ -181,7 +181,7 @@ def cli(args: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
     """`deploybench ARGS` in its own process group; always stopped."""
     with log.open("wb") as fh:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "deploybench.cli", *args], cwd=REPO, stdout=fh, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "commands.cli", *args], cwd=REPO, stdout=fh, stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
     try:

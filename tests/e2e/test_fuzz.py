@@ -171,6 +171,7 @@ def fuzz_operation(
     run()
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("mode", MODES, ids=lambda m: m.value)
 @pytest.mark.parametrize(("method", "path"), OPERATIONS, ids=[f"{m} {p}" for m, p in OPERATIONS])
 def test_fuzz_short(
@@ -179,6 +180,7 @@ def test_fuzz_short(
     fuzz_operation(fuzz_target, method, path, mode, SHORT_EXAMPLES)
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", MODES, ids=lambda m: m.value)
 @pytest.mark.parametrize(("method", "path"), OPERATIONS, ids=[f"{m} {p}" for m, p in OPERATIONS])

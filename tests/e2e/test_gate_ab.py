@@ -13,16 +13,18 @@ from pathlib import Path
 
 import pytest
 
-from deploybench.cli import main
-from reports.ab import ab_gate, run_ab
-from reports.gate import DEFAULT_RULES, parse_rules
+from commands.cli import main
+from decisions.ab import ab_gate, run_ab
+from decisions.gate.rules import DEFAULT_RULES, parse_rules
+
+pytestmark = pytest.mark.e2e  # git worktrees and measurement processes (capture_env runs git too)
 
 MEASURE = r"""
 import os, sys
 from pathlib import Path
 import numpy as np
-from reports.env import capture_env
-from reports.record import RunRecord, Series
+from deploybench.env import capture_env
+from deploybench.record import RunRecord, Series
 
 out = Path(sys.argv[1])
 scale = float(Path("speed.txt").read_text())
@@ -120,8 +122,8 @@ def test_ab_usage_errors(repo: Path, tmp_path: Path, capsys: pytest.CaptureFixtu
 
 def test_ab_zero_throughput_candidate_is_a_regression() -> None:
     """A candidate with throughput 0 in every round: no per-round ratio, but -100% is a regression."""
-    from reports.env import capture_env
-    from reports.record import RunRecord, Series
+    from deploybench.env import capture_env
+    from deploybench.record import RunRecord, Series
 
     env = capture_env()
     config = {"model": "iris-rf", "format": "onnx", "scenario": "tabular"}

@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from deploybench.cli import main
+from commands.cli import main
 from loadtests.runner import run_load
-from loadtests.testserver import KnownLatencyServer
+from tests.support.known_latency import KnownLatencyServer
+
+pytestmark = pytest.mark.e2e  # starts the known-latency server and Locust
 
 
 def measure(tmp_path: Path, name: str, service_ms: float) -> str:

@@ -27,8 +27,9 @@ import pytest
 from PIL import Image
 
 from deploybench import paths
-from targets.serve import Limits, ServerProcess, TargetConfig, started_together
+from targets.serve import Limits, ServerProcess, TargetConfig
 from targets.zoo import build_zoo
+from tests.support.servers import started_together
 
 ROW = [5.1, 3.5, 1.4, 0.2]
 TAB_LIMITS = Limits(max_body_bytes=2000, max_batch=3)
@@ -153,14 +154,15 @@ def test_media_type(targets: dict[tuple[str, str], str], fw: str) -> None:
 def test_limits_from_the_serve_cli() -> None:
     import argparse
 
+    from commands import serve as serve_cli
     from targets import serve
 
     parser = argparse.ArgumentParser()
-    serve.add_arguments(parser)
+    serve_cli.add_arguments(parser)
     args = parser.parse_args(
         ["--max-body-bytes", "1234", "--max-pixels", "999", "--max-batch", "7", "--request-timeout-s", "4"]
     )
-    cfg = serve.config_from_args(args)
+    cfg = serve_cli.config_from_args(args)
     assert cfg.limits == Limits(max_body_bytes=1234, max_pixels=999, max_batch=7, request_timeout_s=4.0)
     cmd = serve.server_command(TargetConfig(framework="flask", limits=cfg.limits), 8000)
     assert cmd[cmd.index("--timeout") + 1] == "4"

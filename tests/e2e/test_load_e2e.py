@@ -15,13 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from deploybench.cli import main as cli_main
+from commands.cli import main as cli_main
+from deploybench.record import load_record
+from deploybench.stats import decode_histogram
 from loadtests.runner import run_load, run_load_to_file
-from loadtests.testserver import KnownLatencyServer, free_port
-from reports.record import load_record
-from reports.stats import decode_histogram
+from tests.support.known_latency import KnownLatencyServer, free_port
 
-ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.e2e  # every test here starts a server and/or Locust
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

@@ -26,6 +26,8 @@ from loadtests.runner import run_load
 from targets.serve import Limits, ServerProcess, TargetConfig
 from targets.zoo import build_zoo
 
+pytestmark = pytest.mark.e2e  # starts real targets
+
 IRIS_ROW = [5.1, 3.5, 1.4, 0.2]
 SERVICE_MS = 20.0
 OVERLOAD_RPS = 300.0

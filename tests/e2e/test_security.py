@@ -96,7 +96,7 @@ def _listen_addresses(pid: int) -> set[tuple[str, int]]:
 def test_default_bind_is_loopback_only() -> None:
     import argparse
 
-    from targets import serve
+    from commands import serve
 
     assert TargetConfig().host == "127.0.0.1"
     parser = argparse.ArgumentParser()

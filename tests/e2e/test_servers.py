@@ -34,9 +34,9 @@ from targets.serve import (
     TargetConfig,
     bind_listener,
     server_command,
-    started_together,
 )
 from targets.zoo import build_zoo
+from tests.support.servers import started_together
 
 NEEDED = {"iris-rf": ["pickle", "onnx"], "iris-mlp": ["torchscript"], "resnet18": ["onnx"]}
 IRIS_ROW = [5.1, 3.5, 1.4, 0.2]
@@ -653,7 +653,7 @@ def test_serve_cli_foreground_and_sigterm(zoo: Path, tmp_path: Path) -> None:
     reserve.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     reserve.bind(("127.0.0.1", 0))
     port = reserve.getsockname()[1]
-    cmd = [sys.executable, "-m", "deploybench.cli", "serve", "--framework", "flask",
+    cmd = [sys.executable, "-m", "commands.cli", "serve", "--framework", "flask",
            "--server", "gunicorn-gthread", "--threads", "2", "--model", "iris-rf",
            "--format", "onnx", "--port", str(port), "--zoo", str(zoo), "--log", str(log)]  # fmt: skip
     proc = subprocess.Popen(
@@ -681,7 +681,7 @@ def test_serve_cli_foreground_and_sigterm(zoo: Path, tmp_path: Path) -> None:
 @e2e
 def test_serve_cli_bad_input_exits_2() -> None:
     r = subprocess.run(
-        [sys.executable, "-m", "deploybench.cli", "serve", "--framework", "flask", "--server", "uvicorn"],
+        [sys.executable, "-m", "commands.cli", "serve", "--framework", "flask", "--server", "uvicorn"],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert r.returncode == 2

@@ -16,7 +16,7 @@ Python API::
 ``start()`` binds the listening socket itself (port 0: the OS picks) and the server process inherits it
 (``--fd N``), so the port in ``url`` is the one being served, with no window for another process to take it.
 
-CLI: ``python -m loadtests.testserver --port 8000 --service-ms 5 [--max-concurrency 1]
+CLI: ``python -m tests.support.known_latency --port 8000 --service-ms 5 [--max-concurrency 1]
 [--stall-at 2 --stall 1]`` (``--port 0``: any free port; the first line printed names the URL).
 """
 
@@ -43,6 +43,9 @@ from targets.serve import bind_listener
 
 MAX_BODY_BYTES = 32 * 1024 * 1024
 LOG_TAIL_CHARS = 2000
+REPO = (
+    Path(__file__).resolve().parents[2]
+)  # the server runs as ``python -m tests.support.known_latency`` here
 
 
 class _State:
@@ -170,9 +173,9 @@ def serve(port: int, service_ms: float, max_concurrency: int = 0, stall_at_s: fl
 
 
 class KnownLatencyServer:
-    """Runs ``python -m loadtests.testserver`` as a subprocess (own process group) on a loopback socket that
-    ``start()`` binds (``port`` 0: the OS picks) and the child inherits; ``start()`` then polls /health until
-    ready; ``stop()`` sends SIGTERM then SIGKILL to that process group."""
+    """Runs ``python -m tests.support.known_latency`` as a subprocess (own process group) on a loopback
+    socket that ``start()`` binds (``port`` 0: the OS picks) and the child inherits; ``start()`` then polls
+    /health until ready; ``stop()`` sends SIGTERM then SIGKILL to that process group."""
 
     def __init__(
         self,
@@ -213,7 +216,7 @@ class KnownLatencyServer:
     def command(self, fd: int | None = None) -> list[str]:
         """The server's command line: serving the inherited socket ``fd``, else binding ``self.port``."""
         listen = ["--fd", str(fd)] if fd is not None else ["--port", str(self.port)]
-        cmd = [sys.executable, "-m", "loadtests.testserver", *listen]
+        cmd = [sys.executable, "-m", "tests.support.known_latency", *listen]
         cmd += ["--service-ms", str(self.service_ms), "--max-concurrency", str(self.max_concurrency)]
         if self.stall_at_s is not None:
             cmd += ["--stall-at", str(self.stall_at_s), "--stall", str(self.stall_s)]
@@ -229,7 +232,7 @@ class KnownLatencyServer:
             self._log = open(self.log_path, "wb") if self.log_path else tempfile.TemporaryFile()  # noqa: SIM115
             self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
                                          pass_fds=(listener.fileno(),), process_group=0,
-                                         cwd=Path(__file__).resolve().parent.parent)  # fmt: skip
+                                         cwd=REPO)  # fmt: skip
         finally:
             listener.close()  # the child holds its own copy (Popen returns after exec): the port stays bound
         deadline = time.monotonic() + self.ready_timeout_s
@@ -307,8 +310,17 @@ class KnownLatencyServer:
         self.stop()
 
 
+def free_port() -> int:
+    """A loopback port that was free a moment ago (for a process that binds it itself: a Locust master)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m loadtests.testserver", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m tests.support.known_latency", description=__doc__.split("\n")[0]
+    )
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--port", type=int, help="bind 127.0.0.1:PORT (0 = any free port)")
     where.add_argument("--fd", type=int, help="serve an inherited, already listening socket")

@@ -9,28 +9,28 @@ from pathlib import Path
 
 import pytest
 
-from deploybench.cli import main
-from deploybench.errors import TargetError, UsageError
-from reports.compare import (
-    ChoiceResult,
-    CompareRun,
-    best_sentence,
-    load_compare,
-    rank,
-    run_matrix,
-)
-from reports.compare_config import (
+from commands.cli import main
+from decisions.compare.config import (
     CONFIG_DIR,
-    Choice,
     CompareConfig,
     ModelInfo,
     apply_overrides,
     expand,
     load_config,
 )
+from decisions.compare.run import run_matrix
+from deploybench.compare_doc import (
+    Choice,
+    ChoiceResult,
+    CompareRun,
+    best_sentence,
+    load_compare,
+    rank,
+)
+from deploybench.errors import TargetError, UsageError
+from deploybench.record import RecordWarning, RunRecord, Series
+from deploybench.stats import encode_histogram, new_histogram, record_us, summarize_histogram
 from reports.compare_render import ranked_table_markdown, write_report
-from reports.record import RecordWarning, RunRecord, Series
-from reports.stats import encode_histogram, new_histogram, record_us, summarize_histogram
 
 CATALOG = {
     "iris-rf": ModelInfo("tabular", ("pickle", "onnx")),

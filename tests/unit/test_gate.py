@@ -11,23 +11,28 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deploybench.cli import main
-from reports.baseline import env_hash, find_baseline, save_baseline
-from reports.env import capture_env
-from reports.gate import (
+from commands.cli import main
+from decisions.gate.baseline import env_hash, find_baseline, save_baseline
+from decisions.gate.judge import gate
+from decisions.gate.matching import IncomparableError
+from decisions.gate.rules import (
     DEFAULT_RULES,
-    Dist,
-    IncomparableError,
     RuleError,
-    gate,
     load_rules_file,
     parse_rule,
     parse_rules,
-    render_markdown,
-    render_table,
 )
-from reports.record import RunRecord, Series
-from reports.stats import encode_histogram, new_histogram, percentile, record_us, summarize_histogram
+from deploybench.env import capture_env
+from deploybench.record import RunRecord, Series
+from deploybench.stats import (
+    Dist,
+    encode_histogram,
+    new_histogram,
+    percentile,
+    record_us,
+    summarize_histogram,
+)
+from reports.gate_render import render_markdown, render_table
 
 ENV = capture_env()
 CONFIG = {"model": "iris-rf", "format": "onnx", "framework": "fastapi", "server": "uvicorn", "workers": 1}
@@ -352,7 +357,17 @@ def test_cli_gate_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert "deploybench baseline save" in capsys.readouterr().err
 
 
-def test_cli_baseline_save_show_and_gate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.fixture
+def no_git(monkeypatch: pytest.MonkeyPatch) -> None:
+    """capture_env() without its `git` subprocess (the commit is not what these in-process tests check)."""
+    import deploybench.env
+
+    monkeypatch.setattr(deploybench.env, "git_info", lambda cwd=None: {"commit": None, "dirty": None})
+
+
+def test_cli_baseline_save_show_and_gate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], no_git: None
+) -> None:
     store = str(tmp_path / "baselines")
     base = write(tmp_path, "base.json", micro(draws(1)))
     assert main(["baseline", "save", base, "--dir", store]) == 0
@@ -401,8 +416,8 @@ def test_current_with_no_data_is_a_regression() -> None:
 
 
 def test_folder_of_only_other_json_refused_after_a_folder_with_skips(tmp_path: Path) -> None:
+    from decisions.gate.matching import load_inputs
     from deploybench.errors import UsageError
-    from reports.gate import load_inputs
 
     a, b = tmp_path / "a", tmp_path / "b"
     micro(draws(1)).save(a / "r.json")

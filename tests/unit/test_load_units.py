@@ -6,21 +6,18 @@ import numpy as np
 import pytest
 
 from deploybench.errors import UsageError
+from deploybench.stats import (
+    decode_histogram,
+    merge_histograms,
+    new_histogram,
+    record_us,
+    summarize_histogram,
+)
 from loadtests.measure import Measurement, error_kind, parse_server_timing
-from loadtests.pacer import NS_PER_S, ArrivalSchedule, pace
-from reports.stats import decode_histogram, merge_histograms, new_histogram, record_us, summarize_histogram
+from loadtests.pacer import NS_PER_S, ArrivalSchedule
 
 
 # -- pacer ------------------------------------------------------------------------------------------------
-def test_pace_constant_rate() -> None:
-    assert pace(0, 0, 100.0) == (0, False)
-    assert pace(0, 1, 100.0) == (10_000_000, False)  # hit 1 is due at 10 ms
-    assert pace(25_000_000, 2, 100.0) == (0, False)  # hit 2 (due 20 ms) is late: send now
-    assert pace(0, 5, 100.0, max_hits=5) == (0, True)
-    with pytest.raises(ValueError):
-        pace(0, 0, 0.0)
-
-
 def test_schedule_constant_on_time_late_and_dropped() -> None:
     s = ArrivalSchedule(100.0, "constant", max_lag_s=0.5)
     t0 = 1_000 * NS_PER_S

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from deploybench.errors import UsageError
-from reports.record import (
+from deploybench.record import (
     SCHEMA_VERSION,
     RecordWarning,
     RunRecord,
@@ -20,7 +20,7 @@ from reports.record import (
     pct_key,
 )
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).parent.parent / "fixtures"
 
 
 def _record() -> RunRecord:
@@ -149,7 +149,7 @@ def test_malformed_record_is_a_usage_error_on_the_cli(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Exit 2 with a message (not a traceback and exit 1, which CI would read as a regression)."""
-    from deploybench.cli import main
+    from commands.cli import main
 
     good = tmp_path / "good.json"
     rec = _record()
@@ -163,7 +163,7 @@ def test_malformed_record_is_a_usage_error_on_the_cli(
 
 
 def test_malformed_baseline_config_json_is_a_usage_error(tmp_path: Path) -> None:
-    from reports.baseline import find_baseline, save_baseline
+    from decisions.gate.baseline import find_baseline, save_baseline
 
     store = tmp_path / "store"
     rec = _record()

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from reports.record import PERCENTILES, pct_key
-from reports.stats import (
+from deploybench.record import PERCENTILES, pct_key
+from deploybench.stats import (
+    Dist,
     decode_histogram,
     encode_histogram,
     few_samples_percentiles,
@@ -15,9 +16,11 @@ from reports.stats import (
     min_samples_for,
     new_histogram,
     percentile,
+    percentile_rank,
     record_us,
     summarize_histogram,
     summarize_samples,
+    value_at_percentile,
 )
 
 
@@ -40,6 +43,22 @@ def test_percentile_matches_numpy_inverted_cdf(seed: int, n: int) -> None:
     for p in (*PERCENTILES, 0.0, 100.0):
         assert percentile(data, p) == np.percentile(data, p, method="inverted_cdf")
         assert percentile(data, p) in data  # always a recorded value, never an interpolation
+
+
+def test_one_percentile_rule_for_samples_histograms_and_resamples() -> None:
+    """p * n / 100 an integer: P99.9 of 1000 values is the 999th (99.9% of them are <= it). numpy's float
+    rank (99.9 / 100 * 1000 = 999.0000000000001) would take the 1000th; percentile_rank rounds that away,
+    and raw samples, histograms and the gate's bootstrap distributions all use it."""
+    data = np.arange(1, 1001)
+    assert percentile_rank(99.9, 1000) == 999 and percentile_rank(50, 1000) == 500
+    assert percentile_rank(99, 71) == 71 and percentile_rank(0, 10) == 1
+    assert percentile(data, 99.9) == 999
+    h = new_histogram()
+    for v in data:
+        record_us(h, int(v))
+    assert value_at_percentile(h, 99.9) == 999
+    assert Dist.from_samples(data).stat("p99.9") == 999
+    assert summarize_samples(data)["p99.9"] == summarize_histogram(h)["p99.9"] == 999
 
 
 def test_percentile_of_nothing_raises() -> None:
@@ -67,7 +86,8 @@ def test_summarize_samples_edge_cases() -> None:
 
 
 def test_summarize_samples_against_numpy_random() -> None:
-    data = np.random.default_rng(3).integers(1, 100_000, 5000)
+    # n = 5001: p * n / 100 is never an integer, so float rounding cannot move numpy by one rank
+    data = np.random.default_rng(3).integers(1, 100_000, 5001)
     s = summarize_samples(data)
     for p in PERCENTILES:
         assert s[pct_key(p)] == round(np.percentile(data, p, method="inverted_cdf"))
@@ -134,7 +154,7 @@ def test_decode_garbage_raises() -> None:
 
 def test_mean_value_equals_hdrh_mean() -> None:
     """The vectorised mean must be hdrh's own get_mean_value exactly (it replaces a slow Python loop)."""
-    from reports.stats import mean_value
+    from deploybench.stats import mean_value
 
     rng = np.random.default_rng(7)
     for n in (1, 3, 5000):

@@ -1,0 +1,74 @@
+"""`deploybench ab`: measure a base git ref and the working tree interleaved, then gate on the ratio
+(``decisions.ab``). Rule options as `deploybench gate`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from commands.gate import add_rule_arguments, rules_from_args
+from decisions.ab import ab_gate, run_ab
+from deploybench.errors import UsageError
+from deploybench.io import utc_stamp, write_json_atomic
+from deploybench.paths import results_dir
+from reports.gate_render import render_table, write_outputs
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--base-ref", required=True, help="git ref measured as the base (e.g. main, origin/main)"
+    )
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds per side (default 5)")
+    parser.add_argument("--repo", default=".", help="the candidate git working tree (default: .)")
+    parser.add_argument("--out", default=None, help="where records go (default: results/ab/<UTC time>)")
+    parser.add_argument(
+        "--round-timeout-s", type=float, default=900.0, help="limit for one measurement run (default 900)"
+    )
+    parser.add_argument(
+        "--separate-zoo", action="store_true", help="do not share the candidate's model zoo with the base"
+    )
+    parser.add_argument("--keep-worktree", action="store_true", help="leave the base worktree for inspection")
+    add_rule_arguments(parser)
+    parser.add_argument(
+        "measure_command",
+        metavar="COMMAND",
+        nargs=argparse.REMAINDER,
+        help="after --: the measurement, writing records into {out} (or $DEPLOYBENCH_RESULTS)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    rules, confidence = rules_from_args(args)  # refuse bad rules before measuring anything
+    command = list(args.measure_command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not 1 <= args.rounds <= 100:
+        raise UsageError(f"--rounds must be between 1 and 100; got {args.rounds}")
+    if not args.round_timeout_s > 0:
+        raise UsageError("--round-timeout-s must be positive")
+    out_dir = Path(args.out) if args.out else results_dir() / "ab" / utc_stamp()
+    runs = run_ab(
+        Path(args.repo),
+        args.base_ref,
+        command,
+        rounds=args.rounds,
+        out_dir=out_dir,
+        timeout_s=args.round_timeout_s,
+        share_zoo=not args.separate_zoo,
+        keep_worktree=args.keep_worktree,
+        progress=lambda msg: print(msg, file=sys.stderr, flush=True),
+    )
+    result = ab_gate(runs.rounds, rules, confidence=confidence, force=args.force, series_filter=args.series)
+    result.notes.append(
+        f"base {runs.base_ref} = {runs.base_commit[:12]}; candidate = working tree of "
+        f"{Path(args.repo).resolve()}; records in {runs.out_dir}"
+    )
+    print(render_table(result), end="")
+    write_outputs(result, args.markdown, args.json_out)
+    write_json_atomic(
+        runs.out_dir / "ab.json",
+        {"base_ref": runs.base_ref, "base_commit": runs.base_commit, "command": runs.command,
+         "wall_s": runs.wall_s, **result.to_dict()},
+    )  # fmt: skip
+    return result.exit_code

@@ -1,0 +1,62 @@
+"""`deploybench bench`: run the in-process micro-benchmarks (``bench.run``), write their records and a
+report (``reports.render``)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from bench.profiles import PROFILES, select_profile
+from bench.run import run_bench
+from bench.suite import check_selection
+from deploybench.io import parse_csv
+from deploybench.paths import results_dir, zoo_dir
+from reports.render import parse_formats, write_report
+from targets.catalog import load_manifest
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--profile",
+        choices=list(PROFILES),
+        default="quick",
+        help="; ".join(f"{p.name}: {p.description}" for p in PROFILES.values()),
+    )
+    parser.add_argument("--full", action="store_true", help="same as --profile full")
+    parser.add_argument("--models", default="", help="comma-separated models (default: the profile's)")
+    parser.add_argument("--formats", default="", help="comma-separated formats (default: every format)")
+    parser.add_argument(
+        "--zoo", type=Path, default=None, help="zoo folder (default: $DEPLOYBENCH_ZOO or artifacts/zoo)"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="output folder (default: $DEPLOYBENCH_RESULTS/bench)"
+    )
+    parser.add_argument("--report-format", default="md,html", help="report formats (default: md,html)")
+    parser.add_argument("--no-report", action="store_true", help="write the records only")
+
+
+def run(args: argparse.Namespace) -> int:
+    profile_name = "full" if args.full else args.profile
+    models = parse_csv(args.models)
+    formats = parse_csv(args.formats)
+    profile = select_profile(profile_name, models)
+    check_selection(profile, tuple(formats) or None)
+    report_formats = [] if args.no_report else parse_formats(args.report_format)
+    zoo = (args.zoo if args.zoo is not None else zoo_dir()).resolve()
+    load_manifest(zoo)  # ArtifactError (a UsageError) when the zoo is missing: "run deploybench build"
+    out = args.out if args.out is not None else results_dir() / "bench"
+
+    result = run_bench(profile, models, formats, zoo, out, say=lambda msg: print(msg, flush=True))
+    print(
+        f"deploybench bench: {len(result.records)} records in {out}, pytest-benchmark JSON {result.json_path}"
+    )
+    if report_formats:
+        written = write_report(
+            result.records, out, report_formats, title=f"deploybench micro-benchmarks ({profile.name})"
+        )
+        for fmt, path in written.items():
+            print(f"deploybench bench: {fmt} report {path}")
+    print(f"deploybench bench: wall time {result.wall_s:.0f} s, status {result.status}")
+    if result.status == "interrupted":
+        raise KeyboardInterrupt
+    return 0 if result.status == "complete" else 1

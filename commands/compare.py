@@ -1,0 +1,143 @@
+"""`deploybench compare`: run a matrix of deployment choices and rank them under a P99 SLO (see
+``decisions.compare.run``); ``--report DIR`` re-renders an earlier run's report."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from commands.args import csv_ints, csv_list
+from decisions.compare.config import ModelInfo, apply_overrides, expand, load_config, zoo_catalog
+from decisions.compare.driver import RealDriver, check_pin_possible
+from decisions.compare.run import run_matrix
+from deploybench.compare_doc import ChoiceResult, CompareRun, load_compare
+from deploybench.errors import UsageError
+from deploybench.io import utc_stamp
+from deploybench.paths import results_dir
+from deploybench.paths import zoo_dir as default_zoo_dir
+from reports.compare_render import ranked_table_markdown, write_report
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        "-c",
+        default=None,
+        help="matrix file (TOML) or the name of one in configs/ (default: quick)",
+    )
+    g = parser.add_argument_group("matrix overrides (comma-separated lists replace the config's axis)")
+    g.add_argument("--framework", type=csv_list, help="e.g. fastapi,flask")
+    g.add_argument(
+        "--server", type=csv_list, help="gunicorn-sync, gunicorn-gthread, uvicorn, gunicorn-uvicorn"
+    )
+    g.add_argument("--model", type=csv_list, help="e.g. iris-rf,iris-mlp")
+    g.add_argument("--format", type=csv_list, help="pickle, onnx, torchscript, pt2")
+    g.add_argument("--workers", type=csv_ints, help="e.g. 1,2")
+    g.add_argument("--threads", type=csv_ints, help="gunicorn-gthread threads, e.g. 1,4")
+    g.add_argument("--intra-op-threads", type=int, help="model runtime threads per worker")
+    m = parser.add_argument_group("measurement overrides")
+    m.add_argument("--slo-ms", type=float, help="P99 SLO in milliseconds")
+    m.add_argument("--rate", type=float, help="the common open-loop rate (rps) every choice is measured at")
+    m.add_argument("--users", type=int, help="closed-loop users for warm-up and stability windows")
+    m.add_argument("--step-s", type=float, help="measured seconds per saturation-search step")
+    m.add_argument("--max-probes", type=int, help="rates tried per choice by the saturation search")
+    m.add_argument("--pin", action="store_true", default=None, help="server on CPU 1, generator on CPU 0")
+    parser.add_argument("--zoo", type=Path, default=None, help="model zoo folder (default: artifacts/zoo)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="output folder (default: results/compare/<stamp>-<name>)"
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="print the expanded matrix and skipped combos, run nothing"
+    )
+    parser.add_argument(
+        "--report",
+        type=Path,
+        metavar="DIR",
+        default=None,
+        help="only re-render the report of an earlier compare folder (or its compare.json)",
+    )
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "matrix.framework": args.framework,
+        "matrix.server": args.server,
+        "matrix.model": args.model,
+        "matrix.format": args.format,
+        "matrix.workers": args.workers,
+        "matrix.threads": args.threads,
+        "matrix.intra_op_threads": args.intra_op_threads,
+        "slo.p99_ms": args.slo_ms,
+        "measure.common_rate_rps": args.rate,
+        "measure.users": args.users,
+        "measure.pin": args.pin,
+        "search.step_s": args.step_s,
+        "search.max_probes": args.max_probes,
+    }
+
+
+def _progress(quiet: bool) -> Callable[[str], None]:
+    def say(msg: str) -> None:
+        if not quiet:
+            print(msg, file=sys.stderr, flush=True)
+
+    return say
+
+
+def write_compare_report(run: CompareRun, out_dir: Path) -> list[Path]:
+    return write_report(run, out_dir)
+
+
+def run(args: argparse.Namespace) -> int:
+    say = _progress(args.quiet)
+    if args.report is not None:
+        compare = load_compare(args.report)
+        folder = args.report if args.report.is_dir() else args.report.parent
+        for p in write_compare_report(compare, folder):
+            print(p)
+        return 0
+
+    cfg = apply_overrides(load_config(args.config), _overrides(args))
+    catalog: dict[str, ModelInfo] = zoo_catalog()
+    choices, skipped, scenario = expand(cfg, catalog)
+    if args.dry_run:
+        print(f"{cfg.name}: {len(choices)} choice(s), scenario {scenario}, P99 SLO {cfg.slo.p99_ms:g} ms")
+        for c in choices:
+            print(f"  {c.id}")
+        for s in skipped:
+            print(f"  skipped {s.combo}: {s.reason}")
+        return 0
+    if cfg.measure.pin:
+        check_pin_possible()
+    zoo = args.zoo or default_zoo_dir()
+    if not (zoo / "manifest.json").is_file():
+        raise UsageError(f"{zoo}: no model zoo here (run `deploybench build` first, or pass --zoo)")
+
+    out_dir = args.out or results_dir() / "compare" / f"{utc_stamp()}-{cfg.name}"
+    say(f"compare {cfg.name}: {len(choices)} choice(s) -> {out_dir}")
+    for s in skipped:
+        say(f"  skipped {s.combo}: {s.reason}")
+    driver = RealDriver(cfg, scenario, zoo, out_dir / "_runner")
+
+    def done(r: ChoiceResult) -> None:
+        mx = "-" if r.max_rps is None else f"{r.max_rps:.1f} rps"
+        why = f" ({r.error.splitlines()[0]})" if r.error else ""
+        say(f"  {r.choice.id}: {r.status}, max under SLO {mx}, {r.wall_s or 0:.0f} s{why}")
+
+    interrupted = False
+    try:
+        compare = run_matrix(cfg, choices, skipped, scenario, driver, out_dir, on_choice_done=done)
+    except KeyboardInterrupt:
+        interrupted = True
+        compare = load_compare(out_dir)
+    paths = write_compare_report(compare, out_dir)
+    print(ranked_table_markdown(compare))
+    for p in paths:
+        print(p)
+    if interrupted:
+        raise KeyboardInterrupt
+    return 0

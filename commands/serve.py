@@ -1,0 +1,123 @@
+"""`deploybench serve`: start one target (``targets.serve.ServerProcess``) in the foreground until Ctrl-C or
+SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from pathlib import Path
+
+from commands.args import cpu_list
+from deploybench.errors import TargetError
+from deploybench.vocabulary import FRAMEWORK_SERVERS, SERVERS
+from targets.serve import Limits, ServerProcess, TargetConfig
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    d, lim = TargetConfig(), Limits()
+    parser.add_argument("--framework", choices=sorted(FRAMEWORK_SERVERS), default=d.framework)
+    parser.add_argument(
+        "--server",
+        choices=SERVERS,
+        help="flask: gunicorn-sync (default), gunicorn-gthread; fastapi: uvicorn (default), gunicorn-uvicorn",
+    )
+    parser.add_argument("--model", default=d.model, help="iris-rf | iris-mlp | resnet18 | resnet50")
+    parser.add_argument("--format", default=d.format, help="pickle | onnx | torchscript | pt2")
+    parser.add_argument(
+        "--workers", type=int, default=d.workers, help="worker processes (each loads the model)"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=d.threads, help="threads per worker (gunicorn-gthread)"
+    )
+    parser.add_argument(
+        "--intra-op-threads", type=int, default=d.intra_op_threads, help="model threads per worker"
+    )
+    parser.add_argument("--cpus", type=cpu_list, help="CPU affinity of the server, e.g. '0-1' or '0,2'")
+    parser.add_argument("--host", default=d.host, help="bind address (default 127.0.0.1: loopback only)")
+    parser.add_argument("--port", type=int, default=8000, help="0 = pick a free port (default 8000)")
+    parser.add_argument("--zoo", type=Path, default=None, help="model zoo folder (default artifacts/zoo)")
+    parser.add_argument("--max-body-bytes", type=int, default=lim.max_body_bytes)
+    parser.add_argument("--max-pixels", type=int, default=lim.max_pixels)
+    parser.add_argument("--max-batch", type=int, default=lim.max_batch)
+    parser.add_argument("--request-timeout-s", type=float, default=lim.request_timeout_s)
+    parser.add_argument("--keep-alive-s", type=float, default=lim.keep_alive_s)
+    parser.add_argument("--inject-delay-ms", type=float, default=0.0, help="deliberate extra service time")
+    parser.add_argument("--ready-timeout-s", type=float, default=120.0)
+    parser.add_argument("--log", type=Path, default=None, help="server log file (default: a temporary file)")
+
+
+def config_from_args(args: argparse.Namespace) -> TargetConfig:
+    return TargetConfig(
+        framework=args.framework,
+        server=args.server or "",
+        model=args.model,
+        format=args.format,
+        workers=args.workers,
+        threads=args.threads,
+        intra_op_threads=args.intra_op_threads,
+        cpus=args.cpus,
+        host=args.host,
+        port=args.port,
+        zoo_dir=str(args.zoo) if args.zoo else None,
+        limits=Limits(
+            max_body_bytes=args.max_body_bytes,
+            max_pixels=args.max_pixels,
+            max_batch=args.max_batch,
+            request_timeout_s=args.request_timeout_s,
+            keep_alive_s=args.keep_alive_s,
+        ),
+        inject_delay_ms=args.inject_delay_ms,
+    )
+
+
+class _Stop(Exception):
+    pass
+
+
+def run(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    config.validate()
+    server = ServerProcess(config, log_path=args.log, ready_timeout_s=args.ready_timeout_s)
+
+    def on_signal(signum: int, frame: object) -> None:
+        raise _Stop(signal.Signals(signum).name)
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        try:
+            server.start()
+        except TargetError as exc:
+            print(f"deploybench serve: {exc}", file=sys.stderr)
+            return 1
+        print(
+            f"serving {config.model}/{config.format} with {config.framework} on {config.server} "
+            f"({config.workers} worker(s)) at {server.url}  (pid {server.pid}, log {server.log_path})",
+            flush=True,
+        )
+        print("press Ctrl-C or send SIGTERM to stop", flush=True)
+        while server.is_alive():
+            time.sleep(0.2)
+        print(
+            f"deploybench serve: the server exited on its own; log tail:\n{server.log_tail()}",
+            file=sys.stderr,
+        )
+        return 1
+    except _Stop as why:
+        print(f"stopping ({why}) ...", file=sys.stderr, flush=True)
+        return 0
+    finally:
+        # Stop the server while our handlers still catch a second Ctrl-C / SIGTERM: restoring the default
+        # handlers first would let it kill only this process and orphan the server's process group.
+        stopped = False
+        while not stopped:
+            try:
+                server.stop()
+                stopped = True
+            except _Stop:
+                continue
+        for s, h in previous.items():
+            signal.signal(s, h)
+        if args.log is None:
+            server.cleanup()

@@ -1,0 +1,31 @@
+"""The names deploybench's parts agree on, defined once: frameworks and their servers, model formats,
+scenarios, load models, report formats, and the environment variables a launcher and its workers share."""
+
+from __future__ import annotations
+
+# Web frameworks and the servers that can run each one; the first server is the default.
+FRAMEWORK_SERVERS: dict[str, tuple[str, ...]] = {
+    "flask": ("gunicorn-sync", "gunicorn-gthread"),
+    "fastapi": ("uvicorn", "gunicorn-uvicorn"),
+}
+FRAMEWORKS: tuple[str, ...] = tuple(FRAMEWORK_SERVERS)
+SERVERS: tuple[str, ...] = tuple(s for servers in FRAMEWORK_SERVERS.values() for s in servers)
+DEFAULT_SERVER: dict[str, str] = {fw: servers[0] for fw, servers in FRAMEWORK_SERVERS.items()}
+
+# Model artifact formats ("pickle" is joblib for scikit-learn, torch.save of the module for torch).
+MODEL_FORMATS: tuple[str, ...] = ("pickle", "onnx", "torchscript", "pt2")
+
+# Model tasks; each has the load scenario of the same name. "health" measures the harness alone.
+TASKS: tuple[str, ...] = ("tabular", "image")
+SCENARIOS: tuple[str, ...] = (*TASKS, "health")
+
+# How a load generator sends: closed loop (users back to back) or open-loop arrivals at a rate.
+OPEN_LOOP_MODELS: tuple[str, ...] = ("constant", "poisson")
+LOAD_MODELS: tuple[str, ...] = ("closed", *OPEN_LOOP_MODELS)
+
+# What `deploybench report` writes.
+REPORT_FORMATS: tuple[str, ...] = ("md", "html", "csv", "json")
+
+# A target's launcher and its server workers: the TargetConfig (JSON) and the folder of readiness files.
+CONFIG_ENV = "DEPLOYBENCH_TARGET_CONFIG"
+READY_DIR_ENV = "DEPLOYBENCH_READY_DIR"
