@@ -269,10 +269,10 @@ def ab_gate(
         for b_runs, c_runs in pair_groups(base, cand, force, result.notes):
             check_env(b_runs, c_runs, force, result.notes)
             cfg = identity_key(config_identity(c_runs[0]))
-            pairs = pair_series(
+            series_pairs = pair_series(
                 b_runs, c_runs, result.notes, series_filter=series_filter, prefix=f"round {i}: "
             )
-            for pair in pairs:
+            for pair in series_pairs:
                 bs, cs = pair.base[-1], pair.current[-1]
                 for rule in rules:
                     bv, cv = point_value(bs, rule.metric), point_value(cs, rule.metric)
