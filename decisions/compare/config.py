@@ -265,12 +265,13 @@ def validate(cfg: CompareConfig) -> None:
 
 
 def resolve_config_path(name_or_path: str | None) -> Path:
-    """A path to a TOML file, or the name of one in ``configs/`` (``quick`` -> configs/quick.toml)."""
+    """A path to a TOML file, or the name of a built-in one (``quick`` -> ``CONFIG_DIR/quick.toml``)."""
     name = name_or_path or DEFAULT_CONFIG
     p = Path(name)
     if p.suffix == ".toml" or p.exists():
         if not p.is_file():
-            raise UsageError(f"config file {p}: no such file")
+            hint = f" (the built-in one of that name: -c {p.stem})" if (CONFIG_DIR / p.name).is_file() else ""
+            raise UsageError(f"config file {p}: no such file{hint}")
         return p
     candidate = CONFIG_DIR / f"{name}.toml"
     if not candidate.is_file():

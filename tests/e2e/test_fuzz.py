@@ -8,7 +8,7 @@ describe (iris JSON) — a schema-valid random string is not a decodable image.
 
 The short run (unmarked) sends up to 10 examples per operation and generation mode (fewer if
 DEPLOYBENCH_FUZZ_EXAMPLES says so); the slow variant sends DEPLOYBENCH_FUZZ_EXAMPLES (default 25;
-``nox -s fuzz`` runs ``pytest -m slow tests/test_fuzz.py`` with 500). Each target's counts (cases tried,
+``nox -s fuzz`` runs ``pytest -m slow tests/e2e/test_fuzz.py`` with 500). Each target's counts (cases tried,
 5xx seen, statuses) are written to ``results/fuzz/<target>.json`` when its fixture tears down.
 """
 
