@@ -175,7 +175,8 @@ def run_load_to_file(
         if model:
             cmd += ["--model", model]
         if processes:
-            cmd += ["--processes", str(processes)]
+            # the master listens on loopback only (Locust's default is every interface)
+            cmd += ["--processes", str(processes), "--master-bind-host", "127.0.0.1"]
         for k, v in (scenario_options or {}).items():
             cmd += [f"--{k.replace('_', '-')}", str(v)]
         rc, target_died = _run_locust(cmd, locust_log, generator_cpus, run_time_s, server)
