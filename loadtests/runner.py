@@ -261,12 +261,12 @@ def _run_locust(
     """Run Locust bounded in time; stop it early (SIGTERM → it finalises the record) if the target dies."""
     target_died: str | None = None
     with open(log_path, "wb") as log:
+        if cpus:  # pinned from its first instruction: a shim sets the affinity, then execs Locust
+            shim = "import os, sys; os.sched_setaffinity(0, %r); os.execv(sys.executable, sys.argv[1:])"
+            cmd = [sys.executable, "-c", shim % (sorted(cpus),), *cmd]
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, process_group=0,
                                 cwd=SCENARIO_DIR.parent)  # fmt: skip
         try:
-            if cpus:
-                with contextlib.suppress(OSError):
-                    os.sched_setaffinity(proc.pid, cpus)
             deadline = time.monotonic() + run_time_s + 60.0
             while proc.poll() is None:
                 if server is not None and target_died is None and not server.is_alive():

@@ -162,6 +162,7 @@ class ChoiceResult:
     saturation: dict[str, Any] | None = None  # SaturationResult.to_dict()
     warnings: list[RecordWarning] = field(default_factory=list)
     server_log: str | None = None
+    server_affinity: list[int] | None = None  # CPUs the target's processes ran on, read from the OS
 
     @property
     def max_rps(self) -> float | None:
@@ -199,6 +200,7 @@ class ChoiceResult:
             saturation=d.get("saturation"),
             warnings=[RecordWarning.from_dict(w) for w in d.get("warnings", [])],
             server_log=d.get("server_log"),
+            server_affinity=d.get("server_affinity"),
         )
 
 
@@ -350,6 +352,21 @@ def rate_measurement(fig: LoadFigures) -> RateMeasurement:
     )
 
 
+def process_tree_affinity(pid: int) -> list[int] | None:
+    """The CPUs a process and its children may run on (union; None when it cannot be read)."""
+    try:
+        import psutil
+
+        proc = psutil.Process(pid)
+        cpus: set[int] = set()
+        for p in [proc, *proc.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):
+                cpus.update(p.cpu_affinity())
+        return sorted(cpus) or None
+    except Exception:
+        return None
+
+
 def process_tree_cpu_s(pid: int) -> float | None:
     """User + system CPU seconds of a process and its children (None when it cannot be read)."""
     try:
@@ -492,6 +509,8 @@ def run_choice(
 
     try:
         with driver.start(choice, cdir / "server.log") as target:
+            result.server_affinity = process_tree_affinity(target.pid) if target.pid else None
+
             # 1. warm-up + closed-loop windows until stable
             def window(i: int) -> Window:
                 path = cdir / f"window-{i + 1:02d}.json"

@@ -187,6 +187,7 @@ def bench_run(
     return proc, out
 
 
+@pytest.mark.e2e
 def test_bench_end_to_end_writes_records_and_report(bench_run, iris_zoo: Path) -> None:
     proc, out = bench_run
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -236,6 +237,7 @@ def test_bench_end_to_end_writes_records_and_report(bench_run, iris_zoo: Path) -
     assert (out / "summary.csv").read_text().count("\n") == 1 + len(series)
 
 
+@pytest.mark.e2e
 def test_bench_bad_input_exits_2(tmp_path: Path, iris_zoo: Path) -> None:
     proc = _cli(
         "bench", "--profile", "tiny", "--models", "nope", "--zoo", str(iris_zoo), "--out", str(tmp_path)
@@ -250,6 +252,7 @@ def test_bench_bad_input_exits_2(tmp_path: Path, iris_zoo: Path) -> None:
     assert not list(tmp_path.glob("*.json"))
 
 
+@pytest.mark.e2e
 def test_bench_interrupted_keeps_finished_cases(tmp_path: Path, iris_zoo: Path) -> None:
     """Ctrl-C (SIGINT to the bench command) mid-run: finished cases are saved, status "interrupted"."""
     out = tmp_path / "out"

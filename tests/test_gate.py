@@ -6,12 +6,14 @@ Records are synthetic with samples from known distributions (seeded), so every v
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from deploybench.cli import main
+from deploybench.errors import UsageError
 from reports.baseline import env_hash, find_baseline, save_baseline
 from reports.env import capture_env
 from reports.gate import (
@@ -120,9 +122,8 @@ def test_parse_rule(text: str, metric: str, limit: float, unit: str) -> None:
     ],
 )
 def test_rule_errors_are_precise(text: str, message: str) -> None:
-    with pytest.raises(RuleError, match=None) as info:
+    with pytest.raises(RuleError, match=re.escape(message)) as info:
         parse_rule(text)
-    assert message in str(info.value)
     assert repr(text) in str(info.value)
 
 
@@ -145,8 +146,14 @@ def test_rules_files(tmp_path: Path) -> None:
         load_rules_file(bad)
     extra = tmp_path / "extra.toml"
     extra.write_text('rules = ["p99:+10%"]\nthreshold = 3\n')
-    with pytest.raises(Exception, match="unknown key"):
+    with pytest.raises(UsageError, match=r"extra\.toml: unknown key\(s\) threshold; allowed: rules, conf"):
         load_rules_file(extra)
+    empty = tmp_path / "empty.json"
+    empty.write_text('{"rules": []}')
+    with pytest.raises(UsageError, match="'rules' must be a non-empty list of strings"):
+        load_rules_file(empty)
+    with pytest.raises(UsageError, match=r"missing\.toml: cannot read"):
+        load_rules_file(tmp_path / "missing.toml")
 
 
 # -- statistics ----------------------------------------------------------------------------------------------
@@ -167,6 +174,13 @@ def test_dist_matches_exact_percentiles() -> None:
     assert hd.n == len(samples)
     for metric in ("p50", "p99", "max"):
         assert hd.stat(metric) == summary[metric]
+
+
+def test_undecodable_histogram_is_a_usage_error() -> None:
+    with pytest.raises(UsageError, match=r"undecodable histogram in record \(.*base64"):
+        Dist.from_histogram("not base64 at all!")
+    with pytest.raises(UsageError, match="undecodable histogram in record"):
+        Dist.from_histogram("aGVsbG8=")  # valid base64, not an HdrHistogram
 
 
 def test_bootstrap_is_deterministic() -> None:
@@ -352,7 +366,17 @@ def test_cli_gate_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert "deploybench baseline save" in capsys.readouterr().err
 
 
-def test_cli_baseline_save_show_and_gate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.fixture
+def no_git(monkeypatch: pytest.MonkeyPatch) -> None:
+    """capture_env() without its `git` subprocess (the commit is not what these in-process tests check)."""
+    import reports.env
+
+    monkeypatch.setattr(reports.env, "git_info", lambda cwd=None: {"commit": None, "dirty": None})
+
+
+def test_cli_baseline_save_show_and_gate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], no_git: None
+) -> None:
     store = str(tmp_path / "baselines")
     base = write(tmp_path, "base.json", micro(draws(1)))
     assert main(["baseline", "save", base, "--dir", store]) == 0
@@ -401,7 +425,6 @@ def test_current_with_no_data_is_a_regression() -> None:
 
 
 def test_folder_of_only_other_json_refused_after_a_folder_with_skips(tmp_path: Path) -> None:
-    from deploybench.errors import UsageError
     from reports.gate import load_inputs
 
     a, b = tmp_path / "a", tmp_path / "b"

@@ -16,6 +16,8 @@ from deploybench.cli import main
 from loadtests.runner import run_load
 from loadtests.testserver import KnownLatencyServer
 
+pytestmark = pytest.mark.e2e
+
 
 def measure(tmp_path: Path, name: str, service_ms: float) -> str:
     path = tmp_path / f"{name}.json"

@@ -59,10 +59,35 @@ def test_poisson_allowance_is_three_sd_of_the_arrival_count():
 
 
 def test_rules_reject_nonsense():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"slo_p99_us must be > 0"):
         SloRules(0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"min_throughput_ratio must be in \(0, 1\]"):
         SloRules(1000, min_throughput_ratio=0.0)
+    with pytest.raises(ValueError, match=r"max_error_ratio must be in \[0, 1\)"):
+        SloRules(1000, max_error_ratio=1.0)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"lo_rps": 50.0, "hi_rps": 50.0}, r"need 0 < lo_rps < hi_rps, got 50.0, 50.0"),
+        ({"lo_rps": 0.0, "hi_rps": 50.0}, r"need 0 < lo_rps < hi_rps"),
+        ({"max_probes": 1}, r"max_probes must be >= 2"),
+        ({"rel_tolerance": 0.0}, r"rel_tolerance must be > 0"),
+    ],
+)
+def test_search_rejects_nonsense(kwargs, message):
+    args = {"lo_rps": 10.0, "hi_rps": 100.0, **kwargs}
+    calls: list[float] = []
+    with pytest.raises(ValueError, match=message):
+        saturation_search(fake_target(50.0, calls), SloRules(SLO_US), args.pop("lo_rps"), args.pop("hi_rps"),
+                          **args)  # fmt: skip
+    assert calls == []  # refused before measuring anything
+
+
+def test_measure_until_stable_rejects_nonsense():
+    with pytest.raises(ValueError, match=r"need 1 <= n <= max_windows"):
+        measure_until_stable(lambda i: w(100), n=4, max_windows=3, max_duration_s=1.0)
 
 
 # -- the search -------------------------------------------------------------------------------------------
@@ -175,6 +200,7 @@ def test_measure_until_stable_gives_up_at_max_windows_or_duration_with_a_warning
 
 
 # -- accuracy against a server of known capacity ------------------------------------------------
+@pytest.mark.e2e
 def test_search_finds_the_known_capacity_of_a_fixed_service_time_server(tmp_path):
     """One request at a time, 50 ms each: capacity 20 rps. Constant (deterministic) arrivals, so below
     capacity latency stays ~ the service time and above it the queue grows by (rate - 20) per second.

@@ -19,7 +19,6 @@ from deploybench.errors import UsageError
 from targets import zoo
 from targets.predictors import PREDICTOR_CLASSES, load_predictor, open_predictor
 from targets.zoo import (
-    FORMATS,
     MODELS,
     SEEDED_RANDOM,
     ArtifactError,
@@ -75,13 +74,18 @@ def test_sample_inputs_are_deterministic_float32_batches() -> None:
         sample_inputs("vgg16", 1)
 
 
-def test_iris_rows_match_sklearn_without_importing_it() -> None:
+def test_iris_rows_match_sklearn() -> None:
     from sklearn.datasets import load_iris
 
     x, y = zoo._iris()
     data = load_iris()
     assert np.array_equal(x, data.data.astype(np.float32))
     assert np.array_equal(y, data.target)
+
+
+@pytest.mark.e2e
+def test_sample_inputs_import_neither_sklearn_nor_torch() -> None:
+    """A fresh interpreter (this one has imported both already)."""
     code = (
         "import sys; from targets.zoo import sample_inputs; sample_inputs('iris-rf', 2); "
         "print('sklearn' in sys.modules, 'torch' in sys.modules)"
@@ -270,7 +274,7 @@ def test_tampered_pickle_is_refused_and_rebuilt(tmp_path: Path) -> None:
     path = tmp_path / entry["path"]
     with open(path, "ab") as fh:
         fh.write(b"\x00")
-    with pytest.raises(ArtifactError) as excinfo:
+    with pytest.raises(ArtifactError, match="refusing to unpickle") as excinfo:
         load_predictor("iris-rf", "pickle", tmp_path)
     message = str(excinfo.value)
     assert str(path) in message
@@ -377,6 +381,7 @@ def test_cli_bad_input_exits_2(
     assert not (tmp_path / "manifest.json").exists()
 
 
+@pytest.mark.e2e
 def test_cli_console_script_exit_code(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "deploybench.cli", "build", "--models", "nope", "--zoo-dir", str(tmp_path)],
@@ -400,4 +405,12 @@ def test_cli_prints_progress_and_table(tmp_path: Path, capsys: pytest.CaptureFix
     assert main(["build", "--models", "iris-rf", "--zoo-dir", str(tmp_path), "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "building" not in out and "0 built, 2 up to date" in out
-    assert set(FORMATS) >= {row.split()[1] for row in out.splitlines()[2:4]}
+    rows = [line.split(None, 6) for line in out.splitlines()[2:4]]  # the status is "up to date"
+    assert [(r[0], r[1], r[6]) for r in rows] == [
+        ("iris-rf", "pickle", "up to date"),
+        ("iris-rf", "onnx", "up to date"),
+    ]
+    artifacts = load_manifest(tmp_path)["artifacts"]
+    assert {r[1]: int(r[2].replace(",", "")) for r in rows} == {
+        f: artifacts[f"iris-rf/{f}"]["size_bytes"] for f in ("pickle", "onnx")
+    }
