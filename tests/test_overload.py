@@ -102,8 +102,9 @@ def test_overload_is_answered_or_refused_cleanly_and_recovers(
         recovery_ms = (time.perf_counter_ns() - t0) / 1e6
         assert r.status_code == 200 and r.json()["prediction"] == "setosa"
         assert client.get("/health").json()["internal_errors"] == 0
-    # the queue has drained: one request takes about one service time, not a backlog (generous bound)
-    assert recovery_ms < 2000, f"first request after the overload took {recovery_ms:.0f} ms"
+    # how long the first request took is a figure for the reader, not an assertion (no timed tests)
+    figures["recovery_ms"] = recovery_ms
+    (tmp_path / "overload-flask-gunicorn-sync.json").write_text(json.dumps(figures, indent=2) + "\n")
 
 
 def _bad_requests(url: str, stop: threading.Event, sent: Counter[int]) -> None:
