@@ -78,5 +78,5 @@ def fuzz(session: nox.Session) -> None:
         "slow",
         "tests/e2e/test_fuzz.py",
         *session.posargs,
-        env={"DEPLOYBENCH_FUZZ_EXAMPLES": "500"},
+        env={"DEPLOYBENCH_FUZZ_EXAMPLES": "500", "DEPLOYBENCH_FUZZ_OUT": "results/fuzz"},
     )

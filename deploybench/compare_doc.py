@@ -117,6 +117,7 @@ class ChoiceResult:
     saturation: dict[str, Any] | None = None  # SaturationResult.to_dict()
     warnings: list[RecordWarning] = field(default_factory=list)
     server_log: str | None = None
+    server_affinity: list[int] | None = None  # CPUs the target's processes ran on, read from the OS
 
     @property
     def max_rps(self) -> float | None:
@@ -154,6 +155,7 @@ class ChoiceResult:
             saturation=d.get("saturation"),
             warnings=[RecordWarning.from_dict(w) for w in d.get("warnings", [])],
             server_log=d.get("server_log"),
+            server_affinity=d.get("server_affinity"),
         )
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import sys
 import time
 import urllib.request
@@ -100,6 +101,21 @@ def _add_common_arguments(parser: Any, **_kw: Any) -> None:
     )
     a("--extra-config", default="", include_in_web_ui=False,
       help="JSON object merged into the record's config (used by `deploybench load`)")  # fmt: skip
+    a(
+        "--generator-bound-percent",
+        type=float,
+        default=GENERATOR_BOUND_PERCENT,
+        include_in_web_ui=False,
+        help="warn 'generator-bound' when a Locust process's mean CPU exceeds this share of one core "
+        f"(default {GENERATOR_BOUND_PERCENT:g})",
+    )
+    a(
+        "--master-port-file",
+        default="",
+        include_in_web_ui=False,
+        help="master: write the port it accepts workers on to this file once bound (e.g. with "
+        "--master-bind-port 0, which binds a free port), so workers can be started with --master-port",
+    )
 
 
 @dataclass
@@ -116,6 +132,8 @@ class LoadOptions:
     record: str = ""
     save_interval_s: float = 2.0
     abort_after_errors: int = 200
+    generator_bound_percent: float = GENERATOR_BOUND_PERCENT
+    master_port_file: str = ""
     extra_config: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -139,6 +157,8 @@ class LoadOptions:
             record=str(g("record", "") or ""),
             save_interval_s=float(g("save_interval", 2.0)),
             abort_after_errors=int(g("abort_after_errors", 200) or 0),
+            generator_bound_percent=float(g("generator_bound_percent", GENERATOR_BOUND_PERCENT)),
+            master_port_file=str(g("master_port_file", "") or ""),
         )
         if o.load_model not in LOAD_MODELS:
             raise UsageError(f"--load-model must be one of {', '.join(LOAD_MODELS)} (got {o.load_model!r})")
@@ -154,6 +174,8 @@ class LoadOptions:
             raise UsageError("--max-requests must be >= 0")
         if o.save_interval_s <= 0:
             raise UsageError("--save-interval must be > 0")
+        if not (math.isfinite(o.generator_bound_percent) and o.generator_bound_percent >= 0):
+            raise UsageError("--generator-bound-percent must be >= 0 (percent of one core)")
         raw = g("extra_config", "") or ""
         if raw:
             try:
@@ -168,12 +190,22 @@ class LoadOptions:
 
 # -- generator CPU -----------------------------------------------------------------------------------------
 class CpuSampler:
-    """psutil CPU% of this Locust process (100 = one core), sampled in a greenlet."""
+    """psutil CPU% of this Locust process (100 = one core), sampled in a greenlet.
+
+    The process handle follows ``os.getpid()``: ``locust --processes N`` forks its workers after this module
+    was imported, and a handle made before the fork would measure the master instead of the worker."""
 
     def __init__(self) -> None:
-        self.proc = psutil.Process()
+        self._proc = psutil.Process()
         self.samples: list[float] = []
         self._greenlet: gevent.Greenlet | None = None
+
+    @property
+    def proc(self) -> psutil.Process:
+        if self._proc.pid != os.getpid():  # forked since: measure this process, not the parent
+            self._proc = psutil.Process()
+            self.samples = []
+        return self._proc
 
     def start(self) -> None:
         self.samples = []
@@ -216,6 +248,7 @@ class Plugin:
         self.final_from: set[str] = set()
         self.stopped = False
         self.failed: str | None = None
+        self.master_port: int | None = None
         self.consecutive_conn_errors = 0
         self.test_start_wall = 0.0
         self._saver: gevent.Greenlet | None = None
@@ -263,6 +296,22 @@ class Plugin:
             except UsageError as exc:
                 print(f"deploybench: error: {exc}", file=sys.stderr)
                 sys.exit(2)
+        if self.is_master:
+            self._report_master_port()
+
+    def _report_master_port(self) -> None:
+        """The port the master actually bound (``--master-bind-port 0`` binds a free one): logged, kept for
+        the record and written atomically to ``--master-port-file`` so whoever starts workers learns it
+        without picking a port first."""
+        port = getattr(getattr(self.runner, "server", None), "port", None)
+        self.master_port = int(port) if port is not None else None
+        logger.info("deploybench: the Locust master accepts workers on port %s", self.master_port)
+        target = self.options.master_port_file
+        if target and self.master_port is not None:
+            path = Path(target)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            tmp.write_text(f"{self.master_port}\n")
+            os.replace(tmp, path)
 
     def on_test_start(self, environment: Any) -> None:
         self.environment = environment
@@ -466,6 +515,8 @@ class Plugin:
                 "user_class": "FastHttpUser",
                 "mode": self._role(),
                 "workers": int(getattr(parsed, "expect_workers", 1) or 1) if self.is_master else 0,
+                "master_port": self.master_port if self.is_master else None,
+                "generator_bound_percent": o.generator_bound_percent,
                 "affinity": env.get("affinity"),
                 "shares_machine_with_target": _is_loopback(self.environment.host),
             },
@@ -557,13 +608,14 @@ class Plugin:
             }
 
     def _add_warnings(self, rec: RunRecord, merged: Measurement) -> None:
+        bound = self.options.generator_bound_percent
         for gen in merged.generators:
             mean = gen.get("cpu_percent_mean")
-            if mean is not None and mean > GENERATOR_BOUND_PERCENT:
+            if mean is not None and mean > bound:
                 rec.add_warning(
                     "generator-bound",
                     f"load generator process {gen.get('pid')} ({gen.get('role')}) used {mean:.0f}% of a core "
-                    f"on average (> {GENERATOR_BOUND_PERCENT:.0f}%): latency and throughput may be the "
+                    f"on average (> {bound:g}%): latency and throughput may be the "
                     "generator's, not the target's",
                     hint="use more Locust processes (--processes / workers), fewer users, or pin the "
                     "generator and the target to separate cores",

@@ -173,7 +173,8 @@ def run_load_to_file(
         if model:
             cmd += ["--model", model]
         if processes:
-            cmd += ["--processes", str(processes)]
+            # the master listens on loopback only (Locust's default is every interface)
+            cmd += ["--processes", str(processes), "--master-bind-host", "127.0.0.1"]
         for k, v in (scenario_options or {}).items():
             cmd += [f"--{k.replace('_', '-')}", str(v)]
         rc, target_died = _run_locust(cmd, locust_log, generator_cpus, run_time_s, server)
@@ -258,12 +259,12 @@ def _run_locust(
     """Run Locust bounded in time; stop it early (SIGTERM → it finalises the record) if the target dies."""
     target_died: str | None = None
     with open(log_path, "wb") as log:
+        if cpus:  # pinned from its first instruction: a shim sets the affinity, then execs Locust
+            shim = "import os, sys; os.sched_setaffinity(0, %r); os.execv(sys.executable, sys.argv[1:])"
+            cmd = [sys.executable, "-c", shim % (sorted(cpus),), *cmd]
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, process_group=0,
                                 cwd=SCENARIO_DIR.parent)  # fmt: skip
         try:
-            if cpus:
-                with contextlib.suppress(OSError):
-                    os.sched_setaffinity(proc.pid, cpus)
             deadline = time.monotonic() + run_time_s + 60.0
             while proc.poll() is None:
                 if server is not None and target_died is None and not server.is_alive():

@@ -27,6 +27,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from deploybench import paths
 from deploybench.errors import TargetError, UsageError
 from deploybench.vocabulary import CONFIG_ENV, DEFAULT_SERVER, FRAMEWORK_SERVERS, READY_DIR_ENV
@@ -336,12 +338,13 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self._signal_group(pgid, signal.SIGKILL)
                 proc.wait(timeout=grace_s)
-        # workers orphaned by a dead master would still hold the group: make sure none survives
-        deadline = time.monotonic() + grace_s
-        while self._group_alive(pgid) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        # Workers orphaned by a dead master (or left behind by it) still hold the group: ask them to stop,
+        # then kill them, waiting each time until no live member is left (zombies no longer count).
         if self._group_alive(pgid):
-            self._signal_group(pgid, signal.SIGKILL)
+            self._signal_group(pgid, signal.SIGTERM)
+            if not self._wait_group_gone(pgid, grace_s):
+                self._signal_group(pgid, signal.SIGKILL)
+                self._wait_group_gone(pgid, grace_s)
         return proc.returncode
 
     def cleanup(self) -> None:
@@ -365,12 +368,27 @@ class ServerProcess:
 
     @staticmethod
     def _group_alive(pgid: int) -> bool:
+        """Is a live (not zombie) process left in the group? A zombie whose parent never reaps it (an
+        orphan re-parented to a PID 1 that does not reap) would otherwise count as alive forever."""
         try:
             os.killpg(pgid, 0)
         except ProcessLookupError:
             return False
         except PermissionError:
             return True
+        for p in psutil.process_iter(["status"]):
+            with contextlib.suppress(OSError, psutil.Error):
+                if os.getpgid(p.pid) == pgid and p.info["status"] != psutil.STATUS_ZOMBIE:
+                    return True
+        return False
+
+    @classmethod
+    def _wait_group_gone(cls, pgid: int, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while cls._group_alive(pgid):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)  # polling interval
         return True
 
     def _fail(self, why: str, cmd_text: str) -> TargetError:

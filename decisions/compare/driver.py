@@ -50,6 +50,19 @@ class Driver(Protocol):
         ...
 
 
+def process_tree_affinity(pid: int) -> list[int] | None:
+    """The CPUs a process and its children may run on (union; None when it cannot be read)."""
+    try:
+        proc = psutil.Process(pid)
+        cpus: set[int] = set()
+        for p in [proc, *proc.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):
+                cpus.update(p.cpu_affinity())
+        return sorted(cpus) or None
+    except psutil.Error:
+        return None
+
+
 def process_tree_cpu_s(pid: int) -> float | None:
     """User + system CPU seconds of a process and its children (None when it cannot be read)."""
     try:

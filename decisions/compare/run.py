@@ -26,7 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from decisions.compare.config import CompareConfig
-from decisions.compare.driver import SERVER_PIN_CPUS, Driver, Target, process_tree_cpu_s
+from decisions.compare.driver import (
+    SERVER_PIN_CPUS,
+    Driver,
+    Target,
+    process_tree_affinity,
+    process_tree_cpu_s,
+)
 from decisions.compare.saturation import (
     RateMeasurement,
     SaturationResult,
@@ -149,6 +155,8 @@ def run_choice(
 
     try:
         with driver.start(choice, cdir / "server.log") as target:
+            result.server_affinity = process_tree_affinity(target.pid) if target.pid else None
+
             # 1. warm-up + closed-loop windows until stable
             def window(i: int) -> Window:
                 path = cdir / f"window-{i + 1:02d}.json"

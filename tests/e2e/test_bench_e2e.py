@@ -258,7 +258,10 @@ def test_bench_interrupted_keeps_finished_cases(tmp_path: Path, iris_zoo: Path) 
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "commands.cli", "bench", "--profile", "tiny", "--models", "iris-rf",
            "--zoo", str(iris_zoo), "--out", str(out)]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # SIGINT back to its default in the child: a test run started in the background (`cmd &` in a script)
+    # ignores SIGINT, and an ignored signal stays ignored across exec, so Ctrl-C would never arrive.
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     lines: list[str] = []
     try:
         deadline = time.monotonic() + 120

@@ -1,11 +1,15 @@
 """`deploybench compare` end to end with real servers and real (short) load: two tiny choices are measured and
-ranked; a third whose server cannot start (its zoo folder is empty) is reported as failed and the rest run."""
+ranked; a third whose server cannot start (its zoo folder is empty) is reported as failed and the rest run.
+`--pin` puts the server on CPU 1 and the load generator on CPU 0, and the records say so."""
 
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 from pathlib import Path
 
+import psutil
 import pytest
 
 from commands.cli import main
@@ -13,6 +17,7 @@ from decisions.compare.config import CompareConfig, expand, zoo_catalog
 from decisions.compare.driver import RealDriver
 from decisions.compare.run import run_matrix
 from deploybench.compare_doc import Choice, load_compare
+from deploybench.record import load_record
 from reports.compare_render import write_report
 
 pytestmark = pytest.mark.e2e  # starts real targets and Locust
@@ -79,6 +84,7 @@ def test_two_tiny_choices_run_end_to_end_and_rank_and_a_failed_start_is_reported
         assert 1 <= len(r.saturation["points"]) <= 2
         assert all((out / p["extra"]["record"]).is_file() for p in r.saturation["points"])
         assert (out / r.choice.id / "server.log").is_file()
+        assert r.server_affinity == sorted(os.sched_getaffinity(0))  # not pinned: every CPU we may use
 
     # the report ranks the two that ran, lists the failure, and can be re-rendered from the saved document
     write_report(run, out)
@@ -89,3 +95,82 @@ def test_two_tiny_choices_run_end_to_end_and_rank_and_a_failed_start_is_reported
     assert main(["compare", "--report", str(out), "-q"]) == 0
     assert "report.html" in capsys.readouterr().out
     assert load_compare(out).status == "complete"
+
+
+TINY_PIN = """
+name = "tiny-pin"
+
+[matrix]
+framework = ["fastapi"]
+server = ["uvicorn"]
+model = ["iris-rf"]
+format = ["onnx"]
+workers = [1]
+
+[slo]
+p99_ms = 200.0
+
+[measure]
+users = 2
+warmup_s = 0.5
+window_s = 1.0
+stability_windows = 1
+max_windows = 1
+max_stability_s = 4.0
+common_rate_rps = 20.0
+common_duration_s = 1.0
+
+[search]
+step_s = 1.0
+step_warmup_s = 0.0
+max_probes = 2
+max_expansions = 0
+"""
+
+
+def tree_affinities(pid: int) -> dict[int, list[int]]:
+    proc = psutil.Process(pid)
+    return {p.pid: sorted(p.cpu_affinity()) for p in (proc, *proc.children(recursive=True))}
+
+
+@pytest.mark.skipif(
+    not {0, 1} <= os.sched_getaffinity(0), reason="--pin needs CPUs 0 and 1 (the UsageError is unit-tested)"
+)
+def test_pin_runs_the_server_on_cpu_1_and_the_generator_on_cpu_0(
+    tmp_path: Path, zoo_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seen: list[dict[int, list[int]]] = []
+    real_start = RealDriver.start
+
+    @contextlib.contextmanager
+    def start(self: RealDriver, choice: Choice, log_path: Path):
+        with real_start(self, choice, log_path) as target:
+            seen.append(tree_affinities(target.pid))  # the server's processes, as the OS runs them
+            yield target
+
+    monkeypatch.setattr(RealDriver, "start", start)
+    cfg = tmp_path / "pin.toml"
+    cfg.write_text(TINY_PIN)
+    out = tmp_path / "out"
+    rc = main(["compare", "--config", str(cfg), "--pin", "--zoo", str(zoo_dir), "--out", str(out), "-q"])
+    assert rc == 0, capsys.readouterr()
+
+    # the server really ran on CPU 1 only (the master and any worker)
+    assert len(seen) == 1 and seen[0] and all(cpus == [1] for cpus in seen[0].values()), seen
+    doc = json.loads((out / "compare.json").read_text())
+    assert doc["status"] == "complete" and doc["config"]["measure"]["pin"] is True
+    assert doc["env"]["affinity"] == [1]  # the summary's environment is the server's
+    (result,) = doc["results"]
+    assert result["status"] == "complete", result.get("error")
+    assert result["server_affinity"] == [1]  # recorded from the OS, like `seen`
+    # every load record: asked for generator CPU 0, and Locust itself ran on CPU 0
+    paths = sorted((out / result["id"]).glob("*.json"))
+    assert len(paths) >= 3  # stability window, common rate, >= 1 search step
+    for path in paths:
+        rec = load_record(path)
+        assert rec.status == "complete", (path.name, rec.error)
+        assert rec.config["generator_cpus"] == [0], path.name
+        assert rec.config["generator"]["affinity"] == [0], path.name  # read by Locust at its start
+        assert rec.env["affinity"] == [0], path.name
+        assert [g["affinity"] for g in rec.config["generators"]] == [[0]], path.name  # read at its end
+        assert rec.config["target_health"]["pid"] in seen[0]  # the load went to the pinned server

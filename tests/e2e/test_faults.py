@@ -183,6 +183,9 @@ def cli(args: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
         proc = subprocess.Popen(
             [sys.executable, "-m", "commands.cli", *args], cwd=REPO, stdout=fh, stderr=subprocess.STDOUT,
             start_new_session=True,
+            # SIGINT back to its default: a test run started in the background (`cmd &` in a script)
+            # ignores SIGINT, and an ignored signal stays ignored across exec, so Ctrl-C would never arrive.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )  # fmt: skip
     try:
         yield proc

@@ -9,7 +9,11 @@ describe (iris JSON) — a schema-valid random string is not a decodable image.
 The short run (unmarked) sends up to 10 examples per operation and generation mode (fewer if
 DEPLOYBENCH_FUZZ_EXAMPLES says so); the slow variant sends DEPLOYBENCH_FUZZ_EXAMPLES (default 25;
 ``nox -s fuzz`` runs ``pytest -m slow tests/e2e/test_fuzz.py`` with 500). Each target's counts (cases tried,
-5xx seen, statuses) are written to ``results/fuzz/<target>.json`` when its fixture tears down.
+5xx seen, statuses) are written to ``<target>.json`` when its fixture tears down: into a temporary folder of
+the test session, or into DEPLOYBENCH_FUZZ_OUT when that is set (the long ``nox -s fuzz`` run can keep them,
+e.g. in results/fuzz/); the suite never writes into the repository.
+
+Every test here starts real servers (marked ``e2e``).
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ from schemathesis.specs.openapi.checks import (
 from deploybench import paths
 from targets.serve import Limits, ServerProcess, TargetConfig
 from targets.zoo import build_zoo
+
+pytestmark = pytest.mark.e2e
 
 _ENV_EXAMPLES = os.environ.get("DEPLOYBENCH_FUZZ_EXAMPLES", "")
 SHORT_EXAMPLES = min(int(_ENV_EXAMPLES or 10), 10)  # per operation and generation mode
@@ -92,8 +98,17 @@ def _worker_pids(server: ServerProcess) -> set[int]:
     return {c.pid for c in psutil.Process(server.pid).children(recursive=True)}
 
 
+@pytest.fixture(scope="module")
+def fuzz_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the per-target tallies go: DEPLOYBENCH_FUZZ_OUT, else a temporary folder (never the repo)."""
+    env = os.environ.get("DEPLOYBENCH_FUZZ_OUT", "")
+    out = Path(env) if env else tmp_path_factory.mktemp("fuzz")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
 @pytest.fixture(scope="module", params=list(TARGETS))
-def fuzz_target(request: pytest.FixtureRequest) -> Iterator[FuzzTarget]:
+def fuzz_target(request: pytest.FixtureRequest, fuzz_out: Path) -> Iterator[FuzzTarget]:
     framework, server_kind, model = TARGETS[request.param]
     zoo = paths.zoo_dir()
     build_zoo(zoo, models=[model], formats=["onnx"])
@@ -120,9 +135,7 @@ def fuzz_target(request: pytest.FixtureRequest) -> Iterator[FuzzTarget]:
         assert after["internal_errors"] == 0, f"{request.param}: {after['internal_errors']} internal errors"
     finally:
         server.stop()
-        out = paths.results_dir() / "fuzz"
-        out.mkdir(parents=True, exist_ok=True)
-        (out / f"{request.param}.json").write_text(json.dumps(target.tally(), indent=2) + "\n")
+        (fuzz_out / f"{request.param}.json").write_text(json.dumps(target.tally(), indent=2) + "\n")
         server.cleanup()
 
 
@@ -190,9 +203,23 @@ def test_fuzz_long(
     fuzz_operation(fuzz_target, method, path, mode, LONG_EXAMPLES)
 
 
-def test_fuzz_tally_paths(tmp_path: Path) -> None:
-    """The tally written for the report counts 5xx separately from the other statuses."""
-    target = FuzzTarget("x", ServerProcess(TargetConfig(), ready_timeout_s=1))
-    target.statuses.update({200: 3, 422: 2, 500: 1, 503: 1})
-    tally = target.tally()
-    assert tally["cases"] == 7 and tally["server_errors_5xx"] == 2
+def test_fuzz_target_survives_and_the_server_agrees(fuzz_target: FuzzTarget) -> None:
+    """Independent of the other tests here (any order, or alone): fuzz the routes of this target's model kind
+    in both modes, then ask the server itself. No answer may be a 5xx, the server's own count of requests
+    that reached its catch-all handler must not have moved, and the serving process and its workers must be
+    the ones from before (no crash, no restart)."""
+    before = fuzz_target.health()
+    workers_before = _worker_pids(fuzz_target.server)
+    cases_before = sum(fuzz_target.statuses.values())
+    served = ["/predict"] if fuzz_target.server.config.model == "iris-rf" else ["/predict/image/base64"]
+    for path in served:
+        for mode in MODES:
+            fuzz_operation(fuzz_target, "POST", path, mode, min(SHORT_EXAMPLES, 5))
+    tally = fuzz_target.tally()
+    assert tally["cases"] > cases_before, "the fuzzer sent nothing"
+    assert tally["server_errors_5xx"] == 0, tally["first_5xx"]
+    assert all(400 <= int(code) < 500 for code in tally["statuses"] if int(code) >= 300), tally["statuses"]
+    after = fuzz_target.health()
+    assert after["internal_errors"] == before["internal_errors"] == 0, (before, after)
+    assert after["pid"] == before["pid"], fuzz_target.server.log_tail()
+    assert fuzz_target.server.is_alive() and _worker_pids(fuzz_target.server) == workers_before

@@ -3,21 +3,29 @@
 The fake measurement (committed into a throwaway repo) writes one micro record whose samples come from a
 seeded lognormal distribution scaled by the ``speed.txt`` of the tree it runs in, so the base side and the
 candidate side measure different code exactly when the trees differ.
+
+The shared-zoo tests (ab's default mode) use a measurement that loads a real model from the zoo named by
+``deploybench.paths.zoo_dir()`` -- as `deploybench bench`/`load` do -- and records which zoo that was. The zoo
+is git-ignored, so the base worktree has none of its own: only the shared zoo lets the base side measure.
 """
 
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from commands.cli import main
 from decisions.ab import ab_gate, run_ab
 from decisions.gate.rules import DEFAULT_RULES, parse_rules
+from deploybench.record import load_record
 
-pytestmark = pytest.mark.e2e  # git worktrees and measurement processes (capture_env runs git too)
+pytestmark = pytest.mark.e2e  # git worktrees and measurement processes
 
 MEASURE = r"""
 import os, sys
@@ -62,6 +70,7 @@ def command() -> list[str]:
     return [sys.executable, "measure.py", "{out}"]
 
 
+@pytest.mark.e2e
 def test_ab_aa_passes_interleaved_and_removes_worktree(repo: Path, tmp_path: Path) -> None:
     runs = run_ab(repo, "main", command(), rounds=3, out_dir=tmp_path / "out", share_zoo=False)
     order = (tmp_path / "order.log").read_text().split()
@@ -79,6 +88,7 @@ def test_ab_aa_passes_interleaved_and_removes_worktree(repo: Path, tmp_path: Pat
     assert git(repo, "worktree", "list").count("\n") == 1  # only the main working tree is left
 
 
+@pytest.mark.e2e
 def test_ab_cli_detects_slower_candidate(
     repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -91,10 +101,21 @@ def test_ab_cli_detects_slower_candidate(
     assert rc == 1, out
     assert "A/B gate (3 rounds): REGRESSION" in out
     assert "❌ regression" in md.read_text()
-    assert (tmp_path / "out" / "ab.json").is_file()
-    assert (tmp_path / "out" / "round-02" / "candidate" / "fake.json").is_file()
+    doc = json.loads((tmp_path / "out" / "ab.json").read_text())
+    assert doc["exit_code"] == 1 and doc["result"] == "regression"
+    assert doc["base_ref"] == "main" and doc["base_commit"] == git(repo, "rev-parse", "main").strip()
+    assert doc["command"] == command() and [len(doc["wall_s"][s]) for s in ("base", "candidate")] == [3, 3]
+    p50 = next(r for r in doc["rows"] if r["metric"] == "p50")
+    assert p50["verdict"] == "regression" and 0.10 < p50["change"] < 0.20, p50
+    # every run's record is kept where the README says, and holds that side's samples
+    for rnd in (1, 2, 3):
+        base = load_record(tmp_path / "out" / f"round-{rnd:02d}" / "base" / "fake.json")
+        cand = load_record(tmp_path / "out" / f"round-{rnd:02d}" / "candidate" / "fake.json")
+        ratio = np.median(cand.series[0].samples_us) / np.median(base.series[0].samples_us)
+        assert 1.05 < ratio < 1.25, (rnd, ratio)
 
 
+@pytest.mark.e2e
 def test_ab_failed_measurement_is_exit_2_and_cleans_up(
     repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -107,6 +128,7 @@ def test_ab_failed_measurement_is_exit_2_and_cleans_up(
     assert git(repo, "worktree", "list").count("\n") == 1
 
 
+@pytest.mark.e2e
 def test_ab_usage_errors(repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     args = ["ab", "--repo", str(repo), "--out", str(tmp_path / "o"), "--separate-zoo"]
     assert main([*args, "--base-ref", "no-such-ref", "--", *command()]) == 2
@@ -122,10 +144,9 @@ def test_ab_usage_errors(repo: Path, tmp_path: Path, capsys: pytest.CaptureFixtu
 
 def test_ab_zero_throughput_candidate_is_a_regression() -> None:
     """A candidate with throughput 0 in every round: no per-round ratio, but -100% is a regression."""
-    from deploybench.env import capture_env
     from deploybench.record import RunRecord, Series
 
-    env = capture_env()
+    env = {"cpu_model": "Test CPU", "cpu_count": 2, "python": "3.11.7"}
     config = {"model": "iris-rf", "format": "onnx", "scenario": "tabular"}
 
     def rec(rps: float) -> list[RunRecord]:
@@ -138,3 +159,112 @@ def test_ab_zero_throughput_candidate_is_a_regression() -> None:
     (row,) = result.rows
     assert row.change == pytest.approx(-1.0) and row.verdict == "regression"
     assert result.exit_code == 1
+
+
+# -- the default mode: the candidate's model zoo shared with the base side -----------------------------------
+MEASURE_WITH_ZOO = r"""
+import os, sys
+from pathlib import Path
+import numpy as np
+from deploybench.paths import zoo_dir
+from deploybench.env import capture_env
+from deploybench.record import RunRecord, Series
+from targets.predictors import load_predictor
+from targets.zoo import sample_inputs
+
+out = Path(sys.argv[1])
+zoo = zoo_dir().resolve()
+probs = load_predictor("iris-rf", "onnx", zoo).predict(sample_inputs("iris-rf", 4))  # fails without a zoo
+assert probs.shape == (4, 3), probs.shape
+scale = float(Path("speed.txt").read_text())
+side, rnd = os.environ["DEPLOYBENCH_AB_SIDE"], int(os.environ["DEPLOYBENCH_AB_ROUND"])
+rng = np.random.default_rng([rnd, side == "base"])
+samples = np.maximum(1, np.round(rng.lognormal(np.log(400), 0.2, 1500) * scale)).astype(int).tolist()
+r = RunRecord("micro", {"model": "iris-rf", "format": "onnx", "zoo": str(zoo)}, capture_env(),
+              status="complete")
+r.series.append(Series(name="iris-rf/onnx/b4", count=len(samples), samples_us=samples,
+                       params={"batch_size": 4},
+                       extra={"tree": Path.cwd().name, "zoo_env": os.environ.get("DEPLOYBENCH_ZOO"),
+                              "p_sum": float(probs.sum())}))
+r.save(out / "zoo-measure.json")
+"""
+
+
+@pytest.fixture
+def zoo_repo(tmp_path: Path, zoo_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A throwaway repo whose (git-ignored) artifacts/zoo holds iris-rf ONNX, copied from the built zoo."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "measure.py").write_text(MEASURE_WITH_ZOO)
+    (repo / "speed.txt").write_text("1.0\n")
+    (repo / ".gitignore").write_text("artifacts/\n")
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", ".")
+    git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "base")
+    zoo = repo / "artifacts" / "zoo"
+    zoo.mkdir(parents=True)
+    shutil.copytree(zoo_dir / "iris-rf", zoo / "iris-rf")
+    shutil.copy2(zoo_dir / "manifest.json", zoo / "manifest.json")
+    monkeypatch.delenv("DEPLOYBENCH_ZOO", raising=False)  # the default: the candidate's own zoo
+    monkeypatch.chdir(tmp_path)  # not the repo: the zoo must come from --repo, not from the cwd
+    return repo
+
+
+def zoo_runs(out: Path) -> dict[str, list]:
+    runs: dict[str, list] = {"base": [], "candidate": []}
+    for path in sorted(out.glob("round-*/*/zoo-measure.json")):
+        runs[path.parent.name].append(load_record(path))
+    return runs
+
+
+@pytest.mark.e2e
+def test_ab_default_mode_shares_the_candidates_zoo_with_the_base(
+    zoo_repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No --separate-zoo, no $DEPLOYBENCH_ZOO: both sides get $DEPLOYBENCH_ZOO = the candidate's zoo, so the
+    base worktree (which has no zoo) measures the same artifacts; a 15% slower candidate is a regression."""
+    (zoo_repo / "speed.txt").write_text("1.15\n")  # the candidate's uncommitted change
+    out = tmp_path / "out"
+    rc = main(["ab", "--base-ref", "main", "--rounds", "3", "--repo", str(zoo_repo), "--out", str(out),
+               "--rule", "p50:+10%", "--", sys.executable, "measure.py", "{out}"])  # fmt: skip
+    text = capsys.readouterr().out
+    assert rc == 1, text
+    assert "A/B gate (3 rounds): REGRESSION" in text
+    shared = str((zoo_repo / "artifacts" / "zoo").resolve())
+    runs = zoo_runs(out)
+    assert [len(runs["base"]), len(runs["candidate"])] == [3, 3]
+    for side, records in runs.items():
+        for rec in records:
+            s = rec.series[0]
+            assert rec.config["zoo"] == shared and s.extra["zoo_env"] == shared, (side, rec.config)
+            assert s.extra["p_sum"] == pytest.approx(4.0, abs=1e-4)  # the model really ran
+    # the base side ran in the base worktree (not the candidate's tree), yet used the candidate's zoo
+    assert {rec.series[0].extra["tree"] for rec in runs["base"]} == {"base"}
+    assert {rec.series[0].extra["tree"] for rec in runs["candidate"]} == {"repo"}
+    doc = json.loads((out / "ab.json").read_text())
+    assert doc["exit_code"] == 1
+    (p50,) = [r for r in doc["rows"] if r["metric"] == "p50"]
+    assert p50["verdict"] == "regression" and 0.10 < p50["change"] < 0.20
+    assert git(zoo_repo, "worktree", "list").count("\n") == 1
+
+
+@pytest.mark.e2e
+def test_ab_shares_a_zoo_given_in_the_environment_and_separate_zoo_does_not(
+    zoo_repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # $DEPLOYBENCH_ZOO already set: that zoo (relative to the cwd) is the one shared, resolved to a full path
+    elsewhere = tmp_path / "other-zoo"
+    shutil.copytree(zoo_repo / "artifacts" / "zoo", elsewhere)
+    monkeypatch.setenv("DEPLOYBENCH_ZOO", "other-zoo")
+    runs = run_ab(zoo_repo, "main", [sys.executable, "measure.py", "{out}"], rounds=1, out_dir=tmp_path / "a")
+    for rec in runs.rounds[0]["base"] + runs.rounds[0]["candidate"]:
+        assert rec.config["zoo"] == str(elsewhere.resolve()) == rec.series[0].extra["zoo_env"]
+    assert ab_gate(runs.rounds, parse_rules(["p50:+10%"])).exit_code == 0  # A/A, same zoo
+
+    # --separate-zoo: nothing is passed, so the base worktree (no zoo of its own) cannot measure
+    monkeypatch.delenv("DEPLOYBENCH_ZOO")
+    rc = main(["ab", "--base-ref", "main", "--rounds", "1", "--repo", str(zoo_repo), "--separate-zoo",
+               "--out", str(tmp_path / "b"), "--", sys.executable, "measure.py", "{out}"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "measurement failed (base, round 1, exit 1)" in err and "no zoo manifest" in err

@@ -18,6 +18,8 @@ from tests.support.known_latency import KnownLatencyServer
 
 pytestmark = pytest.mark.e2e  # starts the known-latency server and Locust
 
+pytestmark = pytest.mark.e2e
+
 
 def measure(tmp_path: Path, name: str, service_ms: float) -> str:
     path = tmp_path / f"{name}.json"

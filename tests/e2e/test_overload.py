@@ -5,7 +5,10 @@
   cleanly — no 5xx, no crashed worker — and answer normally right after the load stops.
 - Soak: a FastAPI/uvicorn target takes a closed-loop load of valid requests while a side thread sends
   invalid and oversized ones; the server's resident memory (the whole process tree) after the soak is
-  compared with the figure after a warm-up soak. The figures are written to results/robust/soak-*.json.
+  compared with the figure after a warm-up soak. The figures are written next to the test's records, in its
+  own temporary folder (tmp_path/overload-*.json, tmp_path/soak-*.json), never into the repository.
+
+Both tests start real servers and Locust (marked ``e2e``).
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ OVERLOAD_RPS = 300.0
 # Soak bound: growth over the measured soak, after a warm-up soak of the same load. A leak of a few KiB per
 # request would exceed it over the ~3000 requests (valid + invalid) of the measured soak.
 MAX_RSS_GROWTH_BYTES = 8 * 1024 * 1024
+
+pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
@@ -87,11 +92,9 @@ def test_overload_is_answered_or_refused_cleanly_and_recovers(
     # far past capacity: the target cannot have served the offered rate
     assert sum(s.throughput_rps or 0 for s in record.series) < OVERLOAD_RPS * 0.8
     server_errors = {k: n for k, n in errors.items() if k.startswith("http-5")}
-    out = paths.results_dir() / "robust"
-    out.mkdir(parents=True, exist_ok=True)
     figures = {"offered_rps": OVERLOAD_RPS, "answered": ok, "errors": dict(errors),
                "throughput_rps": sum(s.throughput_rps or 0 for s in record.series)}  # fmt: skip
-    (out / "overload-flask-gunicorn-sync.json").write_text(json.dumps(figures, indent=2) + "\n")
+    (tmp_path / "overload-flask-gunicorn-sync.json").write_text(json.dumps(figures, indent=2) + "\n")
     assert not server_errors, f"5xx under overload: {dict(errors)}"
     # still the same worker, and it answers normally once the load has stopped
     assert server.is_alive() and worker_pids(server.pid or 0) == workers
@@ -101,8 +104,9 @@ def test_overload_is_answered_or_refused_cleanly_and_recovers(
         recovery_ms = (time.perf_counter_ns() - t0) / 1e6
         assert r.status_code == 200 and r.json()["prediction"] == "setosa"
         assert client.get("/health").json()["internal_errors"] == 0
-    # the queue has drained: one request takes about one service time, not a backlog (generous bound)
-    assert recovery_ms < 2000, f"first request after the overload took {recovery_ms:.0f} ms"
+    # how long the first request took is a figure for the reader, not an assertion (no timed tests)
+    figures["recovery_ms"] = recovery_ms
+    (tmp_path / "overload-flask-gunicorn-sync.json").write_text(json.dumps(figures, indent=2) + "\n")
 
 
 def _bad_requests(url: str, stop: threading.Event, sent: Counter[int]) -> None:
@@ -169,9 +173,7 @@ def test_soak_rss_does_not_grow(zoo: Path, tmp_path: Path, started: list[ServerP
         "bad_requests_by_status": {str(k): v for k, v in sorted(sent.items())},
         "internal_errors": health["internal_errors"],
     }
-    out = paths.results_dir() / "robust"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "soak-fastapi-uvicorn-iris-rf-onnx.json").write_text(json.dumps(figures, indent=2) + "\n")
+    (tmp_path / "soak-fastapi-uvicorn-iris-rf-onnx.json").write_text(json.dumps(figures, indent=2) + "\n")
     assert server.is_alive() and health["internal_errors"] == 0
     assert sent and all(400 <= s < 500 for s in sent), f"bad requests got {dict(sent)}"
     assert rss_after - rss_before < MAX_RSS_GROWTH_BYTES, figures

@@ -310,13 +310,6 @@ class KnownLatencyServer:
         self.stop()
 
 
-def free_port() -> int:
-    """A loopback port that was free a moment ago (for a process that binds it itself: a Locust master)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m tests.support.known_latency", description=__doc__.split("\n")[0]

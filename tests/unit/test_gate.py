@@ -6,6 +6,7 @@ Records are synthetic with samples from known distributions (seeded), so every v
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ from decisions.gate.rules import (
     parse_rules,
 )
 from deploybench.env import capture_env
+from deploybench.errors import UsageError
 from deploybench.record import RunRecord, Series
 from deploybench.stats import (
     Dist,
@@ -125,9 +127,8 @@ def test_parse_rule(text: str, metric: str, limit: float, unit: str) -> None:
     ],
 )
 def test_rule_errors_are_precise(text: str, message: str) -> None:
-    with pytest.raises(RuleError, match=None) as info:
+    with pytest.raises(RuleError, match=re.escape(message)) as info:
         parse_rule(text)
-    assert message in str(info.value)
     assert repr(text) in str(info.value)
 
 
@@ -150,8 +151,14 @@ def test_rules_files(tmp_path: Path) -> None:
         load_rules_file(bad)
     extra = tmp_path / "extra.toml"
     extra.write_text('rules = ["p99:+10%"]\nthreshold = 3\n')
-    with pytest.raises(Exception, match="unknown key"):
+    with pytest.raises(UsageError, match=r"extra\.toml: unknown key\(s\) threshold; allowed: rules, conf"):
         load_rules_file(extra)
+    empty = tmp_path / "empty.json"
+    empty.write_text('{"rules": []}')
+    with pytest.raises(UsageError, match="'rules' must be a non-empty list of strings"):
+        load_rules_file(empty)
+    with pytest.raises(UsageError, match=r"missing\.toml: cannot read"):
+        load_rules_file(tmp_path / "missing.toml")
 
 
 # -- statistics ----------------------------------------------------------------------------------------------
@@ -172,6 +179,13 @@ def test_dist_matches_exact_percentiles() -> None:
     assert hd.n == len(samples)
     for metric in ("p50", "p99", "max"):
         assert hd.stat(metric) == summary[metric]
+
+
+def test_undecodable_histogram_is_a_usage_error() -> None:
+    with pytest.raises(UsageError, match=r"undecodable histogram in record \(.*base64"):
+        Dist.from_histogram("not base64 at all!")
+    with pytest.raises(UsageError, match="undecodable histogram in record"):
+        Dist.from_histogram("aGVsbG8=")  # valid base64, not an HdrHistogram
 
 
 def test_bootstrap_is_deterministic() -> None:

@@ -57,8 +57,13 @@ def test_schedule_workers_interleave_to_the_total_rate() -> None:
 def test_schedule_max_requests_and_bad_input() -> None:
     s = ArrivalSchedule(10.0, "constant", max_requests=2)
     assert s.take(0) is not None and s.take(0) is not None and s.take(0) is None
-    for kwargs in ({"rate_rps": 0}, {"rate_rps": 1, "model": "closed"}, {"rate_rps": 1, "max_lag_s": 0}):
-        with pytest.raises(ValueError):
+    for kwargs, message in (
+        ({"rate_rps": 0}, r"rate_rps must be > 0"),
+        ({"rate_rps": 1, "model": "closed"}, r"load model 'closed' is not open-loop"),
+        ({"rate_rps": 1, "max_lag_s": 0}, r"max_lag_s must be > 0"),
+        ({"rate_rps": 1, "worker_index": 2, "worker_count": 2}, r"worker_index < worker_count"),
+    ):
+        with pytest.raises(ValueError, match=message):
             ArrivalSchedule(**kwargs)
 
 
@@ -140,11 +145,17 @@ def test_image_scenario_option_parsing() -> None:
 
     assert parse_mix("multipart=3, base64=1") == {"multipart": 3.0, "base64": 1.0}
     assert parse_mix("multipart") == {"multipart": 1.0}
-    for bad in ("jpeg=1", "multipart=x", "multipart=0", "", "multipart=-1"):
-        with pytest.raises(UsageError):
+    for bad, message in (
+        ("jpeg=1", r"unknown kind 'jpeg'"),
+        ("multipart=x", r"weight of 'multipart' is not a number"),
+        ("multipart=0", r"needs at least one kind with a weight > 0"),
+        ("", r"needs at least one kind with a weight > 0"),
+        ("multipart=-1", r"weight of 'multipart' must be >= 0"),
+    ):
+        with pytest.raises(UsageError, match=message):
             parse_mix(bad)
     assert parse_size("640x480") == (640, 480) and parse_size("224") == (224, 224)
-    with pytest.raises(UsageError):
+    with pytest.raises(UsageError, match=r"--image-size must be between 1x1 and 8192x8192 \(got '0x10'\)"):
         parse_size("0x10")
     imgs = make_images((32, 16), "png", 2, 0)
     assert len(imgs) == 2 and imgs[0].startswith(b"\x89PNG") and imgs[0] != imgs[1]

@@ -140,9 +140,56 @@ def test_report_cli_writes_files(tmp_path: Path, capsys) -> None:
     out = tmp_path / "out"
     rc = cli_main(["report", str(folder), "--out", str(out), "--format", "md,csv"])
     assert rc == 0
-    assert (out / "report.md").read_text() == render_markdown(load_records(sorted(RECORD_FILES)))
-    assert (out / "summary.csv").exists() and not (out / "report.html").exists()
-    assert "report.md" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == ["report.md", "summary.csv"]  # no html, no json
+    printed = capsys.readouterr().out
+    assert str(out / "report.md") in printed and str(out / "summary.csv") in printed
+    records = load_records(sorted(RECORD_FILES))
+    series = [(r, s) for r in records for s in r.series]
+
+    # CSV: the documented header, then one row per series with that record's own numbers
+    with (out / "summary.csv").open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        assert tuple(reader.fieldnames or ()) == CSV_COLUMNS
+        rows = list(reader)
+    assert len(rows) == len(series) == 9
+    for row, (rec, s) in zip(rows, series, strict=True):
+        assert (row["run_id"], row["kind"], row["status"], row["series"]) == (
+            rec.run_id, rec.kind, rec.status, s.name,
+        )  # fmt: skip
+        assert int(row["count"]) == s.count
+        for key in ("p50", "p90", "p95", "p99", "p99.9", "max"):
+            want = s.latency_us.get(key)
+            assert row[f"{key}_us"] == ("" if want is None else str(want)), (s.name, key)
+        assert int(row["error_count"]) == s.error_count
+        if s.throughput_rps is not None:
+            assert float(row["throughput_rps"]) == pytest.approx(s.throughput_rps)
+    onnx_b1 = next(r for r in rows if r["series"] == "predict/iris-rf/onnx/b1/t1")
+    assert (onnx_b1["p50_us"], onnx_b1["p99_us"], onnx_b1["size_bytes"]) == ("20", "22", "70081")
+    v1 = next(r for r in rows if r["run_id"] == "20250101T000000Z-load-flask-iris-rf")
+    assert (v1["p50_us"], v1["p99_us"], v1["error_count"]) == ("2500", "4250", "2")  # migrated ms -> µs
+
+    # Markdown: each series' table row names it and carries its own percentiles (ms)
+    md = (out / "report.md").read_text()
+    assert md == render_markdown(records)
+    lines = md.splitlines()
+    for rec, s in series:
+        if s.name.startswith("load/"):  # artifact load time: the "load (ms)" column of that format's rows
+            fmt_rows = [line for line in lines if line.startswith(f"| {s.params['format']} | ")]
+            assert fmt_rows and all(
+                line.strip("|").split("|")[7].strip() == fmt_ms(s.latency_us["p50"]) for line in fmt_rows
+            ), (s.name, fmt_rows)
+            continue
+        if s.name.startswith("predict/"):
+            prefix = f"| {s.params['format']} | {s.params['batch_size']} | {s.params['threads']} |"
+            keys = ("p50", "p95", "p99")
+        elif rec.kind == "micro":
+            prefix, keys = f"| {s.name} | {s.count} |", ("p50", "p95", "p99", "max")
+        else:
+            prefix, keys = f"| {s.name} | {s.count} |", ("p50", "p90", "p95", "p99", "p99.9", "max")
+        (row,) = [line for line in lines if line.startswith(prefix)]  # exactly one row per series
+        assert "| " + " | ".join(fmt_ms(s.latency_us[k]) for k in keys) + " |" in row, (s.name, row)
+    load = next(line for line in lines if line.startswith("| POST /predict | 1990 |"))
+    assert "| 3.027 | 4.999 | 5.719 | 7.803 | 9.623 | 12.783 |" in load  # the fixture's numbers, literally
 
 
 @pytest.mark.parametrize(

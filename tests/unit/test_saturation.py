@@ -60,10 +60,35 @@ def test_poisson_allowance_is_three_sd_of_the_arrival_count():
 
 
 def test_rules_reject_nonsense():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"slo_p99_us must be > 0"):
         SloRules(0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"min_throughput_ratio must be in \(0, 1\]"):
         SloRules(1000, min_throughput_ratio=0.0)
+    with pytest.raises(ValueError, match=r"max_error_ratio must be in \[0, 1\)"):
+        SloRules(1000, max_error_ratio=1.0)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"lo_rps": 50.0, "hi_rps": 50.0}, r"need 0 < lo_rps < hi_rps, got 50.0, 50.0"),
+        ({"lo_rps": 0.0, "hi_rps": 50.0}, r"need 0 < lo_rps < hi_rps"),
+        ({"max_probes": 1}, r"max_probes must be >= 2"),
+        ({"rel_tolerance": 0.0}, r"rel_tolerance must be > 0"),
+    ],
+)
+def test_search_rejects_nonsense(kwargs, message):
+    args = {"lo_rps": 10.0, "hi_rps": 100.0, **kwargs}
+    calls: list[float] = []
+    with pytest.raises(ValueError, match=message):
+        saturation_search(fake_target(50.0, calls), SloRules(SLO_US), args.pop("lo_rps"), args.pop("hi_rps"),
+                          **args)  # fmt: skip
+    assert calls == []  # refused before measuring anything
+
+
+def test_measure_until_stable_rejects_nonsense():
+    with pytest.raises(ValueError, match=r"need 1 <= n <= max_windows"):
+        measure_until_stable(lambda i: w(100), n=4, max_windows=3, max_duration_s=1.0)
 
 
 # -- the search -------------------------------------------------------------------------------------------

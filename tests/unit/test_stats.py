@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import binascii
+
 import numpy as np
 import pytest
 
@@ -148,7 +150,8 @@ def test_histogram_encode_decode_and_merge() -> None:
 
 
 def test_decode_garbage_raises() -> None:
-    with pytest.raises(ValueError):
+    # checked by decode_histogram itself before hdrh sees it (binascii.Error is a ValueError)
+    with pytest.raises(binascii.Error, match="base64"):
         decode_histogram("not base64 at all!")
 
 

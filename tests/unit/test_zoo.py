@@ -14,7 +14,6 @@ import pytest
 
 from commands.cli import main
 from deploybench.errors import UsageError
-from deploybench.vocabulary import MODEL_FORMATS
 from targets import zoo
 from targets.predictors import PREDICTOR_CLASSES, load_predictor, open_predictor
 from targets.zoo import (
@@ -260,7 +259,7 @@ def test_tampered_pickle_is_refused_and_rebuilt(tmp_path: Path) -> None:
     path = tmp_path / entry["path"]
     with open(path, "ab") as fh:
         fh.write(b"\x00")
-    with pytest.raises(ArtifactError) as excinfo:
+    with pytest.raises(ArtifactError, match="refusing to unpickle") as excinfo:
         load_predictor("iris-rf", "pickle", tmp_path)
     message = str(excinfo.value)
     assert str(path) in message
@@ -378,4 +377,12 @@ def test_cli_prints_progress_and_table(tmp_path: Path, capsys: pytest.CaptureFix
     assert main(["build", "--models", "iris-rf", "--zoo-dir", str(tmp_path), "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "building" not in out and "0 built, 2 up to date" in out
-    assert set(MODEL_FORMATS) >= {row.split()[1] for row in out.splitlines()[2:4]}
+    rows = [line.split(None, 6) for line in out.splitlines()[2:4]]  # the status is "up to date"
+    assert [(r[0], r[1], r[6]) for r in rows] == [
+        ("iris-rf", "pickle", "up to date"),
+        ("iris-rf", "onnx", "up to date"),
+    ]
+    artifacts = load_manifest(tmp_path)["artifacts"]
+    assert {r[1]: int(r[2].replace(",", "")) for r in rows} == {
+        f: artifacts[f"iris-rf/{f}"]["size_bytes"] for f in ("pickle", "onnx")
+    }
