@@ -1,9 +1,16 @@
-"""Developer and user entry points. Every session installs torch==2.13.0 (the CPU build) *first*.
+"""Developer and user entry points. Every session installs torch (the CPU build) *first*, then the project,
+both with the exact versions of constraints.txt.
 
 `nox -s compare` is the main job on built-in defaults; `nox -s tests` runs the test suite.
+
+Where no CPU torch wheel is at hand (a GitHub-hosted runner: a plain `pip install torch` there is the
+multi-GB CUDA build), set TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu: torch then comes from that
+index alone, its dependencies and everything else from the normal index.
 """
 
 from __future__ import annotations
+
+import os
 
 import nox
 
@@ -11,12 +18,16 @@ nox.options.default_venv_backend = "venv"  # pip-based: uv would not see the pro
 nox.options.reuse_venv = "yes"
 nox.options.sessions = ["lint", "tests"]
 
-TORCH = "torch==2.13.0"
+CONSTRAINTS = ("-c", "constraints.txt")  # the exact versions (torch==2.13.0 among them)
+TORCH_INDEX_URL = os.environ.get("TORCH_INDEX_URL", "")
 
 
 def _install(session: nox.Session, extras: str = "test") -> None:
-    session.install(TORCH)  # before anything else, so no resolver ever picks a CUDA torch
-    session.install("-e", f".[{extras}]")
+    # torch before anything else, so no resolver ever picks a CUDA torch; from TORCH_INDEX_URL alone when set
+    # (no deps from there: they come with the project, from the normal index, under the same constraints).
+    index = ["--index-url", TORCH_INDEX_URL, "--no-deps"] if TORCH_INDEX_URL else []
+    session.install(*index, *CONSTRAINTS, "torch")
+    session.install(*CONSTRAINTS, "-e", f".[{extras}]")
 
 
 @nox.session(python="3.11")
@@ -30,7 +41,7 @@ def tests(session: nox.Session) -> None:
 @nox.session(python="3.11")
 def lint(session: nox.Session) -> None:
     """ruff lint + format check."""
-    session.install("ruff==0.17.6")
+    session.install(*CONSTRAINTS, "ruff")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
 

@@ -1,22 +1,38 @@
-"""`deploybench load`: start a target (or use --url), run a Locust scenario headless, write a run record
-(``loadtests.runner``); prints one line per endpoint and the record's path."""
+"""`deploybench load`: start a target (or use --url of any HTTP service), run a Locust scenario headless,
+write a run record (``loadtests.runner``); prints one line per endpoint and the record's path.
+
+Your own API: ``--url`` with ``--path``, ``--method``, ``--header`` (repeatable) and ``--payload`` (a JSON
+lines file or a folder of images) runs the ``api`` scenario; ``--locustfile`` runs your own
+DeployBenchUser scenario. Relative paths are relative to the current working directory.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any
 
 from commands.args import cpu_list
 from deploybench.errors import UsageError
-from deploybench.vocabulary import FRAMEWORKS, LOAD_MODELS, SCENARIOS
-from loadtests.runner import format_summary, run_load_to_file
+from deploybench.vocabulary import FRAMEWORKS, LOAD_MODELS
+from loadtests.payloads import parse_headers
+from loadtests.runner import (
+    API_OPTIONS,
+    RUNNER_SCENARIOS,
+    format_summary,
+    run_load_to_file,
+)
 from targets.serve import TargetConfig
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     t = parser.add_argument_group("target (start one, or give --url of a running server)")
-    t.add_argument("--url", help="an already running server, e.g. http://127.0.0.1:8000")
+    t.add_argument(
+        "--url",
+        help="an already running HTTP service, e.g. http://127.0.0.1:8000 or https://host/prefix "
+        "(checked to accept connections before the load starts)",
+    )
     t.add_argument("--framework", choices=FRAMEWORKS)
     t.add_argument("--server", help="gunicorn-sync | gunicorn-gthread (flask); uvicorn | gunicorn-uvicorn")
     t.add_argument("--model", help="iris-rf, iris-mlp, resnet18, resnet50")
@@ -33,7 +49,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a deliberate extra service time in the target (e.g. to check that a gate catches it)",
     )
     load = parser.add_argument_group("load")
-    load.add_argument("--scenario", choices=SCENARIOS, default="tabular")
+    load.add_argument(
+        "--scenario",
+        choices=RUNNER_SCENARIOS,
+        help="tabular (default), image, health, or api (your own endpoint: the default when --path, "
+        "--method or --payload is given)",
+    )
     load.add_argument("--duration", type=float, default=10.0, help="measured seconds (after warm-up)")
     load.add_argument("--warmup", type=float, default=2.0, help="seconds excluded from the measurement")
     load.add_argument("--users", type=int, help="closed loop: users; open loop: senders (default derived)")
@@ -46,8 +67,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     load.add_argument("--batch-size", type=int, help="tabular: rows per request")
     load.add_argument("--payload-mix", help="image: e.g. multipart=3,base64=1")
     load.add_argument("--image-size", help="image: WIDTHxHEIGHT (default 224x224)")
-    load.add_argument("--out", help="results folder (default results/)")
+    load.add_argument("--out", help="results folder (default ./results)")
     load.add_argument("--record", help="record path (default OUT/RUN_ID.json)")
+    api = parser.add_argument_group("your own API (scenario api; --header works with every scenario)")
+    api.add_argument("--path", help="request path appended to the URL, e.g. /v1/predict (default /)")
+    api.add_argument("--method", help="HTTP method (default POST with --payload, else GET)")
+    api.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar="'NAME: VALUE'",
+        help="header sent with every request, repeatable (e.g. an auth token); the record keeps names only",
+    )
+    api.add_argument(
+        "--payload",
+        help="a JSON lines file (one request body per line, sent as JSON) or a folder of images (each sent "
+        "as a multipart upload); cycled in order",
+    )
+    api.add_argument("--multipart-field", help="form field of the image uploads (default file)")
+    api.add_argument(
+        "--locustfile",
+        help="your own Locust file (users subclass loadtests.user.DeployBenchUser) instead of --scenario",
+    )
 
 
 def _target_from_args(args: argparse.Namespace) -> Any:
@@ -66,29 +107,48 @@ def _target_from_args(args: argparse.Namespace) -> Any:
         inject_delay_ms=args.inject_delay_ms,
     )  # fmt: skip
     if args.zoo:
-        kwargs["zoo_dir"] = Path(args.zoo)
+        kwargs["zoo_dir"] = Path(os.path.abspath(args.zoo))  # the caller's; the record keeps it absolute
     try:
         return TargetConfig(**kwargs)
     except (TypeError, ValueError) as exc:
         raise UsageError(f"bad target options: {exc}") from None
 
 
+def _scenario(args: argparse.Namespace) -> str | None:
+    """The scenario asked for: --locustfile (None), --scenario, else api when an api option is given."""
+    api_given = [o for o in API_OPTIONS if getattr(args, o) is not None]
+    if args.locustfile:
+        clash = [f"--{o.replace('_', '-')}" for o in api_given] + (["--scenario"] if args.scenario else [])
+        if clash:
+            raise UsageError(f"--locustfile runs your own scenario: drop {', '.join(clash)}")
+        return None
+    scenario = args.scenario or ("api" if api_given else "tabular")
+    if api_given and scenario != "api":
+        names = ", ".join(f"--{o.replace('_', '-')}" for o in api_given)
+        raise UsageError(f"{names}: only for --scenario api (your own endpoint), not {scenario}")
+    return scenario
+
+
 def run(args: argparse.Namespace) -> int:
     target = _target_from_args(args)
+    scenario = _scenario(args)
+    headers = parse_headers(args.header)
     opts = {
         k: v
         for k, v in (
             ("batch_size", args.batch_size),
             ("payload_mix", args.payload_mix),
             ("image_size", args.image_size),
+            *((o, getattr(args, o)) for o in API_OPTIONS),
         )
         if v is not None
     }
     record, path = run_load_to_file(
-        target, args.scenario, duration_s=args.duration, warmup_s=args.warmup, users=args.users,
+        target, scenario or "", duration_s=args.duration, warmup_s=args.warmup, users=args.users,
         rate_rps=args.rate, load_model=args.load_model, results_dir=args.out, record_path=args.record,
         generator_cpus=args.generator_cpus, processes=args.processes, model=args.model if args.url else None,
-        seed=args.seed, max_lag_s=args.max_lag, scenario_options=opts,
+        seed=args.seed, max_lag_s=args.max_lag, scenario_options=opts, locustfile=args.locustfile,
+        headers=headers or None, check_url=True,
     )  # fmt: skip
     print(format_summary(record))
     print(f"record: {path}")

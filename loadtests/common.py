@@ -39,11 +39,13 @@ from locust.runners import MasterRunner, WorkerRunner
 from deploybench.env import capture_env
 from deploybench.errors import UsageError
 from deploybench.io import utc_now
+from deploybench.paths import results_dir as default_results_dir
 from deploybench.record import RunRecord, make_run_id
 from deploybench.stats import few_samples_percentiles
 from deploybench.vocabulary import LOAD_MODELS, OPEN_LOOP_MODELS
 from loadtests.measure import CONNECTION_KINDS, Measurement, error_kind, parse_server_timing
 from loadtests.pacer import ArrivalSchedule
+from loadtests.payloads import HEADERS_ENV, merge_headers
 
 logger = logging.getLogger("deploybench.load")
 
@@ -83,7 +85,7 @@ def _add_common_arguments(parser: Any, **_kw: Any) -> None:
     a("--max-requests", type=int, default=0, help="open loop: stop after this many sends (0 = no bound)")
     a("--seed", type=int, default=0, help="seed for Poisson gaps and payload choice")
     a("--model", default="", help="model label for the record (the target's /health is read too)")
-    a("--results-dir", default="results", help="folder for the run record")
+    a("--results-dir", default=str(default_results_dir()), help="folder for the run record")
     a("--record", default="", help="record path (default: RESULTS_DIR/RUN_ID.json)")
     a(
         "--save-interval",
@@ -98,6 +100,14 @@ def _add_common_arguments(parser: Any, **_kw: Any) -> None:
         default=200,
         include_in_web_ui=False,
         help="end the run as failed after this many consecutive connection errors (0 = never)",
+    )
+    a(
+        "--header",
+        action="append",
+        default=[],
+        include_in_web_ui=False,
+        help="'Name: value' added to every request (repeatable), e.g. 'Authorization: Bearer TOKEN'; "
+        f"also read from ${HEADERS_ENV} (a JSON object). The record keeps the names, never the values",
     )
     a("--extra-config", default="", include_in_web_ui=False,
       help="JSON object merged into the record's config (used by `deploybench load`)")  # fmt: skip
@@ -128,12 +138,13 @@ class LoadOptions:
     max_requests: int = 0
     seed: int = 0
     model: str = ""
-    results_dir: str = "results"
+    results_dir: str = field(default_factory=lambda: str(default_results_dir()))
     record: str = ""
     save_interval_s: float = 2.0
     abort_after_errors: int = 200
     generator_bound_percent: float = GENERATOR_BOUND_PERCENT
     master_port_file: str = ""
+    headers: dict[str, str] = field(default_factory=dict)
     extra_config: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -153,12 +164,13 @@ class LoadOptions:
             max_requests=int(g("max_requests", 0) or 0),
             seed=int(g("seed", 0) or 0),
             model=str(g("model", "") or ""),
-            results_dir=str(g("results_dir", "results") or "results"),
+            results_dir=str(g("results_dir", "") or default_results_dir()),
             record=str(g("record", "") or ""),
             save_interval_s=float(g("save_interval", 2.0)),
             abort_after_errors=int(g("abort_after_errors", 200) or 0),
             generator_bound_percent=float(g("generator_bound_percent", GENERATOR_BOUND_PERCENT)),
             master_port_file=str(g("master_port_file", "") or ""),
+            headers=merge_headers(os.environ.get(HEADERS_ENV, ""), g("header", None)),
         )
         if o.load_model not in LOAD_MODELS:
             raise UsageError(f"--load-model must be one of {', '.join(LOAD_MODELS)} (got {o.load_model!r})")
@@ -510,6 +522,7 @@ class Plugin:
             "seed": o.seed,
             "host": self.environment.host,
             "scenario_options": scenario_options(parsed),
+            "request_headers": sorted(o.headers) or None,  # names only: values may be secrets
             "generator": {
                 "tool": "locust",
                 "user_class": "FastHttpUser",
@@ -521,7 +534,7 @@ class Plugin:
                 "shares_machine_with_target": _is_loopback(self.environment.host),
             },
         }
-        health = fetch_health(self.environment.host)
+        health = fetch_health(self.environment.host, headers=o.headers)
         if health is not None:
             config["target_health"] = health
             for k in ("framework", "model", "format"):
@@ -659,19 +672,26 @@ def _is_loopback(host: str | None) -> bool:
     return bool(host) and any(h in host for h in ("://127.", "://localhost", "://[::1]"))
 
 
-def fetch_health(host: str | None, timeout_s: float = 2.0) -> dict[str, Any] | None:
-    """GET {host}/health -> dict, or None when it fails (bounded by timeout_s)."""
+def fetch_health(
+    host: str | None, timeout_s: float = 2.0, headers: dict[str, str] | None = None
+) -> dict[str, Any] | None:
+    """GET {host}/health (with ``headers``, e.g. the run's auth token) -> dict, or None when it fails (bounded
+    by timeout_s)."""
     if not host:
         return None
+    request = urllib.request.Request(host.rstrip("/") + "/health", headers=headers or {})
     try:
-        with urllib.request.urlopen(host.rstrip("/") + "/health", timeout=timeout_s) as resp:
+        with urllib.request.urlopen(request, timeout=timeout_s) as resp:
             data = json.loads(resp.read(65536))
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
 
 
-SCENARIO_OPTION_NAMES = ("batch_size", "payload_mix", "image_size", "image_format", "image_count")
+SCENARIO_OPTION_NAMES = (
+    "batch_size", "payload_mix", "image_size", "image_format", "image_count",  # built-in scenarios
+    "path", "method", "payload", "multipart_field",  # the api scenario (your own endpoint)
+)  # fmt: skip
 
 
 def scenario_options(parsed: Any) -> dict[str, Any]:
@@ -712,6 +732,11 @@ class DeployBenchUser(FastHttpUser):
             wait_ns = intended_ns - time.perf_counter_ns()
             if wait_ns > 0:
                 gevent.sleep(wait_ns / 1e9)
+        extra = PLUGIN.options.headers
+        if extra:  # --header / $DEPLOYBENCH_HEADERS; headers given to this call win
+            given = kwargs.get("headers") or {}
+            names = {k.lower() for k in given}
+            kwargs["headers"] = {**{k: v for k, v in extra.items() if k.lower() not in names}, **given}
         ctx = {"db_send_ns": time.perf_counter_ns()}
         if intended_ns is not None:
             ctx["db_intended_ns"] = intended_ns

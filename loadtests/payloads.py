@@ -1,6 +1,10 @@
-"""Image payloads for the image scenario (no Locust import: usable from tests and other tools).
+"""Request payloads (no Locust import: usable from the runner, tests and other tools).
 
-Images are generated (seeded smooth gradients + noise, so JPEG sizes are realistic); nothing is downloaded.
+* Generated images for the image scenario (seeded smooth gradients + noise, so JPEG sizes are realistic);
+  nothing is downloaded.
+* Your own requests for the ``api`` scenario (``deploybench load --url ... --payload FILE|FOLDER``): a JSON
+  lines file (one request body per line, sent as ``application/json``) or a folder of images (each sent as a
+  multipart upload), validated up front (a bad line is named ``FILE:LINE``), plus ``--header 'Name: value'``.
 """
 
 from __future__ import annotations
@@ -9,6 +13,11 @@ import base64
 import functools
 import io
 import json
+import mimetypes
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -17,6 +26,9 @@ from deploybench.errors import UsageError
 
 KINDS = {"multipart": "/predict/image", "base64": "/predict/image/base64"}
 BOUNDARY = "deploybench-boundary-7d1f0c"
+# Extra request headers as a JSON object, read by every Locust process (`deploybench load --header` passes
+# them this way, so a token never shows in the process list, the Locust log or the record).
+HEADERS_ENV = "DEPLOYBENCH_HEADERS"
 
 
 def parse_mix(text: str) -> dict[str, float]:
@@ -73,11 +85,21 @@ def make_images(size: tuple[int, int], fmt: str, count: int, seed: int) -> tuple
     return tuple(out)
 
 
-def multipart_body(data: bytes, fmt: str) -> bytes:
+def multipart_body(
+    data: bytes,
+    fmt: str,
+    *,
+    field: str = "file",
+    filename: str | None = None,
+    content_type: str | None = None,
+) -> bytes:
+    """One multipart/form-data body (boundary ``BOUNDARY``) with a single file part."""
+    filename = filename or f"image.{fmt}"
+    content_type = content_type or f"image/{fmt}"
     return (
         (
-            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="image.{fmt}"\r\n'
-            f"Content-Type: image/{fmt}\r\n\r\n"
+            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{field}"; filename="{filename}"\r\n'
+            f"Content-Type: {content_type}\r\n\r\n"
         ).encode()
         + data
         + f"\r\n--{BOUNDARY}--\r\n".encode()
@@ -86,3 +108,177 @@ def multipart_body(data: bytes, fmt: str) -> bytes:
 
 def base64_body(data: bytes, fmt: str) -> str:
     return json.dumps({"image": f"data:image/{fmt};base64,{base64.b64encode(data).decode('ascii')}"})
+
+
+# -- your own requests (the "api" scenario) --------------------------------------------------------------
+MULTIPART_CONTENT_TYPE = f"multipart/form-data; boundary={BOUNDARY}"
+JSON_CONTENT_TYPE = "application/json"
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+MAX_PAYLOAD_BYTES = 512 * 1024 * 1024  # all bodies are held in memory by every load-generator process
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 token: header names and methods
+
+
+def parse_header(text: str) -> tuple[str, str]:
+    """``"Authorization: Bearer x"`` -> ``("Authorization", "Bearer x")``; UsageError naming the problem."""
+    name, sep, value = str(text).partition(":")
+    name, value = name.strip(), value.strip()
+    if not sep:
+        raise UsageError(f"--header {text!r} has no colon: write it as 'Name: value'")
+    if not _TOKEN.match(name):
+        raise UsageError(f"--header {text!r}: {name!r} is not a valid header name")
+    if any(c in value for c in "\r\n\0"):
+        raise UsageError(f"--header {name}: the value must not contain line breaks")
+    return name, value
+
+
+def parse_headers(texts: list[str] | tuple[str, ...] | None) -> dict[str, str]:
+    """Repeated ``--header`` options -> ``{name: value}`` (a later one with the same name wins)."""
+    out: dict[str, str] = {}
+    for text in texts or ():
+        name, value = parse_header(text)
+        for old in [k for k in out if k.lower() == name.lower()]:
+            del out[old]
+        out[name] = value
+    return out
+
+
+def merge_headers(env_json: str, options: list[str] | tuple[str, ...] | None) -> dict[str, str]:
+    """Headers from ``$DEPLOYBENCH_HEADERS`` (``env_json``: a JSON object of strings), then ``--header``
+    options, which win for the same name (case-insensitive). UsageError naming the bad one."""
+    out: dict[str, str] = {}
+    if env_json:
+        try:
+            env = json.loads(env_json)
+        except json.JSONDecodeError:
+            env = None
+        if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
+            raise UsageError(f"${HEADERS_ENV} must be a JSON object of header names to string values")
+        out.update(parse_headers([f"{k}: {v}" for k, v in env.items()]))
+    for name, value in parse_headers(options).items():
+        for old in [k for k in out if k.lower() == name.lower()]:
+            del out[old]
+        out[name] = value
+    return out
+
+
+def parse_method(text: str) -> str:
+    method = str(text).strip().upper()
+    if not _TOKEN.match(method):
+        raise UsageError(f"--method {text!r} is not an HTTP method")
+    return method
+
+
+def parse_path(text: str) -> str:
+    """The request path (may carry a query string), appended to the URL: must start with '/'."""
+    path = str(text).strip()
+    if not path.startswith("/") or any(c.isspace() for c in path):
+        raise UsageError(f"--path must start with '/' and contain no spaces (got {text!r})")
+    return path
+
+
+@dataclass(frozen=True)
+class Payloads:
+    """Request bodies to cycle through, in order, with the Content-Type of each."""
+
+    kind: str  # "json-lines" | "image-folder"
+    source: str  # absolute path of the file or folder
+    bodies: tuple[bytes, ...]
+    content_types: tuple[str, ...]
+
+    def describe(self) -> dict[str, object]:
+        """What a run record keeps about them (never the bodies)."""
+        return {"payload": self.source, "payload_kind": self.kind, "payload_count": len(self.bodies),
+                "payload_bytes": sum(len(b) for b in self.bodies)}  # fmt: skip
+
+
+def load_payloads(path: str | os.PathLike[str], field: str = "file") -> Payloads:
+    """A JSON lines file or a folder of images -> ``Payloads``; UsageError (naming the file and line) on bad
+    input. Relative paths resolve against the current working directory."""
+    p = Path(os.path.abspath(Path(path).expanduser()))
+    if p.is_dir():
+        return read_image_folder(p, field)
+    if p.is_file():
+        return read_json_lines(p)
+    raise UsageError(f"--payload {path}: no such file or folder")
+
+
+def read_json_lines(path: Path) -> Payloads:
+    """One JSON value per line (blank lines are skipped); each line is sent exactly as written."""
+    bodies: list[bytes] = []
+    total = 0
+    try:
+        with open(path, "rb") as fh:
+            for lineno, raw in enumerate(fh, 1):
+                line = raw.strip()
+                if not line:
+                    continue
+                where = f"{path}:{lineno}"
+                try:
+                    json.loads(line.decode("utf-8"))
+                except UnicodeDecodeError:
+                    raise UsageError(f"--payload {where}: not UTF-8 text") from None
+                except json.JSONDecodeError as exc:
+                    raise UsageError(
+                        f"--payload {where}: not valid JSON ({exc.msg} at column {exc.colno}); "
+                        "a JSON lines file holds one request body per line"
+                    ) from None
+                total += len(line)
+                if total > MAX_PAYLOAD_BYTES:
+                    raise UsageError(f"--payload {path}: more than {MAX_PAYLOAD_BYTES >> 20} MiB of bodies")
+                bodies.append(line)
+    except OSError as exc:
+        raise UsageError(f"--payload {path}: cannot read it ({exc.strerror or exc})") from None
+    if not bodies:
+        raise UsageError(f"--payload {path}: no request bodies (write one JSON value per line)")
+    return Payloads("json-lines", str(path), tuple(bodies), (JSON_CONTENT_TYPE,) * len(bodies))
+
+
+def read_image_folder(folder: Path, field: str = "file") -> Payloads:
+    """Every image file (by suffix, sorted by name) of ``folder`` as a multipart upload in ``field``."""
+    if not _TOKEN.match(field):
+        raise UsageError(f"--multipart-field {field!r} is not a valid form field name")
+    files = sorted(
+        f for f in folder.iterdir()
+        if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in IMAGE_SUFFIXES
+    )  # fmt: skip
+    if not files:
+        raise UsageError(f"--payload {folder}: no image files ({', '.join(IMAGE_SUFFIXES)}) in the folder")
+    bodies: list[bytes] = []
+    total = 0
+    for f in files:
+        try:
+            data = f.read_bytes()
+        except OSError as exc:
+            raise UsageError(f"--payload {f}: cannot read it ({exc.strerror or exc})") from None
+        total += len(data)
+        if total > MAX_PAYLOAD_BYTES:
+            raise UsageError(f"--payload {folder}: more than {MAX_PAYLOAD_BYTES >> 20} MiB of images")
+        ctype = mimetypes.guess_type(f.name)[0] or "application/octet-stream"
+        filename = re.sub(r'[\x00-\x1f"\\]', "_", f.name)  # safe inside the quoted header value
+        bodies.append(
+            multipart_body(data, f.suffix.lstrip(".").lower(), field=field, filename=filename,
+                           content_type=ctype)
+        )  # fmt: skip
+    return Payloads("image-folder", str(folder), tuple(bodies), (MULTIPART_CONTENT_TYPE,) * len(bodies))
+
+
+@dataclass(frozen=True)
+class RequestSpec:
+    """The api scenario's request: method, path and the bodies to cycle (None: no body)."""
+
+    method: str
+    path: str
+    payloads: Payloads | None
+
+    def describe(self) -> dict[str, object]:
+        """What a run record keeps (never the bodies)."""
+        payloads = self.payloads.describe() if self.payloads else {}
+        return {"method": self.method, "path": self.path, **payloads}
+
+
+def request_spec(method: str = "", path: str = "/", payload: str = "", field: str = "file") -> RequestSpec:
+    """Validate the api scenario's options and read the bodies. ``method`` defaults to POST with a payload,
+    else GET. UsageError on bad input."""
+    payloads = load_payloads(payload, field) if payload else None
+    default = "POST" if payloads is not None else "GET"
+    return RequestSpec(parse_method(method or default), parse_path(path), payloads)

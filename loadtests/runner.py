@@ -4,10 +4,17 @@ Locust scenario as a bounded subprocess, stop the target, return the run record.
     deploybench load --framework fastapi --server uvicorn --model iris-rf --format onnx --scenario tabular \\
         --duration 10 --users 8 | --rate 200 --load-model poisson --out results/
     deploybench load --url http://127.0.0.1:8000 --scenario health --duration 5
+    deploybench load --url https://my.api --path /v1/predict --payload rows.jsonl --header 'X-Key: ...'
+    deploybench load --url https://my.api --locustfile my_api.py
 
 The record is written by the Locust process itself as the run goes (status "running"), finalised at the end;
 the runner adds the target config, Locust's exit code and log path, and marks the run "failed" if the target
 died.
+
+Paths: every path given here (results folder, record, payload, locustfile) is relative to the caller's working
+directory; the runner makes them absolute, and Locust runs in the caller's working directory too (a user's
+locustfile may open files relative to it). Locust imports this very copy of ``loadtests`` (``python -P`` and
+``PYTHONPATH``), whether deploybench is installed, installed editable, or run from a checkout.
 """
 
 from __future__ import annotations
@@ -17,9 +24,12 @@ import json
 import math
 import os
 import signal
+import site
+import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -28,18 +38,90 @@ from deploybench.io import utc_now
 from deploybench.paths import results_dir as default_results_dir
 from deploybench.record import RunRecord, load_record, make_run_id
 from deploybench.vocabulary import LOAD_MODELS, OPEN_LOOP_MODELS, SCENARIOS
+from loadtests.payloads import HEADERS_ENV, parse_headers, request_spec
 from targets.serve import ServerProcess
 
 SCENARIO_DIR = Path(__file__).resolve().parent
+PROJECT_ROOT = SCENARIO_DIR.parent  # holds this copy of the packages: a checkout or site-packages
+# The built-in scenarios and "api" (one request of your own: --path/--method/--payload).
+RUNNER_SCENARIOS: tuple[str, ...] = (*SCENARIOS, "api")
+API_OPTIONS = ("path", "method", "payload", "multipart_field")
+REACH_TIMEOUT_S = 5.0
 STOP_GRACE_S = 15.0
 TARGET_EXIT_WAIT_S = 5.0  # after Locust reports the target unreachable: how long to look for its exit
 TARGET_LOG_TAIL_CHARS = 1500
 
 
 def scenario_file(scenario: str) -> Path:
-    if scenario not in SCENARIOS:
-        raise UsageError(f"unknown scenario {scenario!r} (choose from {', '.join(SCENARIOS)})")
+    """The absolute path of a built-in scenario's locustfile (``deploybench locustfile NAME`` prints it)."""
+    if scenario not in RUNNER_SCENARIOS:
+        raise UsageError(f"unknown scenario {scenario!r} (choose from {', '.join(RUNNER_SCENARIOS)})")
     return SCENARIO_DIR / f"{scenario}.py"
+
+
+def user_locustfile(path: str | os.PathLike[str]) -> Path:
+    """Check a locustfile of your own (absolute path back): it must exist and subclass DeployBenchUser (else
+    Locust would run without deploybench's measurement and write no record)."""
+    p = Path(os.path.abspath(Path(path).expanduser()))
+    if not p.is_file():
+        raise UsageError(f"--locustfile {path}: no such file")
+    try:
+        text = p.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise UsageError(f"--locustfile {path}: cannot read it ({exc.strerror or exc})") from None
+    if "DeployBenchUser" not in text:
+        raise UsageError(
+            f"--locustfile {path}: no DeployBenchUser in it; subclass it (from loadtests.user import "
+            "DeployBenchUser) so the run is measured and recorded"
+        )
+    return p
+
+
+def check_reachable(url: str, timeout_s: float = REACH_TIMEOUT_S) -> None:
+    """UsageError unless a TCP connection to the URL's host and port opens within ``timeout_s``."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(f"--url must look like http://HOST[:PORT][/PATH] (got {url!r})")
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise UsageError(f"--url {url}: the port is not a number from 0 to 65535") from None
+    try:
+        with socket.create_connection((parts.hostname, port), timeout=timeout_s):
+            pass
+    except socket.gaierror:
+        raise UsageError(f"--url {url} is unreachable: unknown host {parts.hostname!r}") from None
+    except TimeoutError:
+        raise UsageError(
+            f"--url {url} is unreachable: no answer from {parts.hostname}:{port} within {timeout_s:g} s"
+        ) from None
+    except OSError as exc:
+        why = exc.strerror or type(exc).__name__
+        raise UsageError(f"--url {url} is unreachable: {why} ({parts.hostname}:{port})") from None
+
+
+def api_request(options: dict[str, Any]) -> dict[str, Any]:
+    """Validate the api scenario's options up front (before a target starts or Locust runs), make the payload
+    path absolute in ``options``, and return what the record keeps about the request."""
+    if options.get("payload"):
+        options["payload"] = os.path.abspath(Path(str(options["payload"])).expanduser())
+    spec = request_spec(
+        str(options.get("method") or ""), str(options.get("path") or "/"), str(options.get("payload") or ""),
+        str(options.get("multipart_field") or "file"),
+    )  # fmt: skip
+    return spec.describe()
+
+
+def locust_env(headers: dict[str, str] | None) -> dict[str, str]:
+    """The Locust process's environment: this copy of the packages first on its path (unless it is already a
+    site-packages folder), and the extra headers as JSON (kept off its command line and log)."""
+    env = dict(os.environ)
+    sites = {Path(p).resolve() for p in [*site.getsitepackages(), site.getusersitepackages()]}
+    if PROJECT_ROOT not in sites:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH")) if p)
+    if headers is not None:
+        env[HEADERS_ENV] = json.dumps(headers)
+    return env
 
 
 def default_users(load_model: str, rate_rps: float | None) -> int:
@@ -69,18 +151,18 @@ def run_load(target: Any, scenario: str, **options: Any) -> RunRecord:
     known-latency server), which is started and stopped here.
     ``options`` are those of ``run_load_to_file``: duration_s (required), warmup_s, users, rate_rps,
     load_model, results_dir, record_path, generator_cpus, processes (> 0 runs Locust as a master with that
-    many worker processes, histograms merged), model, seed, max_lag_s, ready_timeout_s and scenario_options
-    (batch_size for tabular; payload_mix, image_size, image_format, image_count for image).
+    many worker processes, histograms merged), model, seed, max_lag_s, ready_timeout_s, scenario_options
+    (batch_size for tabular; payload_mix, image_size, image_format, image_count for image; path, method,
+    payload, multipart_field for api), locustfile (your own scenario), headers and check_url.
     """
     record, _ = run_load_to_file(target, scenario, **options)
     return record
 
 
 def _validate(
-    scenario: str, duration_s: float, warmup_s: float, users: int | None, rate_rps: float | None,
+    duration_s: float, warmup_s: float, users: int | None, rate_rps: float | None,
     load_model: str, processes: int, generator_cpus: list[int] | None,
 ) -> None:  # fmt: skip
-    scenario_file(scenario)
     if load_model not in LOAD_MODELS:
         raise UsageError(f"--load-model must be one of {', '.join(LOAD_MODELS)} (got {load_model!r})")
     if not (math.isfinite(duration_s) and duration_s > 0):
@@ -123,11 +205,34 @@ def run_load_to_file(
     max_lag_s: float = 5.0,
     scenario_options: dict[str, Any] | None = None,
     ready_timeout_s: float = 60.0,
+    locustfile: str | os.PathLike[str] | None = None,
+    headers: dict[str, str] | None = None,
+    check_url: bool = False,
 ) -> tuple[RunRecord, Path]:
-    """``run_load`` that also returns the record's path."""
-    _validate(scenario, duration_s, warmup_s, users, rate_rps, load_model, processes, generator_cpus)
+    """``run_load`` that also returns the record's path.
+
+    ``locustfile``: your own Locust file (a ``DeployBenchUser`` subclass) instead of ``scenario`` (then only a
+    label). ``headers``: added to every request (names recorded, values not). Scenario "api" takes
+    ``scenario_options`` path, method, payload (a JSON lines file or image folder) and multipart_field.
+    ``check_url``: for a URL target, UsageError unless it accepts connections (checked after every other
+    input, before anything is written or started).
+    """
+    options = dict(scenario_options or {})
+    file = scenario_file(scenario) if locustfile is None else user_locustfile(locustfile)
+    if locustfile is not None:
+        scenario = file.stem  # a label for the file names; the record takes the users' `scenario`
+    _validate(duration_s, warmup_s, users, rate_rps, load_model, processes, generator_cpus)
+    stray = sorted(k for k in API_OPTIONS if options.get(k) and scenario != "api" and locustfile is None)
+    if stray:
+        names = ", ".join("--" + k.replace("_", "-") for k in stray)
+        raise UsageError(f"{names}: only for the api scenario (your own endpoint), not {scenario!r}")
+    request = api_request(options) if scenario == "api" and locustfile is None else None
+    if headers:
+        headers = parse_headers([f"{k}: {v}" for k, v in headers.items()])
     if isinstance(target, str) and not target.startswith(("http://", "https://")):
         raise UsageError(f"target URL must start with http:// or https:// (got {target!r})")
+    if check_url and isinstance(target, str):
+        check_reachable(target)  # a clear exit 2 now, not a run of connection errors
     extra, target_model = _target_info(target)
     model = model or target_model
     n_users = users or default_users(load_model, rate_rps)
@@ -135,9 +240,12 @@ def run_load_to_file(
     # because Locust counts its own start-up in it.
     run_time_s = math.ceil(warmup_s + duration_s) + 30
     provisional = {**extra, "scenario": scenario, "model": model}
-    out_dir = Path(results_dir) if results_dir is not None else default_results_dir()
+    # Relative paths are the caller's: made absolute here, before any process with another cwd sees them.
+    out_dir = Path(os.path.abspath(results_dir if results_dir is not None else default_results_dir()))
     path = (
-        Path(record_path) if record_path else out_dir / f"{make_run_id('load', provisional, utc_now())}.json"
+        Path(os.path.abspath(record_path))
+        if record_path
+        else out_dir / f"{make_run_id('load', provisional, utc_now())}.json"
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     locust_log = path.with_suffix(".locust.log")
@@ -145,6 +253,10 @@ def run_load_to_file(
         duration_s=duration_s, generator_cpus=generator_cpus, locust_processes=processes,
         locust_log=str(locust_log), record_path=str(path),
     )  # fmt: skip
+    if request is not None:
+        extra["request"] = request
+    if locustfile is not None:
+        extra["locustfile"] = str(file)
 
     server: Any = None
     url: str
@@ -161,7 +273,7 @@ def run_load_to_file(
         if server is not None:
             server.start()
             url = server.url
-        cmd = [sys.executable, "-m", "locust", "-f", str(scenario_file(scenario)), "--headless",
+        cmd = [sys.executable, "-P", "-m", "locust", "-f", str(file), "--headless",
                "--host", url, "--users", str(n_users), "--spawn-rate", str(n_users),
                "--run-time", f"{run_time_s}s", "--stop-timeout", "0", "--only-summary",
                "--load-model", load_model, "--warmup", repr(float(warmup_s)),
@@ -175,9 +287,10 @@ def run_load_to_file(
         if processes:
             # the master listens on loopback only (Locust's default is every interface)
             cmd += ["--processes", str(processes), "--master-bind-host", "127.0.0.1"]
-        for k, v in (scenario_options or {}).items():
+        for k, v in options.items():
             cmd += [f"--{k.replace('_', '-')}", str(v)]
-        rc, target_died = _run_locust(cmd, locust_log, generator_cpus, run_time_s, server)
+        env = locust_env(headers)
+        rc, target_died = _run_locust(cmd, locust_log, generator_cpus, run_time_s, server, env)
         if server is not None and not target_died:
             # Locust may have ended the run itself (N consecutive connection errors) before the poll in
             # _run_locust saw the target die. A killed target closes its socket only as its process exits,
@@ -199,6 +312,11 @@ def run_load_to_file(
             raise TargetError(f"the target exited before the load run could start\n{tail}")
         if rc == 2:
             raise UsageError(f"locust rejected the options:\n{tail}")
+        if locustfile is not None:
+            raise UsageError(
+                f"{file} ran (exit code {rc}) but wrote no record: are its users DeployBenchUser subclasses?"
+                f"\n{tail}"
+            )
         raise TargetError(f"locust exited with code {rc} without writing a record: {' '.join(cmd)}\n{tail}")
     record = load_record(path)
     record.config["locust_exit_code"] = rc
@@ -254,16 +372,17 @@ def _json(d: dict[str, Any]) -> str:
 
 
 def _run_locust(
-    cmd: list[str], log_path: Path, cpus: list[int] | None, run_time_s: int, server: Any
-) -> tuple[int, str | None]:
+    cmd: list[str], log_path: Path, cpus: list[int] | None, run_time_s: int, server: Any,
+    env: dict[str, str] | None = None,
+) -> tuple[int, str | None]:  # fmt: skip
     """Run Locust bounded in time; stop it early (SIGTERM → it finalises the record) if the target dies."""
     target_died: str | None = None
     with open(log_path, "wb") as log:
         if cpus:  # pinned from its first instruction: a shim sets the affinity, then execs Locust
             shim = "import os, sys; os.sched_setaffinity(0, %r); os.execv(sys.executable, sys.argv[1:])"
             cmd = [sys.executable, "-c", shim % (sorted(cpus),), *cmd]
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, process_group=0,
-                                cwd=SCENARIO_DIR.parent)  # fmt: skip
+        # cwd: the caller's (inherited), so a user's locustfile sees the paths the user sees
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, process_group=0, env=env)
         try:
             deadline = time.monotonic() + run_time_s + 60.0
             while proc.poll() is None:
