@@ -17,7 +17,14 @@ import pytest
 
 from bench.harness import PredictorCache
 from bench.profiles import Profile, select_profile
-from bench.suite import load_cases_for, noop_cases, predict_cases_for, preprocess_cases_for
+from bench.suite import (
+    UserBenchModel,
+    load_cases_for,
+    noop_cases,
+    predict_cases_for,
+    preprocess_cases_for,
+    read_user_models,
+)
 from deploybench.io import parse_csv
 from deploybench.paths import zoo_dir as default_zoo
 
@@ -28,6 +35,22 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--bench-models", default="", help="comma-separated models (default: the profile's)")
     group.addoption("--bench-formats", default="", help="comma-separated formats (default: all)")
     group.addoption("--bench-zoo", default="", help="zoo folder (default: $DEPLOYBENCH_ZOO or artifacts/zoo)")
+    group.addoption(
+        "--bench-user-models",
+        default="",
+        help="JSON of the user's model files (written by deploybench bench)",
+    )
+
+
+_USER: dict[str, dict[str, UserBenchModel]] = {}
+
+
+def _user(config: pytest.Config) -> dict[str, UserBenchModel]:
+    """The user's models (read once per session)."""
+    path = config.getoption("--bench-user-models")
+    if path not in _USER:
+        _USER[path] = read_user_models(path)
+    return _USER[path]
 
 
 def _profile(config: pytest.Config) -> Profile:
@@ -41,9 +64,10 @@ def _formats(config: pytest.Config) -> tuple[str, ...] | None:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     profile = _profile(metafunc.config)
     formats = _formats(metafunc.config)
+    user = _user(metafunc.config)
     for fixture, make in (
-        ("predict_case", lambda: predict_cases_for(profile, formats)),
-        ("load_case", lambda: load_cases_for(profile, formats)),
+        ("predict_case", lambda: predict_cases_for(profile, formats, user)),
+        ("load_case", lambda: load_cases_for(profile, formats, user)),
         ("preprocess_case", lambda: preprocess_cases_for(profile)),
         ("noop_case", lambda: noop_cases()),
     ):
@@ -64,5 +88,10 @@ def zoo_dir(pytestconfig: pytest.Config) -> Path:
 
 
 @pytest.fixture(scope="session")
-def predictors(zoo_dir: Path) -> PredictorCache:
-    return PredictorCache(zoo_dir)
+def user_models(pytestconfig: pytest.Config) -> dict[str, UserBenchModel]:
+    return _user(pytestconfig)
+
+
+@pytest.fixture(scope="session")
+def predictors(zoo_dir: Path, user_models: dict[str, UserBenchModel]) -> PredictorCache:
+    return PredictorCache(zoo_dir, user_models)

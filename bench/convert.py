@@ -129,13 +129,16 @@ def records_from_benchmark_json(
     started_utc: str,
     settings: dict[str, Any],
     tasks: dict[str, str] | None = None,
+    model_files: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, RunRecord]:
     """Records keyed by model name (plus ``SHARED_KEY``), in the order of ``expected``.
 
-    A case expected but absent from ``data`` (it failed or the run was interrupted) becomes a
-    ``case-missing`` warning on its record.
+    ``model_files``: for a user's model (``--model-file``), its files by format (path, sha256, size_bytes,
+    runtime, output), kept in the record's config as ``model_files``. A case expected but absent from
+    ``data`` (it failed or the run was interrupted) becomes a ``case-missing`` warning on its record.
     """
     tasks = tasks or {}
+    model_files = model_files or {}
     records: dict[str, RunRecord] = {}
 
     def record_for(case: Case) -> RunRecord:
@@ -146,6 +149,8 @@ def records_from_benchmark_json(
                 config.update(title="image pre-processing + harness overhead", scenario="preprocess")
             else:
                 config.update(model=key, task=tasks.get(key, ""))
+                if key in model_files:
+                    config["model_files"] = model_files[key]
             config.update(profile=profile.name, **settings)
             records[key] = RunRecord(kind="micro", config=config, env=env, started_utc=started_utc)
         return records[key]

@@ -10,16 +10,19 @@ from pathlib import Path
 from typing import Any
 
 from bench.profiles import Case, Profile, calibrated_rounds
+from bench.suite import UserBenchModel
 from targets.predictors import load_predictor
 
 MAX_WARMUP_CALLS = 1000
 
 
 class PredictorCache:
-    """Holds only the last loaded predictor; cases are ordered so consecutive ones share it."""
+    """Holds only the last loaded predictor; cases are ordered so consecutive ones share it. ``user``: the
+    user's model files by name (``--model-file``), loaded from their paths instead of the zoo."""
 
-    def __init__(self, zoo: Path) -> None:
+    def __init__(self, zoo: Path, user: dict[str, UserBenchModel] | None = None) -> None:
         self.zoo = zoo
+        self.user = dict(user or {})
         self._key: tuple[str, str, int] | None = None
         self._predictor: Any = None
 
@@ -27,7 +30,10 @@ class PredictorCache:
         key = (model, fmt, threads)
         if key != self._key:
             self._predictor = None  # free the previous one first
-            self._predictor = load_predictor(model, fmt, zoo_dir=self.zoo, intra_op_threads=threads)
+            if model in self.user:
+                self._predictor = self.user[model].predictor(fmt, threads)
+            else:
+                self._predictor = load_predictor(model, fmt, zoo_dir=self.zoo, intra_op_threads=threads)
             self._key = key
         return self._predictor
 

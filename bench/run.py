@@ -4,6 +4,7 @@
     deploybench bench                      # quick profile (about 5 minutes on 2 cores)
     deploybench bench --full               # every model x format x batch x threads, more rounds
     deploybench bench --profile tiny --models iris-rf   # seconds (tests)
+    deploybench bench --model-file m.onnx --model-file m.joblib --trust-pickle SHA256   # your model's formats
 
 pytest runs in a child process (-v: one progress line per case). Its JSON (raw per-round timings) is kept
 under OUT/raw/; records go to OUT/<run_id>.json.
@@ -17,7 +18,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -25,7 +26,7 @@ from typing import Any
 
 from bench.convert import records_from_benchmark_json
 from bench.profiles import Profile
-from bench.suite import all_cases, zoo_models
+from bench.suite import UserBenchModel, all_cases, save_user_models, zoo_models
 from deploybench.env import capture_env
 from deploybench.io import utc_now, utc_stamp
 from deploybench.record import RunRecord
@@ -34,7 +35,12 @@ BENCH_DIR = Path(__file__).resolve().parent
 
 
 def pytest_command(
-    profile_name: str, models: list[str], formats: list[str], zoo: Path, json_path: Path
+    profile_name: str,
+    models: list[str],
+    formats: list[str],
+    zoo: Path,
+    json_path: Path,
+    user_models_path: Path | None = None,
 ) -> list[str]:
     cmd = [
         sys.executable, "-m", "pytest", str(BENCH_DIR),
@@ -52,6 +58,8 @@ def pytest_command(
         cmd += ["--bench-models", ",".join(models)]
     if formats:
         cmd += ["--bench-formats", ",".join(formats)]
+    if user_models_path is not None:
+        cmd += ["--bench-user-models", str(user_models_path)]
     return cmd
 
 
@@ -105,17 +113,23 @@ def run_bench(
     zoo: Path,
     out: Path,
     say: Callable[[str], None] = lambda msg: None,
+    user_models: Mapping[str, UserBenchModel] | None = None,
 ) -> BenchRun:
     """Run the benchmark cases of ``profile`` (``models`` / ``formats`` narrow it; empty: all) against the
     zoo in a pytest child process, convert its results to one record per model and save them into ``out``.
-    Progress lines go to ``say``. A Ctrl-C stops pytest; the cases it finished are kept (status
-    "interrupted")."""
-    expected = all_cases(profile, tuple(formats) or None)
+    ``user_models``: the user's model files (``--model-file``, inspected), benchmarked like zoo models when
+    ``profile.models`` names them. Progress lines go to ``say``. A Ctrl-C stops pytest; the cases it
+    finished are kept (status "interrupted")."""
+    user = dict(user_models or {})
+    expected = all_cases(profile, tuple(formats) or None, user)
 
     started = utc_now()
     json_path = out / "raw" / f"{utc_stamp(started)}-pytest-benchmark.json"
     json_path.parent.mkdir(parents=True, exist_ok=True)
-    cmd = pytest_command(profile.name, models, formats, zoo, json_path)
+    user_path = (
+        save_user_models(out / "raw" / f"{utc_stamp(started)}-user-models.json", user) if user else None
+    )
+    cmd = pytest_command(profile.name, models, formats, zoo, json_path, user_path)
     say(f"deploybench bench: profile {profile.name} ({profile.description})")
     say(f"deploybench bench: {len(expected)} cases, zoo {zoo}, results {out}")
     say("deploybench bench: " + " ".join(cmd))
@@ -149,7 +163,7 @@ def run_bench(
         "pytest_benchmark": metadata.version("pytest-benchmark"),
         "wall_s": round(wall_s, 1),
     }
-    tasks = {name: spec.task for name, spec in zoo_models().items()}
+    tasks = {name: spec.task for name, spec in zoo_models(user).items()}
     records = records_from_benchmark_json(
         data,
         profile=profile,
@@ -158,6 +172,7 @@ def run_bench(
         started_utc=started,
         settings=settings,
         tasks=tasks,
+        model_files={name: m.files for name, m in user.items()},
     )
     saved: list[RunRecord] = []
     for record in records.values():

@@ -1,4 +1,5 @@
-"""Load (deserialize) time per artifact, and its size on disk. One warm-up load (imports, page cache)."""
+"""Load (deserialize) time per artifact (or user model file), and its size on disk. One warm-up load (imports,
+page cache)."""
 
 from __future__ import annotations
 
@@ -7,16 +8,25 @@ from typing import Any
 
 from bench.harness import measure
 from bench.profiles import Case, Profile
-from bench.suite import path_size_bytes
+from bench.suite import UserBenchModel, path_size_bytes
 from targets.catalog import artifact_entry
 from targets.predictors import load_predictor
 
 
-def test_load(benchmark: Any, load_case: Case, zoo_dir: Path, bench_profile: Profile) -> None:
+def test_load(
+    benchmark: Any,
+    load_case: Case,
+    zoo_dir: Path,
+    bench_profile: Profile,
+    user_models: dict[str, UserBenchModel],
+) -> None:
     case = load_case
+    user = user_models.get(case.model)
     predictor = measure(
         benchmark,
-        lambda: load_predictor(case.model, case.format, zoo_dir=zoo_dir),
+        (lambda: user.open(case.format))
+        if user is not None
+        else (lambda: load_predictor(case.model, case.format, zoo_dir=zoo_dir)),
         case,
         bench_profile,
         rounds=bench_profile.load_rounds,
@@ -24,7 +34,10 @@ def test_load(benchmark: Any, load_case: Case, zoo_dir: Path, bench_profile: Pro
         warmup_time_s=0.0,
     )
     size_on_disk = path_size_bytes(predictor.path)
-    size = artifact_entry(case.model, case.format, zoo_dir)[0].get("size_bytes")
+    if user is not None:
+        size = user.files[case.format].get("size_bytes")
+    else:
+        size = artifact_entry(case.model, case.format, zoo_dir)[0].get("size_bytes")
     if size is not None:
         assert size == size_on_disk, f"manifest says {size} bytes, {predictor.path} has {size_on_disk}"
     benchmark.extra_info["size_bytes"] = size_on_disk

@@ -16,8 +16,9 @@ def test_predict(
     benchmark: Any, predict_case: Case, predictors: PredictorCache, bench_profile: Profile
 ) -> None:
     case = predict_case
-    spec = MODELS[case.model]
-    batch = sample_inputs(case.model, case.batch_size, seed=0)
+    user = predictors.user.get(case.model)
+    spec = user.spec if user is not None else MODELS[case.model]
+    batch = user.batch(case.batch_size) if user is not None else sample_inputs(case.model, case.batch_size)
     with torch_threads(case.threads):
         predictor = predictors.get(case.model, case.format, case.threads)
         probs = measure(benchmark, lambda: predictor.predict(batch), case, bench_profile)

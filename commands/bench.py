@@ -1,5 +1,6 @@
 """`deploybench bench`: run the in-process micro-benchmarks (``bench.run``), write their records and a
-report (``reports.render``)."""
+report (``reports.render``). ``--model-file`` (repeatable: the same model in several formats) benchmarks
+your model's files like zoo artifacts (alone, or with the zoo models named by ``--models``)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ from pathlib import Path
 
 from bench.profiles import PROFILES, select_profile
 from bench.run import run_bench
-from bench.suite import check_selection
+from bench.suite import UserBenchModel, check_selection
+from commands.model_options import add_model_file_arguments, user_model_from_args
 from deploybench.io import parse_csv
 from deploybench.paths import results_dir, zoo_dir
 from reports.render import parse_formats, write_report
-from targets.catalog import load_manifest
+from targets.catalog import MODELS, load_manifest
+from targets.modelfile import inspect_user_model
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,20 +36,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--report-format", default="md,html", help="report formats (default: md,html)")
     parser.add_argument("--no-report", action="store_true", help="write the records only")
+    add_model_file_arguments(parser, several=True)
 
 
 def run(args: argparse.Namespace) -> int:
     profile_name = "full" if args.full else args.profile
     models = parse_csv(args.models)
     formats = parse_csv(args.formats)
+    user: dict[str, UserBenchModel] = {}
+    um = user_model_from_args(args)
+    if um is not None:  # load + inspect here: a bad file is a one-line error (exit 2) before pytest starts
+        info, _ = inspect_user_model(um)
+        user[um.name] = UserBenchModel.from_info(um, info)
+        models = [*models, um.name]
     profile = select_profile(profile_name, models)
-    check_selection(profile, tuple(formats) or None)
+    check_selection(profile, tuple(formats) or None, user)
     report_formats = [] if args.no_report else parse_formats(args.report_format)
     zoo = (args.zoo if args.zoo is not None else zoo_dir()).resolve()
-    load_manifest(zoo)  # ArtifactError (a UsageError) when the zoo is missing: "run deploybench build"
+    if any(m in MODELS for m in profile.models):
+        load_manifest(zoo)  # ArtifactError (a UsageError) when the zoo is missing: "run deploybench build"
     out = args.out if args.out is not None else results_dir() / "bench"
 
-    result = run_bench(profile, models, formats, zoo, out, say=lambda msg: print(msg, flush=True))
+    result = run_bench(
+        profile, models, formats, zoo, out, say=lambda msg: print(msg, flush=True), user_models=user
+    )
     print(
         f"deploybench bench: {len(result.records)} records in {out}, pytest-benchmark JSON {result.json_path}"
     )

@@ -1,5 +1,10 @@
 """`deploybench compare`: run a matrix of deployment choices and rank them under a P99 SLO (see
-``decisions.compare.run``); ``--report DIR`` re-renders an earlier run's report."""
+``decisions.compare.run``); ``--report DIR`` re-renders an earlier run's report.
+
+``--model-file`` (repeatable: one model in several formats, with the ``commands.model_options`` options)
+compares your model's formats instead of the config's zoo models (add ``--model`` to keep those too);
+``--url NAME=URL`` (repeatable) adds an already-running service as a choice (never started or stopped). A
+matrix file does the same with ``[[models]]`` and ``[[urls]]`` (``decisions.compare.config``)."""
 
 from __future__ import annotations
 
@@ -10,8 +15,20 @@ from pathlib import Path
 from typing import Any
 
 from commands.args import csv_ints, csv_list
-from decisions.compare.config import ModelInfo, apply_overrides, expand, load_config, zoo_catalog
-from decisions.compare.driver import RealDriver, check_pin_possible
+from commands.model_options import add_model_file_arguments, user_model_from_args
+from decisions.compare.config import (
+    CompareConfig,
+    ModelInfo,
+    UrlEntry,
+    apply_overrides,
+    expand,
+    inspect_models,
+    load_config,
+    user_catalog,
+    validate,
+    zoo_catalog,
+)
+from decisions.compare.driver import RealDriver, check_pin_possible, fetch_health
 from decisions.compare.run import run_matrix
 from deploybench.compare_doc import ChoiceResult, CompareRun, load_compare
 from deploybench.errors import UsageError
@@ -19,6 +36,7 @@ from deploybench.io import utc_stamp
 from deploybench.paths import results_dir
 from deploybench.paths import zoo_dir as default_zoo_dir
 from reports.compare_render import ranked_table_markdown, write_report
+from targets.catalog import MODELS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,6 +78,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="only re-render the report of an earlier compare folder (or its compare.json)",
     )
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
+    parser.add_argument(
+        "--url",
+        action="append",
+        default=[],
+        metavar="NAME=URL",
+        help="an already-running service as a choice (e.g. current=http://127.0.0.1:8000), measured and "
+        "ranked like the others but never started or stopped; repeatable",
+    )
+    add_model_file_arguments(parser, several=True)
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -78,6 +105,26 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "search.step_s": args.step_s,
         "search.max_probes": args.max_probes,
     }
+
+
+def parse_url_choice(text: str) -> UrlEntry:
+    name, sep, url = text.partition("=")
+    if not sep or not name.strip() or not url.strip():
+        raise UsageError(f"--url expects NAME=URL (e.g. current=http://127.0.0.1:8000), got {text!r}")
+    return UrlEntry(name.strip(), url.strip())
+
+
+def add_cli_choices(cfg: CompareConfig, args: argparse.Namespace) -> CompareConfig:
+    """``--model-file`` (your model; replaces the zoo models unless --model is given) and ``--url``."""
+    um = user_model_from_args(args)
+    if um is not None:
+        if cfg.user_model(um.name) is not None:
+            raise UsageError(f"--model-file: the config already has a model named {um.name} (--model-name)")
+        cfg.models.append(um)
+        cfg.matrix.model = [*(args.model or []), um.name]
+    cfg.urls.extend(parse_url_choice(text) for text in args.url)
+    validate(cfg)
+    return cfg
 
 
 def _progress(quiet: bool) -> Callable[[str], None]:
@@ -101,27 +148,29 @@ def run(args: argparse.Namespace) -> int:
             print(p)
         return 0
 
-    cfg = apply_overrides(load_config(args.config), _overrides(args))
-    catalog: dict[str, ModelInfo] = zoo_catalog()
-    choices, skipped, scenario = expand(cfg, catalog)
+    cfg = add_cli_choices(apply_overrides(load_config(args.config), _overrides(args)), args)
+    infos = inspect_models(cfg)  # a bad model file: exit 2 before anything starts
+    catalog: dict[str, ModelInfo] = {**zoo_catalog(), **user_catalog(infos)}
+    url_tasks = {u.name: (fetch_health(u.url) or {}).get("task") for u in cfg.urls}
+    choices, skipped, scenario = expand(cfg, catalog, url_tasks)
     if args.dry_run:
         print(f"{cfg.name}: {len(choices)} choice(s), scenario {scenario}, P99 SLO {cfg.slo.p99_ms:g} ms")
         for c in choices:
-            print(f"  {c.id}")
+            print(f"  {c.id}" + (f" ({c.url}, not started by compare)" if c.external else ""))
         for s in skipped:
             print(f"  skipped {s.combo}: {s.reason}")
         return 0
     if cfg.measure.pin:
         check_pin_possible()
     zoo = args.zoo or default_zoo_dir()
-    if not (zoo / "manifest.json").is_file():
+    if any(c.model in MODELS for c in choices) and not (zoo / "manifest.json").is_file():
         raise UsageError(f"{zoo}: no model zoo here (run `deploybench build` first, or pass --zoo)")
 
     out_dir = args.out or results_dir() / "compare" / f"{utc_stamp()}-{cfg.name}"
     say(f"compare {cfg.name}: {len(choices)} choice(s) -> {out_dir}")
     for s in skipped:
         say(f"  skipped {s.combo}: {s.reason}")
-    driver = RealDriver(cfg, scenario, zoo, out_dir / "_runner")
+    driver = RealDriver(cfg, scenario, zoo, out_dir / "_runner", model_infos=infos)
 
     def done(r: ChoiceResult) -> None:
         mx = "-" if r.max_rps is None else f"{r.max_rps:.1f} rps"

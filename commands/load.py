@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from commands.args import cpu_list
+from commands.model_options import add_model_file_arguments, model_file_options
 from deploybench.errors import UsageError
 from deploybench.vocabulary import FRAMEWORKS, LOAD_MODELS
 from loadtests.payloads import parse_headers
@@ -23,7 +24,7 @@ from loadtests.runner import (
     format_summary,
     run_load_to_file,
 )
-from targets.serve import TargetConfig
+from targets.serve import TargetConfig, inspect_model_file
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -89,34 +90,54 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--locustfile",
         help="your own Locust file (users subclass loadtests.user.DeployBenchUser) instead of --scenario",
     )
+    add_model_file_arguments(parser)
 
 
 def _target_from_args(args: argparse.Namespace) -> Any:
+    file_options = model_file_options(args)  # {} without --model-file; a bad file is a UsageError (exit 2)
     if args.url:
-        if args.framework or args.server or args.format:
-            raise UsageError("give either --url or target options (--framework/--server/--format), not both")
+        if args.framework or args.server or args.format or file_options:
+            raise UsageError(
+                "give either --url or target options (--framework/--server/--format/--model-file), not both"
+            )
         return args.url
-    missing = [o for o in ("framework", "server", "model", "format") if not getattr(args, o)]
+    if file_options and args.model:
+        raise UsageError("give --model (a zoo model) or --model-file (yours), not both")
+    needed = ("framework", "server") if file_options else ("framework", "server", "model", "format")
+    missing = [o for o in needed if not getattr(args, o)]
     if missing:
         raise UsageError(
-            f"no target: give --url, or --framework, --server, --model and --format (missing: {missing})"
+            "no target: give --url, or --framework, --server and --model/--format or --model-file "
+            f"(missing: {missing})"
         )
     kwargs: dict[str, Any] = dict(
         framework=args.framework, server=args.server, model=args.model, format=args.format,
         workers=args.workers, threads=args.threads, intra_op_threads=args.intra_op_threads, cpus=args.cpus,
         inject_delay_ms=args.inject_delay_ms,
     )  # fmt: skip
+    if file_options:
+        kwargs = {k: v for k, v in kwargs.items() if v is not None}
+        kwargs.update(file_options)
     if args.zoo:
         kwargs["zoo_dir"] = Path(os.path.abspath(args.zoo))  # the caller's; the record keeps it absolute
     try:
-        return TargetConfig(**kwargs)
+        config = TargetConfig(**kwargs)
     except (TypeError, ValueError) as exc:
         raise UsageError(f"bad target options: {exc}") from None
+    if config.model_file is not None:
+        info = inspect_model_file(config)  # a bad file, shape or refused pickle: exit 2 before any start
+        if args.scenario is None and args.locustfile is None and not _api_options_given(args):
+            args.scenario = info.task  # your model's task: tabular or image
+    return config
+
+
+def _api_options_given(args: argparse.Namespace) -> list[str]:
+    return [o for o in API_OPTIONS if getattr(args, o) is not None]
 
 
 def _scenario(args: argparse.Namespace) -> str | None:
     """The scenario asked for: --locustfile (None), --scenario, else api when an api option is given."""
-    api_given = [o for o in API_OPTIONS if getattr(args, o) is not None]
+    api_given = _api_options_given(args)
     if args.locustfile:
         clash = [f"--{o.replace('_', '-')}" for o in api_given] + (["--scenario"] if args.scenario else [])
         if clash:

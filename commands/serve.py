@@ -1,5 +1,7 @@
 """`deploybench serve`: start one target (``targets.serve.ServerProcess``) in the foreground until Ctrl-C or
-SIGTERM."""
+SIGTERM. The model is a zoo model (``--model``, ``--format``) or your own file (``--model-file``, see
+``commands.model_options``); a model file is loaded and inspected here first, so a bad one is a one-line
+error (exit code 2) before any server starts."""
 
 from __future__ import annotations
 
@@ -8,11 +10,14 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from commands.args import cpu_list
-from deploybench.errors import TargetError
+from commands.model_options import add_model_file_arguments, model_file_options
+from deploybench.errors import TargetError, UsageError
 from deploybench.vocabulary import FRAMEWORK_SERVERS, SERVERS
-from targets.serve import Limits, ServerProcess, TargetConfig
+from targets.modelfile import UserModelInfo
+from targets.serve import Limits, ServerProcess, TargetConfig, inspect_model_file
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,8 +28,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=SERVERS,
         help="flask: gunicorn-sync (default), gunicorn-gthread; fastapi: uvicorn (default), gunicorn-uvicorn",
     )
-    parser.add_argument("--model", default=d.model, help="iris-rf | iris-mlp | resnet18 | resnet50")
-    parser.add_argument("--format", default=d.format, help="pickle | onnx | torchscript | pt2")
+    parser.add_argument("--model", help="a zoo model: iris-rf (default) | iris-mlp | resnet18 | resnet50")
+    parser.add_argument(
+        "--format", help="pickle | onnx | torchscript | pt2 (zoo default onnx; a model file: its extension's)"
+    )
     parser.add_argument(
         "--workers", type=int, default=d.workers, help="worker processes (each loads the model)"
     )
@@ -46,14 +53,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--inject-delay-ms", type=float, default=0.0, help="deliberate extra service time")
     parser.add_argument("--ready-timeout-s", type=float, default=120.0)
     parser.add_argument("--log", type=Path, default=None, help="server log file (default: a temporary file)")
+    add_model_file_arguments(parser)
 
 
 def config_from_args(args: argparse.Namespace) -> TargetConfig:
+    model: dict[str, Any] = {"model": args.model or "", "format": args.format or ""}
+    file_options = model_file_options(args)
+    if file_options and args.model:
+        raise UsageError("give --model (a zoo model) or --model-file (yours), not both")
+    model.update(file_options)
     return TargetConfig(
         framework=args.framework,
         server=args.server or "",
-        model=args.model,
-        format=args.format,
+        **model,
         workers=args.workers,
         threads=args.threads,
         intra_op_threads=args.intra_op_threads,
@@ -76,9 +88,28 @@ class _Stop(Exception):
     pass
 
 
+def describe_model_file(info: UserModelInfo, fmt: str) -> str:
+    """One line about a served model file: path, sha256, what it takes and returns."""
+    f = info.files[fmt]
+    spec = info.input_spec()
+    takes = (
+        f"{spec['n_features']} features"
+        if info.task == "tabular"
+        else "images " + "x".join(map(str, spec["shape"]))
+    )
+    trusted = ", pickle trusted by --trust-pickle" if f.pickle_trusted else ""
+    return (
+        f"model file {f.path} (sha256 {f.sha256}{trusted}): {info.task}, {takes} ({info.shape_source}), "
+        f"{len(info.class_names)} classes ({info.class_names_source}), outputs {f.output}"
+        + (" (softmax applied)" if f.output == "logits" else "")
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     config.validate()
+    if config.model_file is not None:
+        print(describe_model_file(inspect_model_file(config), config.format), flush=True)
     server = ServerProcess(config, log_path=args.log, ready_timeout_s=args.ready_timeout_s)
 
     def on_signal(signum: int, frame: object) -> None:

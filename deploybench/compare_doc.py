@@ -2,8 +2,10 @@
 choices rank. Written by the compare runner (``decisions.compare.run``), read by its renderer
 (``reports.compare_render``) and by ``deploybench compare --report``.
 
-Format history (``schema_version``): 1, the first version. A change of a field bumps
-``COMPARE_SCHEMA_VERSION``; a newer document is refused.
+Format history (``schema_version``): 1, the first version; later additions that default to the old
+meaning (absent = a zoo or started choice): ``Choice.url`` / ``Choice.name`` (an external choice, measured by
+URL) and ``ChoiceResult.target_health``. A change of a field bumps ``COMPARE_SCHEMA_VERSION``; a newer
+document is refused.
 """
 
 from __future__ import annotations
@@ -24,7 +26,11 @@ SUMMARY_NAME = "compare.json"
 
 @dataclass(frozen=True)
 class Choice:
-    """One deployment choice: everything that differs between the targets being compared."""
+    """One deployment choice: everything that differs between the targets being compared.
+
+    An *external* choice (``url`` set) is a service that is already running: measured and ranked like the
+    others, never started or stopped; ``name`` names it, and framework/server/model/format are unknown ("")
+    until its /health says (``ChoiceResult.target_health``)."""
 
     framework: str
     server: str
@@ -32,16 +38,28 @@ class Choice:
     format: str
     workers: int = 1
     threads: int = 1
+    url: str = ""
+    name: str = ""
+
+    @property
+    def external(self) -> bool:
+        return bool(self.url)
 
     @property
     def id(self) -> str:
-        """Stable, file-name safe: ``fastapi-uvicorn-iris-rf-onnx-w1`` (``-t4`` for gthread threads)."""
+        """Stable, file-name safe: ``fastapi-uvicorn-iris-rf-onnx-w1`` (``-t4`` for gthread threads);
+        ``url-NAME`` for an external choice."""
+        if self.external:
+            return f"url-{self.name}"
         t = f"-t{self.threads}" if self.server == "gunicorn-gthread" else ""
         return f"{self.framework}-{self.server}-{self.model}-{self.format}-w{self.workers}{t}"
 
     @property
     def label(self) -> str:
-        """Human label: ``fastapi+uvicorn iris-rf/onnx w1`` (``w2 t4`` for gthread)."""
+        """Human label: ``fastapi+uvicorn iris-rf/onnx w1`` (``w2 t4`` for gthread); ``NAME (external,
+        URL)`` for an external choice."""
+        if self.external:
+            return f"{self.name} (external, {self.url})"
         t = f" t{self.threads}" if self.server == "gunicorn-gthread" else ""
         return f"{self.framework}+{self.server} {self.model}/{self.format} w{self.workers}{t}"
 
@@ -118,6 +136,7 @@ class ChoiceResult:
     warnings: list[RecordWarning] = field(default_factory=list)
     server_log: str | None = None
     server_affinity: list[int] | None = None  # CPUs the target's processes ran on, read from the OS
+    target_health: dict[str, Any] | None = None  # an external choice: what its /health said at the start
 
     @property
     def max_rps(self) -> float | None:
@@ -156,6 +175,7 @@ class ChoiceResult:
             warnings=[RecordWarning.from_dict(w) for w in d.get("warnings", [])],
             server_log=d.get("server_log"),
             server_affinity=d.get("server_affinity"),
+            target_health=d.get("target_health"),
         )
 
 
@@ -253,7 +273,8 @@ def best_sentence(ranked: Sequence[ChoiceResult], slo_p99_us: int, rel_tolerance
         return f"{lead}, while the runner-up **{second.choice.label}** met the SLO at no rate tried."
     diff = best.max_rps - second.max_rps
     margin = diff / second.max_rps
-    resolution = max(rel_tolerance, *(r.resolution for r in (best, second) if r.resolution is not None))
+    # (a list: max() of a lone float, when neither search found a failing rate, would raise)
+    resolution = max([rel_tolerance, *(r.resolution for r in (best, second) if r.resolution is not None)])
     sentence = (
         f"{lead}, {margin:.0%} ({_fmt_rps(diff)} rps) more than the runner-up "
         f"**{second.choice.label}** ({_fmt_rps(second.max_rps)} rps)"

@@ -1,5 +1,7 @@
-"""Tabular scenario: POST /predict with iris feature rows (the single form, or the batch form with
---batch-size N).
+"""Tabular scenario: POST /predict with feature rows (the single form, or the batch form with --batch-size N).
+
+The rows fit the target: iris rows for the zoo's iris models; for any other tabular model (your own
+``--model-file``), seeded uniform [0, 1) rows of the width its ``/health`` reports (``input.n_features``).
 
     locust -f loadtests/tabular.py --host http://127.0.0.1:8000 [--load-model poisson --rate 200]
         [--batch-size 8]
@@ -7,12 +9,13 @@
 
 from __future__ import annotations
 
+import functools
 import random
 from typing import Any
 
 from locust import events, task
 
-from loadtests.common import PLUGIN, DeployBenchUser
+from loadtests.common import PLUGIN, DeployBenchUser, fetch_health
 
 # Representative iris rows (sepal length/width, petal length/width in cm), one per class and some between.
 IRIS_ROWS: tuple[tuple[float, float, float, float], ...] = (
@@ -37,10 +40,34 @@ def _add_arguments(parser: Any, **_kw: Any) -> None:
     )
 
 
-def make_payload(rng: random.Random, batch_size: int) -> dict[str, Any]:
+IRIS_MODELS = ("iris-rf", "iris-mlp")
+
+
+def make_payload(rng: random.Random, batch_size: int, n_features: int | None = None) -> dict[str, Any]:
+    """One request body: iris rows (``n_features`` None), else ``n_features`` seeded uniform [0, 1) values."""
+
+    def row() -> list[float]:
+        if n_features is None:
+            return list(rng.choice(IRIS_ROWS))
+        return [round(rng.random(), 6) for _ in range(n_features)]
+
     if batch_size <= 1:
-        return {"features": list(rng.choice(IRIS_ROWS))}
-    return {"instances": [list(rng.choice(IRIS_ROWS)) for _ in range(batch_size)]}
+        return {"features": row()}
+    return {"instances": [row() for _ in range(batch_size)]}
+
+
+def row_width(health: dict[str, Any] | None) -> int | None:
+    """None (iris rows) for the zoo's iris models or an unknown target; else the width /health reports."""
+    if not health or health.get("model") in IRIS_MODELS:
+        return None
+    spec = health.get("input") or {}
+    n = spec.get("n_features") if spec.get("kind") == "tabular" else None
+    return int(n) if isinstance(n, int) and n > 0 else None
+
+
+@functools.cache
+def _target_row_width(host: str, headers: tuple[tuple[str, str], ...]) -> int | None:
+    return row_width(fetch_health(host, headers=dict(headers)))  # once per generator process
 
 
 class TabularUser(DeployBenchUser):
@@ -51,7 +78,9 @@ class TabularUser(DeployBenchUser):
         self.batch_size = max(1, int(getattr(parsed, "batch_size", 1) or 1))
         seed = int(getattr(parsed, "seed", 0) or 0)
         self.rng = random.Random(seed * 1_000_003 + id(self) % 1000)
-        self.payloads = [make_payload(self.rng, self.batch_size) for _ in range(16)]
+        headers = tuple(sorted((getattr(PLUGIN.options, "headers", None) or {}).items()))
+        width = _target_row_width(self.host or "", headers)
+        self.payloads = [make_payload(self.rng, self.batch_size, width) for _ in range(16)]
         self.i = 0
         _ = PLUGIN  # the listener is registered on import
 

@@ -164,6 +164,34 @@ def _method(run: CompareRun) -> list[str]:
     ]
 
 
+def _external_items(run: CompareRun) -> list[str]:
+    """External choices: what was measured, as their /health described it."""
+    items = []
+    for r in run.results:
+        if not r.choice.external:
+            continue
+        h = r.target_health or {}
+        what = ", ".join(
+            f"{k} {h[k]}" for k in ("framework", "server", "model", "format", "task") if h.get(k)
+        )
+        items.append(
+            f"`{r.choice.id}`: {r.choice.url} — already running, not started or stopped by compare; "
+            f"server CPU and affinity not measured. Its /health: {what or 'no details'}."
+        )
+    return items
+
+
+def _model_file_items(run: CompareRun) -> list[str]:
+    """The user's model files in the matrix ([[models]] / --model-file)."""
+    items = []
+    for m in run.config.get("models") or []:
+        files = ", ".join(f"{fmt} `{path}`" for fmt, path in (m.get("files") or {}).items())
+        shape = m.get("input_shape")
+        trust = "; pickle trusted by sha256 " + str(m["trust_pickle"]) if m.get("trust_pickle") else ""
+        items.append(f"**{m.get('name')}**: {files}" + (f"; input shape {shape}" if shape else "") + trust)
+    return items
+
+
 def _search_rows(run: CompareRun) -> list[list[str]]:
     rows = []
     for r in run.results:
@@ -238,6 +266,14 @@ def build_blocks(run: CompareRun, *, plots: bool = True) -> list[Block]:
     if run.skipped:
         blocks.append(Heading(2, "Skipped combinations"))
         blocks.append(Bullets([f"`{s.combo}`: {s.reason}" for s in run.skipped]))
+    files = _model_file_items(run)
+    if files:
+        blocks.append(Heading(2, "Your model files"))
+        blocks.append(Bullets(files))
+    external = _external_items(run)
+    if external:
+        blocks.append(Heading(2, "External choices"))
+        blocks.append(Bullets(external))
 
     blocks.append(Heading(2, "Latency-throughput"))
     if plots:

@@ -28,7 +28,6 @@ from targets.service import (
     Service,
     http_error_reply,
     load_service,
-    openapi_schema,
 )
 
 
@@ -61,7 +60,7 @@ async def _read_body(request: Request, svc: Service) -> bytes:
 def create_app(config: TargetConfig, service: Service | None = None) -> FastAPI:
     """A FastAPI app serving ``config`` (loads the model unless a ready ``service`` is given)."""
     svc = service if service is not None else load_service(config)
-    schema = openapi_schema(svc.task, config.limits, title="deploybench target (FastAPI)")
+    schema = svc.openapi("deploybench target (FastAPI)")
     app = FastAPI(
         title="deploybench target (FastAPI)",
         version=__version__,

@@ -19,7 +19,6 @@ from targets.service import (
     Service,
     http_error_reply,
     load_service,
-    openapi_schema,
 )
 
 
@@ -50,9 +49,7 @@ def _read_body(svc: Service) -> bytes:
 def create_app(config: TargetConfig, service: Service | None = None) -> Flask:
     """A Flask app serving ``config`` (loads the model unless a ready ``service`` is given)."""
     svc = service if service is not None else load_service(config)
-    schema_bytes = Reply(
-        200, openapi_schema(svc.task, config.limits, title="deploybench target (Flask)")
-    ).payload()
+    schema_bytes = Reply(200, svc.openapi("deploybench target (Flask)")).payload()
     app = Flask("deploybench-target-flask")
     app.debug = False  # never debug mode, even with FLASK_DEBUG=1 in the environment
     app.config["MAX_CONTENT_LENGTH"] = config.limits.max_body_bytes

@@ -10,8 +10,14 @@ result is float32 ``(n, n_classes)`` probabilities. One class per format family:
 - ``ExportedProgramPredictor`` torch.export program, ``torch.export.load(...).module()`` (format "pt2")
 
 Pickled artifacts execute code when loaded, so they are only loaded after their sha256 matched the zoo
-manifest (else ArtifactError). Each class imports its own library on first use: an ONNX predictor never
-imports torch.
+manifest, or for a user's own file (``targets.modelfile``) the sha256 the user vouched for with
+``--trust-pickle`` (else ArtifactError). Each class imports its own library on first use: an ONNX predictor
+never imports torch.
+
+A user's file is opened with a provisional ``ModelSpec`` (input shape and classes unknown); what the model
+declares about itself is read with ``declared_input_shape`` / ``declared_class_names`` and the final spec is
+set by ``targets.modelfile``. Its output is normalised to probabilities: ``softmax_output`` applies a softmax
+to models that return logits (rows that are not already non-negative and summing to 1).
 """
 
 from __future__ import annotations
@@ -40,6 +46,50 @@ def quiet_jit_deprecation() -> Iterator[None]:
         yield
 
 
+PICKLE_RISK = (
+    "unpickling runs whatever code the file's author put in it, so a pickle from an untrusted source can "
+    "take over the process that loads it"
+)
+TRUST_PICKLE_HINT = (
+    "If you trust this file, opt in with --trust-pickle SHA256 (TOML: trust_pickle), giving the sha256 you "
+    "expect it to have; see the README's 'Security and the pickle risk'"
+)
+
+
+def check_pickle_trust(path: Path, expected_sha256: str | None, *, user_file: bool) -> str:
+    """Refuse (ArtifactError) to unpickle ``path`` unless its sha256 is ``expected_sha256``; returns it.
+
+    Zoo artifacts are checked against the manifest; a user's file against the sha256 given with
+    ``--trust-pickle`` (the explicit opt-in), and the refusal names the risk."""
+    if expected_sha256 is None:
+        if user_file:
+            raise ArtifactError(
+                f"refusing to unpickle {path}: {PICKLE_RISK}. {TRUST_PICKLE_HINT} "
+                f"(this file's sha256 is {sha256_file(path)})"
+            )
+        raise ArtifactError(f"refusing to unpickle {path}: no expected sha256 to check it against")
+    actual = sha256_file(path)
+    if actual != expected_sha256.lower():
+        if user_file:
+            raise ArtifactError(
+                f"refusing to unpickle {path}: its sha256 is {actual}, not the {expected_sha256} given with "
+                f"--trust-pickle (the file changed, or the hash is of another file); {PICKLE_RISK}"
+            )
+        raise ArtifactError(
+            f"refusing to unpickle {path}: sha256 {actual} does not match the manifest's "
+            f"{expected_sha256} (file changed after the build); rebuild with `deploybench build`"
+        )
+    return actual
+
+
+def softmax(scores: np.ndarray) -> np.ndarray:
+    """Row-wise softmax (numerically stable), float64."""
+    z = np.asarray(scores, dtype=np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
 class Predictor(ABC):
     """A loaded model artifact. ``load_ns`` is the wall time the load took (perf_counter_ns)."""
 
@@ -54,28 +104,23 @@ class Predictor(ABC):
         *,
         expected_sha256: str | None = None,
         intra_op_threads: int | None = None,
+        spec: ModelSpec | None = None,
     ):
-        self.spec: ModelSpec = get_spec(model)
+        # ``spec`` given: a user's file (targets.modelfile), else a zoo model of the catalog
+        self.user_file = spec is not None
+        self.spec: ModelSpec = spec if spec is not None else get_spec(model)
         self.model = model
         self.format = fmt
         self.path = Path(path)
         self.intra_op_threads = intra_op_threads
+        self.softmax_output = False  # set for a user's model that returns logits
         if intra_op_threads is not None and intra_op_threads < 1:
             raise ArtifactError(f"intra_op_threads must be >= 1, got {intra_op_threads}")
         if not self.path.is_file():
             raise ArtifactError(f"{model} {fmt} artifact not found: {self.path}")
         start_ns = time.perf_counter_ns()
         if self.pickled:
-            if expected_sha256 is None:
-                raise ArtifactError(
-                    f"refusing to unpickle {self.path}: no expected sha256 to check it against"
-                )
-            actual = sha256_file(self.path)
-            if actual != expected_sha256:
-                raise ArtifactError(
-                    f"refusing to unpickle {self.path}: sha256 {actual} does not match the manifest's "
-                    f"{expected_sha256} (file changed after the build); rebuild with `deploybench build`"
-                )
+            check_pickle_trust(self.path, expected_sha256, user_file=self.user_file)
         self._load()
         self.load_ns = time.perf_counter_ns() - start_ns
 
@@ -88,15 +133,31 @@ class Predictor(ABC):
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """float32 (n, *input_shape) -> float32 (n, n_classes) probabilities."""
         batch = np.asarray(batch)
-        if batch.ndim != 1 + len(self.spec.input_shape) or tuple(batch.shape[1:]) != self.spec.input_shape:
+        shape = self.spec.input_shape
+        if shape and (batch.ndim != 1 + len(shape) or tuple(batch.shape[1:]) != shape):
             raise ValueError(
-                f"{self.model} expects a batch of shape (n, {', '.join(map(str, self.spec.input_shape))}), "
+                f"{self.model} expects a batch of shape (n, {', '.join(map(str, shape))}), "
                 f"got {tuple(batch.shape)}"
             )
         if batch.shape[0] < 1:
             raise ValueError(f"{self.model}: empty batch")
-        out = self._predict(np.ascontiguousarray(batch, dtype=np.float32))
+        out = self.raw_predict(batch)
+        if self.softmax_output:
+            out = softmax(out)
         return np.asarray(out, dtype=np.float32)
+
+    def raw_predict(self, batch: np.ndarray) -> np.ndarray:
+        """What the model itself returns for a batch (no shape check, no softmax)."""
+        return np.asarray(self._predict(np.ascontiguousarray(batch, dtype=np.float32)))
+
+    def declared_input_shape(self) -> tuple[int | None, ...] | None:
+        """The per-item input shape the model declares (None: a dimension it leaves open), or None when
+        the format records no input shape (TorchScript, a pickled torch module)."""
+        return None
+
+    def declared_class_names(self) -> list[str] | None:
+        """Class names the model carries (scikit-learn ``classes_``, ONNX class labels), else None."""
+        return None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(model={self.model!r}, format={self.format!r}, path={str(self.path)!r})"
@@ -109,10 +170,26 @@ class SklearnJoblibPredictor(Predictor):
     def _load(self) -> None:
         import joblib  # import cost: joblib, only the scikit-learn pickle format needs it
 
-        self._estimator: Any = joblib.load(self.path)
+        try:
+            self._estimator: Any = joblib.load(self.path)
+        except Exception as exc:  # whatever the unpickler raises for a file it cannot read
+            raise ArtifactError(f"cannot load {self.path} with joblib: {_first_line(exc)}") from None
+        if not callable(getattr(self._estimator, "predict_proba", None)):
+            raise ArtifactError(
+                f"{self.path} holds a {type(self._estimator).__name__}, not a classifier with predict_proba "
+                "(deploybench serves class probabilities)"
+            )
 
     def _predict(self, batch: np.ndarray) -> np.ndarray:
         return self._estimator.predict_proba(batch)
+
+    def declared_input_shape(self) -> tuple[int | None, ...] | None:
+        n = getattr(self._estimator, "n_features_in_", None)
+        return (int(n),) if isinstance(n, int | np.integer) else None
+
+    def declared_class_names(self) -> list[str] | None:
+        classes = getattr(self._estimator, "classes_", None)
+        return [str(c) for c in classes] if classes is not None else None
 
 
 class OnnxPredictor(Predictor):
@@ -134,11 +211,75 @@ class OnnxPredictor(Predictor):
         except Exception as exc:  # onnxruntime raises its own exception types for bad files
             raise ArtifactError(f"onnxruntime cannot load {self.path}: {exc}") from None
         self._input = self._session.get_inputs()[0].name
-        names = [o.name for o in self._session.get_outputs()]
-        self._outputs = ["probabilities"] if "probabilities" in names else [names[-1]]
+        outputs = self._session.get_outputs()
+        names = [o.name for o in outputs]
+        if "probabilities" in names:
+            self._outputs = ["probabilities"]
+        else:
+            # a user's model: a scikit-learn conversion with its ZipMap (a list of {label: p}) or a float
+            # output; an integer "label" output is not the scores
+            scores = [o.name for o in outputs if o.type == "tensor(float)" or o.type.startswith("seq(map(")]
+            probs = [n for n in scores if "prob" in n.lower()]
+            self._outputs = [(probs or scores or names)[-1]]
+        self._zipmap = next(o for o in outputs if o.name == self._outputs[0]).type.startswith("seq(map(")
+        self._zipmap_labels: list[str] | None = None
 
     def _predict(self, batch: np.ndarray) -> np.ndarray:
-        return self._session.run(self._outputs, {self._input: batch})[0]
+        out = self._session.run(self._outputs, {self._input: batch})[0]
+        if self._zipmap:  # [{label: p, ...}, ...] in class order
+            if self._zipmap_labels is None and out:
+                self._zipmap_labels = [str(k) for k in out[0]]
+            return np.asarray([list(row.values()) for row in out], dtype=np.float32)
+        return out
+
+    def input_meta(self) -> tuple[int, str, list[Any]]:
+        """(number of inputs, the first one's element type, its shape with the batch axis)."""
+        inputs = self._session.get_inputs()
+        return len(inputs), inputs[0].type, list(inputs[0].shape)
+
+    def declared_input_shape(self) -> tuple[int | None, ...] | None:
+        _, _, shape = self.input_meta()
+        if not shape:
+            return None
+        return tuple(d if isinstance(d, int) and d > 0 else None for d in shape[1:])
+
+    def declared_class_names(self) -> list[str] | None:
+        if self._zipmap:
+            if self._zipmap_labels is None:
+                _, _, shape = self.input_meta()
+                dims = [d if isinstance(d, int) and d > 0 else 1 for d in shape[1:]]
+                self._predict(np.zeros((1, *dims), dtype=np.float32))
+            return self._zipmap_labels
+        return _onnx_class_labels(self.path)
+
+
+_ONNX_LABEL_ATTRIBUTES = ("classlabels_strings", "classlabels_int64s", "classlabels_ints")
+
+
+def _onnx_class_labels(path: Path) -> list[str] | None:
+    """Class labels an ONNX classifier carries (the ai.onnx.ml classifier ops' classlabels_* attribute, as
+    written by skl2onnx), when exactly one node declares them."""
+    import onnx  # import cost: onnx (protobuf parsing), only to read a user's model's class labels
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except (
+        Exception
+    ):  # onnxruntime already loaded it; a model onnx cannot parse carries no labels we can read
+        return None
+    found: list[list[str]] = []
+    for node in model.graph.node:
+        for attr in node.attribute:
+            if attr.name == "classlabels_strings" and attr.strings:
+                found.append([b.decode("utf-8", "replace") for b in attr.strings])
+            elif attr.name in _ONNX_LABEL_ATTRIBUTES and attr.ints:
+                found.append([str(i) for i in attr.ints])
+    return found[0] if len(found) == 1 else None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 class _TorchPredictor(Predictor):
@@ -165,7 +306,15 @@ class TorchPicklePredictor(_TorchPredictor):
 
     def _load_module(self) -> Any:
         # weights_only=False unpickles arbitrary code: only reached after the sha256 check above.
-        module = self._torch.load(self.path, map_location="cpu", weights_only=False)
+        try:
+            module = self._torch.load(self.path, map_location="cpu", weights_only=False)
+        except Exception as exc:  # whatever the unpickler raises for a file it cannot read
+            raise ArtifactError(f"torch.load cannot read {self.path}: {_first_line(exc)}") from None
+        if not isinstance(module, self._torch.nn.Module):
+            raise ArtifactError(
+                f"{self.path} holds a {type(module).__name__}, not a torch.nn.Module (a whole module saved "
+                "with torch.save); a state_dict alone has no architecture to serve"
+            )
         return module.eval()
 
 
@@ -174,14 +323,37 @@ class TorchScriptPredictor(_TorchPredictor):
 
     def _load_module(self) -> Any:
         with quiet_jit_deprecation():
-            return self._torch.jit.load(str(self.path), map_location="cpu").eval()
+            try:
+                return self._torch.jit.load(str(self.path), map_location="cpu").eval()
+            except Exception as exc:  # torch raises RuntimeError and others for unreadable archives
+                raise ArtifactError(f"torch.jit.load cannot read {self.path}: {_first_line(exc)}") from None
 
 
 class ExportedProgramPredictor(_TorchPredictor):
     family = "torch-export"
 
     def _load_module(self) -> Any:
-        return self._torch.export.load(self.path).module()
+        try:
+            self._program = self._torch.export.load(self.path)
+        except Exception as exc:  # torch raises several types for unreadable archives
+            raise ArtifactError(f"torch.export.load cannot read {self.path}: {_first_line(exc)}") from None
+        return self._program.module()
+
+    def declared_input_shape(self) -> tuple[int | None, ...] | None:
+        program = self._program
+        user_inputs = list(program.graph_signature.user_inputs)
+        if len(user_inputs) != 1:
+            raise ArtifactError(
+                f"{self.path} takes {len(user_inputs)} inputs; deploybench serves models with one input"
+            )
+        for node in program.graph.nodes:
+            if node.op == "placeholder" and node.name == user_inputs[0]:
+                val = node.meta.get("val")
+                shape = getattr(val, "shape", None)
+                if shape is None or len(shape) < 2:
+                    return None
+                return tuple(d if isinstance(d, int) else None for d in shape[1:])
+        return None
 
 
 PREDICTOR_CLASSES: dict[tuple[str, str], type[Predictor]] = {
@@ -201,7 +373,7 @@ def open_predictor(
     *,
     expected_sha256: str | None = None,
     intra_op_threads: int | None = None,
-) -> Predictor:
+) -> Predictor:  # a zoo artifact; a user's file: targets.modelfile
     """Load one artifact file directly (no manifest). Pickles need ``expected_sha256``."""
     spec = get_spec(model)
     check_format(spec, fmt)

@@ -12,6 +12,7 @@ import io
 import json
 import math
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -86,7 +87,7 @@ def _check_keys(obj: Any, allowed: set[str], what: str) -> None:
         )
 
 
-def _feature_row(row: Any, where: str, n_features: int) -> list[float]:
+def _feature_row(row: Any, where: str, n_features: int, allow_negative: bool = False) -> list[float]:
     if not isinstance(row, list):
         raise InputError(
             422,
@@ -108,23 +109,26 @@ def _feature_row(row: Any, where: str, n_features: int) -> list[float]:
             f = math.inf
         if not math.isfinite(f):
             raise InputError(422, "invalid-features", f"{where}[{i}] must be finite, got {v!r}")
-        if f < 0:
+        if f < 0 and not allow_negative:
             raise InputError(
                 422, "invalid-features", f"{where}[{i}] must be >= 0 (a length in cm), got {v!r}"
             )
-        if f > MAX_FEATURE_VALUE:
+        if abs(f) > MAX_FEATURE_VALUE:
+            bound = f"between {-MAX_FEATURE_VALUE:g} and" if allow_negative else "<="
             raise InputError(
-                422, "invalid-features", f"{where}[{i}] must be <= {MAX_FEATURE_VALUE:g}, got {v!r}"
+                422, "invalid-features", f"{where}[{i}] must be {bound} {MAX_FEATURE_VALUE:g}, got {v!r}"
             )
         out.append(f)
     return out
 
 
 def validate_features(
-    obj: Any, *, max_batch: int, n_features: int = N_IRIS_FEATURES
+    obj: Any, *, max_batch: int, n_features: int = N_IRIS_FEATURES, allow_negative: bool = False
 ) -> tuple[np.ndarray, bool]:
-    """Validate an iris request: ``{"features": [4 numbers]}`` or ``{"instances": [[4 numbers], ...]}``.
+    """Validate a tabular request: ``{"features": [F numbers]}`` or ``{"instances": [[F numbers], ...]}``.
 
+    Iris (the zoo's default) takes 4 lengths in cm, so negatives are refused; a user's model
+    (``allow_negative``) takes any finite value within +-MAX_FEATURE_VALUE.
     Returns ``(batch float32 (n, n_features), is_batch)``.
     """
     what = "'features': [numbers] or 'instances': [[numbers], ...]"
@@ -132,7 +136,7 @@ def validate_features(
     if "features" in obj and "instances" in obj:
         raise InputError(422, "invalid-request", "give either 'features' or 'instances', not both")
     if "features" in obj:
-        row = _feature_row(obj["features"], "features", n_features)
+        row = _feature_row(obj["features"], "features", n_features, allow_negative)
         return np.asarray([row], dtype=np.float32), False
     if "instances" not in obj:
         raise InputError(422, "invalid-request", "missing key 'features' (one item) or 'instances' (a batch)")
@@ -147,7 +151,7 @@ def validate_features(
             "batch-too-large",
             f"instances has {len(rows)} rows; this target accepts at most {max_batch} (max_batch)",
         )
-    batch = [_feature_row(r, f"instances[{i}]", n_features) for i, r in enumerate(rows)]
+    batch = [_feature_row(r, f"instances[{i}]", n_features, allow_negative) for i, r in enumerate(rows)]
     return np.asarray(batch, dtype=np.float32), True
 
 
@@ -220,6 +224,84 @@ def decode_image(data: bytes, *, max_pixels: int) -> Image.Image:
         ) from None
 
 
+@dataclass(frozen=True)
+class ImageTransform:
+    """Decoded image -> float32 ``(channels, height, width)`` model input.
+
+    With ``resize_px`` (torchvision's evaluation recipe): resize the shorter side to ``resize_px``, then
+    centre-crop ``height x width``. Without it: resize the whole image straight to ``height x width``
+    (aspect ratio not kept). Then scale to [0, 1] and normalise per channel: ``(x - mean) / std``.
+    ``channels`` 1 converts to grayscale (PIL "L"), 3 to RGB. The zoo's ResNets use
+    ``ZOO_IMAGE_TRANSFORM`` (shorter side 256, centre crop 224, ImageNet mean/std).
+    """
+
+    height: int = CROP_PX
+    width: int = CROP_PX
+    channels: int = 3
+    mean: tuple[float, ...] = tuple(float(x) for x in IMAGENET_MEAN)
+    std: tuple[float, ...] = tuple(float(x) for x in IMAGENET_STD)
+    resize_px: int | None = RESIZE_SHORTER_PX
+
+    def __post_init__(self) -> None:
+        if self.channels not in (1, 3):
+            raise ValueError(f"an image model takes 1 or 3 channels, not {self.channels}")
+        if self.height < 1 or self.width < 1:
+            raise ValueError(f"image size must be at least 1x1, got {self.height}x{self.width}")
+        for name in ("mean", "std"):
+            n = len(getattr(self, name))
+            if n not in (1, self.channels):
+                want = "1 value" if self.channels == 1 else f"1 or {self.channels} values"
+                raise ValueError(f"{name} needs {want} (one per channel), got {n}")
+        if any(not s > 0 for s in self.std):
+            raise ValueError(f"std values must be > 0, got {list(self.std)}")
+        if self.resize_px is not None and self.resize_px < max(self.height, self.width):
+            raise ValueError(
+                f"resize_px {self.resize_px} is smaller than the {self.height}x{self.width} centre crop"
+            )
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (self.channels, self.height, self.width)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "size_hw": [self.height, self.width],
+            "channels": self.channels,
+            "resize": f"shorter side {self.resize_px} px, centre crop"
+            if self.resize_px
+            else "straight to size",
+            "mean": list(self.mean),
+            "std": list(self.std),
+        }
+
+    def __call__(self, img: Image.Image) -> np.ndarray:
+        mode = "RGB" if self.channels == 3 else "L"
+        if img.mode != mode:
+            img = img.convert(mode)
+        cw, ch = self.width, self.height
+        if self.resize_px is None:
+            out = img.resize((cw, ch), Image.Resampling.BILINEAR)
+        else:
+            w, h = img.size
+            r = self.resize_px
+            scale = r / min(w, h)
+            # torchvision Resize(int): the shorter side becomes r, the longer one is truncated to an int
+            new_w, new_h = (r, int(h * scale)) if w <= h else (int(w * scale), r)
+            left = round((new_w - cw) / 2.0)
+            top = round((new_h - ch) / 2.0)
+            sx, sy = w / new_w, h / new_h
+            box = (left * sx, top * sy, (left + cw) * sx, (top + ch) * sy)
+            out = img.resize((cw, ch), Image.Resampling.BILINEAR, box=box)
+        arr = np.asarray(out, dtype=np.float32) / 255.0
+        if arr.ndim == 2:
+            arr = arr[:, :, np.newaxis]
+        arr = (arr - np.asarray(self.mean, dtype=np.float32)) / np.asarray(self.std, dtype=np.float32)
+        return np.ascontiguousarray(arr.transpose(2, 0, 1), dtype=np.float32)
+
+
+ZOO_IMAGE_TRANSFORM = ImageTransform()
+
+
 def preprocess_image(img: Image.Image) -> np.ndarray:
     """RGB image -> float32 (3, 224, 224): resize the shorter side to 256, center-crop 224, ImageNet mean/std.
 
@@ -227,20 +309,7 @@ def preprocess_image(img: Image.Image) -> np.ndarray:
     very long, thin image never materialises a huge intermediate. Matches resize-then-crop to within
     resampling rounding.
     """
-    if img.mode != "RGB":
-        img = img.convert("RGB")
-    w, h = img.size
-    scale = RESIZE_SHORTER_PX / min(w, h)
-    # torchvision Resize(int): the shorter side becomes 256, the longer one is truncated to an int
-    new_w, new_h = (RESIZE_SHORTER_PX, int(h * scale)) if w <= h else (int(w * scale), RESIZE_SHORTER_PX)
-    left = round((new_w - CROP_PX) / 2.0)
-    top = round((new_h - CROP_PX) / 2.0)
-    sx, sy = w / new_w, h / new_h
-    box = (left * sx, top * sy, (left + CROP_PX) * sx, (top + CROP_PX) * sy)
-    crop = img.resize((CROP_PX, CROP_PX), Image.Resampling.BILINEAR, box=box)
-    arr = np.asarray(crop, dtype=np.float32) / 255.0
-    arr = (arr - IMAGENET_MEAN) / IMAGENET_STD
-    return np.ascontiguousarray(arr.transpose(2, 0, 1), dtype=np.float32)
+    return ZOO_IMAGE_TRANSFORM(img)
 
 
 def top_k(probabilities: np.ndarray, class_names: list[str], k: int = 5) -> list[dict[str, Any]]:

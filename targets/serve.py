@@ -32,7 +32,8 @@ import psutil
 from deploybench import paths
 from deploybench.errors import TargetError, UsageError
 from deploybench.vocabulary import CONFIG_ENV, DEFAULT_SERVER, FRAMEWORK_SERVERS, READY_DIR_ENV
-from targets.catalog import MODELS
+from targets.catalog import MODELS, ArtifactError
+from targets.modelfile import UserModel, UserModelInfo, default_model_name, inspect_user_model, resolve_format
 
 STOP_GRACE_S = 10.0
 LOG_TAIL_CHARS = 4000
@@ -60,14 +61,18 @@ class Limits:
 
 @dataclass
 class TargetConfig:
-    """One deployment choice: framework x server x workers/threads x model x format (+ limits)."""
+    """One deployment choice: framework x server x workers/threads x model x format (+ limits).
+
+    The model is a zoo model (``model``, ``format``) or a user's file (``model_file``; ``model`` is then its
+    name, default the file's stem, and ``format`` comes from its extension unless given); the other
+    ``model_file`` options are those of ``targets.modelfile.UserModel``."""
 
     framework: str = "fastapi"  # "flask" | "fastapi"
     server: str = (
         ""  # flask: gunicorn-sync | gunicorn-gthread; fastapi: uvicorn | gunicorn-uvicorn ("" = default)
     )
-    model: str = "iris-rf"
-    format: str = "onnx"
+    model: str = ""  # "" = iris-rf, or the stem of model_file
+    format: str = ""  # "" = onnx, or from model_file's extension
     workers: int = 1
     threads: int = 1  # gunicorn-gthread only
     intra_op_threads: int = 1  # torch / onnxruntime / OpenMP threads per worker
@@ -77,10 +82,30 @@ class TargetConfig:
     zoo_dir: str | None = None  # None = deploybench.paths.zoo_dir()
     limits: Limits = field(default_factory=Limits)
     inject_delay_ms: float = 0.0  # deliberate extra service time, counted in the "infer" stage
+    # a user's model file instead of a zoo model (targets.modelfile)
+    model_file: str | None = None
+    input_shape: list[int] | None = None  # per item, when the model does not declare it
+    sample_input: str | None = None  # .npy / .json batch (shape + warm-up input)
+    labels_file: str | None = None  # class names, one per line
+    mean: list[float] | None = None  # image normalisation (default 0)
+    std: list[float] | None = None  # (default 1)
+    resize_px: int | None = None  # image: shorter side to this, then centre crop (default: straight resize)
+    trust_pickle: str | None = None  # sha256 the user vouches for: the opt-in to unpickle their file
 
     def __post_init__(self) -> None:
         if isinstance(self.limits, dict):
             self.limits = Limits(**self.limits)
+        if self.model_file is not None:
+            self.model_file = str(Path(self.model_file).expanduser().absolute())
+            if not self.model:
+                self.model = default_model_name(self.model_file)
+            if not self.format:
+                try:
+                    self.format = resolve_format(self.model_file)
+                except ArtifactError:
+                    self.format = ""  # validate() says why
+        self.model = self.model or "iris-rf"
+        self.format = self.format or ("onnx" if self.model_file is None else "")
         if not self.server and self.framework in DEFAULT_SERVER:
             self.server = DEFAULT_SERVER[self.framework]
         if self.zoo_dir is not None:
@@ -116,6 +141,11 @@ class TargetConfig:
                     f"cpus {self.cpus} must be a non-empty subset of the usable CPUs {sorted(allowed)}"
                 )
         self.limits.validate()
+        if self.model_file is not None:
+            if not self.format:
+                resolve_format(self.model_file)  # raises: not a model, or the extension tells nothing
+            self.user_model().check()
+            return
         if self.model not in MODELS:
             raise UsageError(f"unknown model {self.model!r}; choose one of {', '.join(MODELS)}")
         if self.format not in MODELS[self.model].formats:
@@ -123,6 +153,22 @@ class TargetConfig:
                 f"model {self.model} has no {self.format!r} format; choose one of "
                 f"{', '.join(MODELS[self.model].formats)}"
             )
+
+    def user_model(self) -> UserModel:
+        """The user model this config serves one file of (only with ``model_file``)."""
+        if self.model_file is None:
+            raise UsageError(f"{self.model} is a zoo model, not a model file")
+        return UserModel(
+            name=self.model,
+            files={self.format: self.model_file},
+            input_shape=self.input_shape,
+            sample_input=self.sample_input,
+            labels_file=self.labels_file,
+            mean=self.mean,
+            std=self.std,
+            resize_px=self.resize_px,
+            trust_pickle=self.trust_pickle,
+        )
 
     def resolved_zoo_dir(self) -> Path:
         return Path(self.zoo_dir).resolve() if self.zoo_dir else paths.zoo_dir().resolve()
@@ -141,6 +187,17 @@ class TargetConfig:
         if unknown_limits:
             raise UsageError(f"unknown limits key(s): {', '.join(unknown_limits)}")
         return cls(**{**d, "limits": Limits(**limits)})
+
+
+def inspect_model_file(config: TargetConfig) -> UserModelInfo:
+    """Validate a model-file target and load + inspect its file here, in the launcher, so that a file that is
+    no model, a format that does not fit it, a shape that cannot be inferred or a refused pickle is a
+    UsageError (exit code 2) before any server starts. The workers repeat the same (deterministic) steps."""
+    config.validate()
+    # library thread defaults here: nothing process-wide is set in the launcher
+    info, predictors = inspect_user_model(config.user_model())
+    predictors.clear()  # the launcher serves nothing: free the loaded model now
+    return info
 
 
 def config_from_env() -> TargetConfig:

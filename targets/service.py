@@ -24,15 +24,17 @@ from deploybench import __version__
 from deploybench.errors import TargetError
 from deploybench.vocabulary import READY_DIR_ENV
 from targets.catalog import MODELS
+from targets.modelfile import image_transform, input_spec, inspect_user_model, sample_batch
 from targets.predictors import load_predictor
 from targets.preprocess import (
     MAX_FEATURE_VALUE,
     N_IRIS_FEATURES,
+    ZOO_IMAGE_TRANSFORM,
+    ImageTransform,
     InputError,
     decode_base64_image,
     decode_image,
     parse_json,
-    preprocess_image,
     top_k,
     validate_features,
 )
@@ -138,7 +140,10 @@ class Timings:
 
 
 class Service:
-    """One loaded model behind the HTTP API. Thread-safe as long as the predictor is (all ours are)."""
+    """One loaded model behind the HTTP API. Thread-safe as long as the predictor is (all ours are).
+
+    ``input_shape`` (per item) and ``transform`` (image pre-processing) default to the zoo model's;
+    ``model_file`` is the served user file's summary (``UserModelInfo.file_summary``), shown in /health."""
 
     def __init__(
         self,
@@ -147,6 +152,9 @@ class Service:
         *,
         task: str,
         class_names: list[str],
+        input_shape: tuple[int, ...] | None = None,
+        transform: ImageTransform | None = None,
+        model_file: dict[str, Any] | None = None,
     ) -> None:
         self.config = config
         self.predictor = predictor
@@ -154,11 +162,24 @@ class Service:
         self.class_names = list(class_names)
         self.limits = config.limits
         self.internal_errors = 0  # requests that reached the catch-all handler (should stay 0)
+        if input_shape is None:
+            zoo = MODELS.get(config.model)
+            if zoo is not None:
+                input_shape = zoo.input_shape
+            else:
+                input_shape = (N_IRIS_FEATURES,) if task == "tabular" else ZOO_IMAGE_TRANSFORM.shape
+        self.input_shape = tuple(input_shape)
+        self.transform = transform or ZOO_IMAGE_TRANSFORM
+        self.model_file = model_file
+        # a user's features may be any finite number; iris features are lengths in cm (>= 0)
+        self.allow_negative = config.model_file is not None
 
     # -- construction ------------------------------------------------------------------------------
     @classmethod
     def load(cls, config: TargetConfig) -> Service:
         """Load the model once (per worker), run one warm-up inference, then signal readiness."""
+        if config.model_file is not None:
+            return cls._load_model_file(config)
         spec = MODELS[config.model]
         predictor = load_predictor(
             config.model,
@@ -170,6 +191,24 @@ class Service:
         svc.warm_up(sample_inputs(config.model, 1))
         return svc
 
+    @classmethod
+    def _load_model_file(cls, config: TargetConfig) -> Service:
+        """A user's file (targets.modelfile), inspected as the launcher did; the pickle opt-in re-checked."""
+        um = config.user_model()
+        info, predictors = inspect_user_model(um, intra_op_threads=config.intra_op_threads)
+        transform = image_transform(um, info.input_shape) if info.task == "image" else None
+        svc = cls(
+            config,
+            predictors[config.format],
+            task=info.task,
+            class_names=info.class_names,
+            input_shape=tuple(info.input_shape),
+            transform=transform,
+            model_file=info.file_summary(config.format),
+        )
+        svc.warm_up(sample_batch(um, info, 1))
+        return svc
+
     def warm_up(self, batch: np.ndarray) -> None:
         probs = np.asarray(self.predictor.predict(batch))
         if probs.shape != (len(batch), len(self.class_names)) or not np.all(np.isfinite(probs)):
@@ -179,20 +218,34 @@ class Service:
             )
 
     # -- routes ------------------------------------------------------------------------------------
+    def input_spec(self) -> dict[str, Any]:
+        """What a request must carry: ``{"kind": "tabular", "n_features": F}`` or ``{"kind": "image",
+        "shape": [C, H, W]}`` (the size images are resized to)."""
+        return input_spec(self.task, self.input_shape)
+
     def health(self) -> Reply:
-        return Reply(
-            200,
-            {
-                "status": "ok",
-                "version": __version__,
-                "framework": self.config.framework,
-                "server": self.config.server,
-                "model": self.config.model,
-                "format": self.config.format,
-                "task": self.task,
-                "pid": os.getpid(),
-                "internal_errors": self.internal_errors,
-            },
+        body: dict[str, Any] = {
+            "status": "ok",
+            "version": __version__,
+            "framework": self.config.framework,
+            "server": self.config.server,
+            "model": self.config.model,
+            "format": self.config.format,
+            "task": self.task,
+            "pid": os.getpid(),
+            "internal_errors": self.internal_errors,
+            "input": self.input_spec(),
+            "n_classes": len(self.class_names),
+        }
+        if self.model_file is not None:
+            body["model_file"] = self.model_file
+        return Reply(200, body)
+
+    def openapi(self, title: str) -> dict[str, Any]:
+        """This target's OpenAPI document (the request schema carries its number of features)."""
+        n_features = self.input_shape[0] if self.task == "tabular" else N_IRIS_FEATURES
+        return openapi_schema(
+            self.task, self.limits, title=title, n_features=n_features, allow_negative=self.allow_negative
         )
 
     def precheck(self, route: str, content_type: str | None, content_length: int | None) -> None:
@@ -263,7 +316,12 @@ class Service:
         t0 = time.perf_counter_ns()
         obj = parse_json(body)
         t1 = time.perf_counter_ns()
-        batch, is_batch = validate_features(obj, max_batch=self.limits.max_batch)
+        batch, is_batch = validate_features(
+            obj,
+            max_batch=self.limits.max_batch,
+            n_features=self.input_shape[0],
+            allow_negative=self.allow_negative,
+        )
         t2 = time.perf_counter_ns()
         t.decode_ns, t.preprocess_ns = t1 - t0, t2 - t1
         probs = self._infer(batch, t)
@@ -289,7 +347,7 @@ class Service:
             data = decode_base64_image(parse_json(body))
         img = decode_image(data, max_pixels=self.limits.max_pixels)
         t1 = time.perf_counter_ns()
-        tensor = preprocess_image(img)[np.newaxis]
+        tensor = self.transform(img)[np.newaxis]
         t2 = time.perf_counter_ns()
         t.decode_ns, t.preprocess_ns = t1 - t0, t2 - t1
         probs = self._infer(tensor, t)[0]
@@ -392,14 +450,26 @@ def _error_response(description: str) -> dict[str, Any]:
     }
 
 
-def openapi_schema(task: str, limits: Any, *, title: str = "deploybench target") -> dict[str, Any]:
+def openapi_schema(
+    task: str,
+    limits: Any,
+    *,
+    title: str = "deploybench target",
+    n_features: int = N_IRIS_FEATURES,
+    allow_negative: bool = False,
+) -> dict[str, Any]:
     """The OpenAPI 3.0 document both frameworks publish at /openapi.json (FastAPI's /docs renders it).
 
-    Request bodies carry the real limits (max_batch, feature bounds); every documented 4xx is one the
-    target really returns. On a target serving the other model kind a route answers 409 only.
+    Request bodies carry the real limits (max_batch, feature bounds, the model's number of features); every
+    documented 4xx is one the target really returns. On a target serving the other model kind a route
+    answers 409 only.
     """
-    feature = {"type": "number", "minimum": 0, "maximum": MAX_FEATURE_VALUE}
-    row = {"type": "array", "items": feature, "minItems": N_IRIS_FEATURES, "maxItems": N_IRIS_FEATURES}
+    feature = {
+        "type": "number",
+        "minimum": -MAX_FEATURE_VALUE if allow_negative else 0,
+        "maximum": MAX_FEATURE_VALUE,
+    }
+    row = {"type": "array", "items": feature, "minItems": n_features, "maxItems": n_features}
     prob = {"type": "number", "minimum": 0, "maximum": 1}
     tabular_item = {
         "type": "object",
@@ -435,6 +505,12 @@ def openapi_schema(task: str, limits: Any, *, title: str = "deploybench target")
                 "task": {"type": "string"},
                 "pid": {"type": "integer"},
                 "internal_errors": {"type": "integer"},
+                "input": {
+                    "type": "object",
+                    "description": "tabular: {kind, n_features}; image: {kind, shape: [C, H, W]}",
+                },
+                "n_classes": {"type": "integer"},
+                "model_file": {"type": "object", "description": "a user's model file: path, sha256, ..."},
             },
         },
         "FeaturesRequest": {
@@ -560,7 +636,7 @@ def openapi_schema(task: str, limits: Any, *, title: str = "deploybench target")
             },
             PREDICT: operation(
                 PREDICT,
-                "classify one iris row ({features}) or a batch ({instances})",
+                "classify one row ({features}) or a batch ({instances})",
                 json_body,
                 ok(["TabularPrediction", "TabularBatchPrediction"]),
             ),

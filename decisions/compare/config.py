@@ -34,6 +34,18 @@ optional (defaults below)::
     load_model = "poisson"         # open-loop arrivals: "constant" | "poisson"
     pin = false                    # server on CPU 1, load generator on CPU 0
 
+    [[models]]                     # your own model files (repeatable); each is on the model axis by name
+    name = "digits"                # default: the first file's stem
+    files = { onnx = "digits.onnx", pickle = "digits.joblib" }  # format = path (relative to this file),
+                                   # or a list of paths (formats from the extensions); every file is a choice
+    trust_pickle = "<sha256>"      # the opt-in to unpickle its pickle file (see targets.modelfile)
+    input_shape = [64]             # only when no file declares it; also sample_input, labels, mean, std,
+                                   # resize_px (as the --model-file options)
+
+    [[urls]]                       # already-running services (repeatable): measured and ranked the same way,
+    name = "current"               # never started or stopped
+    url = "http://127.0.0.1:8000"
+
     [search]                       # saturation search: bisection over open-loop rates
     step_s = 3.0                   # measured seconds per probed rate
     step_warmup_s = 1.0
@@ -44,6 +56,10 @@ optional (defaults below)::
     max_probes = 6
     rel_tolerance = 0.10
     max_expansions = 1
+
+With ``[[models]]`` or ``[[urls]]`` and no ``[matrix] model``, the model axis is the ``[[models]]`` names
+(none for a file of URLs only). A user model's files are all measured, whatever ``[matrix] format`` says
+(that axis picks zoo artifacts); the zoo and user models on the axis must share one task (one scenario).
 
 Every problem is a UsageError naming the file and the key (exit code 2).
 """
@@ -61,6 +77,17 @@ from deploybench.compare_doc import Choice, Skipped
 from deploybench.errors import UsageError
 from deploybench.vocabulary import FRAMEWORK_SERVERS, MODEL_FORMATS, OPEN_LOOP_MODELS, SERVERS, TASKS
 from targets.catalog import MODELS
+from targets.modelfile import (
+    NAME_RE,
+    ModelFileError,
+    UserModel,
+    UserModelInfo,
+    default_model_name,
+    inspect_user_model,
+    parse_floats,
+    parse_shape,
+    resolve_format,
+)
 
 # The built-in matrix files, shipped as package data (``--config quick`` = configs/quick.toml).
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -116,6 +143,14 @@ class SearchConfig:
 
 
 @dataclass
+class UrlEntry:
+    """An already-running service to measure as a choice (``[[urls]]`` / ``--url NAME=URL``)."""
+
+    name: str
+    url: str
+
+
+@dataclass
 class CompareConfig:
     name: str = DEFAULT_CONFIG
     description: str = ""
@@ -124,9 +159,14 @@ class CompareConfig:
     slo: SloConfig = field(default_factory=SloConfig)
     measure: MeasureConfig = field(default_factory=MeasureConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
+    models: list[UserModel] = field(default_factory=list)  # [[models]]: the user's model files
+    urls: list[UrlEntry] = field(default_factory=list)  # [[urls]]: running services
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def user_model(self, name: str) -> UserModel | None:
+        return next((m for m in self.models if m.name == name), None)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], source: str = "<dict>") -> CompareConfig:
@@ -189,6 +229,100 @@ def _parse_section(source: str, name: str, raw: Any) -> Any:
     return obj
 
 
+_MODEL_KEYS = ("name", "files", "input_shape", "sample_input", "labels", "mean", "std", "resize_px",
+               "trust_pickle")  # fmt: skip
+
+
+def _base_dir(source: str) -> Path:
+    """Relative paths in a matrix file are relative to the file's folder (to the working folder otherwise)."""
+    p = Path(source)
+    return p.parent if source and p.suffix == ".toml" else Path()
+
+
+def _parse_user_model(source: str, i: int, raw: Any) -> UserModel:
+    """One ``[[models]]`` entry. Names and keys are checked here; the files when the catalog is built."""
+    where = f"{source} [[models]] #{i + 1}"
+    if not isinstance(raw, dict):
+        raise UsageError(f"{where} must be a table")
+    unknown = sorted(set(raw) - set(_MODEL_KEYS))
+    if unknown:
+        raise UsageError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(_MODEL_KEYS)})")
+    base = _base_dir(source)
+
+    def path(value: Any, key: str) -> str:
+        if not isinstance(value, str) or not value:
+            raise UsageError(f"{where}: `{key}` must be a path")
+        p = Path(value).expanduser()
+        return str(p if p.is_absolute() else base / p)
+
+    files_raw = raw.get("files")
+    files: dict[str, str] = {}
+    if isinstance(files_raw, dict):
+        for fmt, value in files_raw.items():
+            if fmt not in MODEL_FORMATS:
+                raise UsageError(f"{where}: files: {fmt!r} is not a format ({', '.join(MODEL_FORMATS)})")
+            files[fmt] = path(value, f"files.{fmt}")
+    elif isinstance(files_raw, list) and files_raw:
+        for value in files_raw:
+            p = path(value, "files")
+            try:
+                fmt = resolve_format(p)
+            except ModelFileError as exc:
+                raise UsageError(f"{where}: {exc}") from None
+            if fmt in files:
+                raise UsageError(f"{where}: two {fmt} files; give one file per format")
+            files[fmt] = p
+    else:
+        raise UsageError(f"{where}: `files` must be a table {{format = path}} or a list of paths")
+    if not files:
+        raise UsageError(f"{where}: `files` is empty")
+    name = raw.get("name", default_model_name(next(iter(files.values()))))
+    try:
+        shape = raw.get("input_shape")
+        if isinstance(shape, list):
+            shape = parse_shape(",".join(str(d) for d in shape))
+        elif shape is not None:
+            shape = parse_shape(str(shape))
+
+        def floats(key: str) -> list[float] | None:
+            v = raw.get(key)
+            if v is None:
+                return None
+            return parse_floats(",".join(map(str, v)) if isinstance(v, list) else str(v), key)
+
+        resize = raw.get("resize_px")
+        if resize is not None and (isinstance(resize, bool) or not isinstance(resize, int)):
+            raise UsageError(f"{where}: `resize_px` must be an integer")
+        trust = raw.get("trust_pickle")
+        if trust is not None and not isinstance(trust, str):
+            raise UsageError(f"{where}: `trust_pickle` must be the file's sha256 (a string)")
+        return UserModel(
+            name=str(name),
+            files=files,
+            input_shape=shape,
+            sample_input=path(raw["sample_input"], "sample_input") if "sample_input" in raw else None,
+            labels_file=path(raw["labels"], "labels") if "labels" in raw else None,
+            mean=floats("mean"),
+            std=floats("std"),
+            resize_px=resize,
+            trust_pickle=trust,
+        )
+    except ModelFileError as exc:
+        raise UsageError(f"{where}: {exc}") from None
+
+
+def _parse_url(source: str, i: int, raw: Any) -> UrlEntry:
+    where = f"{source} [[urls]] #{i + 1}"
+    if not isinstance(raw, dict):
+        raise UsageError(f"{where} must be a table")
+    unknown = sorted(set(raw) - {"name", "url"})
+    if unknown:
+        raise UsageError(f"{where}: unknown key(s) {', '.join(unknown)} (known: name, url)")
+    if not isinstance(raw.get("url"), str) or not isinstance(raw.get("name"), str):
+        raise UsageError(f"{where}: needs `name` and `url` (strings)")
+    return UrlEntry(raw["name"], raw["url"])
+
+
 def _parse(raw: dict[str, Any], source: str) -> CompareConfig:
     cfg = CompareConfig(source=source)
     for key, value in raw.items():
@@ -198,11 +332,19 @@ def _parse(raw: dict[str, Any], source: str) -> CompareConfig:
             if not isinstance(value, str):
                 raise UsageError(f"{source}: `{key}` must be a string")
             setattr(cfg, key, value)
+        elif key in ("models", "urls"):
+            if not isinstance(value, list):
+                raise UsageError(f"{source}: `{key}` must be an array of tables ([[{key}]])")
+            parse = _parse_user_model if key == "models" else _parse_url
+            setattr(cfg, key, [parse(source, i, v) for i, v in enumerate(value)])
         else:
             raise UsageError(
                 f"{source}: unknown top-level key `{key}` "
-                f"(known: name, description, {', '.join('[' + s + ']' for s in _SECTIONS)})"
+                f"(known: name, description, {', '.join('[' + s + ']' for s in _SECTIONS)}, [[models]], "
+                "[[urls]])"
             )
+    if (cfg.models or cfg.urls) and "model" not in (raw.get("matrix") or {}):
+        cfg.matrix.model = [m.name for m in cfg.models]  # your models only (none: URLs only)
     validate(cfg)
     return cfg
 
@@ -231,6 +373,22 @@ def validate(cfg: CompareConfig) -> None:
     for t in m.threads:
         _check(1 <= t <= 64, src, f"[matrix] threads must be in 1..64, got {t}")
     _check(1 <= m.intra_op_threads <= 64, src, "[matrix] intra_op_threads must be in 1..64")
+    names: list[str] = []
+    for um in cfg.models:
+        _check(bool(NAME_RE.match(um.name)), src, f"[[models]] name {um.name!r}: use letters, digits, . _ -")
+        _check(um.name not in MODELS, src, f"[[models]] name {um.name!r} is a zoo model's; rename yours")
+        names.append(um.name)
+    for u in cfg.urls:
+        _check(bool(NAME_RE.match(u.name)), src, f"[[urls]] name {u.name!r}: use letters, digits, . _ -")
+        _check(
+            u.url.startswith(("http://", "https://")) and len(u.url) > len("http://"),
+            src,
+            f"[[urls]] {u.name}: url must start with http:// or https:// (got {u.url!r})",
+        )
+        names.append(u.name)
+    twice = sorted({n for n in names if names.count(n) > 1})
+    _check(not twice, src, f"[[models]] / [[urls]] name(s) given twice: {', '.join(twice)}")
+    _check(bool(m.model) or bool(cfg.urls), src, "[matrix] model is empty and there are no [[urls]]")
 
     s = cfg.slo
     _check(s.p99_ms > 0, src, f"[slo] p99_ms must be > 0, got {s.p99_ms}")
@@ -296,6 +454,7 @@ def load_config(name_or_path: str | None = None) -> CompareConfig:
 class ModelInfo:
     task: str  # "tabular" | "image"
     formats: tuple[str, ...]
+    source: str = "zoo"  # "zoo" | "file" (a [[models]] entry: every one of its files is a choice)
 
 
 def zoo_catalog() -> dict[str, ModelInfo]:
@@ -303,26 +462,64 @@ def zoo_catalog() -> dict[str, ModelInfo]:
     return {name: ModelInfo(spec.task, tuple(spec.formats)) for name, spec in MODELS.items()}
 
 
-def expand(cfg: CompareConfig, catalog: Mapping[str, ModelInfo]) -> tuple[list[Choice], list[Skipped], str]:
-    """Every valid choice of the matrix (in axis order), the skipped combinations with a reason, and the
-    scenario they all run. Raises UsageError for an unknown model, a mix of tabular and image models (they
-    cannot share a scenario), or a matrix with no valid choice."""
+def inspect_models(cfg: CompareConfig) -> dict[str, UserModelInfo]:
+    """Load and inspect every ``[[models]]`` entry on the model axis (before anything starts): a file that is
+    no model, a format that does not fit, a shape that cannot be inferred or a refused pickle is a
+    UsageError naming the entry (exit code 2). A file that declares no input shape (TorchScript) takes the
+    one its sibling files declare: it is written into the entry's ``input_shape``."""
+    out: dict[str, UserModelInfo] = {}
+    src = cfg.source or "config"
+    for um in cfg.models:
+        if um.name not in cfg.matrix.model:
+            continue
+        try:
+            info, predictors = inspect_user_model(um)
+        except UsageError as exc:
+            raise UsageError(f"{src} [[models]] {um.name}: {exc}") from None
+        predictors.clear()
+        um.input_shape = list(info.input_shape)
+        out[um.name] = info
+    return out
+
+
+def user_catalog(infos: Mapping[str, UserModelInfo]) -> dict[str, ModelInfo]:
+    """Catalog entries of the user's (inspected) models."""
+    return {name: ModelInfo(info.task, tuple(info.files), "file") for name, info in infos.items()}
+
+
+def expand(
+    cfg: CompareConfig, catalog: Mapping[str, ModelInfo], url_tasks: Mapping[str, str | None] | None = None
+) -> tuple[list[Choice], list[Skipped], str]:
+    """Every valid choice of the matrix (in axis order), then one per ``[[urls]]`` entry; the skipped
+    combinations with a reason; and the scenario they all run. ``url_tasks``: the task each URL's /health
+    reports (None: unknown; those choices must fit the others' scenario). Raises UsageError for an unknown
+    model, a mix of tabular and image models (they cannot share a scenario), or no valid choice."""
     m = cfg.matrix
     src = cfg.source or "config"
+    url_tasks = dict(url_tasks or {})
     for model in m.model:
         if model not in catalog:
             raise UsageError(f"{src}: [matrix] model {model!r} is not one of {', '.join(sorted(catalog))}")
     tasks = {catalog[model].task for model in m.model}
+    known_urls = {name: t for name, t in url_tasks.items() if t and any(u.name == name for u in cfg.urls)}
     scenario = cfg.measure.scenario
     if scenario == "auto":
-        if len(tasks) > 1:
+        all_tasks = tasks | set(known_urls.values())
+        if len(all_tasks) > 1:
+            what = [*m.model, *(f"{n} (url)" for n in known_urls)]
             raise UsageError(
-                f"{src}: [matrix] mixes tabular and image models ({', '.join(m.model)}); every choice must "
+                f"{src}: the matrix mixes tabular and image models ({', '.join(what)}); every choice must "
                 "run the same scenario: compare them in separate matrices"
             )
-        scenario = tasks.pop()
+        if not all_tasks:
+            raise UsageError(
+                f"{src}: cannot tell which scenario the [[urls]] choices need (their /health gives no task); "
+                'set [measure] scenario = "tabular" or "image"'
+            )
+        scenario = all_tasks.pop()
     else:
         wrong = [model for model in m.model if catalog[model].task != scenario]
+        wrong += [f"{n} (url)" for n, t in known_urls.items() if t != scenario]
         if wrong:
             raise UsageError(f"{src}: scenario {scenario!r} does not fit model(s) {', '.join(wrong)}")
 
@@ -342,6 +539,8 @@ def expand(cfg: CompareConfig, catalog: Mapping[str, ModelInfo]) -> tuple[list[C
             servers = " or ".join(FRAMEWORK_SERVERS[fw])
             skip(f"{fw}+{server}", f"{server} does not serve {fw} (it uses {servers})")
             continue
+        if catalog[model].source == "file":
+            continue  # a user's model: its files are added below, whatever the format axis
         if fmt not in catalog[model].formats:
             skip(
                 f"{model}/{fmt}",
@@ -352,6 +551,16 @@ def expand(cfg: CompareConfig, catalog: Mapping[str, ModelInfo]) -> tuple[list[C
             skip(f"{server} threads={threads}", "only gunicorn-gthread uses threads > 1")
             continue
         choices.append(Choice(fw, server, model, fmt, workers, threads))
+    user_models = [model for model in m.model if catalog[model].source == "file"]
+    for fw, server, model, fmt, workers, threads in itertools.product(
+        m.framework, m.server, user_models, MODEL_FORMATS, m.workers, m.threads
+    ):
+        if fmt not in catalog[model].formats or server not in FRAMEWORK_SERVERS[fw]:
+            continue  # (the framework/server pair was reported above)
+        if threads != 1 and server != "gunicorn-gthread":
+            continue
+        choices.append(Choice(fw, server, model, fmt, workers, threads))
+    choices += [Choice("", "", "", "", url=u.url, name=u.name) for u in cfg.urls]
     if not choices:
         why = "; ".join(f"{s.combo}: {s.reason}" for s in skipped) or "empty axes"
         raise UsageError(f"{src}: the matrix has no valid choice ({why})")

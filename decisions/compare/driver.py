@@ -1,33 +1,84 @@
 """How `deploybench compare` drives targets and load: the ``Driver`` interface (so the orchestration in
 ``decisions.compare.run`` is testable with fakes) and ``RealDriver``, which starts real targets
-(``targets.serve``) and runs real load (``loadtests.runner``)."""
+(``targets.serve``) and runs real load (``loadtests.runner``).
+
+Choices of the user's own model files are served from their files (``targets.modelfile``); external choices
+(``[[urls]]``) are services already running: ``start`` only checks that their /health answers, and nothing
+stops them. A model whose requests the built-in scenarios cannot make (a user's tabular model: F features,
+not iris's 4) is loaded with the ``api`` scenario and generated request bodies of its input spec (the
+/health ``input`` of an external choice); a user's image model gets images of its input size."""
 
 from __future__ import annotations
 
 import contextlib
+import http.client
+import json
 import os
-from collections.abc import Iterator
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
+import numpy as np
 import psutil
 
 from decisions.compare.config import CompareConfig
 from deploybench.compare_doc import Choice
-from deploybench.errors import UsageError
+from deploybench.errors import TargetError, UsageError
+from deploybench.io import write_atomic
 from deploybench.record import RunRecord
 from loadtests.runner import run_load
+from targets.catalog import MODELS
+from targets.modelfile import UserModelInfo, load_sample_input
 from targets.serve import ServerProcess, TargetConfig
 
 SERVER_PIN_CPUS = [1]
 GENERATOR_PIN_CPUS = [0]
+HEALTH_TIMEOUT_S = 5.0
+PAYLOAD_ROWS = 64  # distinct request bodies generated for a user's tabular model
 
 
 class Target(Protocol):
     url: str
-    pid: int
+    pid: int | None
 
     def is_alive(self) -> bool: ...
+
+
+def fetch_health(url: str, timeout_s: float = HEALTH_TIMEOUT_S) -> dict[str, Any] | None:
+    """GET {url}/health -> its JSON object when it answers 200, else None."""
+    try:
+        with urllib.request.urlopen(url.rstrip("/") + "/health", timeout=timeout_s) as resp:
+            if resp.status != 200:
+                return None
+            data = json.loads(resp.read(1 << 20))
+    except (OSError, ValueError, http.client.HTTPException, urllib.error.URLError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+class ExternalTarget:
+    """An already-running service (an external choice): alive while its /health answers; never stopped."""
+
+    pid: int | None = None  # not ours: no CPU or affinity figures
+
+    def __init__(self, url: str, health: dict[str, Any]) -> None:
+        self.url = url.rstrip("/")
+        self.health = health
+
+    def is_alive(self) -> bool:
+        return fetch_health(self.url) is not None
+
+
+def tabular_payload_file(path: Path, n_features: int, rows: np.ndarray | None = None, seed: int = 0) -> Path:
+    """JSON lines of ``{"features": [F numbers]}`` (the api scenario's bodies): the sample rows when given,
+    else ``PAYLOAD_ROWS`` seeded rows uniform in [0, 1)."""
+    if rows is None:
+        rows = np.random.default_rng(seed).random((PAYLOAD_ROWS, n_features))
+    lines = [json.dumps({"features": [round(float(v), 6) for v in row]}) for row in rows]
+    write_atomic(path, "\n".join(lines) + "\n")
+    return path
 
 
 class Driver(Protocol):
@@ -79,29 +130,58 @@ def process_tree_cpu_s(pid: int) -> float | None:
 
 
 class RealDriver:
-    """Targets from ``targets.serve`` and load from ``loadtests.runner.run_load``."""
+    """Targets from ``targets.serve`` and load from ``loadtests.runner.run_load``. ``model_infos``: the
+    user's models of the matrix, inspected (``decisions.compare.config.inspect_models``)."""
 
-    def __init__(self, cfg: CompareConfig, scenario: str, zoo_dir: Path, results_dir: Path) -> None:
+    def __init__(
+        self,
+        cfg: CompareConfig,
+        scenario: str,
+        zoo_dir: Path,
+        results_dir: Path,
+        model_infos: Mapping[str, UserModelInfo] | None = None,
+    ) -> None:
         self.cfg = cfg
         self.scenario = scenario
         self.zoo_dir = zoo_dir
         self.results_dir = results_dir
         self.pin = cfg.measure.pin
         self.model: str | None = None
+        self.model_infos = dict(model_infos or {})
+        self._load_scenario = scenario
+        self._scenario_options: dict[str, Any] = {}
 
     @contextlib.contextmanager
     def start(self, choice: Choice, log_path: Path) -> Iterator[Target]:
         self.model = choice.model
+        self._load_scenario, self._scenario_options = self.scenario, {}
+        if choice.external:
+            health = fetch_health(choice.url)
+            if health is None:
+                raise TargetError(
+                    f"the external service {choice.name} at {choice.url} does not answer GET /health with a "
+                    "JSON object (compare never starts external choices: is it running?)"
+                )
+            self.model = str(health.get("model") or choice.name)
+            self._plan_load(self.model, health.get("input"), None)
+            yield ExternalTarget(choice.url, health)
+            return
+        um = self.cfg.user_model(choice.model)
+        if um is not None:
+            model: dict[str, Any] = um.target_options(choice.format)
+            info = self.model_infos.get(choice.model)
+            if info is not None:
+                self._plan_load(choice.model, info.input_spec(), um.sample_input)
+        else:
+            model = {"model": choice.model, "format": choice.format, "zoo_dir": str(self.zoo_dir)}
         config = TargetConfig(
             framework=choice.framework,
             server=choice.server,
-            model=choice.model,
-            format=choice.format,
             workers=choice.workers,
             threads=choice.threads,
             intra_op_threads=self.cfg.matrix.intra_op_threads,
             cpus=list(SERVER_PIN_CPUS) if self.pin else None,
-            zoo_dir=str(self.zoo_dir),
+            **model,
         )
         server = ServerProcess(config, log_path=log_path)
         try:
@@ -110,6 +190,25 @@ class RealDriver:
         finally:
             server.stop()
             server.cleanup()
+
+    def _plan_load(self, model: str, spec: Any, sample_input: str | None) -> None:
+        """The scenario + options that make requests this model takes (zoo models: the plain scenario)."""
+        if not isinstance(spec, dict) or (model in MODELS and MODELS[model].task == spec.get("kind")):
+            return
+        if self.scenario == "tabular" and spec.get("kind") == "tabular" and spec.get("n_features"):
+            n = int(spec["n_features"])
+            rows = None
+            if sample_input is not None:
+                sample = load_sample_input(sample_input)
+                rows = sample if sample.ndim == 2 and sample.shape[1] == n else None
+            path = tabular_payload_file(
+                self.results_dir / "payloads" / f"{model}-{n}-features.jsonl", n, rows
+            )
+            self._load_scenario = "api"
+            self._scenario_options = {"path": "/predict", "method": "POST", "payload": str(path)}
+        elif self.scenario == "image" and spec.get("kind") == "image" and len(spec.get("shape") or []) == 3:
+            _, h, w = (int(d) for d in spec["shape"])
+            self._scenario_options = {"image_size": f"{w}x{h}"}
 
     def load(
         self,
@@ -122,9 +221,13 @@ class RealDriver:
         users: int | None = None,
         rate_rps: float | None = None,
     ) -> RunRecord:
+        options: dict[str, Any] = {}
+        if self._scenario_options:
+            options["scenario_options"] = dict(self._scenario_options)
         return run_load(
             target.url,
-            self.scenario,
+            self._load_scenario,
+            **options,
             duration_s=duration_s,
             warmup_s=warmup_s,
             users=users,

@@ -143,7 +143,7 @@ def run_choice(
     start_ns = time.perf_counter_ns()
     result.status = "running"
     result.started_utc = utc_now()
-    result.server_log = f"{choice.id}/server.log"
+    result.server_log = None if choice.external else f"{choice.id}/server.log"
     save()
 
     def rel(p: Path) -> str:
@@ -156,6 +156,7 @@ def run_choice(
     try:
         with driver.start(choice, cdir / "server.log") as target:
             result.server_affinity = process_tree_affinity(target.pid) if target.pid else None
+            result.target_health = getattr(target, "health", None)  # an external choice's /health
 
             # 1. warm-up + closed-loop windows until stable
             def window(i: int) -> Window:
@@ -187,7 +188,8 @@ def run_choice(
             _check_alive(target)
 
             # 2. the common rate: same open-loop load for every choice, with the server's CPU
-            cpu0, t0 = process_tree_cpu_s(target.pid), time.perf_counter_ns()
+            # the server's CPU: only for a target we started (an external one is not ours to measure)
+            cpu0, t0 = process_tree_cpu_s(target.pid) if target.pid else None, time.perf_counter_ns()
             fig = load(
                 "common",
                 cdir / "common-rate.json",
@@ -196,7 +198,7 @@ def run_choice(
                 duration_s=ms.common_duration_s,
                 warmup_s=se.step_warmup_s,
             )
-            cpu1, t1 = process_tree_cpu_s(target.pid), time.perf_counter_ns()
+            cpu1, t1 = process_tree_cpu_s(target.pid) if target.pid else None, time.perf_counter_ns()
             common = fig.to_dict()
             common["server_cpu_percent"] = (
                 None if cpu0 is None or cpu1 is None else 100.0 * (cpu1 - cpu0) / ((t1 - t0) / 1e9)
@@ -276,6 +278,8 @@ def run_choice(
 
 def _check_alive(target: Target) -> None:
     if not target.is_alive():
+        if target.pid is None:
+            raise TargetError(f"the external service at {target.url} stopped answering /health")
         raise TargetError(f"the target (pid {target.pid}) died during the measurement")
 
 
