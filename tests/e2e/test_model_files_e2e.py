@@ -179,10 +179,12 @@ def test_each_model_is_load_tested(digits_models: DigitsModels, tmp_path: Path) 
          {"path": "/predict", "payload": str(rows)}, "/predict"),
         (TargetConfig(framework="fastapi", **file_options(m, "cnn-torchscript")), "image",
          {"image_size": "8x8"}, "/predict/image"),
+        # the stock tabular scenario reads the width from /health: 64-feature rows, no 422s
+        (TargetConfig(framework="fastapi", **file_options(m, "rf-onnx")), "tabular", {}, "/predict"),
     ]  # fmt: skip
     for config, scenario, options, route in runs:
         record = run_load(config, scenario, duration_s=1.5, warmup_s=0.5, users=2, results_dir=tmp_path,
-                          record_path=tmp_path / f"{config.model}.json", scenario_options=options,
+                          record_path=tmp_path / f"{config.model}-{scenario}.json", scenario_options=options,
                           ready_timeout_s=180)  # fmt: skip
         assert record.status == "complete", record.error
         assert record.config["target"]["model_file"] == config.model_file
