@@ -101,8 +101,6 @@ def _target_from_args(args: argparse.Namespace) -> Any:
                 "give either --url or target options (--framework/--server/--format/--model-file), not both"
             )
         return args.url
-    if file_options and args.model:
-        raise UsageError("give --model (a zoo model) or --model-file (yours), not both")
     needed = ("framework", "server") if file_options else ("framework", "server", "model", "format")
     missing = [o for o in needed if not getattr(args, o)]
     if missing:

@@ -149,6 +149,8 @@ def model_file_options(args: argparse.Namespace) -> dict[str, Any]:
     um = user_model_from_args(args, fmt if isinstance(fmt, str) else None)
     if um is None:
         return {}
+    if getattr(args, "model", None):
+        raise UsageError("give --model (a zoo model) or --model-file (yours), not both")
     if len(um.files) != 1:
         raise UsageError("one --model-file here (several files of one model are for bench and compare)")
     return um.target_options(next(iter(um.files)))

@@ -14,7 +14,7 @@ from typing import Any
 
 from commands.args import cpu_list
 from commands.model_options import add_model_file_arguments, model_file_options
-from deploybench.errors import TargetError, UsageError
+from deploybench.errors import TargetError
 from deploybench.vocabulary import FRAMEWORK_SERVERS, SERVERS
 from targets.modelfile import UserModelInfo
 from targets.serve import Limits, ServerProcess, TargetConfig, inspect_model_file
@@ -59,8 +59,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace) -> TargetConfig:
     model: dict[str, Any] = {"model": args.model or "", "format": args.format or ""}
     file_options = model_file_options(args)
-    if file_options and args.model:
-        raise UsageError("give --model (a zoo model) or --model-file (yours), not both")
     model.update(file_options)
     return TargetConfig(
         framework=args.framework,

@@ -20,7 +20,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -33,6 +33,7 @@ from loadtests.runner import run_load
 from targets import serve
 from targets.serve import ServerProcess, TargetConfig
 from targets.zoo import build_zoo
+from tests.support.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.e2e  # every test here starts a server, Locust or the CLI
@@ -43,14 +44,6 @@ def zoo() -> Path:
     root = paths.zoo_dir()
     build_zoo(root, models=["iris-rf"], formats=["onnx"])
     return root.resolve()
-
-
-def wait_for(cond: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.1)
 
 
 def _read_json(path: Path) -> dict | None:
@@ -115,7 +108,7 @@ def test_target_killed_mid_run_ends_promptly_and_keeps_the_record(zoo: Path, tmp
         # kill once the run is under way and a save shows measured requests
         if target.started.wait(120):
             with contextlib.suppress(AssertionError):
-                wait_for(lambda: _measured_count(record_path) > 0, 120, "a saved record with requests")
+                wait_until(lambda: _measured_count(record_path) > 0, 120, "a saved record with requests")
             target.kill()
             killed.set()
 
@@ -206,7 +199,7 @@ def test_ctrl_c_during_bench_keeps_finished_cases(zoo: Path, tmp_path: Path) -> 
     args = ["bench", "--profile", "tiny", "--models", "iris-rf", "--zoo", str(zoo), "--out", str(out)]
     with cli(args, log) as proc:
         # interrupt once at least two benchmark cases have passed (pytest -v prints one line per case)
-        wait_for(
+        wait_until(
             lambda: log.read_text(errors="replace").count("PASSED") >= 2 or proc.poll() is not None,
             120,
             "two finished benchmark cases",
@@ -271,9 +264,9 @@ def test_ctrl_c_during_compare_keeps_finished_choices(zoo: Path, tmp_path: Path)
         return len(results) > 1 and results[1].get("status") == "running"
 
     with cli(["compare", "--config", str(cfg), "--zoo", str(zoo), "--out", str(out)], log) as proc:
-        wait_for(lambda: first_choice_done() or proc.poll() is not None, 180, "the first choice to finish")
+        wait_until(lambda: first_choice_done() or proc.poll() is not None, 180, "the first choice to finish")
         assert proc.poll() is None, f"compare finished before it could be interrupted:\n{log.read_text()}"
-        wait_for(
+        wait_until(
             lambda: second_choice_running() or proc.poll() is not None, 180, "the second choice to start"
         )
         assert proc.poll() is None, f"compare finished before it could be interrupted:\n{log.read_text()}"

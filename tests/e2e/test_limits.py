@@ -18,7 +18,7 @@ from __future__ import annotations
 import io
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -30,23 +30,13 @@ from deploybench import paths
 from targets.serve import Limits, ServerProcess, TargetConfig
 from targets.zoo import build_zoo
 from tests.support.servers import started_together
+from tests.support.waiting import wait_until
 
 ROW = [5.1, 3.5, 1.4, 0.2]
 TAB_LIMITS = Limits(max_body_bytes=2000, max_batch=3)
 IMG_LIMITS = Limits(max_body_bytes=60_000, max_pixels=10_000)
 FRAMEWORKS = {"flask": "gunicorn-gthread", "fastapi": "uvicorn"}
 e2e = pytest.mark.e2e
-
-
-def wait_until(condition: Callable[[], object], timeout_s: float, what: str) -> object:
-    """Poll ``condition()`` until it returns something truthy (returned) or ``timeout_s`` passes (fails)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out after {timeout_s:g} s waiting for {what}"
-        time.sleep(0.05)  # polling interval, not a guess at how long it takes
 
 
 @pytest.fixture(scope="module")

@@ -13,9 +13,8 @@ import math
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 
@@ -24,23 +23,11 @@ from deploybench.record import load_record
 from deploybench.stats import decode_histogram
 from loadtests.runner import run_load, run_load_to_file
 from tests.support.known_latency import KnownLatencyServer
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e  # every test here starts a server and Locust
 
 ROOT = Path(__file__).resolve().parents[2]
-T = TypeVar("T")
-
-
-def wait_for(condition: Callable[[], T], what: str, timeout_s: float = 60.0, interval_s: float = 0.05) -> T:
-    """Poll ``condition()`` until it returns a truthy value (returned) or the deadline passes (fails)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s:g} s waiting for {what}")
-        time.sleep(interval_s)
 
 
 @pytest.fixture
@@ -136,7 +123,7 @@ def test_master_and_two_workers_write_one_merged_record(
                     return port_file.read_text().strip()
                 return procs[0].poll() is not None and "exited"
 
-            port = wait_for(port_or_master_gone, "the master to write its port", timeout_s=60)
+            port = wait_until(port_or_master_gone, 60, "the master to write its port")
             assert port != "exited", master_log.read_text()[-2000:]
             assert int(port) > 0
             worker_cmd = [*common, "--worker", "--master-host", "127.0.0.1", "--master-port", port]
@@ -287,7 +274,6 @@ def test_locust_image_headless_against_a_real_target(tmp_path: Path) -> None:
 
 def test_runner_marks_a_run_failed_when_the_target_dies(tmp_path: Path) -> None:
     import threading
-    import time
 
     path = tmp_path / "x.json"
     srv = KnownLatencyServer(service_ms=5.0)

@@ -14,7 +14,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -37,6 +36,7 @@ from targets.serve import (
 )
 from targets.zoo import build_zoo
 from tests.support.servers import started_together
+from tests.support.waiting import wait_until
 
 NEEDED = {"iris-rf": ["pickle", "onnx"], "iris-mlp": ["torchscript"], "resnet18": ["onnx"]}
 IRIS_ROW = [5.1, 3.5, 1.4, 0.2]
@@ -70,19 +70,6 @@ def assert_all_gone(pids: list[int]) -> None:
     for p in pids:
         if psutil.pid_exists(p):
             assert psutil.Process(p).status() == psutil.STATUS_ZOMBIE, f"pid {p} survived stop()"
-
-
-def wait_until(
-    condition: Callable[[], object], timeout_s: float, what: str, interval_s: float = 0.02
-) -> object:
-    """Poll ``condition()`` until it returns something truthy (returned) or ``timeout_s`` passes (fails)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out after {timeout_s:g} s waiting for {what}"
-        time.sleep(interval_s)  # polling interval, not a guess at how long it takes
 
 
 def listening(pid: int) -> set[tuple[str, int]]:
