@@ -1,13 +1,14 @@
 """pytest-benchmark JSON -> RunRecords (kind "micro"), with noise warnings as data.
 
 One record per model (its predict and load cases) and one for the model-independent cases (image
-pre-processing, harness overhead). Every series keeps its raw samples in integer µs; percentiles are
+pre-processing, harness overhead). Every series keeps its raw samples in integer ns (``samples_ns``, full timer resolution); percentiles are
 exact (deploybench.stats.summarize_samples). pytest-benchmark stores seconds per round; with
 ``iterations=1`` (bench.harness.measure) a round is one call.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -25,17 +26,19 @@ CHECKED_PERCENTILES = ("p90", "p95", "p99")  # the ones the report shows; P99.9 
 SHARED_KEY = "shared"  # record key for the model-independent cases
 
 
-def samples_us_from(bench: dict[str, Any]) -> list[int]:
+def samples_ns_from(bench: dict[str, Any]) -> list[int]:
     stats = bench["stats"]
     iterations = int(stats.get("iterations", 1))
     if iterations != 1:
         raise ValueError(
             f"{bench.get('name')}: {iterations} iterations per round; samples must be single calls"
         )
-    return [round(float(s) * 1e6) for s in stats["data"]]
+    return [round(float(s) * 1e9) for s in stats["data"]]
 
 
-def noise_warnings(name: str, samples_us: list[int], *, check_few: bool = True) -> list[RecordWarning]:
+def noise_warnings(
+    name: str, samples_us: Sequence[float], *, check_few: bool = True
+) -> list[RecordWarning]:
     """high-spread, few-samples and slow-first-round checks on one series' raw samples."""
     out: list[RecordWarning] = []
     n = len(samples_us)
@@ -80,7 +83,8 @@ def noise_warnings(name: str, samples_us: list[int], *, check_few: bool = True) 
 def series_from_benchmark(bench: dict[str, Any]) -> tuple[Case, Series]:
     info = bench.get("extra_info", {})
     case = Case(**info["case"])
-    samples = samples_us_from(bench)
+    samples_ns = samples_ns_from(bench)
+    samples = [v / 1000.0 for v in samples_ns]  # µs, unrounded
     total_us = sum(samples)
     calls_per_s = len(samples) / (total_us / 1e6) if total_us > 0 else None
     items = case.batch_size if case.kind == "predict" else 1
@@ -113,7 +117,7 @@ def series_from_benchmark(bench: dict[str, Any]) -> tuple[Case, Series]:
         duration_s=total_us / 1e6,
         throughput_rps=calls_per_s,
         items_per_s=None if calls_per_s is None else calls_per_s * items,
-        samples_us=samples,
+        samples_ns=samples_ns,
         params=params,
         extra=extra,
     )
@@ -181,7 +185,7 @@ def records_from_benchmark_json(
             if "size_bytes" in load.extra:
                 series.extra["size_bytes"] = load.extra["size_bytes"]
         record.series.append(series)
-        for w in noise_warnings(series.name, series.samples_us or [], check_few=case.kind != "load"):
+        for w in noise_warnings(series.name, [v / 1000.0 for v in series.samples_ns or []], check_few=case.kind != "load"):
             record.add_warning(w.code, w.message, w.hint, w.series)
     for case in expected:
         if case.id not in got:

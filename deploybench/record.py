@@ -6,14 +6,18 @@ Format history (``schema_version``):
   ``status``.
 - 2: series under ``series`` with integer microseconds under ``latency_us``; ``kind`` ("load" | "micro")
   and ``status``; encoded HdrHistograms (load) or raw samples (micro) beside the percentiles.
+- 3: micro samples at full timer resolution, integer nanoseconds under ``samples_ns`` (v2's ``samples_us``
+  was rounded to whole µs: one step is 14 % of a 7 µs call); load series may carry ``blocks`` (per-time-block
+  histograms and counts, the independent units a gate bootstraps over) and ``scheduled`` (open loop: the
+  exact number of arrival slots scheduled in the measured window).
 
 A change of a field bumps ``SCHEMA_VERSION`` and adds a migration from the previous version to
 ``_MIGRATIONS``; records are migrated on load, so every reader sees the current version.
 
-Layout (schema_version 2)::
+Layout (schema_version 3)::
 
     {
-      "schema_version": 2,
+      "schema_version": 3,
       "kind": "load" | "micro",
       "run_id": "20261128T015011Z-load-fastapi-iris-rf-onnx",
       "status": "running" | "complete" | "interrupted" | "failed",
@@ -42,7 +46,7 @@ from typing import Any
 from deploybench.errors import UsageError
 from deploybench.io import read_json_object, utc_now, utc_stamp, write_json_atomic
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 PERCENTILES: tuple[float, ...] = (50.0, 90.0, 95.0, 99.0, 99.9)
 
 
@@ -81,7 +85,11 @@ class Series:
     server_timing_us: dict[str, dict[str, int | None]] | None = None  # decode/preprocess/infer -> pcts
     histogram: str | None = None  # base64 HdrHistogram (µs) of latency_us (corrected, for open loop)
     uncorrected_histogram: str | None = None
-    samples_us: list[int] | None = None  # raw samples (micro-benchmarks)
+    samples_ns: list[int] | None = None  # raw samples (micro-benchmarks), integer ns as timed
+    # Consecutive time blocks of the measured window (load): [{"start_s", "duration_s", "count", "errors",
+    # "histogram"}, ...]; successive requests are correlated (queueing), blocks of ~1 s far less so.
+    blocks: list[dict[str, Any]] | None = None
+    scheduled: int | None = None  # open loop: arrival slots scheduled in the measured window (exact)
     params: dict[str, Any] = field(default_factory=dict)  # batch_size, threads, format, ...
     extra: dict[str, Any] = field(default_factory=dict)  # anything else (load_time_us, size_bytes, ...)
 
@@ -196,7 +204,23 @@ def _migrate_v1(d: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-_MIGRATIONS = {1: _migrate_v1}
+def _migrate_v2(d: dict[str, Any]) -> dict[str, Any]:
+    """v2 stored micro samples as whole µs under ``samples_us``; v3 stores integer ns under ``samples_ns``
+    (the v2 values become multiples of 1000: the lost resolution does not come back)."""
+    out = dict(d)
+    series = []
+    for s in d.get("series", []):
+        s = dict(s) if isinstance(s, dict) else s
+        if isinstance(s, dict) and "samples_us" in s:
+            us = s.pop("samples_us")
+            s["samples_ns"] = None if us is None else [int(v) * 1000 for v in us]
+        series.append(s)
+    out["series"] = series
+    out["schema_version"] = 3
+    return out
+
+
+_MIGRATIONS = {1: _migrate_v1, 2: _migrate_v2}
 
 
 def migrate(d: dict[str, Any]) -> dict[str, Any]:

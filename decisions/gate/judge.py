@@ -4,7 +4,7 @@
 Significance. Each rule compares a statistic of the current series with the baseline's and computes a
 confidence interval (CI, default 95%) for the change:
 
-- one run per side (or runs pooled): a seeded bootstrap — micro records resample their raw ``samples_us``,
+- one run per side (or runs pooled): a seeded bootstrap — micro records resample their raw ``samples_ns``,
   load records resample their HdrHistogram buckets by count (multinomial); the CI is the percentile interval
   of ``stat(current*) / stat(baseline*)`` (or the difference, for absolute rules). Deterministic: the seed is
   fixed per (seed, series, metric);
@@ -39,8 +39,8 @@ from deploybench.verdicts import DEFAULT_CONFIDENCE, GateResult, Row
 
 def series_dist(series: Series) -> Dist | None:
     """The raw distribution behind a series: micro samples, else the (corrected) load histogram."""
-    if series.samples_us:
-        return Dist.from_samples(series.samples_us)
+    if series.samples_ns:
+        return Dist.from_samples(np.asarray(series.samples_ns, dtype=np.float64) / 1000.0)  # µs, unrounded
     if series.histogram:
         d = Dist.from_histogram(series.histogram)
         return d if d.n else None
@@ -57,8 +57,8 @@ def point_value(series: Series, metric: str) -> float | None:
     if metric == "error_ratio":
         return series.error_ratio if series.count + series.error_count else None
     if metric == "throughput":
-        if series.samples_us:  # micro: items/s from the raw call times
-            mean_us = float(np.mean(series.samples_us))
+        if series.samples_ns:  # micro: items/s from the raw call times
+            mean_us = float(np.mean(series.samples_ns)) / 1000.0
             return _batch_size(series) * 1e6 / mean_us if mean_us > 0 else None
         value = series.throughput_rps if series.throughput_rps is not None else series.items_per_s
         return float(value) if value is not None else None
@@ -97,7 +97,7 @@ def change(rule: Rule, base: float, cur: float) -> float | None:
 
 def _measured(series: Series, metric: str) -> bool:
     """Whether a run measured anything for ``metric`` (raw samples count, even all-zero ones)."""
-    return bool(series.samples_us) or point_value(series, metric) is not None
+    return bool(series.samples_ns) or point_value(series, metric) is not None
 
 
 def metric_unit(rule: Rule) -> str:
@@ -178,7 +178,7 @@ def compare_series(
             row.baseline, row.current, row.change = bp, cp, cp - bp
             diffs = rng.binomial(cn, cp, n_boot) / cn - rng.binomial(bn, bp, n_boot) / bn
             row.ci = quantile_interval(diffs, confidence)
-        elif rule.metric == "throughput" and not all(s.samples_us for s in (*base, *cur)):
+        elif rule.metric == "throughput" and not all(s.samples_ns for s in (*base, *cur)):
             values = _point_values(base, cur, "throughput")
             if values is None:
                 row.note = "no throughput in record"

@@ -81,7 +81,7 @@ def test_series_from_benchmark_converts_seconds_to_exact_us() -> None:
     case = Case("predict", "iris-rf", "onnx", 8, 1)
     samples = [20.4, 19.6, 31.0, 25.0]
     _, s = series_from_benchmark(_bench(case, samples, warmup_rounds=3, rounds=4))
-    assert s.samples_us == [20, 20, 31, 25]
+    assert s.samples_ns == [20_400, 19_600, 31_000, 25_000]  # full resolution, ns
     assert s.latency_us["p50"] == 20 and s.latency_us["max"] == 31
     assert s.count == 4
     assert s.items_per_s == pytest.approx(8 * 4 / (96 / 1e6))
@@ -209,22 +209,22 @@ def test_bench_end_to_end_writes_records_and_report(bench_run, iris_zoo: Path) -
     series = {s.name: s for r in records for s in r.series}
     assert set(series) == expected
     for name, s in series.items():
-        samples = np.asarray(s.samples_us)
+        samples = np.asarray(s.samples_ns) / 1000.0
         tiny = PROFILES["tiny"]
         assert s.count == len(samples) >= (tiny.load_rounds if name.startswith("load/") else tiny.min_rounds)
         assert s.latency_us["p50"] == round(np.percentile(samples, 50, method="inverted_cdf")), name
         assert s.latency_us["p99"] == round(np.percentile(samples, 99, method="inverted_cdf")), name
         assert s.extra["warmup_rounds"] >= 1
     onnx8 = series["predict/iris-rf/onnx/b8/t1"]
-    assert onnx8.items_per_s == pytest.approx(8 * onnx8.count / (sum(onnx8.samples_us) / 1e6))
+    assert onnx8.items_per_s == pytest.approx(8 * onnx8.count / (sum(onnx8.samples_ns) / 1e9))
     assert onnx8.extra["load_time_us"] == series["load/iris-rf/onnx"].latency_us["p50"]
     assert onnx8.extra["size_bytes"] == (iris_zoo / "iris-rf" / "model.onnx").stat().st_size
     assert series["load/iris-rf/pickle"].count == PROFILES["tiny"].load_rounds
 
-    # the raw pytest-benchmark JSON is kept, and the records' samples are its timings in µs
+    # the raw pytest-benchmark JSON is kept, and the records' samples are its timings in ns
     raw = json.loads(next((out / "raw").glob("*.json")).read_text())
     raw_onnx8 = next(b for b in raw["benchmarks"] if b["extra_info"]["series"] == onnx8.name)
-    assert onnx8.samples_us == [round(x * 1e6) for x in raw_onnx8["stats"]["data"]]
+    assert onnx8.samples_ns == [round(x * 1e9) for x in raw_onnx8["stats"]["data"]]
 
     # the report is rendered from the records alone: re-rendering the saved records gives the same file
     order = [r.run_id for r in records]

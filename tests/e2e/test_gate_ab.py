@@ -44,7 +44,7 @@ with open(os.environ["AB_ORDER_LOG"], "a") as fh:
 rng = np.random.default_rng([rnd, side == "base"])
 samples = np.maximum(1, np.round(rng.lognormal(np.log(400), 0.2, 1500) * scale)).astype(int).tolist()
 r = RunRecord("micro", {"model": "fake", "format": "onnx"}, capture_env(), status="complete")
-r.series.append(Series(name="fake/b1", count=len(samples), samples_us=samples, params={"batch_size": 1}))
+r.series.append(Series(name="fake/b1", count=len(samples), samples_ns=[v * 1000 for v in samples], params={"batch_size": 1}))
 r.save(out / "fake.json")
 """
 
@@ -111,7 +111,7 @@ def test_ab_cli_detects_slower_candidate(
     for rnd in (1, 2, 3):
         base = load_record(tmp_path / "out" / f"round-{rnd:02d}" / "base" / "fake.json")
         cand = load_record(tmp_path / "out" / f"round-{rnd:02d}" / "candidate" / "fake.json")
-        ratio = np.median(cand.series[0].samples_us) / np.median(base.series[0].samples_us)
+        ratio = np.median(cand.series[0].samples_ns) / np.median(base.series[0].samples_ns)
         assert 1.05 < ratio < 1.25, (rnd, ratio)
 
 
@@ -182,7 +182,7 @@ rng = np.random.default_rng([rnd, side == "base"])
 samples = np.maximum(1, np.round(rng.lognormal(np.log(400), 0.2, 1500) * scale)).astype(int).tolist()
 r = RunRecord("micro", {"model": "iris-rf", "format": "onnx", "zoo": str(zoo)}, capture_env(),
               status="complete")
-r.series.append(Series(name="iris-rf/onnx/b4", count=len(samples), samples_us=samples,
+r.series.append(Series(name="iris-rf/onnx/b4", count=len(samples), samples_ns=[v * 1000 for v in samples],
                        params={"batch_size": 4},
                        extra={"tree": Path.cwd().name, "zoo_env": os.environ.get("DEPLOYBENCH_ZOO"),
                               "p_sum": float(probs.sum())}))

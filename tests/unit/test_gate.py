@@ -56,7 +56,7 @@ def micro(
     status: str = "complete",
 ) -> RunRecord:
     r = RunRecord("micro", dict(config or CONFIG), dict(env or ENV), status=status)
-    r.series.append(Series(name=name, count=len(samples), samples_us=samples, params={"batch_size": 1}))
+    r.series.append(Series(name=name, count=len(samples), samples_ns=[v * 1000 for v in samples], params={"batch_size": 1}))
     return r
 
 
@@ -224,8 +224,8 @@ def test_improvement_is_a_pass() -> None:
 def test_noisy_difference_is_not_significant() -> None:
     # 30 samples with a wide spread: a +12% median is beyond the 10% limit but inside the noise.
     base, cur = micro(draws(3, n=30, sigma=0.6)), micro(draws(4, n=30, sigma=0.6))
-    cur.series[0].samples_us = [round(v * 1.12) for v in base.series[0].samples_us[::-1]]
-    cur.series[0].samples_us[0] = round(cur.series[0].samples_us[0] * 3)  # not the same list, same median
+    cur.series[0].samples_ns = [round(v * 1.12) for v in base.series[0].samples_ns[::-1]]
+    cur.series[0].samples_ns[0] = round(cur.series[0].samples_ns[0] * 3)  # not the same list, same median
     result = gate([base], [cur], parse_rules(["p50:+10%"]))
     (row,) = result.rows
     assert row.change > 0.10
@@ -306,7 +306,7 @@ def test_unmatched_series_noted_and_nothing_to_compare_refused() -> None:
         gate([micro(draws(1), name="a")], [micro(draws(2), name="b")], RULES)
     base = micro(draws(1))
     cur = micro(draws(2))
-    cur.series.append(Series(name="new-case", count=3, samples_us=[1, 2, 3]))
+    cur.series.append(Series(name="new-case", count=3, samples_ns=[1000, 2000, 3000]))
     result = gate([base], [cur], RULES)
     assert any("'new-case' has no baseline" in n for n in result.notes)
 

@@ -32,7 +32,7 @@ def _record() -> RunRecord:
         duration_s=0.5,
         throughput_rps=6.0,
         items_per_s=48.0,
-        samples_us=[20, 19, 31],
+        samples_ns=[20_000, 19_400, 31_250],
         params={"model": "iris-rf", "format": "onnx", "batch_size": 8, "threads": 1},
         extra={"load_time_us": 2100, "size_bytes": 70081},
     )
@@ -93,6 +93,18 @@ def test_v1_record_is_migrated() -> None:
     assert s.latency_us == {"p50": 2500, "p90": 3100, "p95": 3400, "p99": 4250, "p99.9": 7000, "max": 9900}
     assert s.errors == {"http-500": 2} and s.count == 1000
     assert r.run_id == "20250101T000000Z-load-flask-iris-rf"
+
+
+def test_v2_micro_samples_become_ns() -> None:
+    # v2 kept micro samples as whole µs; v3 keeps ns. A v2 record (the fixture) still loads, its samples
+    # scaled, not re-rounded, and the fields v3 adds are empty.
+    r = RunRecord.from_dict(
+        {"schema_version": 2, "kind": "micro", "series": [{"name": "a", "count": 3, "samples_us": [7, 8, 9]}]}
+    )
+    (s,) = r.series
+    assert r.schema_version == SCHEMA_VERSION == 3
+    assert s.samples_ns == [7000, 8000, 9000]
+    assert s.blocks is None and s.scheduled is None
 
 
 def test_v1_migration_handles_missing_values() -> None:
