@@ -1,9 +1,9 @@
 """pytest-benchmark JSON -> RunRecords (kind "micro"), with noise warnings as data.
 
 One record per model (its predict and load cases) and one for the model-independent cases (image
-pre-processing, harness overhead). Every series keeps its raw samples in integer ns (``samples_ns``, full timer resolution); percentiles are
-exact (deploybench.stats.summarize_samples). pytest-benchmark stores seconds per round; with
-``iterations=1`` (bench.harness.measure) a round is one call.
+pre-processing, harness overhead). Every series keeps its raw samples in integer ns (``samples_ns``: full
+timer resolution); percentiles are exact (deploybench.stats.summarize_samples). pytest-benchmark stores
+seconds per round; with ``iterations=1`` (bench.harness.measure) a round is one call.
 """
 
 from __future__ import annotations
@@ -36,9 +36,7 @@ def samples_ns_from(bench: dict[str, Any]) -> list[int]:
     return [round(float(s) * 1e9) for s in stats["data"]]
 
 
-def noise_warnings(
-    name: str, samples_us: Sequence[float], *, check_few: bool = True
-) -> list[RecordWarning]:
+def noise_warnings(name: str, samples_us: Sequence[float], *, check_few: bool = True) -> list[RecordWarning]:
     """high-spread, few-samples and slow-first-round checks on one series' raw samples."""
     out: list[RecordWarning] = []
     n = len(samples_us)
@@ -185,7 +183,9 @@ def records_from_benchmark_json(
             if "size_bytes" in load.extra:
                 series.extra["size_bytes"] = load.extra["size_bytes"]
         record.series.append(series)
-        for w in noise_warnings(series.name, [v / 1000.0 for v in series.samples_ns or []], check_few=case.kind != "load"):
+        for w in noise_warnings(
+            series.name, [v / 1000.0 for v in series.samples_ns or []], check_few=case.kind != "load"
+        ):
             record.add_warning(w.code, w.message, w.hint, w.series)
     for case in expected:
         if case.id not in got:

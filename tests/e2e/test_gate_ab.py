@@ -44,7 +44,8 @@ with open(os.environ["AB_ORDER_LOG"], "a") as fh:
 rng = np.random.default_rng([rnd, side == "base"])
 samples = np.maximum(1, np.round(rng.lognormal(np.log(400), 0.2, 1500) * scale)).astype(int).tolist()
 r = RunRecord("micro", {"model": "fake", "format": "onnx"}, capture_env(), status="complete")
-r.series.append(Series(name="fake/b1", count=len(samples), samples_ns=[v * 1000 for v in samples], params={"batch_size": 1}))
+ns = [v * 1000 for v in samples]
+r.series.append(Series(name="fake/b1", count=len(samples), samples_ns=ns, params={"batch_size": 1}))
 r.save(out / "fake.json")
 """
 

@@ -56,7 +56,11 @@ def micro(
     status: str = "complete",
 ) -> RunRecord:
     r = RunRecord("micro", dict(config or CONFIG), dict(env or ENV), status=status)
-    r.series.append(Series(name=name, count=len(samples), samples_ns=[v * 1000 for v in samples], params={"batch_size": 1}))
+    r.series.append(
+        Series(
+            name=name, count=len(samples), samples_ns=[v * 1000 for v in samples], params={"batch_size": 1}
+        )
+    )
     return r
 
 
