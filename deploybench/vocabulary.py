@@ -12,6 +12,12 @@ FRAMEWORKS: tuple[str, ...] = tuple(FRAMEWORK_SERVERS)
 SERVERS: tuple[str, ...] = tuple(s for servers in FRAMEWORK_SERVERS.values() for s in servers)
 DEFAULT_SERVER: dict[str, str] = {fw: servers[0] for fw, servers in FRAMEWORK_SERVERS.items()}
 
+# Where a FastAPI target runs the inference: "inline" in the event loop (an ``async def`` endpoint calling
+# the model, as the seed writes it), or "threadpool" (a ``def`` endpoint: a hop to a worker thread, the loop
+# stays free). "auto" picks per model kind (targets.serve.TargetConfig.resolved_handler). Flask's
+# counterpart is the server: gunicorn-sync vs gunicorn-gthread.
+HANDLER_STYLES: tuple[str, ...] = ("auto", "inline", "threadpool")
+
 # Model artifact formats ("pickle" is joblib for scikit-learn, torch.save of the module for torch).
 MODEL_FORMATS: tuple[str, ...] = ("pickle", "onnx", "torchscript", "pt2")
 

@@ -31,7 +31,13 @@ import psutil
 
 from deploybench import paths
 from deploybench.errors import TargetError, UsageError
-from deploybench.vocabulary import CONFIG_ENV, DEFAULT_SERVER, FRAMEWORK_SERVERS, READY_DIR_ENV
+from deploybench.vocabulary import (
+    CONFIG_ENV,
+    DEFAULT_SERVER,
+    FRAMEWORK_SERVERS,
+    HANDLER_STYLES,
+    READY_DIR_ENV,
+)
 from targets.catalog import MODELS, ArtifactError
 from targets.modelfile import UserModel, UserModelInfo, default_model_name, inspect_user_model, resolve_format
 
@@ -82,6 +88,7 @@ class TargetConfig:
     zoo_dir: str | None = None  # None = deploybench.paths.zoo_dir()
     limits: Limits = field(default_factory=Limits)
     inject_delay_ms: float = 0.0  # deliberate extra service time, counted in the "infer" stage
+    handler: str = "auto"  # FastAPI: "inline" | "threadpool" | "auto" (deploybench.vocabulary.HANDLER_STYLES)
     # a user's model file instead of a zoo model (targets.modelfile)
     model_file: str | None = None
     input_shape: list[int] | None = None  # per item, when the model does not declare it
@@ -132,6 +139,13 @@ class TargetConfig:
             raise UsageError("threads > 1 needs --server gunicorn-gthread (gunicorn-sync is one thread)")
         if not (isinstance(self.port, int) and 0 <= self.port <= 65535):
             raise UsageError(f"port must be 0..65535, got {self.port!r}")
+        if self.handler not in HANDLER_STYLES:
+            raise UsageError(f"handler must be one of {', '.join(HANDLER_STYLES)}, got {self.handler!r}")
+        if self.handler != "auto" and self.framework != "fastapi":
+            raise UsageError(
+                f"handler {self.handler!r} is a FastAPI option; for Flask choose the server "
+                "(gunicorn-sync or gunicorn-gthread)"
+            )
         if not self.inject_delay_ms >= 0:
             raise UsageError(f"inject_delay_ms must be >= 0, got {self.inject_delay_ms!r}")
         if self.cpus is not None:
