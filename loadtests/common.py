@@ -15,6 +15,24 @@ Roles: a local runner or the master writes the record (status "running" every ``
 "complete" / "interrupted" / "failed"); workers send snapshots of their histograms with every report to the
 master, and a final snapshot when the master stops the test. The master keeps the latest snapshot per worker
 (idempotent) and merges them.
+
+Open-loop accounting: every slot of the arrival schedule ends as a measured request or an error of its own
+kind ("dropped", "not-sent", "unfinished"; see loadtests/measure.py). When the window closes (after
+``--warmup`` + ``--duration``, or when Locust stops) the schedule is closed, its pending slots become
+"not-sent", the senders stop taking slots, and requests still in flight get up to ``DRAIN_TIMEOUT_S`` to
+answer before the counts are sealed (then "unfinished").
+
+Master/worker shares: the rate is split among the workers *actually connected* when the test starts, not
+``--expect-workers``. At test start the master numbers the connected workers 0..n-1 (in Locust's worker-index
+order), bumps its assignment generation and sends each worker ``MSG_ASSIGN`` {generation, index, count}
+before Locust's spawn message (same connection, so it arrives first). A worker paces ``rate / count`` with
+its index's offset and a Poisson seed made of (run seed, generation, index, count): no two generators of a run
+share a schedule. A worker without a fresh assignment (one that connects or restarts after the start and is
+handed users by Locust's rebalancing) is refused for the open-loop test: it sends nothing and the record
+carries a ``worker-refused`` warning; shares are never re-divided mid-run, so the schedule of every
+generator stays exact. The record's offered rate is the sum of the rate shares of the generators that
+reported (a worker that never reported offered nothing that was measured), and ``config.generator.workers``
+is the number of workers assigned.
 """
 
 from __future__ import annotations
@@ -26,11 +44,13 @@ import os
 import sys
 import time
 import urllib.request
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import gevent
+import gevent.event
 import psutil
 from locust import FastHttpUser, constant, events
 from locust.exception import StopUser
@@ -43,7 +63,15 @@ from deploybench.paths import results_dir as default_results_dir
 from deploybench.record import RunRecord, make_run_id
 from deploybench.stats import few_samples_percentiles
 from deploybench.vocabulary import LOAD_MODELS, OPEN_LOOP_MODELS
-from loadtests.measure import CONNECTION_KINDS, Measurement, error_kind, parse_server_timing
+from loadtests.measure import (
+    CONNECTION_KINDS,
+    DROPPED,
+    NOT_SENT,
+    UNFINISHED,
+    Measurement,
+    error_kind,
+    parse_server_timing,
+)
 from loadtests.pacer import ArrivalSchedule
 from loadtests.payloads import HEADERS_ENV, merge_headers
 
@@ -54,6 +82,9 @@ CPU_SAMPLE_INTERVAL_S = 1.0
 MSG_FLUSH = "deploybench_flush"  # master -> workers: send your snapshot now
 MSG_SNAPSHOT = "deploybench_snapshot"  # worker -> master: a snapshot (final=True after the worker stopped)
 MSG_ABORT = "deploybench_abort"  # worker -> master: target unreachable, end the run as failed
+MSG_ASSIGN = "deploybench_assign"  # master -> worker, at test start: {generation, index, count}
+DRAIN_TIMEOUT_S = 5.0  # open loop: after the window closes, how long requests in flight may still answer
+MASTER_END_MARGIN_S = 1.0  # the master ends the run this long after its window, so workers close their own
 REPORT_KEY = "deploybench"
 
 
@@ -266,6 +297,16 @@ class Plugin:
         self._saver: gevent.Greenlet | None = None
         self._window_reset: gevent.Greenlet | None = None
         self._window_end: gevent.Greenlet | None = None
+        self._finishing: gevent.event.Event | None = None
+        self.window_end_planned_ns: int | None = None
+        # master/worker shares (module docstring): the master's generation counter and its assignment of the
+        # current test; on a worker, the assignment received and whether this test is refused
+        self.generation = 0
+        self.assigned: dict[str, dict[str, int]] = {}
+        self.assignment: dict[str, int] | None = None
+        self._used_generation: int | None = None
+        self.refused = False
+        self._user_seq = 0
 
     # roles
     @property
@@ -285,14 +326,34 @@ class Plugin:
         names = sorted({getattr(c, "scenario", c.__name__) for c in classes})
         return "+".join(names) or "unknown"
 
-    def worker_share(self) -> tuple[int, int]:
-        """(index, count) of this generator among the workers (0, 1) when not distributed."""
+    def worker_share(self) -> tuple[int, int, int]:
+        """(index, count, generation) of this generator: (0, 1, 0) when not distributed; on a worker, from the
+        master's assignment for this test ((-1, 0, -1) when refused or not assigned)."""
         if not self.is_worker:
-            return 0, 1
-        parsed = self.environment.parsed_options
-        count = max(1, int(getattr(parsed, "expect_workers", 1) or 1))
-        index = max(0, int(getattr(self.runner, "worker_index", 0)))
-        return index % count, count
+            return 0, 1, 0
+        a = self.assignment
+        if a is None or self.refused:
+            return -1, 0, -1
+        return int(a["index"]), int(a["count"]), int(a["generation"])
+
+    def next_user_stream(self) -> tuple[int, int]:
+        """(generator index, user number) for seeding a user's payload choice: the same for the same run
+        seed, worker place and spawn order, in every process (never ``id(self)``)."""
+        self._user_seq += 1
+        return max(0, self.worker_share()[0]), self._user_seq
+
+    def assign_workers(self) -> dict[str, dict[str, int]]:
+        """Master, at test start: number the workers connected now 0..n-1 (Locust's index order), bump the
+        generation and send each its assignment (before Locust's spawn message on the same connection)."""
+        runner = self.runner
+        clients = runner.clients
+        nodes = [*clients.ready, *clients.running, *clients.spawning]
+        ids = sorted({n.id for n in nodes}, key=lambda cid: (runner.get_worker_index(cid), cid))
+        self.generation += 1
+        self.assigned = assignments(ids, self.generation)
+        for cid, a in self.assigned.items():
+            runner.send_message(MSG_ASSIGN, a, client_id=cid)
+        return self.assigned
 
     # events
     def on_init(self, environment: Any) -> None:
@@ -301,7 +362,9 @@ class Plugin:
             environment.runner.register_message(MSG_SNAPSHOT, self._on_snapshot_msg)
             environment.runner.register_message(MSG_ABORT, self._on_abort_msg)
         if self.is_worker:
-            environment.runner.register_message(MSG_FLUSH, self._on_flush_msg)
+            # concurrent: the flush waits (bounded) for requests in flight; the message loop must go on
+            environment.runner.register_message(MSG_FLUSH, self._on_flush_msg, concurrent=True)
+            environment.runner.register_message(MSG_ASSIGN, self._on_assign_msg)
         if not self.is_worker:
             try:
                 self.options = LoadOptions.from_parsed(environment.parsed_options)
@@ -328,42 +391,114 @@ class Plugin:
     def on_test_start(self, environment: Any) -> None:
         self.environment = environment
         self.options = LoadOptions.from_parsed(environment.parsed_options)
+        if self.is_master:
+            self.assign_workers()  # before Locust sends the spawn messages (they follow this event)
         now = time.perf_counter_ns()
         self.test_start_wall = time.time()
         self.stopped = False
         self.failed = None
         self.consecutive_conn_errors = 0
-        self.measurement = Measurement(
-            open_loop=self.options.open_loop, window_start_ns=now + round(self.options.warmup_s * 1e9)
+        self._finishing = None
+        self._user_seq = 0
+        window_start = now + round(self.options.warmup_s * 1e9)
+        # open loop with --duration: the window is exactly that long, even when the timer that ends it fires
+        # late (the schedule hands out no slot after it). Closed loop: it ends when the timer fires, as
+        # Locust's own stats (the cross-check) do.
+        self.window_end_planned_ns = (
+            window_start + round(self.options.duration_s * 1e9)
+            if self.options.duration_s > 0 and self.options.open_loop
+            else None
         )
-        self.schedule = None
-        if self.options.open_loop:
-            index, count = self.worker_share()
-            self.schedule = ArrivalSchedule(
-                self.options.rate_rps / count,
-                self.options.load_model,
-                seed=self.options.seed,
-                worker_index=index,
-                worker_count=count,
-                max_lag_s=self.options.max_lag_s,
-                max_requests=math.ceil(self.options.max_requests / count) if self.options.max_requests else 0,
-            )
+        self.measurement = Measurement(open_loop=self.options.open_loop, window_start_ns=window_start)
+        self.schedule = self._make_schedule(window_start)
         self.cpu.start()
-        if not self.is_worker:
-            self.worker_states = {}
-            self.final_from = set()
-            self._start_record()
-            if self.options.warmup_s > 0:
-                self._window_reset = gevent.spawn_later(self.options.warmup_s, self._reset_locust_stats)
-            if self.options.duration_s > 0:
-                # The measured window is exactly warm-up + duration after the test start; Locust's own
-                # --run-time (which also counts its start-up) is then only a safety bound.
+        if self.is_worker:
+            if self.options.duration_s > 0 and not self.refused:
+                # each worker closes its own window after warm-up + duration on its own clock; the master's
+                # flush (at its own window end) closes it too, whichever comes first
                 self._window_end = gevent.spawn_later(
-                    self.options.warmup_s + self.options.duration_s, self._end_window
+                    self.options.warmup_s + self.options.duration_s, self.finish_window
                 )
+            return
+        self.worker_states = {}
+        self.final_from = set()
+        self._start_record()
+        if self.options.warmup_s > 0:
+            self._window_reset = gevent.spawn_later(self.options.warmup_s, self._reset_locust_stats)
+        if self.options.duration_s > 0:
+            # The measured window is exactly warm-up + duration after the test start; Locust's own
+            # --run-time (which also counts its start-up) is then only a safety bound. The master waits a
+            # margin longer, so each worker ends its own window on its own clock before the flush.
+            margin_s = MASTER_END_MARGIN_S if self.is_master else 0.0
+            self._window_end = gevent.spawn_later(
+                self.options.warmup_s + self.options.duration_s + margin_s, self._end_window
+            )
+
+    def _make_schedule(self, window_start_ns: int) -> ArrivalSchedule | None:
+        """This process's arrival schedule (open loop), or None: closed loop, the master (it has no users),
+        or a worker refused for this test (no fresh assignment from the master)."""
+        self.refused = False
+        if not self.options.open_loop or self.is_master:
+            return None
+        if self.is_worker:
+            a = self.assignment
+            if a is None or a["generation"] == self._used_generation:
+                self.refused = True
+                return None
+            self._used_generation = a["generation"]
+        index, count, generation = self.worker_share()
+        o = self.options
+        return ArrivalSchedule(
+            o.rate_rps / count,
+            o.load_model,
+            seed=o.seed,
+            worker_index=index,
+            worker_count=count,
+            generation=generation,
+            max_lag_s=o.max_lag_s,
+            max_requests=math.ceil(o.max_requests / count) if o.max_requests else 0,
+            window_start_ns=window_start_ns,
+            window_end_ns=self.window_end_planned_ns,
+        )
+
+    def close_window(self, now_ns: int) -> None:
+        """End the measured window at ``now_ns`` (idempotent): the schedule closes too and its slots still
+        pending in the window become "not-sent" errors."""
+        m = self.measurement
+        if m is None:
+            return
+        planned = self.window_end_planned_ns
+        m.close(now_ns if planned is None else min(now_ns, planned))
+        if self.schedule is not None and not self.schedule.closed:
+            assert m.window_end_ns is not None
+            m.distribute_not_sent(self.schedule.close(m.window_end_ns))
+
+    def finish_window(self, drain_s: float = DRAIN_TIMEOUT_S) -> None:
+        """Close the window now (if not yet) and, open loop, give the requests in flight up to ``drain_s``
+        to answer, then seal the counts (the rest become "unfinished"). Another greenlet calling it while it
+        drains waits for the same end."""
+        m = self.measurement
+        if m is None:
+            return
+        self.close_window(time.perf_counter_ns())
+        if not m.open_loop:
+            return
+        if self._finishing is not None:
+            self._finishing.wait(drain_s + 1.0)
+            return
+        self._finishing = done = gevent.event.Event()
+        try:
+            deadline = time.monotonic() + drain_s
+            while m.in_flight() and time.monotonic() < deadline:
+                gevent.sleep(0.01)
+            m.seal()
+        finally:
+            done.set()
 
     def _end_window(self) -> None:
-        if self.measurement is not None:  # the record keeps the actual window length (duration_s)
+        if not self.is_master:
+            self.finish_window()
+        elif self.measurement is not None:  # the master measures nothing itself; the workers' windows count
             self.measurement.close(time.perf_counter_ns())
         self.environment.runner.quit()
 
@@ -406,6 +541,7 @@ class Plugin:
             send_delay_us=delay_us,
             error=kind,
             server_timing_us=timing,
+            token=ctx.get("db_slot"),
         )
         if kind in CONNECTION_KINDS:
             self.consecutive_conn_errors += 1
@@ -423,13 +559,21 @@ class Plugin:
             self.failed = reason
             gevent.spawn(self.runner.quit)
 
+    def _generator_info(self) -> dict[str, Any]:
+        index, count, generation = self.worker_share()
+        info: dict[str, Any] = {"worker_index": index, "worker_count": count, "role": self._role()}
+        if self.is_worker:
+            info["generation"] = generation
+            info["refused"] = self.refused
+        if self.schedule is not None:
+            info["rate_rps"] = self.schedule.rate_rps
+        return {**info, **self.cpu.summary()}
+
     def snapshot(self) -> dict[str, Any]:
         assert self.measurement is not None
         if self.schedule is not None:
             self.measurement.pacing = self.schedule.counters()
-        index, count = self.worker_share()
-        gen = {"worker_index": index, "worker_count": count, "role": self._role(), **self.cpu.summary()}
-        return self.measurement.to_wire(time.perf_counter_ns(), gen)
+        return self.measurement.to_wire(time.perf_counter_ns(), self._generator_info())
 
     def _role(self) -> str:
         return "worker" if self.is_worker else "master" if self.is_master else "local"
@@ -453,17 +597,26 @@ class Plugin:
 
     def _on_flush_msg(self, environment: Any, msg: Any) -> None:
         if self.measurement is not None:
-            self.measurement.close(time.perf_counter_ns())
+            self.finish_window()
             self.runner.send_message(MSG_SNAPSHOT, {"snapshot": self.snapshot(), "final": True})
 
+    def _on_assign_msg(self, environment: Any, msg: Any) -> None:
+        data = msg.data or {}
+        self.assignment = {k: int(data[k]) for k in ("generation", "index", "count")}
+
     def on_test_stopping(self, environment: Any) -> None:
+        if not self.is_master:
+            # Locust is stopping (its --run-time, a signal, the master): close the window and let the
+            # requests in flight answer (bounded) before Locust kills the users
+            self.finish_window()
+            return
         # Master: ask every worker for its final snapshot and wait (bounded) until they arrive, so the merged
         # record is complete even on the headless --run-time path (where the master quits without a stop).
-        if self.is_master and self.measurement is not None:
+        if self.measurement is not None:
             clients = [c.id for c in self.runner.clients.all]
             for cid in clients:
                 self.runner.send_message(MSG_FLUSH, None, client_id=cid)
-            deadline = time.monotonic() + 5.0
+            deadline = time.monotonic() + DRAIN_TIMEOUT_S + 5.0
             while time.monotonic() < deadline and not set(clients) <= self.final_from:
                 gevent.sleep(0.05)
             missing = set(clients) - self.final_from
@@ -476,7 +629,9 @@ class Plugin:
     def on_test_stop(self, environment: Any) -> None:
         if self.measurement is None:
             return
-        self.measurement.close(time.perf_counter_ns())
+        self.close_window(time.perf_counter_ns())
+        if self.measurement.open_loop:
+            self.measurement.seal()  # the users are stopped: nothing in flight can still answer
         if self.is_worker:
             self.runner.send_message(MSG_SNAPSHOT, {"snapshot": self.snapshot(), "final": True})
             return
@@ -496,7 +651,9 @@ class Plugin:
         else:
             status = "interrupted"
         if self.measurement is not None:
-            self.measurement.close(time.perf_counter_ns())
+            self.close_window(time.perf_counter_ns())
+            if self.measurement.open_loop:
+                self.measurement.seal()
         err = self.failed or (
             None if status == "complete" else "the load generator was stopped before the run ended"
         )
@@ -527,7 +684,8 @@ class Plugin:
                 "tool": "locust",
                 "user_class": "FastHttpUser",
                 "mode": self._role(),
-                "workers": int(getattr(parsed, "expect_workers", 1) or 1) if self.is_master else 0,
+                "workers": len(self.assigned) if self.is_master else 0,  # connected at test start
+                "expect_workers": int(getattr(parsed, "expect_workers", 1) or 1) if self.is_master else None,
                 "master_port": self.master_port if self.is_master else None,
                 "generator_bound_percent": o.generator_bound_percent,
                 "affinity": env.get("affinity"),
@@ -557,10 +715,13 @@ class Plugin:
 
     def _merged(self) -> Measurement:
         if self.is_master:
-            states = list(self.worker_states.values())
-        else:
-            states = [self.snapshot()] if self.measurement is not None else []
-        return Measurement.merge_wire(states)
+            return Measurement.merge_wire(list(self.worker_states.values()))
+        m = self.measurement
+        if m is None:
+            return Measurement.merge_wire([])
+        if self.schedule is not None:
+            m.pacing = self.schedule.counters()
+        return m.local_view(time.perf_counter_ns(), self._generator_info())
 
     def _save(self, status: str, error: str | None = None) -> None:
         rec, path = self.record, self.record_path
@@ -585,22 +746,16 @@ class Plugin:
             logger.exception("deploybench: could not save the run record to %s", path)
 
     def _offered(self, merged: Measurement) -> dict[str, float]:
+        """Open loop: the real offered rate, the sum of the rate shares of the generators that reported (one
+        process: --rate), split among the endpoints by their share of the window's slots."""
         if not self.options.open_loop:
             return {}
-        names = list(merged.endpoints)
-        total = sum(merged.endpoints[n].count + sum(merged.endpoints[n].errors.values()) for n in names)
-        if not total:
+        total_rate = sum(float(g.get("rate_rps") or 0.0) for g in merged.generators if not g.get("refused"))
+        slots = {n: ep.count + sum(ep.errors.values()) + ep.in_flight for n, ep in merged.endpoints.items()}
+        total = sum(slots.values())
+        if not total or not total_rate:
             return {}
-        # Endpoints share one schedule: each gets the total rate times its share of the sends.
-        return {
-            n: round(
-                self.options.rate_rps
-                * (merged.endpoints[n].count + sum(merged.endpoints[n].errors.values()))
-                / total,
-                3,
-            )
-            for n in names
-        }
+        return {n: round(total_rate * k / total, 3) for n, k in slots.items()}
 
     def _add_locust_reported(self, rec: RunRecord) -> None:
         stats = getattr(self.runner, "stats", None)
@@ -633,20 +788,46 @@ class Plugin:
                     hint="use more Locust processes (--processes / workers), fewer users, or pin the "
                     "generator and the target to separate cores",
                 )
+        for gen in merged.generators:
+            if gen.get("refused"):
+                rec.add_warning(
+                    "worker-refused",
+                    f"worker process {gen.get('pid')} joined after the test started (no share of the rate "
+                    "was assigned to it): it sent nothing; the other workers' shares were kept",
+                    hint="start every worker before the test starts (--expect-workers)",
+                )
         pacing = merged.pacing or {}
-        if pacing.get("dropped_sends"):
+        errors: Counter[str] = Counter()
+        for s in rec.series:
+            errors.update(s.errors)
+        if errors[DROPPED]:
             rec.add_warning(
                 "dropped-sends",
-                f"{pacing['dropped_sends']} scheduled sends were more than {self.options.max_lag_s:g} s late "
-                "and were dropped (not sent, not in the histograms)",
+                f"{errors[DROPPED]} scheduled sends in the window were more than "
+                f"{self.options.max_lag_s:g} s late and were dropped (never sent): counted as errors of "
+                f"kind '{DROPPED}'",
                 hint="more users (senders) or a lower --rate",
+            )
+        if errors[NOT_SENT]:
+            rec.add_warning(
+                "not-sent",
+                f"{errors[NOT_SENT]} sends scheduled in the window were still waiting for a free sender when "
+                f"it closed: counted as errors of kind '{NOT_SENT}'",
+                hint="more users (senders) or a lower --rate",
+            )
+        if errors[UNFINISHED]:
+            rec.add_warning(
+                "unfinished",
+                f"{errors[UNFINISHED]} requests sent in the window had no answer {DRAIN_TIMEOUT_S:g} s after "
+                f"it closed: counted as errors of kind '{UNFINISHED}'",
             )
         if pacing.get("late_sends") and pacing.get("sent"):
             share = pacing["late_sends"] / pacing["sent"]
             if share > 0.05:
                 rec.add_warning(
                     "late-sends",
-                    f"{share:.0%} of sends left after their intended time; corrected latency includes it",
+                    f"{share:.0%} of sends left more than 1 ms after their intended time (late pick-up or "
+                    "overslept wait); corrected latency includes it",
                     hint="if the target is not saturated, add users so a sender is free at each slot",
                 )
         for s in rec.series:
@@ -663,9 +844,10 @@ class Plugin:
                     "no-window", "the run ended before the warm-up did: nothing measured", series=s.name
                 )
             if s.error_ratio > 0.01:
-                rec.add_warning(
-                    "errors", f"{s.error_ratio:.1%} of requests failed: {s.errors}", series=s.name
-                )
+                what = "of requests failed"
+                if s.scheduled is not None:
+                    what = "of the window's scheduled sends failed or got no answer"
+                rec.add_warning("errors", f"{s.error_ratio:.1%} {what}: {s.errors}", series=s.name)
 
 
 def _is_loopback(host: str | None) -> bool:
@@ -722,25 +904,58 @@ class DeployBenchUser(FastHttpUser):
     connection_timeout = 10.0
 
     def send(self, method: str, path: str, **kwargs: Any) -> Any:
-        intended_ns = None
         schedule = PLUGIN.schedule
-        if schedule is not None:
-            slot = schedule.take(time.perf_counter_ns())
-            if slot is None:
-                raise StopUser()
-            intended_ns = slot.intended_ns
-            wait_ns = intended_ns - time.perf_counter_ns()
+        m = PLUGIN.measurement
+        if schedule is None or m is None:
+            if PLUGIN.refused or (m is not None and m.open_loop):
+                raise StopUser()  # open loop without a share of the rate (a late worker): send nothing
+            return self._request(method, path, None, None, kwargs)
+        # the endpoint label Locust's request event will carry (name=, else rename_request's, else the path)
+        label = f"{method} {kwargs.get('name') or getattr(self.client, 'request_name', None) or path}"
+        slot = schedule.take(time.perf_counter_ns())
+        for intended in schedule.pop_dropped():
+            m.add_unsent(label, start_ns=intended, kind=DROPPED)
+        if slot is None:
+            raise StopUser()
+        token = m.begin(label, slot.intended_ns)
+        sent = False
+        try:
+            wait_ns = slot.intended_ns - time.perf_counter_ns()
             if wait_ns > 0:
                 gevent.sleep(wait_ns / 1e9)
+            if schedule.outside(slot):  # taken early, due after the window closed: not part of the run
+                m.cancel(token)
+                raise StopUser()
+            sent = True
+            return self._request(method, path, slot, token, kwargs)
+        finally:
+            # the request event resolves the slot; without it (stopped while waiting or in flight) the slot is
+            # counted here. catch_response: the event fires when the caller's `with` block ends.
+            if not kwargs.get("catch_response"):
+                m.abandon(token, UNFINISHED if sent else NOT_SENT)
+
+    def _request(self, method: str, path: str, slot: Any, token: int | None, kwargs: dict[str, Any]) -> Any:
         extra = PLUGIN.options.headers
         if extra:  # --header / $DEPLOYBENCH_HEADERS; headers given to this call win
             given = kwargs.get("headers") or {}
             names = {k.lower() for k in given}
             kwargs["headers"] = {**{k: v for k, v in extra.items() if k.lower() not in names}, **given}
-        ctx = {"db_send_ns": time.perf_counter_ns()}
-        if intended_ns is not None:
-            ctx["db_intended_ns"] = intended_ns
+        send_ns = time.perf_counter_ns()
+        ctx: dict[str, Any] = {"db_send_ns": send_ns}
+        if slot is not None:
+            ctx["db_intended_ns"] = slot.intended_ns
+            ctx["db_slot"] = token
+            schedule = PLUGIN.schedule
+            if schedule is not None:
+                schedule.sent(slot, send_ns)  # late by the actual send, not the pick-up
         return self.client.request(method, path, context=ctx, **kwargs)
+
+
+def assignments(client_ids: list[str], generation: int) -> dict[str, dict[str, int]]:
+    """The master's assignment of one test: the connected workers (in the given order) get indexes 0..n-1 of
+    n, all with this generation."""
+    n = len(client_ids)
+    return {cid: {"generation": generation, "index": i, "count": n} for i, cid in enumerate(client_ids)}
 
 
 def run_id_for(config: dict[str, Any]) -> str:

@@ -10,14 +10,13 @@ downloaded.
 
 from __future__ import annotations
 
-import random
 import sys
 from typing import Any
 
 from locust import events, task
 
 from deploybench.errors import UsageError
-from loadtests.common import DeployBenchUser
+from loadtests.common import PLUGIN, DeployBenchUser
 from loadtests.payloads import (
     BOUNDARY,
     KINDS,
@@ -26,6 +25,7 @@ from loadtests.payloads import (
     multipart_body,
     parse_mix,
     parse_size,
+    payload_rng,
 )
 
 
@@ -71,7 +71,7 @@ class ImageUser(DeployBenchUser):
             "multipart": [multipart_body(b, fmt) for b in images],
             "base64": [base64_body(b, fmt) for b in images],
         }
-        self.rng = random.Random(seed * 1_000_003 + id(self) % 1000)
+        self.rng = payload_rng(seed, *PLUGIN.next_user_stream())
         self.i = 0
 
     @task

@@ -15,6 +15,7 @@ import io
 import json
 import mimetypes
 import os
+import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +63,14 @@ def parse_size(text: str) -> tuple[int, int]:
     if not (1 <= size[0] <= 8192 and 1 <= size[1] <= 8192):
         raise UsageError(f"--image-size must be between 1x1 and 8192x8192 (got {text!r})")
     return size
+
+
+def payload_rng(seed: int, generator: int = 0, user: int = 0) -> random.Random:
+    """The RNG of one simulated user's payload choice: from the run's ``--seed``, the generator's place among
+    the workers and the user's spawn number in its process, so a rerun with the same seed chooses the same
+    payloads. (It was seeded from ``id(self)``, a memory address: a rerun chose differently.) A string seed is
+    hashed with SHA-512 by ``random.Random``: the same in every process, whatever PYTHONHASHSEED."""
+    return random.Random(f"deploybench-payload:{seed}:{generator}:{user}")
 
 
 @functools.lru_cache(maxsize=8)

@@ -16,6 +16,7 @@ from typing import Any
 from locust import events, task
 
 from loadtests.common import PLUGIN, DeployBenchUser, fetch_health
+from loadtests.payloads import payload_rng
 
 # Representative iris rows (sepal length/width, petal length/width in cm), one per class and some between.
 IRIS_ROWS: tuple[tuple[float, float, float, float], ...] = (
@@ -77,7 +78,7 @@ class TabularUser(DeployBenchUser):
         parsed = self.environment.parsed_options
         self.batch_size = max(1, int(getattr(parsed, "batch_size", 1) or 1))
         seed = int(getattr(parsed, "seed", 0) or 0)
-        self.rng = random.Random(seed * 1_000_003 + id(self) % 1000)
+        self.rng = payload_rng(seed, *PLUGIN.next_user_stream())
         headers = tuple(sorted((getattr(PLUGIN.options, "headers", None) or {}).items()))
         width = _target_row_width(self.host or "", headers)
         self.payloads = [make_payload(self.rng, self.batch_size, width) for _ in range(16)]

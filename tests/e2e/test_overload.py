@@ -1,8 +1,10 @@
 """Overload and soak, bounded in seconds.
 
 - Overload: a Flask/gunicorn-sync target with one worker and a deliberate 20 ms service time (capacity
-  about 50 rps) is driven open-loop at 300 rps (6x capacity) for 3 s. It must keep answering or refuse
-  cleanly — no 5xx, no crashed worker — and answer normally right after the load stops.
+  at most 50 rps) is driven open-loop at 300 rps (6x capacity) for 3 s. It must keep answering or refuse
+  cleanly — no 5xx, no crashed worker — and answer normally right after the load stops. The record must
+  show the overload: every slot of the window is a success or an error (the sends the generator dropped or
+  never made count too), so the error ratio is at least the share the capacity could not serve.
 - Soak: a FastAPI/uvicorn target takes a closed-loop load of valid requests while a side thread sends
   invalid and oversized ones; the server's resident memory (the whole process tree) after the soak is
   compared with the figure after a warm-up soak. The figures are written next to the test's records, in its
@@ -91,8 +93,18 @@ def test_overload_is_answered_or_refused_cleanly_and_recovers(
     assert ok > 0, "nothing was answered under overload"
     # far past capacity: the target cannot have served the offered rate
     assert sum(s.throughput_rps or 0 for s in record.series) < OVERLOAD_RPS * 0.8
+    (series,) = record.series
+    pacing = record.config["pacing"]
+    assert series.scheduled == series.count + series.error_count == pacing["scheduled_in_window"]
+    # no warm-up: the schedule starts with the first sender, a little after the window opens
+    assert series.scheduled <= OVERLOAD_RPS * series.duration_s + 1
+    # one sync worker, >= 20 ms a request: at most 50 answers/s, + the <= 40 in flight at the close
+    served_max = 1000 / SERVICE_MS * series.duration_s * 1.01 + 40
+    assert series.count <= served_max
+    assert series.error_ratio >= 1 - served_max / series.scheduled, (series.errors, series.count)
     server_errors = {k: n for k, n in errors.items() if k.startswith("http-5")}
     figures = {"offered_rps": OVERLOAD_RPS, "answered": ok, "errors": dict(errors),
+               "scheduled": series.scheduled, "error_ratio": series.error_ratio,
                "throughput_rps": sum(s.throughput_rps or 0 for s in record.series)}  # fmt: skip
     (tmp_path / "overload-flask-gunicorn-sync.json").write_text(json.dumps(figures, indent=2) + "\n")
     assert not server_errors, f"5xx under overload: {dict(errors)}"

@@ -24,13 +24,19 @@ def test_schedule_constant_on_time_late_and_dropped() -> None:
     slots = [s.take(t0) for _ in range(3)]  # three free senders at t0
     assert [x.intended_ns - t0 for x in slots] == [0, 10_000_000, 20_000_000]
     assert s.late == 0
+    for x in slots:
+        s.sent(x, x.intended_ns)  # each sent on time
     # a sender comes back 200 ms later: slot 3 (due 30 ms) is 170 ms late -> sent late, counted
     slot = s.take(t0 + 200_000_000)
-    assert slot.index == 3 and slot.lag_ns == 170_000_000 and s.late == 1
+    assert slot.index == 3 and slot.lag_ns == 170_000_000
+    assert s.sent(slot, t0 + 200_000_000) == 170_000_000 and s.late == 1
+    assert s.pop_dropped() == []
     # after a 2 s gap every slot more than 0.5 s in the past is dropped, not queued
     slot = s.take(t0 + 2_200_000_000)
     assert slot.intended_ns >= t0 + 1_700_000_000
     assert s.dropped == slot.index - 4
+    dropped = s.pop_dropped()  # their intended times, for the caller to count as errors
+    assert dropped == [t0 + i * 10_000_000 for i in range(4, slot.index)] and s.pop_dropped() == []
     assert s.counters()["scheduled"] == s.taken + s.dropped
 
 
