@@ -267,6 +267,7 @@ def load_blocks(record: RunRecord) -> list[Block]:
                 fmt_ms(lat.get("max")),
                 fmt_rate(s.throughput_rps),
                 fmt_rate(s.offered_rps),
+                "" if s.scheduled is None else str(s.scheduled),
                 _errors_cell(s),
                 _notes(record, s.name),
             ]
@@ -283,6 +284,7 @@ def load_blocks(record: RunRecord) -> list[Block]:
                     "",
                     "",
                     "",
+                    "",
                 ]
             )
     pct_headers = [f"{k.upper()} (ms)" for k in LOAD_PCTS]
@@ -293,15 +295,18 @@ def load_blocks(record: RunRecord) -> list[Block]:
         "max (ms)",
         "throughput (rps)",
         "offered (rps)",
+        "scheduled",
         "errors",
         "notes",
     ]
-    blocks.append(Table(headers, rows, "lr" + "r" * len(LOAD_PCTS) + "rrrll"))
+    blocks.append(Table(headers, rows, "lr" + "r" * len(LOAD_PCTS) + "rrrrll"))
     if any(s.uncorrected_latency_us for s in record.series):
         blocks.append(
             Para(
                 "Open loop: latency measured from the intended send time (coordinated-omission corrected); "
-                "the ↳ rows are measured from the actual send time."
+                "the ↳ rows are measured from the actual send time. scheduled = the arrival slots of the "
+                "window; every one is a success (n) or an error (dropped: taken more than max-lag late; "
+                "not-sent: still pending at the window's end; unfinished: no answer by the end)."
             )
         )
 
@@ -498,8 +503,8 @@ def render_html(
 CSV_COLUMNS = (
     "run_id", "kind", "status", "model", "format", "series", "case", "batch_size", "threads", "count",
     *(f"{k}_us" for k in LOAD_PCTS), "min_us", "max_us", "mean_us", "throughput_rps", "offered_rps",
-    "items_per_s", "error_count", "error_ratio", "load_time_us", "size_bytes", "uncorrected_p99_us",
-    "warnings",
+    "scheduled", "items_per_s", "error_count", "error_ratio", "load_time_us", "size_bytes",
+    "uncorrected_p99_us", "warnings",
 )  # fmt: skip
 
 
@@ -526,6 +531,7 @@ def summary_rows(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
                 "mean_us": lat.get("mean"),
                 "throughput_rps": s.throughput_rps,
                 "offered_rps": s.offered_rps,
+                "scheduled": s.scheduled,
                 "items_per_s": s.items_per_s,
                 "error_count": s.error_count,
                 "error_ratio": s.error_ratio,
