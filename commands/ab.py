@@ -1,5 +1,6 @@
 """`deploybench ab`: measure a base git ref and the working tree interleaved, then gate on the ratio
-(``decisions.ab``). Rule options as `deploybench gate`."""
+(``decisions.ab``). Rule options as `deploybench gate`. ``--calibrate``: A/A rounds of the working tree, the
+machine's noise floor and the change a gate of ``--gate-rounds`` rounds detects (exit 0)."""
 
 from __future__ import annotations
 
@@ -8,18 +9,28 @@ import sys
 from pathlib import Path
 
 from commands.gate import add_rule_arguments, rules_from_args
-from decisions.ab import ab_gate, run_ab
+from decisions.ab import ab_gate, calibrate, run_ab
 from deploybench.errors import UsageError
 from deploybench.io import utc_stamp, write_json_atomic
 from deploybench.paths import results_dir
-from reports.gate_render import render_table, write_outputs
+from reports.gate_render import render_calibration, render_table, write_outputs
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--base-ref", required=True, help="git ref measured as the base (e.g. main, origin/main)"
-    )
+    parser.add_argument("--base-ref", help="git ref measured as the base (e.g. main, origin/main)")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds per side (default 5)")
+    parser.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="A/A: measure the working tree on both sides for --rounds rounds (10+), print the noise floor "
+        "and the change a gate of --gate-rounds rounds detects on this machine (JSON: --json); exit 0",
+    )
+    parser.add_argument(
+        "--gate-rounds",
+        type=int,
+        default=None,
+        help="with --calibrate: the rounds the gate will use (default: --rounds)",
+    )
     parser.add_argument("--repo", default=".", help="the candidate git working tree (default: .)")
     parser.add_argument("--out", default=None, help="where records go (default: results/ab/<UTC time>)")
     parser.add_argument(
@@ -47,10 +58,22 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--rounds must be between 1 and 100; got {args.rounds}")
     if not args.round_timeout_s > 0:
         raise UsageError("--round-timeout-s must be positive")
+    if args.calibrate:
+        if args.base_ref:
+            raise UsageError("--calibrate measures the working tree on both sides (A/A): drop --base-ref")
+        if args.rounds < 3:
+            raise UsageError("--calibrate needs at least 3 rounds (10 or more give a usable noise floor)")
+        gate_rounds = args.gate_rounds if args.gate_rounds is not None else args.rounds
+        if not 2 <= gate_rounds <= 100:
+            raise UsageError(f"--gate-rounds must be between 2 and 100; got {gate_rounds}")
+    elif args.gate_rounds is not None:
+        raise UsageError("--gate-rounds goes with --calibrate")
+    elif not args.base_ref:
+        raise UsageError("--base-ref is required (or --calibrate for an A/A calibration)")
     out_dir = Path(args.out) if args.out else results_dir() / "ab" / utc_stamp()
     runs = run_ab(
         Path(args.repo),
-        args.base_ref,
+        args.base_ref or "HEAD",
         command,
         rounds=args.rounds,
         out_dir=out_dir,
@@ -58,7 +81,27 @@ def run(args: argparse.Namespace) -> int:
         share_zoo=not args.separate_zoo,
         keep_worktree=args.keep_worktree,
         progress=lambda msg: print(msg, file=sys.stderr, flush=True),
+        same_tree=args.calibrate,
     )
+    if args.calibrate:
+        doc = calibrate(
+            runs.rounds,
+            rules,
+            gate_rounds=gate_rounds,
+            confidence=confidence,
+            force=args.force,
+            series_filter=args.series,
+        )
+        doc.update({"command": runs.command, "wall_s": runs.wall_s, "records": str(runs.out_dir)})
+        text = render_calibration(doc)
+        print(text, end="")
+        if args.markdown:
+            Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.markdown).write_text("```\n" + text + "```\n")
+        if args.json_out:
+            write_json_atomic(args.json_out, doc)
+        write_json_atomic(runs.out_dir / "calibration.json", doc)
+        return 0
     result = ab_gate(runs.rounds, rules, confidence=confidence, force=args.force, series_filter=args.series)
     result.notes.append(
         f"base {runs.base_ref} = {runs.base_commit[:12]}; candidate = working tree of "

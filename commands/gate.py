@@ -1,5 +1,7 @@
 """`deploybench gate`: compare current records with a baseline under rules; exit 1 on a regression.
-The rule and significance options are shared with `deploybench ab`."""
+The rule and significance options are shared with `deploybench ab`. Significance comes from runs (2+ on a
+side), else from time blocks within one run (which cannot see drift between the runs: said in the output);
+see ``decisions.gate.judge``."""
 
 from __future__ import annotations
 
@@ -35,7 +37,13 @@ def add_rule_arguments(parser: argparse.ArgumentParser) -> None:
         f"(default: {' '.join(DEFAULT_RULES).replace('%', '%%')})",
     )
     g.add_argument("--rules-file", metavar="FILE", help='TOML or JSON: rules = ["p99:+10%%", ...]')
-    g.add_argument("--confidence", type=float, default=None, help="CI level (default 0.95)")
+    g.add_argument(
+        "--confidence",
+        type=float,
+        default=None,
+        help="CI level (default 0.95); 1 - confidence is the family-wise one-sided false-alarm level over "
+        "all rules x series (Holm)",
+    )
     g.add_argument(
         "--bootstrap", type=int, default=DEFAULT_BOOTSTRAP, help="bootstrap resamples (default 2000)"
     )

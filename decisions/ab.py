@@ -10,11 +10,17 @@
    is ``base`` or ``candidate``. The command runs in the side's tree, with that tree first on ``PYTHONPATH``
    (so ``deploybench`` / ``python -m`` run the side's code), and the model zoo shared: ``$DEPLOYBENCH_ZOO``
    is set to the candidate's zoo unless already set or ``--separate-zoo``.
-3. Per round and series, ``candidate / base`` of each rule's statistic (difference for absolute rules); the
-   change is the geometric mean over rounds and its CI a t interval over rounds
-   (``deploybench.stats.paired_ci``).
-   Verdicts and exit codes as ``deploybench gate``: 0 pass, 1 regression, 2 usage error / incomparable
-   (different configs between the sides, a failed or timed-out measurement, no records written).
+3. Per round and series, ``candidate / base`` of each rule's statistic (difference for absolute rules): the
+   paired rounds are the independent units. The change is the geometric mean over rounds, its CI and
+   one-sided p-value a paired t over rounds (``deploybench.stats.paired_estimate``); verdicts, the Holm
+   correction over all rules x series and exit codes as ``deploybench gate`` (``decisions.gate.judge``):
+   0 pass, 1 regression, 2 usage error / incomparable (different configs between the sides, a failed or
+   timed-out measurement, no records written).
+
+Calibration (``same_tree=True``, ``calibrate``): both sides measure the working tree (A/A), and the spread of
+the per-round change between rounds is the machine's noise floor for each rule's statistic; from it, the
+change a gate of ``gate_rounds`` rounds catches 9 times in 10 (``deploybench.stats.detectable_shift``, with
+the Holm level of the same family of rules x series) and the rounds needed to catch 1.5x each rule's limit.
 
 Records of every run are kept under ``--out`` (default ``results/ab/<UTC time>/round-NN/<side>/``) with the
 command's log, plus ``ab.json`` (the verdicts).
@@ -24,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import signal
@@ -33,10 +40,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from decisions.gate.judge import change, judge, metric_unit, point_value
+from decisions.gate.judge import LOST, apply_estimate, change, finalize, metric_unit, point_value
 from decisions.gate.matching import (
     check_env,
     check_records,
@@ -49,7 +57,7 @@ from decisions.gate.rules import Rule
 from deploybench.errors import UsageError
 from deploybench.paths import zoo_dir
 from deploybench.record import RunRecord, load_records
-from deploybench.stats import paired_ci
+from deploybench.stats import detectable_shift, paired_estimate, t_critical
 from deploybench.verdicts import GateResult, Row
 
 SIDES = ("base", "candidate")
@@ -196,8 +204,10 @@ def run_ab(
     share_zoo: bool = True,
     keep_worktree: bool = False,
     progress: Callable[[str], None] | None = None,
+    same_tree: bool = False,
 ) -> ABRuns:
-    """Measure base (a temporary worktree of ``base_ref``) and candidate (``repo``'s tree) interleaved."""
+    """Measure base (a temporary worktree of ``base_ref``) and candidate (``repo``'s tree) interleaved.
+    ``same_tree``: both sides measure ``repo``'s tree (A/A calibration; no worktree is made)."""
     if rounds < 1:
         raise UsageError("--rounds must be at least 1 (3 or more for a confidence interval worth having)")
     if not command:
@@ -218,9 +228,10 @@ def run_ab(
     worktree = tmp / "base"
     created = False
     try:
-        _git(repo, "worktree", "add", "--detach", str(worktree), commit, timeout_s=300)
-        created = True
-        trees = {"base": worktree, "candidate": repo}
+        if not same_tree:
+            _git(repo, "worktree", "add", "--detach", str(worktree), commit, timeout_s=300)
+            created = True
+        trees = {"base": repo if same_tree else worktree, "candidate": repo}
         for i in range(1, rounds + 1):
             order = SIDES if i % 2 == 1 else SIDES[::-1]
             got: dict[str, list[RunRecord]] = {}
@@ -249,17 +260,14 @@ def run_ab(
     return runs
 
 
-def ab_gate(
+def _round_values(
     rounds: Sequence[dict[str, list[RunRecord]]],
     rules: Sequence[Rule],
-    *,
-    confidence: float = 0.95,
-    force: bool = False,
-    series_filter: Sequence[str] = (),
-) -> GateResult:
-    """Per-round candidate/base ratios (differences for absolute rules) -> change + t interval over rounds."""
-    result = GateResult(confidence=confidence, title=f"A/B gate ({len(rounds)} rounds)")
-    # values[(config key, series key, metric)] = [(base, candidate) per round]
+    result: GateResult,
+    force: bool,
+    series_filter: Sequence[str],
+) -> tuple[dict[tuple[str, str, str], list[tuple[float, float]]], dict[tuple[str, str, str], str]]:
+    """values[(config key, series key, rule text)] = [(base, candidate) per round], and the series labels."""
     values: dict[tuple[str, str, str], list[tuple[float, float]]] = {}
     labels: dict[tuple[str, str, str], str] = {}
     for i, rnd in enumerate(rounds, 1):
@@ -282,6 +290,21 @@ def ab_gate(
                         values.setdefault(k, [])
                         continue
                     values.setdefault(k, []).append((bv, cv))
+    return values, labels
+
+
+def ab_gate(
+    rounds: Sequence[dict[str, list[RunRecord]]],
+    rules: Sequence[Rule],
+    *,
+    confidence: float = 0.95,
+    force: bool = False,
+    series_filter: Sequence[str] = (),
+) -> GateResult:
+    """Paired rounds as the units: per-round candidate/base ratios (differences for absolute rules) ->
+    change, paired t interval, one-sided p-value; Holm over all rows (``decisions.gate.judge.finalize``)."""
+    result = GateResult(confidence=confidence, title=f"A/B gate ({len(rounds)} rounds)")
+    values, labels = _round_values(rounds, rules, result, force, series_filter)
     rule_by_text = {r.text: r for r in rules}
     for (_cfg, _key, text), pairs in values.items():
         rule = rule_by_text[text]
@@ -292,22 +315,113 @@ def ab_gate(
             b = [p[0] for p in pairs]
             c = [p[1] for p in pairs]
             row.baseline, row.current = float(np.median(b)), float(np.median(c))
-            res = paired_ci(b, c, relative=rule.relative, confidence=confidence)
-            if res is None:  # a zero statistic in some round: judge the medians (0 throughput: -100%)
+            est = paired_estimate(b, c, relative=rule.relative)
+            if est is None:  # a zero statistic in some round: no per-round ratio
                 row.change = change(rule, row.baseline, row.current)
                 row.note = "zero statistic: no per-round ratio"
+                if all(v == 0 for v in c) and all(v > 0 for v in b) and not rule.higher_is_worse:
+                    row.method, row.verdict = LOST, "regression"  # e.g. throughput 0 in every round
+                    row.note = "candidate measured 0 in every round where the base did not"
             else:
-                row.change, row.ci = res
-                if row.ci is None:
-                    row.note = "1 round: no CI"
+                apply_estimate(row, rule, est, confidence)
+                if not est.has_spread:
+                    row.note = "1 round: no CI, no significance"
         if len(pairs) < len(rounds):
             row.note = "; ".join(
                 filter(None, [row.note, f"statistic missing in {len(rounds) - len(pairs)} round(s)"])
             )
-        row.verdict = judge(rule, row.change, row.ci)
         result.rows.append(row)
     if not result.rows:
         raise UsageError(
             "A/B: no series measured on both sides" + (" (after --series)" if series_filter else "")
         )
+    finalize(result, rules)
     return result
+
+
+MAX_ROUNDS = 100
+DETECT_FACTOR = 1.5  # calibration: rounds needed to catch 1.5x a rule's limit 9 times in 10
+
+
+def calibrate(
+    rounds: Sequence[dict[str, list[RunRecord]]],
+    rules: Sequence[Rule],
+    *,
+    gate_rounds: int,
+    confidence: float = 0.95,
+    force: bool = False,
+    series_filter: Sequence[str] = (),
+) -> dict[str, Any]:
+    """A/A rounds (both sides the same tree) -> per series and rule: the noise floor (the spread between
+    rounds of the per-round change, on the test scale and as a change), the CI half-width and the change
+    caught 9 times in 10 by a gate of ``gate_rounds`` rounds (Holm level of this family), and the rounds such
+    a gate needs to catch 1.5x the rule's limit. Plus the A/A gate verdict on the calibration rounds."""
+    if len(rounds) < 3:
+        raise UsageError("--calibrate needs at least 3 rounds (10 or more give a usable noise floor)")
+    if not 2 <= gate_rounds <= MAX_ROUNDS:
+        raise UsageError(f"--gate-rounds must be between 2 and {MAX_ROUNDS}; got {gate_rounds}")
+    scratch = GateResult(confidence=confidence)
+    values, labels = _round_values(rounds, rules, scratch, force, series_filter)
+    rule_by_text = {r.text: r for r in rules}
+    alpha = round(1.0 - confidence, 12)
+    family = max(1, len(values))
+    level = alpha / family
+    out_rows: list[dict[str, Any]] = []
+    for k, pairs in values.items():
+        rule = rule_by_text[k[2]]
+        entry: dict[str, Any] = {"rule": rule.text, "metric": rule.metric, "series": labels[k],
+                                 "rounds": len(pairs), "limit": rule.limit_value}  # fmt: skip
+        est = paired_estimate([p[0] for p in pairs], [p[1] for p in pairs], relative=rule.relative)
+        if est is None or not est.has_spread or len(pairs) < 3:
+            entry["note"] = "statistic missing or zero in some rounds: no noise floor"
+            out_rows.append(entry)
+            continue
+        sd = est.se * math.sqrt(len(pairs))  # spread of one round's change (test scale)
+        se = sd / math.sqrt(gate_rounds)
+        shift = detectable_shift(se, gate_rounds - 1, level, rule.limit_on_scale)
+        need = next(
+            (
+                r
+                for r in range(2, MAX_ROUNDS + 1)
+                if detectable_shift(sd / math.sqrt(r), r - 1, level, rule.limit_on_scale)
+                <= _scale_of(rule, DETECT_FACTOR * rule.limit_value)
+            ),
+            None,
+        )
+        entry.update(
+            {
+                "aa_change": rule.from_scale(est.diff),
+                "noise_sd": sd,
+                "noise_one_round": rule.from_scale(rule.bad_sign * sd),
+                "ci_half_width": rule.from_scale(t_critical(confidence, gate_rounds - 1) * se),
+                "detectable": rule.from_scale(rule.bad_sign * shift) if math.isfinite(shift) else None,
+                "rounds_for_1_5x_limit": need,
+            }
+        )
+        out_rows.append(entry)
+    aa = ab_gate(rounds, rules, confidence=confidence, force=force, series_filter=series_filter)
+    return {
+        "title": f"A/B calibration ({len(rounds)} A/A rounds; gate of {gate_rounds} rounds)",
+        "rounds": len(rounds),
+        "gate_rounds": gate_rounds,
+        "confidence": confidence,
+        "alpha": alpha,
+        "family": family,
+        "holm_first_level": level,
+        "power": 0.9,
+        "rows": out_rows,
+        "aa_gate": {
+            "result": "regression" if aa.regressions else "pass",
+            "regressions": [r.rule + " " + r.series for r in aa.regressions],
+        },
+        "notes": scratch.notes,
+    }
+
+
+def _scale_of(rule: Rule, limit_value: float) -> float:
+    """A limit magnitude (rule terms) on the test scale, as ``Rule.limit_on_scale`` for the rule's own."""
+    if not rule.relative:
+        return limit_value
+    if rule.higher_is_worse:
+        return math.log1p(limit_value)
+    return -math.log1p(-limit_value) if limit_value < 1.0 else math.inf

@@ -25,6 +25,15 @@ class Row:
     verdict: str
     method: str
     note: str = ""
+    # Significance (None where none can be claimed): the one-sided p-value of a change in the bad direction,
+    # the same after Holm's adjustment over every test of the gate call, the standard error and t degrees
+    # of freedom on the test scale (log ratio for relative rules, else the difference), and the change
+    # (in the rule's terms, like ``change``) that this rule would catch 9 times in 10 at this noise.
+    p_value: float | None = None
+    p_adjusted: float | None = None
+    se: float | None = None
+    df: float | None = None
+    detectable: float | None = None
 
 
 @dataclass
@@ -33,6 +42,12 @@ class GateResult:
     notes: list[str] = field(default_factory=list)
     confidence: float = DEFAULT_CONFIDENCE
     title: str = "Latency gate"
+    family: int = 0  # tests in the Holm family (rows with a p-value)
+
+    @property
+    def alpha(self) -> float:
+        """Family-wise one-sided false-alarm level: 1 - confidence."""
+        return round(1.0 - self.confidence, 12)
 
     @property
     def regressions(self) -> list[Row]:
@@ -48,6 +63,9 @@ class GateResult:
             "result": "regression" if self.regressions else "pass",
             "exit_code": self.exit_code,
             "confidence": self.confidence,
+            "alpha": self.alpha,
+            "family": self.family,
+            "smallest_adjusted_level": self.alpha / self.family if self.family else None,
             "rows": [asdict(r) for r in self.rows],
             "notes": list(self.notes),
         }

@@ -1,22 +1,28 @@
 """Latency regression gate: compare current run records with a baseline under declarative rules
 (``decisions.gate.rules``); the public judging API that ``deploybench gate`` and ``deploybench ab`` share.
 
-Significance. Each rule compares a statistic of the current series with the baseline's and computes a
-confidence interval (CI, default 95%) for the change:
+Significance comes only from independent units, never from requests treated as independent (requests of a
+load run queue behind each other; consecutive micro-benchmark calls share the machine's state):
 
-- one run per side (or runs pooled): a seeded bootstrap — micro records resample their raw ``samples_ns``,
-  load records resample their HdrHistogram buckets by count (multinomial); the CI is the percentile interval
-  of ``stat(current*) / stat(baseline*)`` (or the difference, for absolute rules). Deterministic: the seed is
-  fixed per (seed, series, metric);
-- two or more runs on *both* sides: the spread across runs (Welch's t interval on the log of the per-run
-  statistic for relative rules, on the raw statistic for absolute ones). This includes run-to-run noise,
-  which a within-run bootstrap cannot see.
+- two or more runs on a side: the runs are the units -- Welch's t on the per-run statistic (its log for
+  relative rules); with one run on the other side, that run is taken to spread like the runs of this side
+  (a prediction interval for one new run). This covers run-to-run drift of the machine;
+- one run per side: time blocks are the units -- a circular block bootstrap over a load run's ~1 s blocks
+  (``Series.blocks``) or over blocks of consecutive micro-benchmark calls (``samples_ns``), statistics
+  recomputed from the merged counts of the resampled blocks, t reference with df = blocks - 1. This covers
+  the noise within each run, *not* a change of the machine between the two runs (said in the output);
+  fewer than ``MIN_BLOCKS`` blocks, or an old record without blocks: no significance can be claimed;
+- A/B rounds (``decisions.ab``): the paired rounds are the units.
 
-Verdicts: ``regression`` when the change is beyond the limit in the bad direction *and* the CI excludes no
-change; ``not significant`` when it is beyond the limit but the CI includes no change (passes);
-``improvement`` when beyond the limit in the good direction and significant; else ``pass``. A statistic with
-no CI (load throughput from a single run each side) is judged on the point change alone (noted).
-Never retried: one evaluation, one verdict.
+Verdict (``finalize``): every row with a p-value joins one Holm family (all rules x series of the gate
+call; a statistic with no variation and no change, e.g. no errors on either side, cannot become
+significant and is left out); with alpha = 1 - confidence (one-sided, family-wise), ``regression`` when
+the point change is beyond the limit in the bad direction *and* the Holm-adjusted one-sided p-value of
+"worse at all" is <= alpha; ``not significant`` when beyond the limit without that (passes);
+``improvement`` when beyond the limit the other way and significant (Bonferroni); else ``pass``. A true
+change exactly at the limit is caught about half the time by any rule of this kind; each row therefore
+carries ``detectable``, the change caught 9 times in 10 at the measured noise, and the result notes rules
+that cannot reach 1.5x their limit. Never retried: one evaluation, one verdict.
 
 Comparability (``decisions.gate.matching``): series are matched by name + params; record groups by config
 and kind. Different configs, environments or incomplete records are refused (exit 2) unless ``force`` (then
@@ -25,6 +31,7 @@ compared, with a note). Exit codes: 0 pass, 1 regression, 2 usage error or incom
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -33,8 +40,23 @@ from decisions.gate.matching import IncomparableError, check_env, check_records,
 from decisions.gate.rules import DEFAULT_BOOTSTRAP, LATENCY_METRICS, Rule
 from deploybench.errors import UsageError
 from deploybench.record import RunRecord, Series
-from deploybench.stats import Dist, min_samples_for, quantile_interval, seeded_rng, welch_ci
+from deploybench.stats import (
+    MIN_BLOCKS,
+    Blocks,
+    Dist,
+    Estimate,
+    block_estimate,
+    detectable_shift,
+    holm,
+    min_samples_for,
+    runs_estimate,
+    seeded_rng,
+)
 from deploybench.verdicts import DEFAULT_CONFIDENCE, GateResult, Row
+
+LOST = "point (no data)"
+DETECTABLE_POWER = 0.9
+COIN_TOSS_FACTOR = 1.5  # a rule whose 90%-detectable change is beyond 1.5x its limit gets a note
 
 
 def series_dist(series: Series) -> Dist | None:
@@ -69,23 +91,14 @@ def point_value(series: Series, metric: str) -> float | None:
     return float(value) if value is not None else None
 
 
-def judge(rule: Rule, change: float | None, ci: tuple[float, float] | None) -> str:
-    """Verdict for a change (signed, in the rule's terms) and its CI (or None)."""
-    if change is None:
-        return "no data"
-    sign = 1.0 if rule.higher_is_worse else -1.0
-    bad = sign * change
-    limit = rule.limit_value
-    if ci is None:
-        if bad > limit:
-            return "regression"
-        return "improvement" if bad < -limit else "pass"
-    bad_lo, bad_hi = sorted((sign * ci[0], sign * ci[1]))
-    if bad > limit:
-        return "regression" if bad_lo > 0 else "not significant"
-    if bad < -limit and bad_hi < 0:
-        return "improvement"
-    return "pass"
+def series_blocks(series: Series) -> Blocks | None:
+    """The independent units inside one run: micro calls in blocks of consecutive calls, a load run's
+    time blocks; None for an old load record without blocks."""
+    if series.samples_ns:
+        return Blocks.from_samples(np.asarray(series.samples_ns, dtype=np.float64) / 1000.0)
+    if series.blocks:
+        return Blocks.from_record_blocks(series.blocks)
+    return None
 
 
 def change(rule: Rule, base: float, cur: float) -> float | None:
@@ -116,11 +129,28 @@ def _point_values(
     return bv, cv  # type: ignore[return-value]
 
 
-def _point_estimate(row: Row, rule: Rule, values: tuple[list[float], list[float]]) -> None:
-    """Judge on the means of the point values, without a confidence interval."""
-    row.baseline, row.current = float(np.mean(values[0])), float(np.mean(values[1]))
-    row.change = change(rule, row.baseline, row.current)
-    row.method = "point (no CI)"
+def _center(values: Sequence[float], relative: bool) -> float:
+    """Geometric mean for relative rules (the change is judged on logs), else the mean."""
+    arr = np.asarray(values, dtype=np.float64)
+    if relative and arr.size and (arr > 0).all():
+        return float(np.exp(np.log(arr).mean()))
+    return float(arr.mean())
+
+
+def apply_estimate(row: Row, rule: Rule, est: Estimate, confidence: float) -> None:
+    """Fill a row's change, CI, one-sided p-value, standard error and df from an estimate."""
+    row.change = rule.from_scale(est.diff)
+    ci = est.interval(confidence)
+    row.ci = None if ci is None else (rule.from_scale(ci[0]), rule.from_scale(ci[1]))
+    row.p_value = est.p_above(rule.bad_sign)
+    if est.has_spread:
+        row.se, row.df = est.se, est.df
+
+
+def _block_metric(rule: Rule, micro: bool) -> str:
+    if rule.metric == "throughput":
+        return "mean" if micro else "rate"
+    return rule.metric
 
 
 def compare_series(
@@ -132,8 +162,11 @@ def compare_series(
     confidence: float = DEFAULT_CONFIDENCE,
     n_boot: int = DEFAULT_BOOTSTRAP,
     seed: int = 0,
+    blocks: dict[int, Blocks | None] | None = None,
 ) -> Row:
-    """Apply one rule to one series given the baseline's runs and the current runs of it."""
+    """Apply one rule to one series given the baseline's runs and the current runs of it: the change, its
+    CI and one-sided p-value (the verdict comes from ``finalize``, across all rows). ``blocks``: a cache of
+    ``series_blocks`` by ``id(series)``."""
     row = Row(rule.text, rule.metric, name, metric_unit(rule), None, None, None, None, "no data", "")
     notes: list[str] = []
     if rule.metric in LATENCY_METRICS and rule.metric.startswith("p"):
@@ -146,78 +179,127 @@ def compare_series(
         # The baseline measured this statistic and the current run measured nothing (e.g. every request
         # failed): a regression, not "no data". Both sides empty stays "no data".
         row.baseline = float(np.mean(bp))  # type: ignore[arg-type]
-        row.method = "point (no CI)"
+        row.method = LOST
         row.verdict = "regression"
         lost = f"current run measured no {rule.metric} where the baseline did (e.g. every request failed)"
         row.note = "; ".join([*notes, lost])
         return row
-    if len(base) >= 2 and len(cur) >= 2:
-        values = _point_values(base, cur, rule.metric)
-        if values is None:
-            row.note = "statistic missing in some run"
-            return row
-        bv, cv = values
-        row.baseline, row.current = float(np.mean(bv)), float(np.mean(cv))
+    values = _point_values(base, cur, rule.metric)
+    if values is None:
+        row.note = "; ".join([*notes, "statistic missing in some run"])
+        return row
+    bv, cv = values
+    row.baseline, row.current = _center(bv, rule.relative), _center(cv, rule.relative)
+    row.change = change(rule, row.baseline, row.current)
+    if len(base) >= 2 or len(cur) >= 2:
+        est = runs_estimate(bv, cv, relative=rule.relative)
         row.method = f"runs {len(base)}+{len(cur)} (t)"
-        res = welch_ci(bv, cv, relative=rule.relative, confidence=confidence)  # type: ignore[arg-type]
-        if res is None:
-            row.change = change(rule, row.baseline, row.current)
+        if est is None:
+            notes.append("zero statistic in some run: no CI")
         else:
-            row.change, row.ci = res
+            apply_estimate(row, rule, est, confidence)
+            if len(base) < 2 or len(cur) < 2:
+                notes.append("one run on one side: taken to spread like the other side's runs")
     else:
-        row.method = "bootstrap"
-        rng = seeded_rng(seed, name, rule.metric)
-        if rule.metric == "error_ratio":
-            bn = sum(s.count + s.error_count for s in base)
-            cn = sum(s.count + s.error_count for s in cur)
-            if not bn or not cn:
-                row.note = "no requests"
-                return row
-            bp = sum(s.error_count for s in base) / bn
-            cp = sum(s.error_count for s in cur) / cn
-            row.baseline, row.current, row.change = bp, cp, cp - bp
-            diffs = rng.binomial(cn, cp, n_boot) / cn - rng.binomial(bn, bp, n_boot) / bn
-            row.ci = quantile_interval(diffs, confidence)
-        elif rule.metric == "throughput" and not all(s.samples_ns for s in (*base, *cur)):
-            values = _point_values(base, cur, "throughput")
-            if values is None:
-                row.note = "no throughput in record"
-                return row
-            _point_estimate(row, rule, values)
-            notes.append("single run per side: no CI for throughput; use repeated runs or A/B")
+        cache = blocks if blocks is not None else {}
+        for s in (base[0], cur[0]):
+            if id(s) not in cache:
+                cache[id(s)] = series_blocks(s)
+        bb, cb = cache[id(base[0])], cache[id(cur[0])]
+        micro = bool(base[0].samples_ns and cur[0].samples_ns)
+        fewest = min(bb.n_blocks if bb else 0, cb.n_blocks if cb else 0)
+        if bb is None or cb is None or fewest < MIN_BLOCKS:
+            row.method = "one run each (no CI)"
+            why = "no time blocks in the record" if fewest == 0 else f"{fewest} blocks < {MIN_BLOCKS}"
+            notes.append(f"one run per side, {why}: no significance can be claimed")
         else:
-            bd = [series_dist(s) for s in base]
-            cd = [series_dist(s) for s in cur]
-            if any(d is None for d in (*bd, *cd)):
-                values = _point_values(base, cur, rule.metric)
-                if values is None:
-                    row.note = "no samples or histogram"
-                    return row
-                _point_estimate(row, rule, values)
-                notes.append("no raw samples or histogram: no CI")
+            transform = None
+            if micro and rule.metric == "throughput":
+                batch = _batch_size(cur[0])
+                transform = lambda mean_us: batch * 1e6 / mean_us  # noqa: E731
+            res = block_estimate(
+                bb,
+                cb,
+                _block_metric(rule, micro),
+                relative=rule.relative,
+                rng=seeded_rng(seed, name, rule.metric),
+                n_boot=n_boot,
+                transform=transform,
+            )
+            row.method = f"blocks {bb.n_blocks}+{cb.n_blocks} (bootstrap)"
+            if res is None:
+                notes.append("statistic undefined in some resample: no CI")
             else:
-                b, c = Dist.pooled(bd), Dist.pooled(cd)  # type: ignore[arg-type]
-                stat = "mean" if rule.metric == "throughput" else rule.metric
-                bs, cs = b.bootstrap(stat, rng, n_boot), c.bootstrap(stat, rng, n_boot)
-                row.baseline, row.current = b.stat(stat), c.stat(stat)
-                if rule.metric == "throughput":
-                    if min(row.baseline, row.current, bs.min(), cs.min()) <= 0:
-                        row.baseline = row.current = None
-                        row.note = "zero-time samples: no throughput"
-                        return row
-                    batch = _batch_size(cur[0])
-                    bs, cs = batch * 1e6 / bs, batch * 1e6 / cs
-                    row.baseline, row.current = batch * 1e6 / row.baseline, batch * 1e6 / row.current
-                row.change = change(rule, row.baseline, row.current)
-                if row.change is not None:
-                    with np.errstate(divide="ignore", invalid="ignore"):
-                        boot = cs / bs - 1.0 if rule.relative else cs - bs
-                    row.ci = quantile_interval(boot, confidence) if np.isfinite(boot).all() else None
+                row.baseline, row.current, est = res
+                apply_estimate(row, rule, est, confidence)
     if row.change is None and row.baseline is not None:
         notes.append("baseline is zero: no relative change")
-    row.verdict = judge(rule, row.change, row.ci)
     row.note = "; ".join([*notes, row.note] if row.note else notes)
     return row
+
+
+def verdict(rule: Rule, row: Row, alpha: float, family: int) -> str:
+    """The verdict of a row whose p-value has been Holm-adjusted (see the module doc)."""
+    if row.method == LOST:  # measured nothing where the baseline did: a regression without statistics
+        return "regression"
+    if row.change is None:
+        return "no data"
+    bad = rule.bad_sign * row.change
+    limit = rule.limit_value
+    if bad > limit:
+        return "regression" if row.p_adjusted is not None and row.p_adjusted <= alpha else "not significant"
+    if bad < -limit and row.p_value is not None and min(1.0, (1.0 - row.p_value) * family) <= alpha:
+        return "improvement"
+    return "pass"
+
+
+def finalize(result: GateResult, rules: Sequence[Rule]) -> None:
+    """Holm-adjust the p-values of all rows of one gate call, set each verdict and detectable change, and
+    note what the family was and which rules cannot detect 1.5x their limit at this noise."""
+    by_text = {r.text: r for r in rules}
+    alpha = result.alpha
+    # A statistic without any variation on either side and no change (e.g. 0 errors everywhere) cannot
+    # reach significance whatever happens: it stays out of the family (Tarone), so it costs no power.
+    inert = [r for r in result.rows if r.p_value is not None and r.se == 0.0 and r.change == 0.0]
+    tested = [r for r in result.rows if r.p_value is not None and r not in inert]
+    result.family = len(tested)
+    for row, adjusted in zip(tested, holm([r.p_value for r in tested]), strict=True):  # type: ignore[misc]
+        row.p_adjusted = adjusted
+    for row in inert:
+        row.p_adjusted = 1.0
+        row.note = "; ".join(filter(None, [row.note, "no variation, no change: not in the Holm family"]))
+    weak: list[str] = []
+    for row in result.rows:
+        rule = by_text[row.rule]
+        row.verdict = verdict(rule, row, alpha, max(1, result.family))
+        if row.se is not None and row.df is not None and result.family:
+            level = alpha / result.family  # Holm's first step: the level the smallest p-value faces
+            shift = detectable_shift(row.se, row.df, level, rule.limit_on_scale, DETECTABLE_POWER)
+            row.detectable = rule.from_scale(rule.bad_sign * shift) if math.isfinite(shift) else None
+            if row.detectable is None or abs(row.detectable) > COIN_TOSS_FACTOR * rule.limit_value:
+                weak.append(f"{row.rule} on {row.series}: {_fmt_share(rule, row.detectable)}")
+    if result.family:
+        levels = ", ".join(f"{alpha / (result.family - i):.3g}" for i in range(min(3, result.family)))
+        result.notes.append(
+            f"significance: Holm over {result.family} one-sided test{'s' if result.family != 1 else ''} "
+            "(rules x series of this call), "
+            f"family-wise false-alarm level {alpha:.3g}; sorted p-values are held to {levels}"
+            + (", ..." if result.family > 3 else "")
+        )
+    if weak:
+        result.notes.append(
+            "at this noise and number of units a rule catches a change at its limit about half the time; "
+            f"caught 9 times in 10 only from: {'; '.join(weak)} (more runs or rounds narrow this; "
+            "deploybench ab --calibrate measures it for a machine)"
+        )
+
+
+def _fmt_share(rule: Rule, value: float | None) -> str:
+    if value is None:
+        return "no change at all (limit unreachable)"
+    if rule.relative or rule.unit == "pp":
+        return f"{value * 100:+.1f}{'pp' if rule.unit == 'pp' else '%'}"
+    return f"{value:+.0f} {'rps' if rule.metric == 'throughput' else 'µs'}"
 
 
 def gate(
@@ -239,6 +321,7 @@ def gate(
     check_records(baseline, "baseline", force, result.notes)
     check_records(current, "current", force, result.notes)
     pairs = pair_groups(baseline, current, force, result.notes)
+    cache: dict[int, Blocks | None] = {}
     for base_runs, cur_runs in pairs:
         check_env(base_runs, cur_runs, force, result.notes)
         for pair in pair_series(base_runs, cur_runs, result.notes, series_filter=series_filter):
@@ -252,16 +335,25 @@ def gate(
                         confidence=confidence,
                         n_boot=n_boot,
                         seed=seed,
+                        blocks=cache,
                     )
                 )
-    if any(r.method == "bootstrap" for r in result.rows):
-        result.notes.append(
-            "bootstrap CIs cover the sampling noise within one run, not run-to-run drift of the machine: "
-            "on shared runners gate repeated runs (--last N; baseline save --append) or use deploybench ab"
-        )
     if not result.rows:
         raise IncomparableError(
             "nothing to compare: no series of the current records matches the baseline"
             + (f" (filter {', '.join(series_filter)})" if series_filter else "")
         )
+    if any(r.method.startswith("blocks") for r in result.rows):
+        result.notes.append(
+            "one run per side: significance comes from time blocks within each run; it covers the noise "
+            "inside a run, not a change of the machine between the baseline run and this one, which on a "
+            "shared or busy machine alone exceeds 10% rules (README: measured A/A false-alarm rates). "
+            "Gate repeated runs (baseline save --append, --last N) or use deploybench ab"
+        )
+    if any(r.method == "one run each (no CI)" for r in result.rows):
+        result.notes.append(
+            "one run per side without enough time blocks: no significance can be claimed, so a change "
+            "beyond a limit is 'not significant' and passes; gate repeated runs or use deploybench ab"
+        )
+    finalize(result, rules)
     return result

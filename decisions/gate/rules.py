@@ -53,6 +53,25 @@ class Rule:
         return self.metric != "throughput"
 
     @property
+    def bad_sign(self) -> float:
+        """+1 where an increase is the regression, -1 for throughput."""
+        return 1.0 if self.higher_is_worse else -1.0
+
+    @property
+    def limit_on_scale(self) -> float:
+        """The limit on the test scale, as a magnitude in the bad direction: log(1 + limit) for a relative
+        increase, -log(1 - limit) for a relative decrease (infinite for -100% or more), else the limit."""
+        if not self.relative:
+            return self.limit_value
+        if self.higher_is_worse:
+            return math.log1p(self.limit_value)
+        return -math.log1p(-self.limit_value) if self.limit_value < 1.0 else math.inf
+
+    def from_scale(self, value: float) -> float:
+        """A test-scale value (log ratio when relative) as a change in the rule's terms."""
+        return math.expm1(value) if self.relative else value
+
+    @property
     def limit_value(self) -> float:
         """The limit in the unit changes are computed in: a fraction for % and pp, µs or rps otherwise."""
         return self.limit / 100.0 if self.unit in ("%", "pp") else self.limit

@@ -269,3 +269,31 @@ def test_ab_shares_a_zoo_given_in_the_environment_and_separate_zoo_does_not(
     err = capsys.readouterr().err
     assert rc == 2
     assert "measurement failed (base, round 1, exit 1)" in err and "no zoo manifest" in err
+
+
+@pytest.mark.e2e
+def test_ab_calibrate_prints_noise_floor_and_writes_json(
+    repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A/A on the working tree (both sides, no worktree): noise floor + detectable change, exit 0."""
+    (repo / "speed.txt").write_text("1.15\n")  # uncommitted: both sides measure it (no base ref involved)
+    out, js = tmp_path / "out", tmp_path / "calib.json"
+    rc = main(["ab", "--calibrate", "--rounds", "4", "--gate-rounds", "3", "--repo", str(repo), "--out",
+               str(out), "--separate-zoo", "--json", str(js), "--", *command()])  # fmt: skip
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    assert "A/B calibration (4 A/A rounds; gate of 3 rounds)" in text and "90% detects (3 rounds)" in text
+    doc = json.loads(js.read_text())
+    assert doc == json.loads((out / "calibration.json").read_text())
+    p50 = next(r for r in doc["rows"] if r["metric"] == "p50")
+    assert abs(p50["aa_change"]) < 0.05 and p50["noise_sd"] > 0 and p50["detectable"] > 0
+    order = (tmp_path / "order.log").read_text().split()
+    assert {o.rsplit(":", 1)[1] for o in order} == {"repo"}  # both sides ran in the working tree
+    assert git(repo, "worktree", "list").count("\n") == 1
+    args = ["ab", "--repo", str(repo), "--out", str(tmp_path / "o2"), "--separate-zoo"]
+    assert main([*args, "--calibrate", "--base-ref", "main", "--", *command()]) == 2
+    assert "drop --base-ref" in capsys.readouterr().err
+    assert main([*args, "--calibrate", "--rounds", "2", "--", *command()]) == 2
+    assert "at least 3 rounds" in capsys.readouterr().err
+    assert main([*args, "--", *command()]) == 2
+    assert "--base-ref is required" in capsys.readouterr().err

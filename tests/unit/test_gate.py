@@ -64,7 +64,34 @@ def micro(
     return r
 
 
-def load(samples: list[int], *, errors: int = 0, duration_s: float = 10.0) -> RunRecord:
+def hist_of(samples: list[int] | np.ndarray) -> str:
+    h = new_histogram()
+    values, counts = np.unique(np.asarray(samples, dtype=np.int64), return_counts=True)
+    for v, c in zip(values.tolist(), counts.tolist(), strict=True):
+        h.record_value(min(max(int(v), 1), 3_600_000_000), int(c))
+    return encode_histogram(h)
+
+
+def time_blocks(samples: list[int], errors: int, duration_s: float, n_blocks: int) -> list[dict]:
+    """Consecutive samples cut into ``n_blocks`` equal time blocks (the shape the load generator writes)."""
+    parts = np.array_split(np.asarray(samples, dtype=np.int64), n_blocks)
+    errs = np.array_split(np.arange(errors), n_blocks)
+    step = duration_s / n_blocks
+    return [
+        {
+            "start_s": i * step,
+            "duration_s": step,
+            "count": len(part),
+            "errors": len(e),
+            "histogram": hist_of(part),
+        }
+        for i, (part, e) in enumerate(zip(parts, errs, strict=True))
+    ]
+
+
+def load(
+    samples: list[int], *, errors: int = 0, duration_s: float = 10.0, blocks: int | None = 20
+) -> RunRecord:
     h = new_histogram()
     for v in samples:
         record_us(h, v)
@@ -79,6 +106,7 @@ def load(samples: list[int], *, errors: int = 0, duration_s: float = 10.0) -> Ru
             duration_s=duration_s,
             throughput_rps=len(samples) / duration_s,
             histogram=encode_histogram(h),
+            blocks=time_blocks(samples, errors, duration_s, blocks) if blocks else None,
         )
     )
     return r
@@ -226,13 +254,13 @@ def test_improvement_is_a_pass() -> None:
 
 
 def test_noisy_difference_is_not_significant() -> None:
-    # 30 samples with a wide spread: a +12% median is beyond the 10% limit but inside the noise.
-    base, cur = micro(draws(3, n=30, sigma=0.6)), micro(draws(4, n=30, sigma=0.6))
+    # 100 samples with a wide spread: a +12% median is beyond the 10% limit but inside the noise.
+    base, cur = micro(draws(3, n=100, sigma=0.6)), micro(draws(4, n=100, sigma=0.6))
     cur.series[0].samples_ns = [round(v * 1.12) for v in base.series[0].samples_ns[::-1]]
     cur.series[0].samples_ns[0] = round(cur.series[0].samples_ns[0] * 3)  # not the same list, same median
     result = gate([base], [cur], parse_rules(["p50:+10%"]))
     (row,) = result.rows
-    assert row.change > 0.10
+    assert row.change > 0.10 and row.method == "blocks 10+10 (bootstrap)"
     assert row.ci[0] <= 0 <= row.ci[1]
     assert row.verdict == "not significant" and result.exit_code == 0
 
@@ -244,13 +272,31 @@ def test_absolute_rule() -> None:
     assert result.rows[0].change == pytest.approx(result.rows[0].current - result.rows[0].baseline)
 
 
-def test_load_records_histogram_bootstrap() -> None:
+def test_load_records_block_bootstrap() -> None:
     assert gate([load(draws(1))], [load(draws(2))], RULES).exit_code == 0
     slow = gate([load(draws(1))], [load(draws(2, scale=1.15), duration_s=11.5)], RULES)
-    assert slow.exit_code == 1 and verdicts(slow, "p50") == ["regression"]
+    assert slow.exit_code == 1 and verdicts(slow, "p50") == ["regression"], render_table(slow)
+    assert all(r.method == "blocks 20+20 (bootstrap)" for r in slow.rows)
     thr = next(r for r in slow.rows if r.metric == "throughput")
-    assert thr.ci is None and thr.method == "point (no CI)" and "no CI" in thr.note
-    assert thr.verdict == "regression"
+    assert (
+        thr.ci is not None and thr.verdict == "regression" and thr.change == pytest.approx(-1 / 1.15 * 0.15)
+    )
+    assert any("not a change of the machine between the baseline run and this one" in n for n in slow.notes)
+
+
+def test_one_run_without_blocks_claims_no_significance() -> None:
+    """Old records (no time blocks) or too few blocks: a beyond-limit change is reported, never a failure."""
+    for blocks in (None, 3):
+        slow = gate(
+            [load(draws(1), blocks=blocks)], [load(draws(2, scale=1.3), duration_s=13, blocks=blocks)], RULES
+        )
+        assert slow.exit_code == 0, render_table(slow)
+        assert verdicts(slow, "p50") == ["not significant"] and verdicts(slow, "throughput") == [
+            "not significant"
+        ]
+        assert all(r.ci is None and r.p_value is None for r in slow.rows)
+        assert all("no significance can be claimed" in r.note for r in slow.rows)
+        assert slow.family == 0 and "no significance testable" in render_table(slow)
 
 
 def test_error_ratio_rule() -> None:
@@ -409,9 +455,10 @@ def test_cli_folders_latest_run_and_other_json(tmp_path: Path, capsys: pytest.Ca
     assert main(["gate", "--baseline", str(base_dir), "--current", str(cur_dir)]) == 0
     out = capsys.readouterr().out
     assert "using the latest 1 of 2 runs" in out and "summary.json: not a run record" in out
-    # --last 0: the old, 30% slower run is pooled in (repeated-run mode needs 2+ runs on both sides)
-    assert main(["gate", "--baseline", str(base_dir), "--current", str(cur_dir), "--last", "0"]) == 1
-    assert "bootstrap" in capsys.readouterr().out
+    # --last 0: both current runs count (runs are the units: 1 baseline run + 2 current runs, whose spread
+    # -- one of them 30% slower -- leaves the change not significant)
+    assert main(["gate", "--baseline", str(base_dir), "--current", str(cur_dir), "--last", "0"]) == 0
+    assert "runs 1+2 (t)" in capsys.readouterr().out
     store = str(tmp_path / "store")
     assert main(["baseline", "save", str(cur_dir), "--dir", store, "--last", "0"]) == 0
     capsys.readouterr()

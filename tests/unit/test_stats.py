@@ -166,3 +166,47 @@ def test_mean_value_equals_hdrh_mean() -> None:
             record_us(h, int(v))
         assert mean_value(h) == h.get_mean_value()
     assert mean_value(new_histogram()) == 0.0
+
+
+# -- significance from independent units ---------------------------------------------------------------------
+def test_histogram_arrays_match_hdrh_recorded_iterator() -> None:
+    from deploybench.stats import histogram_arrays
+
+    h = new_histogram()
+    for v in np.random.default_rng(1).lognormal(6, 1, 5000):
+        record_us(h, int(v))
+    values, counts = histogram_arrays(h)
+    it = [(i.value_iterated_to, i.count_added_in_this_iter_step) for i in h.get_recorded_iterator()]
+    assert values.tolist() == [v for v, _ in it] and counts.tolist() == [c for _, c in it]
+
+
+def test_blocks_resample_and_statistics() -> None:
+    from deploybench.stats import Blocks
+
+    rng = np.random.default_rng(2)
+    samples = rng.lognormal(5, 0.3, 1000)
+    b = Blocks.from_samples(samples)
+    assert b.n_blocks == 31 and b.block_len == 3 and b.counts.sum() == 1000
+    assert b.stat("p50")[0] == percentile(samples, 50) and b.stat("mean")[0] == pytest.approx(samples.mean())
+    w = b.resample(rng, 50)
+    assert w.shape == (50, 31) and (w.sum(axis=1) == 31).all()
+    # a resample that takes every block once is the run itself, whatever the per-row sizes
+    assert b.stat("p99", np.ones((2, 31)))[0] == percentile(samples, 99)
+    loads = Blocks.from_arrays([(np.array([100.0]), np.array([10])), (np.array([200.0]), np.array([30]))],
+                               durations=[1.0, 1.0], errors=[0, 10])  # fmt: skip
+    assert loads.stat("rate")[0] == 20.0 and loads.stat("error_ratio")[0] == pytest.approx(0.2)
+    assert loads.stat("p50")[0] == 200.0
+
+
+def test_estimate_p_value_and_interval_agree() -> None:
+    from deploybench.stats import Estimate, paired_estimate, runs_estimate
+
+    for diff in (0.02, 0.08, 0.09, 0.1, 0.3):  # a 90 % two-sided CI excludes 0 <=> one-sided p < 0.05
+        est = Estimate(diff, 0.05, 10.0, "rounds 11")
+        lo, _ = est.interval(0.90)
+        assert (est.p_above() < 0.05) == (lo > 0)
+        assert est.p_above(-1.0) == pytest.approx(1 - est.p_above())
+    one = paired_estimate([1.0], [1.2], relative=True)
+    assert one is not None and one.p_above() is None and one.interval(0.95) is None
+    assert runs_estimate([1.0], [2.0], relative=True) is None  # one run per side: no spread to use
+    assert runs_estimate([1.0, 0.0], [2.0, 2.0], relative=True) is None

@@ -1,0 +1,270 @@
+"""Measure the gate's error rates on this machine: K trials of each gate mode, A/A and with a true slowdown.
+
+``python -m decisions.gate.trials --trials 20`` (run it on a quiet machine). Wall time on 2 cores: one load
+run ~7 s; an A/B trial is 2 x ``--rounds`` runs (10 rounds: ~140 s), a single-run trial one run; so 20
+trials of each kind take ~95 min for ``ab`` and ~5 min for ``single`` (+1 min to set the delay).
+``--modes``, ``--trials`` and ``--rounds`` bound it. The measurement is the example workflow's
+(``.github/workflows/latency-gate.yml``)::
+
+    deploybench load --framework fastapi --server uvicorn --model iris-rf --format onnx --scenario tabular
+        --duration 3 --warmup 1 --users 1
+
+1. The true change: the unchanged P50 is measured (3 runs) and ``--inject-delay-ms`` (a busy-wait in the
+   target, added to every request's time; one user) set to 15 % of it; 3 interleaved pairs of runs report
+   what it gives, and every trial reports the P50 change it measured (A/B: paired, the accurate figure).
+2. ``ab``: K A/A trials and K slowdown trials of ``deploybench ab`` with the workflow's ``--rounds 10`` and
+   default rules, interleaved. Both sides run the same tree (as ``ab --calibrate``; in the workflow the
+   base is a worktree of the same files); the candidate's command adds the delay through
+   ``$DEPLOYBENCH_AB_SIDE`` (``sh -c``), as a slower candidate commit would.
+3. ``single``: ``--baseline-runs`` runs (default 1, the issue's set-up) saved as the stored baseline, then K
+   unchanged and K slowed runs, interleaved, each gated against it (``deploybench gate``'s default rules).
+
+Output: per mode "A/A false alarms a of K; +15 % detected d of K", as text and as JSON (``trials.json`` in
+``--out``), with each trial's exit code, P50 change and notes. Targets: A/A <= 5 %, +15 % >= 90 %.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from decisions.ab import ab_gate, repo_root, run_ab
+from decisions.gate.baseline import resolve_baseline, save_baseline
+from decisions.gate.judge import gate
+from decisions.gate.rules import DEFAULT_RULES, parse_rules
+from deploybench.errors import UsageError
+from deploybench.io import utc_stamp, write_json_atomic
+from deploybench.record import RunRecord, load_records
+from deploybench.verdicts import GateResult
+
+LOAD_ARGS = ["load", "--framework", "fastapi", "--server", "uvicorn", "--model", "iris-rf", "--format",
+             "onnx", "--scenario", "tabular", "--duration", "3", "--warmup", "1", "--users", "1"]  # fmt: skip
+WORKFLOW_ROUNDS = 10  # .github/workflows/latency-gate.yml: deploybench ab --rounds 10
+TARGET_CHANGE = 0.15
+# Only the candidate side adds the delay: sh -c SIDE_SCRIPT DEPLOYBENCH DELAY_MS {out} LOAD_ARGS...
+SIDE_SCRIPT = (
+    'exe="$0"; d=0; if [ "$DEPLOYBENCH_AB_SIDE" = candidate ]; then d="$1"; fi; out="$2"; shift 2; '
+    'exec "$exe" "$@" --inject-delay-ms "$d" --out "$out"'
+)
+
+
+def _load_args(duration_s: float) -> list[str]:
+    args = list(LOAD_ARGS)
+    args[args.index("--duration") + 1] = f"{duration_s:g}"
+    return args
+
+
+def run_load(deploybench: str, out: Path, delay_ms: float, duration_s: float) -> list[RunRecord]:
+    """One ``deploybench load`` run (the workflow's measurement) into the empty folder ``out``."""
+    out.mkdir(parents=True, exist_ok=False)
+    argv = [deploybench, *_load_args(duration_s), "--inject-delay-ms", f"{delay_ms:.6f}", "--out", str(out)]
+    with open(out / "command.log", "wb") as log:
+        rc = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, timeout=600, check=False).returncode
+    if rc != 0:
+        raise UsageError(f"measurement failed (exit {rc}): {' '.join(argv)}; log {out / 'command.log'}")
+    files = [f for f in sorted(out.glob("*.json")) if "schema_version" in f.read_text()[:4000]]
+    return load_records(files)
+
+
+def p50_us(records: Sequence[RunRecord]) -> float:
+    return float(records[0].series[0].latency_us["p50"])
+
+
+def calibrate_delay(
+    deploybench: str, out: Path, duration_s: float, runs: int, say: Callable[[str], None]
+) -> dict[str, Any]:
+    """The delay (ms) for a +15 % P50: 15 % of the median unchanged P50 (with one user the busy-wait adds
+    to every request's time), then ``runs`` interleaved pairs unchanged / delayed to report what it gives."""
+    base = [p50_us(run_load(deploybench, out / f"plain-{i}", 0.0, duration_s)) for i in range(runs)]
+    p0 = statistics.median(base)
+    delay = TARGET_CHANGE * p0 / 1000.0
+    plain, slowed = [], []
+    for i in range(runs):
+        plain.append(p50_us(run_load(deploybench, out / f"check-plain-{i}", 0.0, duration_s)))
+        slowed.append(p50_us(run_load(deploybench, out / f"check-delay-{i}", delay, duration_s)))
+    ratios = [s / b - 1.0 for s, b in zip(slowed, plain, strict=True)]
+    say(
+        f"P50 unchanged {p0:.0f} µs; delay {delay:.4f} ms; check pairs: P50 {_fmt(statistics.median(ratios))}"
+    )
+    return {"p50_us": base, "delay_ms": delay, "check_plain_p50_us": plain, "check_delay_p50_us": slowed,
+            "check_change_median": statistics.median(ratios)}  # fmt: skip
+
+
+def _p50_change(result: GateResult) -> float | None:
+    return next((r.change for r in result.rows if r.metric == "p50"), None)
+
+
+def _trial(result: GateResult) -> dict[str, Any]:
+    return {
+        "exit_code": result.exit_code,
+        "p50_change": _p50_change(result),
+        "regressions": [r.rule for r in result.regressions],
+        "methods": sorted({r.method for r in result.rows}),
+    }
+
+
+def trials_ab(
+    repo: Path, deploybench: str, out: Path, k: int, rounds: int, delay_ms: float, say: Callable[[str], None]
+) -> dict[str, Any]:
+    rules = parse_rules(DEFAULT_RULES)
+    outcome: dict[str, list[dict[str, Any]]] = {"aa": [], "slow": []}
+    for i in range(k):
+        for kind, delay in (
+            (("aa", 0.0), ("slow", delay_ms)) if i % 2 == 0 else (("slow", delay_ms), ("aa", 0.0))
+        ):
+            command = ["sh", "-c", SIDE_SCRIPT, deploybench, f"{delay:.6f}", "{out}", *LOAD_ARGS]
+            runs = run_ab(
+                repo,
+                "HEAD",
+                command,
+                rounds=rounds,
+                out_dir=out / f"{kind}-{i + 1:02d}",
+                same_tree=True,
+            )
+            result = ab_gate(runs.rounds, rules)
+            outcome[kind].append(_trial(result))
+            say(f"ab trial {i + 1}/{k} {kind}: exit {result.exit_code}, P50 {_fmt(_p50_change(result))}")
+    return _summary("ab", f"deploybench ab --rounds {rounds}, default rules", outcome)
+
+
+def trials_single(
+    deploybench: str,
+    out: Path,
+    k: int,
+    delay_ms: float,
+    duration_s: float,
+    baseline_runs: int,
+    say: Callable[[str], None],
+) -> dict[str, Any]:
+    rules = parse_rules(DEFAULT_RULES)
+    store = out / "baselines"
+    base_records = [
+        rec
+        for i in range(baseline_runs)
+        for rec in run_load(deploybench, out / f"baseline-{i + 1}", 0.0, duration_s)
+    ]
+    save_baseline(base_records, store)
+    outcome: dict[str, list[dict[str, Any]]] = {"aa": [], "slow": []}
+    for i in range(k):
+        for kind, delay in (
+            (("aa", 0.0), ("slow", delay_ms)) if i % 2 == 0 else (("slow", delay_ms), ("aa", 0.0))
+        ):
+            current = run_load(deploybench, out / f"{kind}-{i + 1:02d}", delay, duration_s)
+            baseline, notes = resolve_baseline([store], current)
+            result = gate(baseline, current, rules, notes=notes)
+            trial = _trial(result)
+            trial["notes"] = result.notes
+            outcome[kind].append(trial)
+            say(f"single trial {i + 1}/{k} {kind}: exit {result.exit_code}, P50 {_fmt(_p50_change(result))}")
+    what = f"{baseline_runs} stored baseline run(s), one {duration_s:g} s run gated, default rules"
+    return _summary("single", what, outcome)
+
+
+def _fmt(x: float | None) -> str:
+    return "—" if x is None else f"{x:+.1%}"
+
+
+def _summary(mode: str, what: str, outcome: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    k = len(outcome["aa"])
+    alarms = sum(t["exit_code"] == 1 for t in outcome["aa"])
+    caught = sum(t["exit_code"] == 1 for t in outcome["slow"])
+    p50 = [t["p50_change"] for t in outcome["slow"] if t["p50_change"] is not None]
+    line = (
+        f"{mode} ({what}): A/A false alarms {alarms} of {k}; +15 % detected {caught} of {k}"
+        f" (median P50 change of the slowed runs {_fmt(statistics.median(p50) if p50 else None)})"
+    )
+    met = alarms <= 0.05 * k and caught >= 0.9 * k
+    achieved = statistics.median(p50) if p50 else None
+    if achieved is not None and not 0.10 <= achieved <= 0.20:
+        line += f" -- the slowed runs' P50 moved {_fmt(achieved)}, not about +15 %: rerun with --delay-ms"
+    return {"mode": mode, "what": what, "trials": k, "aa_false_alarms": alarms, "slow_detected": caught,
+            "targets_met": met, "line": line + ("" if met else " -- targets NOT met"),
+            "aa": outcome["aa"], "slow": outcome["slow"]}  # fmt: skip
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m decisions.gate.trials", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--trials", type=int, default=20, help="trials per mode and kind (default 20)")
+    parser.add_argument("--modes", default="ab,single", help="ab, single or both (default ab,single)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=WORKFLOW_ROUNDS,
+        help=f"A/B rounds (default {WORKFLOW_ROUNDS}, the workflow's)",
+    )
+    parser.add_argument("--baseline-runs", type=int, default=1, help="stored baseline runs (default 1)")
+    parser.add_argument(
+        "--single-duration", type=float, default=3.0, help="single-run --duration (default 3)"
+    )
+    parser.add_argument("--delay-ms", type=float, default=None, help="skip the delay calibration: use this")
+    parser.add_argument("--calibration-runs", type=int, default=3, help="runs per side to set the delay")
+    parser.add_argument(
+        "--deploybench", default=None, help="the deploybench executable (default: beside python)"
+    )
+    parser.add_argument("--repo", default=".", help="the git working tree measured (default .)")
+    parser.add_argument("--out", default=None, help="folder for records and trials.json")
+    args = parser.parse_args(argv)
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    try:
+        if not modes or set(modes) - {"ab", "single"}:
+            raise UsageError(f"--modes: ab, single or ab,single; got {args.modes!r}")
+        if not 1 <= args.trials <= 200 or not 1 <= args.rounds <= 100 or not 1 <= args.baseline_runs <= 50:
+            raise UsageError("--trials 1..200, --rounds 1..100, --baseline-runs 1..50")
+        exe = args.deploybench or str(Path(sys.executable).with_name("deploybench"))
+        if not Path(exe).is_file() and not shutil.which(exe):
+            raise UsageError(f"no deploybench executable at {exe}; pass --deploybench PATH")
+        repo = repo_root(Path(args.repo))
+        out = Path(args.out or repo / "results" / "gate-trials" / utc_stamp()).resolve()
+        if out.exists() and any(out.iterdir()):
+            raise UsageError(f"--out {out}: exists and is not empty")
+        out.mkdir(parents=True, exist_ok=True)
+        started = time.monotonic()
+
+        def say(msg: str) -> None:
+            print(f"[{time.monotonic() - started:6.0f} s] {msg}", file=sys.stderr, flush=True)
+
+        doc: dict[str, Any] = {
+            "machine": os.uname().nodename,
+            "load_args": LOAD_ARGS,
+            "rules": list(DEFAULT_RULES),
+        }
+        if args.delay_ms is None:
+            doc["delay"] = calibrate_delay(
+                exe, out / "delay", args.single_duration, args.calibration_runs, say
+            )
+            delay = doc["delay"]["delay_ms"]
+        else:
+            delay = args.delay_ms
+        doc["delay_ms"] = delay
+        doc["modes"] = []
+        if "ab" in modes:
+            doc["modes"].append(trials_ab(repo, exe, out / "ab", args.trials, args.rounds, delay, say))
+        if "single" in modes:
+            doc["modes"].append(
+                trials_single(
+                    exe, out / "single", args.trials, delay, args.single_duration, args.baseline_runs, say
+                )
+            )
+        doc["wall_s"] = round(time.monotonic() - started, 1)
+        write_json_atomic(out / "trials.json", doc)
+    except UsageError as exc:
+        print(f"gate trials: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"delay {delay:.4f} ms (target: candidate P50 +15 %); {doc['wall_s']:.0f} s; {out / 'trials.json'}")
+    for m in doc["modes"]:
+        print(m["line"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
