@@ -28,7 +28,7 @@ from decisions.compare.config import (
     validate,
     zoo_catalog,
 )
-from decisions.compare.driver import RealDriver, check_pin_possible, fetch_health
+from decisions.compare.driver import RealDriver, fetch_health, resolve_pin
 from decisions.compare.run import run_matrix
 from deploybench.compare_doc import ChoiceResult, CompareRun, load_compare
 from deploybench.errors import UsageError
@@ -55,14 +55,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--format", type=csv_list, help="pickle, onnx, torchscript, pt2")
     g.add_argument("--workers", type=csv_ints, help="e.g. 1,2")
     g.add_argument("--threads", type=csv_ints, help="gunicorn-gthread threads, e.g. 1,4")
+    g.add_argument(
+        "--handler", type=csv_list, help="FastAPI handler styles: auto, inline, threadpool (Flask: auto only)"
+    )
     g.add_argument("--intra-op-threads", type=int, help="model runtime threads per worker")
     m = parser.add_argument_group("measurement overrides")
     m.add_argument("--slo-ms", type=float, help="P99 SLO in milliseconds")
     m.add_argument("--rate", type=float, help="the common open-loop rate (rps) every choice is measured at")
     m.add_argument("--users", type=int, help="closed-loop users for warm-up and stability windows")
     m.add_argument("--step-s", type=float, help="measured seconds per saturation-search step")
-    m.add_argument("--max-probes", type=int, help="rates tried per choice by the saturation search")
-    m.add_argument("--pin", action="store_true", default=None, help="server on CPU 1, generator on CPU 0")
+    m.add_argument("--max-probes", type=int, help="rates tried per choice by the coarse saturation search")
+    m.add_argument("--repeats", type=int, help="repeated searches per choice (0: the coarse search only)")
+    pin = m.add_mutually_exclusive_group()
+    pin.add_argument(
+        "--pin",
+        action="store_true",
+        default=None,
+        help='server on CPU 1, generator on CPU 0 (default: the config\'s, "auto": when both are usable)',
+    )
+    pin.add_argument("--no-pin", dest="pin", action="store_false", help="never pin")
     parser.add_argument("--zoo", type=Path, default=None, help="model zoo folder (default: artifacts/zoo)")
     parser.add_argument(
         "--out", type=Path, default=None, help="output folder (default: results/compare/<stamp>-<name>)"
@@ -97,6 +108,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "matrix.format": args.format,
         "matrix.workers": args.workers,
         "matrix.threads": args.threads,
+        "matrix.handler": args.handler,
         "matrix.intra_op_threads": args.intra_op_threads,
         "slo.p99_ms": args.slo_ms,
         "measure.common_rate_rps": args.rate,
@@ -104,6 +116,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "measure.pin": args.pin,
         "search.step_s": args.step_s,
         "search.max_probes": args.max_probes,
+        "search.repeats": args.repeats,
     }
 
 
@@ -160,20 +173,23 @@ def run(args: argparse.Namespace) -> int:
         for s in skipped:
             print(f"  skipped {s.combo}: {s.reason}")
         return 0
-    if cfg.measure.pin:
-        check_pin_possible()
+    cfg.measure.pin = resolve_pin(cfg.measure.pin)  # "auto" -> what this machine allows (recorded)
     zoo = args.zoo or default_zoo_dir()
     if any(c.model in MODELS for c in choices) and not (zoo / "manifest.json").is_file():
         raise UsageError(f"{zoo}: no model zoo here (run `deploybench build` first, or pass --zoo)")
 
     out_dir = args.out or results_dir() / "compare" / f"{utc_stamp()}-{cfg.name}"
-    say(f"compare {cfg.name}: {len(choices)} choice(s) -> {out_dir}")
+    pinned = "pinned: server CPU 1, generator CPU 0" if cfg.measure.pin else "not pinned"
+    say(f"compare {cfg.name}: {len(choices)} choice(s), {pinned} -> {out_dir}")
     for s in skipped:
         say(f"  skipped {s.combo}: {s.reason}")
     driver = RealDriver(cfg, scenario, zoo, out_dir / "_runner", model_infos=infos)
 
     def done(r: ChoiceResult) -> None:
         mx = "-" if r.max_rps is None else f"{r.max_rps:.1f} rps"
+        iv = r.interval
+        if iv is not None:
+            mx += f" (95% CI {iv.lo_rps:.1f}-{iv.hi_rps:.1f}; {iv.n} repeats)"
         why = f" ({r.error.splitlines()[0]})" if r.error else ""
         say(f"  {r.choice.id}: {r.status}, max under SLO {mx}, {r.wall_s or 0:.0f} s{why}")
 

@@ -4,12 +4,22 @@ choices rank. Written by the compare runner (``decisions.compare.run``), read by
 
 Format history (``schema_version``): 1, the first version; later additions that default to the old
 meaning (absent = a zoo or started choice): ``Choice.url`` / ``Choice.name`` (an external choice, measured by
-URL) and ``ChoiceResult.target_health``. A change of a field bumps ``COMPARE_SCHEMA_VERSION``; a newer
-document is refused.
+URL) and ``ChoiceResult.target_health``. 2: each choice's max rate under the SLO comes from repeated searches
+with a confidence interval (``saturation["repeats"]``, see ``RateInterval``), the ranking has ties and
+``CompareRun.verdict`` is the one-sentence answer; ``Choice.handler`` (FastAPI handler style, "auto" when
+absent). Version 1 documents still load (their max rate is the single search's, without an interval). A
+change of a field bumps ``COMPARE_SCHEMA_VERSION``; a newer document is refused.
+
+Uncertainty and ties: every choice has R independent estimates of its max rate under the SLO (one per
+repeated search). On the log scale (rates are compared as ratios) their mean +- t(0.975, R-1) x sd / sqrt(R)
+is the 95% interval, widened to at least half the repeated search's resolution (its final bracket). Two
+choices are told apart when the 95% Welch t interval of their log ratio excludes 0 (same floor, in
+quadrature); otherwise they tie (``ratio_interval``).
 """
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -19,8 +29,9 @@ from typing import Any
 from deploybench.errors import UsageError
 from deploybench.io import read_json_object, utc_now, write_json_atomic
 from deploybench.record import RecordWarning
+from deploybench.stats import t_critical
 
-COMPARE_SCHEMA_VERSION = 1
+COMPARE_SCHEMA_VERSION = 2
 SUMMARY_NAME = "compare.json"
 
 
@@ -40,6 +51,7 @@ class Choice:
     threads: int = 1
     url: str = ""
     name: str = ""
+    handler: str = "auto"  # FastAPI handler style (deploybench.vocabulary.HANDLER_STYLES)
 
     @property
     def external(self) -> bool:
@@ -47,21 +59,24 @@ class Choice:
 
     @property
     def id(self) -> str:
-        """Stable, file-name safe: ``fastapi-uvicorn-iris-rf-onnx-w1`` (``-t4`` for gthread threads);
-        ``url-NAME`` for an external choice."""
+        """Stable, file-name safe: ``fastapi-uvicorn-iris-rf-onnx-w1`` (``-t4`` for gthread threads,
+        ``-inline`` / ``-threadpool`` for a handler style other than auto); ``url-NAME`` for an external
+        choice."""
         if self.external:
             return f"url-{self.name}"
         t = f"-t{self.threads}" if self.server == "gunicorn-gthread" else ""
-        return f"{self.framework}-{self.server}-{self.model}-{self.format}-w{self.workers}{t}"
+        h = f"-{self.handler}" if self.handler != "auto" else ""
+        return f"{self.framework}-{self.server}-{self.model}-{self.format}-w{self.workers}{t}{h}"
 
     @property
     def label(self) -> str:
-        """Human label: ``fastapi+uvicorn iris-rf/onnx w1`` (``w2 t4`` for gthread); ``NAME (external,
-        URL)`` for an external choice."""
+        """Human label: ``fastapi+uvicorn iris-rf/onnx w1`` (``w2 t4`` for gthread, `` inline`` for a handler
+        style other than auto); ``NAME (external, URL)`` for an external choice."""
         if self.external:
             return f"{self.name} (external, {self.url})"
         t = f" t{self.threads}" if self.server == "gunicorn-gthread" else ""
-        return f"{self.framework}+{self.server} {self.model}/{self.format} w{self.workers}{t}"
+        h = f" {self.handler}" if self.handler != "auto" else ""
+        return f"{self.framework}+{self.server} {self.model}/{self.format} w{self.workers}{t}{h}"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -94,6 +109,7 @@ class LoadFigures:
     record: str | None = None  # path relative to the compare folder
     duration_s: float | None = None  # measured window (the longest of the series)
     status: str = "complete"  # the load record's status
+    scheduled: int | None = None  # open loop: arrival slots scheduled in the window (exact; None: unknown)
 
     @property
     def error_ratio(self) -> float:
@@ -119,6 +135,7 @@ class LoadFigures:
             record=d.get("record"),
             duration_s=d.get("duration_s"),
             status=d.get("status", "complete"),
+            scheduled=d.get("scheduled"),
         )
 
 
@@ -139,7 +156,17 @@ class ChoiceResult:
     target_health: dict[str, Any] | None = None  # an external choice: what its /health said at the start
 
     @property
+    def interval(self) -> RateInterval | None:
+        """The max rate under the SLO from repeated searches, with its interval (None: a single search)."""
+        rep = (self.saturation or {}).get("repeats")
+        return RateInterval.from_dict(rep) if rep else None
+
+    @property
     def max_rps(self) -> float | None:
+        """The ranked figure: the repeated searches' centre when there are any, else the single search's."""
+        iv = self.interval
+        if iv is not None:
+            return iv.center_rps
         return (self.saturation or {}).get("max_rps")
 
     @property
@@ -192,6 +219,7 @@ class CompareRun:
     started_utc: str = field(default_factory=utc_now)
     ended_utc: str | None = None
     wall_s: float | None = None
+    verdict: str | None = None  # the one-sentence answer (``verdict``), set when the run ends
     kind: str = "compare"
     schema_version: int = COMPARE_SCHEMA_VERSION
 
@@ -220,6 +248,7 @@ class CompareRun:
             started_utc=d.get("started_utc", ""),
             ended_utc=d.get("ended_utc"),
             wall_s=d.get("wall_s"),
+            verdict=d.get("verdict"),
         )
 
     def save(self, path: Path) -> Path:
@@ -238,6 +267,139 @@ def load_compare(path: str | os.PathLike[str]) -> CompareRun:
 
 
 # ---------------------------------------------------------------------------------------------------------
+# Uncertainty: intervals from repeated searches, ratio intervals, ties
+# ---------------------------------------------------------------------------------------------------------
+
+CONFIDENCE = 0.95
+INTERVAL_METHOD = (
+    "95% t interval over the repeated searches' estimates on the log scale (geometric mean +- "
+    "t(0.975, R-1) x sd / sqrt(R)), at least +- half the repeated search's final bracket"
+)
+
+
+@dataclass(frozen=True)
+class RateInterval:
+    """A choice's max rate under the SLO from R independent estimates (one per repeated search).
+
+    ``center_rps`` is their geometric mean; ``[lo_rps, hi_rps]`` the ``confidence`` t interval on the log
+    scale, widened to at least ``floor_log`` (half the log width of a repeated search's final bracket: the
+    resolution no number of agreeing repeats can beat). With one estimate the interval is the floor alone.
+    ``censored``: repeats whose estimate is only a bound (the boundary lay outside their bracket)."""
+
+    estimates_rps: tuple[float, ...]
+    floor_log: float
+    confidence: float = CONFIDENCE
+    censored: int = 0
+    method: str = INTERVAL_METHOD
+
+    def __post_init__(self) -> None:
+        if not self.estimates_rps or any(not (e > 0 and math.isfinite(e)) for e in self.estimates_rps):
+            raise ValueError(f"need one or more positive estimates, got {self.estimates_rps}")
+        if self.floor_log < 0:
+            raise ValueError("floor_log must be >= 0")
+
+    @property
+    def n(self) -> int:
+        return len(self.estimates_rps)
+
+    @property
+    def log_mean(self) -> float:
+        return sum(math.log(e) for e in self.estimates_rps) / self.n
+
+    @property
+    def log_sd(self) -> float:
+        if self.n < 2:
+            return 0.0
+        m = self.log_mean
+        return math.sqrt(sum((math.log(e) - m) ** 2 for e in self.estimates_rps) / (self.n - 1))
+
+    @property
+    def half_log(self) -> float:
+        """Half-width of the interval on the log scale."""
+        if self.n < 2:
+            return self.floor_log
+        t = t_critical(self.confidence, self.n - 1) * self.log_sd / math.sqrt(self.n)
+        return max(t, self.floor_log)
+
+    @property
+    def center_rps(self) -> float:
+        return math.exp(self.log_mean)
+
+    @property
+    def lo_rps(self) -> float:
+        return math.exp(self.log_mean - self.half_log)
+
+    @property
+    def hi_rps(self) -> float:
+        return math.exp(self.log_mean + self.half_log)
+
+    @property
+    def median_rps(self) -> float:
+        xs = sorted(self.estimates_rps)
+        mid = len(xs) // 2
+        return xs[mid] if len(xs) % 2 else math.sqrt(xs[mid - 1] * xs[mid])
+
+    @property
+    def spread(self) -> float:
+        """max/min - 1 of the estimates (0 for one)."""
+        return max(self.estimates_rps) / min(self.estimates_rps) - 1.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "estimates_rps": list(self.estimates_rps),
+            "floor_log": self.floor_log,
+            "confidence": self.confidence,
+            "censored": self.censored,
+            "method": self.method,
+            "n": self.n,
+            "center_rps": self.center_rps,
+            "median_rps": self.median_rps,
+            "lo_rps": self.lo_rps,
+            "hi_rps": self.hi_rps,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> RateInterval:
+        return cls(
+            estimates_rps=tuple(float(e) for e in d["estimates_rps"]),
+            floor_log=float(d.get("floor_log") or 0.0),
+            confidence=float(d.get("confidence") or CONFIDENCE),
+            censored=int(d.get("censored") or 0),
+            method=str(d.get("method") or INTERVAL_METHOD),
+        )
+
+
+@dataclass(frozen=True)
+class RatioInterval:
+    """``a / b`` of two choices' max rates: the ratio of their geometric means and its interval."""
+
+    ratio: float
+    lo: float
+    hi: float
+    confidence: float = CONFIDENCE
+
+    @property
+    def separated(self) -> bool:
+        """True when the interval excludes 1: ``a`` and ``b`` are told apart (else they tie)."""
+        return self.lo > 1.0 or self.hi < 1.0
+
+
+def ratio_interval(a: RateInterval, b: RateInterval, confidence: float = CONFIDENCE) -> RatioInterval:
+    """Welch's t interval of ``log a - log b`` from the two sets of repeats, at least as wide as the two
+    floors combined in quadrature. With fewer than two estimates on either side the floors alone."""
+    d = a.log_mean - b.log_mean
+    floor = math.hypot(a.floor_log, b.floor_log)
+    half = floor
+    if a.n >= 2 and b.n >= 2:
+        va, vb = a.log_sd**2 / a.n, b.log_sd**2 / b.n
+        se = math.sqrt(va + vb)
+        if se > 0:
+            df = (va + vb) ** 2 / (va**2 / (a.n - 1) + vb**2 / (b.n - 1))
+            half = max(half, t_critical(confidence, df) * se)
+    return RatioInterval(math.exp(d), math.exp(d - half), math.exp(d + half), confidence)
+
+
+# ---------------------------------------------------------------------------------------------------------
 # Ranking
 # ---------------------------------------------------------------------------------------------------------
 
@@ -252,12 +414,115 @@ def rank(results: Sequence[ChoiceResult]) -> list[ChoiceResult]:
     return done + rest
 
 
+def _tied(a: ChoiceResult, b: ChoiceResult, rel_tolerance: float) -> bool:
+    """Whether ``b`` (ranked below ``a``) cannot be told apart from ``a``."""
+    if a.max_rps is None or b.max_rps is None:
+        return a.max_rps is None and b.max_rps is None
+    ia, ib = a.interval, b.interval
+    if ia is not None and ib is not None:
+        return not ratio_interval(ia, ib).separated
+    # a single search each (a version 1 document, or repeats = 0): the search resolution decides
+    resolution = max([rel_tolerance, *(r.resolution for r in (a, b) if r.resolution is not None)])
+    return a.max_rps / b.max_rps - 1.0 <= resolution
+
+
+def places(ranked: Sequence[ChoiceResult], rel_tolerance: float = 0.10) -> list[str]:
+    """Rank labels of ``rank``'s order: ``1``, ``2``, ...; a choice that ties with the leader of the group
+    above it shares the leader's place, shown ``2=`` (every member of a tie group carries the ``=``);
+    choices that did not complete get ``-``."""
+    out: list[str] = []
+    leader: ChoiceResult | None = None
+    leader_place = 0
+    done = 0
+    groups: list[list[int]] = []
+    for i, r in enumerate(ranked):
+        if r.status != "complete":
+            out.append("-")
+            continue
+        done += 1
+        if leader is not None and _tied(leader, r, rel_tolerance):
+            groups[-1].append(i)
+            out.append(str(leader_place))
+        else:
+            leader, leader_place = r, done
+            groups.append([i])
+            out.append(str(done))
+    for g in groups:
+        if len(g) > 1:
+            for i in g:
+                out[i] += "="
+    return out
+
+
 def _fmt_rps(x: float) -> str:
     return f"{x:,.0f}" if x >= 100 else f"{x:.3g}"
 
 
+def _fmt_pct(x: float) -> str:
+    return f"{x:+.0%}".replace("+-", "-")
+
+
+def _label(r: ChoiceResult) -> str:
+    return f"**{r.choice.label}**"
+
+
+def verdict(ranked: Sequence[ChoiceResult], slo_p99_us: int, rel_tolerance: float = 0.10) -> str:
+    """The answer in one sentence: which choice to pick, by how much, how sure (or who ties)."""
+    slo = f"{slo_p99_us / 1000:g} ms P99 SLO"
+    done = [r for r in ranked if r.status == "complete"]
+    if not done:
+        return "No choice completed, so there is nothing to rank."
+    best = done[0]
+    if best.max_rps is None:
+        return f"No choice met the {slo} at any rate tried, so there is no best choice."
+    if best.interval is None:
+        return best_sentence(ranked, slo_p99_us, rel_tolerance)
+    n = best.interval.n
+    measured = f"measured {n} time{'s' if n != 1 else ''} each"
+    ties = [r for r in done[1:] if _tied(best, r, rel_tolerance)]
+    others = [r for r in done[1:] if r not in ties]
+    nxt = others[0] if others else None
+
+    def ci(r: ChoiceResult) -> str:
+        iv = r.interval
+        return f"95% CI {_fmt_rps(iv.lo_rps)}-{_fmt_rps(iv.hi_rps)}" if iv else "single search"
+
+    def margin(a: ChoiceResult, b: ChoiceResult) -> str:
+        """``y% more than B (M rps; 95% CI +a% to +b%)``."""
+        assert a.max_rps is not None
+        if b.max_rps is None:
+            return f"while {_label(b)} met the SLO at no rate tried"
+        ia, ib = a.interval, b.interval
+        more = a.max_rps / b.max_rps - 1.0
+        if ia is not None and ib is not None:
+            rr = ratio_interval(ia, ib)
+            how = f"95% CI {_fmt_pct(rr.lo - 1.0)} to {_fmt_pct(rr.hi - 1.0)}"
+        else:
+            how = "single search"
+        return f"{more:.0%} more than {_label(b)} ({_fmt_rps(b.max_rps)} rps; {how})"
+
+    if not ties:
+        head = f"Pick {_label(best)}: {_fmt_rps(best.max_rps)} rps under the {slo} ({ci(best)})"
+        if nxt is None:
+            return f"{head}, the only choice that completed; {measured}."
+        return f"{head}, {margin(best, nxt)}; {measured}."
+    group = [best, *ties]  # the next choice is told apart from the best (else it would be in the group)
+    names = ", ".join(_label(r) for r in group[:-1]) + f" and {_label(group[-1])}"
+    rates = " / ".join(_fmt_rps(r.max_rps or 0.0) for r in group)
+    worst = group[-1]
+    spread = ""
+    if best.interval is not None and worst.interval is not None:
+        rr = ratio_interval(best.interval, worst.interval)
+        spread = f"; top vs bottom of the tie {_fmt_pct(rr.lo - 1.0)} to {_fmt_pct(rr.hi - 1.0)}, 95% CI"
+    head = f"Tie: {names} cannot be told apart ({rates} rps under the {slo}{spread}), so pick any of them"
+    if nxt is None:
+        return f"{head}; {measured}."
+    return f"{head}; the best of them sustains {margin(best, nxt)}; {measured}."
+
+
 def best_sentence(ranked: Sequence[ChoiceResult], slo_p99_us: int, rel_tolerance: float = 0.10) -> str:
-    """The best choice in one sentence, with its margin over the runner-up (or why there is none)."""
+    """The best choice in one sentence from single searches (version 1 documents): its margin over the
+    runner-up, a tie when the margin is within the search resolution."""
     slo = f"{slo_p99_us / 1000:g} ms P99 SLO"
     done = [r for r in ranked if r.status == "complete"]
     if not done:

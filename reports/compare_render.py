@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from deploybench.compare_doc import ChoiceResult, CompareRun, best_sentence, rank
+from deploybench.compare_doc import ChoiceResult, CompareRun, places, rank, verdict
 from deploybench.io import write_atomic
 from reports.render import (
     Block,
@@ -31,7 +31,8 @@ RANK_HEADERS = [
     "#",
     "choice",
     "max rps under SLO",
-    "bracket (rps)",
+    "95% CI (rps)",
+    "repeats (rps)",
     "P50 (ms)",
     "P95 (ms)",
     "P99 (ms)",
@@ -40,7 +41,7 @@ RANK_HEADERS = [
     "stable",
     "status / warnings",
 ]
-RANK_ALIGN = "llrrrrrrrll"
+RANK_ALIGN = "llrrrrrrrrll"
 
 
 def _rel_tol(run: CompareRun) -> float:
@@ -63,12 +64,30 @@ def _bracket(r: ChoiceResult) -> str:
     return f"{fmt_rate(lo)}-{fmt_rate(hi)}"
 
 
+def _ci(r: ChoiceResult) -> str:
+    """The 95% interval of the repeated searches; a single search's bracket (marked) otherwise."""
+    iv = r.interval
+    if iv is None:
+        return "-" if r.saturation is None else f"bracket {_bracket(r)}"
+    return f"{fmt_rate(iv.lo_rps)}-{fmt_rate(iv.hi_rps)}"
+
+
+def _repeats(r: ChoiceResult) -> str:
+    iv = r.interval
+    if iv is None:
+        return "-"
+    return ", ".join(fmt_rate(e) for e in iv.estimates_rps)
+
+
 def _errors(r: ChoiceResult) -> str:
     c = r.common or {}
     if not c:
         return "-"
     n = int(c.get("error_count") or 0)
-    return "0" if n == 0 else f"{n} ({float(c.get('error_ratio') or 0):.2%})"
+    if n == 0:
+        return "0"
+    kinds = ", ".join(f"{k} {v}" for k, v in sorted((c.get("errors") or {}).items()))
+    return f"{n} ({float(c.get('error_ratio') or 0):.2%}{': ' + kinds if kinds else ''})"
 
 
 def _cpu(r: ChoiceResult) -> str:
@@ -90,15 +109,23 @@ def _status(r: ChoiceResult) -> str:
     return ", ".join(codes) if codes else "ok"
 
 
+def _handler_varies(run: CompareRun) -> bool:
+    return len({r.choice.handler for r in run.results if not r.choice.external}) > 1
+
+
+def rank_headers(run: CompareRun) -> tuple[list[str], str]:
+    """The ranking's columns: a handler column when the matrix varies the FastAPI handler style."""
+    if _handler_varies(run):
+        return [*RANK_HEADERS[:2], "handler", *RANK_HEADERS[2:]], RANK_ALIGN[:2] + "l" + RANK_ALIGN[2:]
+    return list(RANK_HEADERS), RANK_ALIGN
+
+
 def ranked_rows(run: CompareRun) -> list[list[str]]:
     rows = []
-    pos = 0
-    for r in rank(run.results):
-        if r.status == "complete":
-            pos += 1
-            place = str(pos)
-        else:
-            place = "-"
+    ranked = rank(run.results)
+    labels = places(ranked, _rel_tol(run))
+    handler = _handler_varies(run)
+    for r, place in zip(ranked, labels, strict=True):
         max_rps = "-" if r.max_rps is None else fmt_rate(r.max_rps)
         if r.status == "complete" and r.max_rps is None:
             max_rps = "none"
@@ -106,8 +133,10 @@ def ranked_rows(run: CompareRun) -> list[list[str]]:
             [
                 place,
                 f"`{r.choice.label}`",
+                *([r.choice.handler] if handler else []),
                 max_rps,
-                _bracket(r),
+                _ci(r),
+                _repeats(r),
                 fmt_ms(r.common_pct("p50")),
                 fmt_ms(r.common_pct("p95")),
                 fmt_ms(r.common_pct("p99")),
@@ -121,13 +150,19 @@ def ranked_rows(run: CompareRun) -> list[list[str]]:
 
 
 def ranked_table_markdown(run: CompareRun) -> str:
-    """The ranked table alone (plus the best-choice sentence), as printed by the CLI."""
+    """The ranked table alone (plus the verdict), as printed by the CLI."""
+    headers, align = rank_headers(run)
     blocks: list[Block] = [
         Para(_headline(run)),
-        Table(RANK_HEADERS, ranked_rows(run), RANK_ALIGN),
-        Para(best_sentence(rank(run.results), run.slo_p99_us, _rel_tol(run))),
+        Table(headers, ranked_rows(run), align),
+        Para(_verdict(run)),
     ]
     return blocks_to_markdown(blocks)
+
+
+def _verdict(run: CompareRun) -> str:
+    """The document's verdict; computed for a run that has none yet (running, or version 1)."""
+    return run.verdict or verdict(rank(run.results), run.slo_p99_us, _rel_tol(run))
 
 
 def _headline(run: CompareRun) -> str:
@@ -145,23 +180,52 @@ def _headline(run: CompareRun) -> str:
 def _method(run: CompareRun) -> list[str]:
     c = run.config
     slo, ms, se = c.get("slo", {}), c.get("measure", {}), c.get("search", {})
-    pin = "server on CPU 1, generator on CPU 0" if ms.get("pin") else "not pinned"
-    return [
+    pin = "server on CPU 1, generator on CPU 0" if ms.get("pin") is True else "not pinned"
+    users = ms.get("open_loop_users") or 0
+    senders = (
+        f"{users} senders"
+        if users
+        else "senders for twice the SLO's worth of requests at the rate (at least 16)"
+    )
+    items = [
         f"Warm-up {ms.get('warmup_s')} s, then closed-loop windows of {ms.get('window_s')} s with "
         f"{ms.get('users')} users until {ms.get('stability_windows')} consecutive windows are within "
         f"{float(ms.get('stability_tolerance', 0)):.0%} (max/min of throughput and P50), at most "
         f"{ms.get('max_windows')} windows / {ms.get('max_stability_s')} s.",
-        f"Common rate: {ms.get('common_rate_rps')} rps open loop for {ms.get('common_duration_s')} s; "
-        "server CPU = CPU seconds of the server's process tree / wall seconds (100% = one core).",
-        f"Saturation search: open-loop steps of {se.get('step_s')} s (+{se.get('step_warmup_s')} s warm-up), "
-        f"geometric bisection between {se.get('lo_factor')}x and {se.get('hi_factor')}x the closed-loop "
-        f"throughput (unless lo_rps/hi_rps are set), at most {se.get('max_probes')} probes, stop at "
-        f"{float(se.get('rel_tolerance', 0)):.0%} resolution. A rate passes when corrected P99 ≤ "
-        f"{slo.get('p99_ms')} ms, errors ≤ {float(slo.get('max_error_ratio', 0)):.0%} and achieved ≥ "
-        f"{float(slo.get('min_throughput_ratio', 0)):.0%} of offered. `max rps` is the highest rate that "
-        "passed; the bracket's upper end is the lowest rate above it that failed.",
-        f"CPU pinning: {pin}.",
+        f"Common rate: {ms.get('common_rate_rps')} rps open loop for {ms.get('common_duration_s')} s (longer "
+        "when needed for the minimum request count below); server CPU = CPU seconds of the server's process "
+        "tree / wall seconds (100% = one core).",
+        f"Open-loop runs ({ms.get('load_model')} arrivals): {senders}; each step lasts {se.get('step_s')} s "
+        f"(+{se.get('step_warmup_s')} s warm-up), longer at low rates so that it holds at least "
+        f"{se.get('min_step_requests', 0)} requests (at most {se.get('max_step_s', se.get('step_s'))} s).",
+        f"Pass rule: corrected P99 ≤ {slo.get('p99_ms')} ms, errors ≤ "
+        f"{float(slo.get('max_error_ratio', 0)):.0%} (slots dropped or never sent count as errors) and "
+        f"successes ≥ {float(slo.get('min_throughput_ratio', 0)):.0%} of the arrival slots scheduled in the "
+        "window (exact count; records without it: achieved vs offered rate with edge allowances, marked "
+        "approximate).",
+        f"Coarse search: geometric bisection between {se.get('lo_factor')}x and {se.get('hi_factor')}x the "
+        f"closed-loop throughput (unless lo_rps/hi_rps are set), at most {se.get('max_probes')} probes, stop "
+        f"at a {float(se.get('rel_tolerance', 0)):.0%} bracket.",
     ]
+    if se.get("repeats"):
+        items.append(
+            f"Uncertainty: {se.get('repeats')} repeated searches, each {se.get('repeat_probes')} fresh "
+            f"probes bisecting the coarse bracket widened by {float(se.get('repeat_margin', 0)):.0%} on both "
+            "sides (up to 2 more when that bracket is wide; shifted by a seeded random fraction of a final "
+            f"cell: no shared bisection grid; up to {se.get('repeat_extra_probes', 0)} steps outwards when "
+            "the boundary lies outside it); "
+            "each gives one estimate, the geometric midpoint of its final bracket. `max rps` is the "
+            "geometric mean of the estimates; the interval is a 95% t interval on the log scale (at least "
+            "± half a final cell). Two choices tie when the 95% Welch t interval of their ratio includes 1; "
+            "`2=` marks the choices that tie with the first of their group."
+        )
+    else:
+        items.append(
+            "A single search per choice: `max rps` is the highest rate that passed, with its bracket; two "
+            "choices within the search resolution are reported as a tie."
+        )
+    items.append(f"CPU pinning: {pin}.")
+    return items
 
 
 def _external_items(run: CompareRun) -> list[str]:
@@ -196,11 +260,18 @@ def _search_rows(run: CompareRun) -> list[list[str]]:
     rows = []
     for r in run.results:
         for p in (r.saturation or {}).get("points", []):
+            extra = p.get("extra") or {}
+            scheduled = extra.get("scheduled")
+            count = extra.get("count")
+            achieved = fmt_rate(p.get("throughput_rps"))
+            if scheduled:
+                achieved += f" ({count}/{scheduled})"
             rows.append(
                 [
                     f"`{r.choice.id}`",
+                    str(extra.get("phase") or "-"),
                     fmt_rate(p.get("offered_rps")),
-                    fmt_rate(p.get("throughput_rps")),
+                    achieved,
                     fmt_ms(p.get("p99_us")),
                     f"{float(p.get('error_ratio') or 0):.2%}",
                     "pass" if p.get("passed") else "fail: " + "; ".join(p.get("reasons", [])),
@@ -246,13 +317,16 @@ def build_blocks(run: CompareRun, *, plots: bool = True) -> list[Block]:
     blocks: list[Block] = [Heading(1, f"deploybench compare: {cfg.get('name', '?')}")]
     if cfg.get("description"):
         blocks.append(Para(str(cfg["description"])))
+    blocks.append(Para(_verdict(run)))
     blocks.append(Para(_headline(run)))
-    blocks.append(Para(best_sentence(rank(run.results), run.slo_p99_us, _rel_tol(run))))
     blocks.append(Heading(2, "Ranking"))
-    blocks.append(Table(RANK_HEADERS, ranked_rows(run), RANK_ALIGN))
+    headers, align = rank_headers(run)
+    blocks.append(Table(headers, ranked_rows(run), align))
     blocks.append(
         Para(
-            "Ranked by max throughput under the SLO (higher is better), then P99 at the common rate. "
+            "Ranked by max throughput under the SLO (higher is better; with repeated searches the geometric "
+            "mean of their estimates, its 95% interval and each estimate), then P99 at the common rate. "
+            "`1=`, `2=`, ... mark choices that cannot be told apart (their ratio's 95% interval includes 1). "
             "P50/P95/P99 (corrected for coordinated omission), errors and server CPU are at the common rate. "
             "Choices that failed or were interrupted are listed unranked."
         )
@@ -282,8 +356,9 @@ def build_blocks(run: CompareRun, *, plots: bool = True) -> list[Block]:
             blocks.append(Image("Latency-throughput: P99 vs achieved throughput per choice", png))
     rows = _search_rows(run)
     if rows:
-        headers = ["choice", "offered (rps)", "achieved (rps)", "P99 (ms)", "errors", "verdict"]
-        blocks.append(Table(headers, rows, "lrrrrl"))
+        headers = ["choice", "phase", "offered (rps)", "achieved (rps; ok/scheduled)", "P99 (ms)", "errors",
+                   "verdict"]  # fmt: skip
+        blocks.append(Table(headers, rows, "llrrrrl"))
     if plots:
         png = plotting.spectrum_png(run)
         if png:

@@ -13,6 +13,7 @@ optional (defaults below)::
     format = ["pickle", "onnx"]
     workers = [1]
     threads = [1]                  # only gunicorn-gthread uses threads > 1
+    handler = ["auto"]             # FastAPI: auto | inline | threadpool (non-auto x flask: skipped)
     intra_op_threads = 1           # a single value for every choice
 
     [slo]
@@ -23,6 +24,7 @@ optional (defaults below)::
     [measure]
     scenario = "auto"              # "auto" = from the models' task (tabular / image)
     users = 8                      # closed-loop users for warm-up + stability windows
+    open_loop_users = 0            # open-loop senders; 0 = enough for 2 x SLO of requests at the rate (>= 16)
     warmup_s = 2.0
     window_s = 2.0                 # one stability window
     stability_windows = 3          # ... this many consecutive windows
@@ -30,9 +32,9 @@ optional (defaults below)::
     max_windows = 6
     max_stability_s = 20.0
     common_rate_rps = 50.0         # every choice is also measured at this open-loop rate (P50/P95/P99, CPU)
-    common_duration_s = 4.0
+    common_duration_s = 4.0        # (longer when needed for search.min_step_requests requests)
     load_model = "poisson"         # open-loop arrivals: "constant" | "poisson"
-    pin = false                    # server on CPU 1, load generator on CPU 0
+    pin = "auto"                   # true: server on CPU 1, generator on CPU 0; "auto": when both usable
 
     [[models]]                     # your own model files (repeatable); each is on the model axis by name
     name = "digits"                # default: the first file's stem
@@ -54,8 +56,14 @@ optional (defaults below)::
     lo_rps = 0.0                   # ... unless given in rps (> 0)
     hi_rps = 0.0
     max_probes = 6
-    rel_tolerance = 0.10
+    rel_tolerance = 0.10           # the coarse search stops at this bracket
     max_expansions = 1
+    min_step_requests = 400        # a step lasts long enough for this many requests (P99 from >= 100) ...
+    max_step_s = 10.0              # ... but at most this long
+    repeats = 3                    # repeated searches after the coarse one (0: the coarse search only)
+    repeat_probes = 3              # probes per repeated search (bisections of the widened coarse bracket)
+    repeat_extra_probes = 2        # ... plus at most this many when the boundary lies outside it
+    repeat_margin = 0.10           # the coarse bracket widened by this on both sides
 
 With ``[[models]]`` or ``[[urls]]`` and no ``[matrix] model``, the model axis is the ``[[models]]`` names
 (none for a file of URLs only). A user model's files are all measured, whatever ``[matrix] format`` says
@@ -67,6 +75,7 @@ Every problem is a UsageError naming the file and the key (exit code 2).
 from __future__ import annotations
 
 import itertools
+import math
 import tomllib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
@@ -75,7 +84,14 @@ from typing import Any
 
 from deploybench.compare_doc import Choice, Skipped
 from deploybench.errors import UsageError
-from deploybench.vocabulary import FRAMEWORK_SERVERS, MODEL_FORMATS, OPEN_LOOP_MODELS, SERVERS, TASKS
+from deploybench.vocabulary import (
+    FRAMEWORK_SERVERS,
+    HANDLER_STYLES,
+    MODEL_FORMATS,
+    OPEN_LOOP_MODELS,
+    SERVERS,
+    TASKS,
+)
 from targets.catalog import MODELS
 from targets.modelfile import (
     NAME_RE,
@@ -103,6 +119,7 @@ class MatrixAxes:
     format: list[str] = field(default_factory=lambda: ["pickle", "onnx"])
     workers: list[int] = field(default_factory=lambda: [1])
     threads: list[int] = field(default_factory=lambda: [1])
+    handler: list[str] = field(default_factory=lambda: ["auto"])
     intra_op_threads: int = 1
 
 
@@ -117,6 +134,7 @@ class SloConfig:
 class MeasureConfig:
     scenario: str = "auto"
     users: int = 8
+    open_loop_users: int = 0  # 0 = auto (``open_loop_users``)
     warmup_s: float = 2.0
     window_s: float = 2.0
     stability_windows: int = 3
@@ -126,7 +144,7 @@ class MeasureConfig:
     common_rate_rps: float = 50.0
     common_duration_s: float = 4.0
     load_model: str = "poisson"
-    pin: bool = False
+    pin: bool | str = "auto"  # True | False | "auto" (pinned when CPUs 0 and 1 are both usable)
 
 
 @dataclass
@@ -140,6 +158,12 @@ class SearchConfig:
     max_probes: int = 6
     rel_tolerance: float = 0.10
     max_expansions: int = 1
+    min_step_requests: int = 400
+    max_step_s: float = 10.0
+    repeats: int = 3
+    repeat_probes: int = 3
+    repeat_extra_probes: int = 2
+    repeat_margin: float = 0.10
 
 
 @dataclass
@@ -187,7 +211,12 @@ def _type_name(t: Any) -> str:
 
 
 def _coerce(where: str, key: str, value: Any, default: Any) -> Any:
-    """Check ``value`` against the type of ``default`` (lists: of the element type; a scalar becomes [x])."""
+    """Check ``value`` against the type of ``default`` (lists: of the element type; a scalar becomes [x]).
+    ``pin`` takes true, false or "auto"."""
+    if key == "pin":
+        if isinstance(value, bool) or value == "auto":
+            return value
+        raise UsageError(f'{where}: `pin` must be true, false or "auto", got {value!r}')
     if isinstance(default, list):
         elem_type = type(default[0]) if default else str
         items = value if isinstance(value, list) else [value]
@@ -372,6 +401,8 @@ def validate(cfg: CompareConfig) -> None:
         _check(1 <= w <= 64, src, f"[matrix] workers must be in 1..64, got {w}")
     for t in m.threads:
         _check(1 <= t <= 64, src, f"[matrix] threads must be in 1..64, got {t}")
+    for h in m.handler:
+        _check(h in HANDLER_STYLES, src, f"[matrix] handler {h!r} is not one of {', '.join(HANDLER_STYLES)}")
     _check(1 <= m.intra_op_threads <= 64, src, "[matrix] intra_op_threads must be in 1..64")
     names: list[str] = []
     for um in cfg.models:
@@ -403,6 +434,7 @@ def validate(cfg: CompareConfig) -> None:
         f"[measure] load_model must be one of {', '.join(OPEN_LOOP_MODELS)}",
     )
     _check(1 <= ms.users <= 1000, src, "[measure] users must be in 1..1000")
+    _check(0 <= ms.open_loop_users <= 1000, src, "[measure] open_loop_users must be in 0..1000 (0 = auto)")
     for key in ("window_s", "common_duration_s", "max_stability_s"):
         _check(0 < getattr(ms, key) <= 3600, src, f"[measure] {key} must be in (0, 3600]")
     _check(0 <= ms.warmup_s <= 3600, src, "[measure] warmup_s must be in [0, 3600]")
@@ -420,6 +452,12 @@ def validate(cfg: CompareConfig) -> None:
     _check(2 <= se.max_probes <= 50, src, "[search] max_probes must be in 2..50")
     _check(0 < se.rel_tolerance < 1, src, "[search] rel_tolerance must be in (0, 1)")
     _check(0 <= se.max_expansions <= 5, src, "[search] max_expansions must be in 0..5")
+    _check(0 <= se.min_step_requests <= 100_000, src, "[search] min_step_requests must be in 0..100000")
+    _check(se.step_s <= se.max_step_s <= 600, src, "[search] max_step_s must be in [step_s, 600]")
+    _check(0 <= se.repeats <= 20, src, "[search] repeats must be in 0..20")
+    _check(1 <= se.repeat_probes <= 8, src, "[search] repeat_probes must be in 1..8")
+    _check(0 <= se.repeat_extra_probes <= 8, src, "[search] repeat_extra_probes must be in 0..8")
+    _check(0 < se.repeat_margin < 1, src, "[search] repeat_margin must be in (0, 1)")
 
 
 def resolve_config_path(name_or_path: str | None) -> Path:
@@ -532,12 +570,19 @@ def expand(
             seen_skips.add(combo)
             skipped.append(Skipped(combo, reason))
 
-    for fw, server, model, fmt, workers, threads in itertools.product(
-        m.framework, m.server, m.model, m.format, m.workers, m.threads
+    for fw, server, model, fmt, workers, threads, handler in itertools.product(
+        m.framework, m.server, m.model, m.format, m.workers, m.threads, m.handler
     ):
         if server not in FRAMEWORK_SERVERS[fw]:
             servers = " or ".join(FRAMEWORK_SERVERS[fw])
             skip(f"{fw}+{server}", f"{server} does not serve {fw} (it uses {servers})")
+            continue
+        if handler != "auto" and fw != "fastapi":
+            skip(
+                f"{fw} handler={handler}",
+                "handler styles are FastAPI's (a Flask view is a plain function; pick its server instead: "
+                "gunicorn-sync or gunicorn-gthread)",
+            )
             continue
         if catalog[model].source == "file":
             continue  # a user's model: its files are added below, whatever the format axis
@@ -550,21 +595,43 @@ def expand(
         if threads != 1 and server != "gunicorn-gthread":
             skip(f"{server} threads={threads}", "only gunicorn-gthread uses threads > 1")
             continue
-        choices.append(Choice(fw, server, model, fmt, workers, threads))
+        choices.append(Choice(fw, server, model, fmt, workers, threads, handler=handler))
     user_models = [model for model in m.model if catalog[model].source == "file"]
-    for fw, server, model, fmt, workers, threads in itertools.product(
-        m.framework, m.server, user_models, MODEL_FORMATS, m.workers, m.threads
+    for fw, server, model, fmt, workers, threads, handler in itertools.product(
+        m.framework, m.server, user_models, MODEL_FORMATS, m.workers, m.threads, m.handler
     ):
         if fmt not in catalog[model].formats or server not in FRAMEWORK_SERVERS[fw]:
             continue  # (the framework/server pair was reported above)
         if threads != 1 and server != "gunicorn-gthread":
             continue
-        choices.append(Choice(fw, server, model, fmt, workers, threads))
+        if handler != "auto" and fw != "fastapi":
+            continue
+        choices.append(Choice(fw, server, model, fmt, workers, threads, handler=handler))
     choices += [Choice("", "", "", "", url=u.url, name=u.name) for u in cfg.urls]
     if not choices:
         why = "; ".join(f"{s.combo}: {s.reason}" for s in skipped) or "empty axes"
         raise UsageError(f"{src}: the matrix has no valid choice ({why})")
     return choices, skipped, scenario
+
+
+def open_loop_users(cfg: CompareConfig, rate_rps: float) -> int:
+    """Open-loop senders for a run at ``rate_rps``: ``measure.open_loop_users``, or (0, auto) enough for
+    twice the SLO's worth of requests at that rate (Little's law: in flight = rate x latency, and a passing
+    run keeps nearly every request under the SLO), at least 16, at most 1000. Too few senders leave slots
+    late (``late-sends``) while the target is still keeping up, and the lateness counts as latency."""
+    if cfg.measure.open_loop_users:
+        return cfg.measure.open_loop_users
+    return int(min(1000, max(16, math.ceil(2.0 * rate_rps * cfg.slo.p99_ms / 1000.0))))
+
+
+def step_duration_s(cfg: CompareConfig, rate_rps: float, base_s: float | None = None) -> float:
+    """Measured seconds of an open-loop run at ``rate_rps``: ``base_s`` (search.step_s), longer when needed
+    for ``search.min_step_requests`` requests (a P99 from ~100 requests is nearly the maximum), at most
+    ``search.max_step_s`` (never shorter than ``base_s``)."""
+    se = cfg.search
+    base = se.step_s if base_s is None else base_s
+    need = se.min_step_requests / rate_rps if rate_rps > 0 else 0.0
+    return max(base, min(need, se.max_step_s))
 
 
 def apply_overrides(cfg: CompareConfig, overrides: Mapping[str, Any]) -> CompareConfig:

@@ -145,7 +145,7 @@ class RealDriver:
         self.scenario = scenario
         self.zoo_dir = zoo_dir
         self.results_dir = results_dir
-        self.pin = cfg.measure.pin
+        self.pin = resolve_pin(cfg.measure.pin)
         self.model: str | None = None
         self.model_infos = dict(model_infos or {})
         self._load_scenario = scenario
@@ -180,6 +180,7 @@ class RealDriver:
             workers=choice.workers,
             threads=choice.threads,
             intra_op_threads=self.cfg.matrix.intra_op_threads,
+            handler=choice.handler,
             cpus=list(SERVER_PIN_CPUS) if self.pin else None,
             **model,
         )
@@ -238,6 +239,28 @@ class RealDriver:
             generator_cpus=list(GENERATOR_PIN_CPUS) if self.pin else None,
             model=self.model,
         )
+
+
+def pin_possible() -> bool:
+    """Whether this process may use the CPUs ``--pin`` puts the server and the generator on."""
+    try:
+        return set(SERVER_PIN_CPUS + GENERATOR_PIN_CPUS) <= os.sched_getaffinity(0)
+    except AttributeError:  # pragma: no cover - not Linux
+        return False
+
+
+def resolve_pin(pin: bool | str) -> bool:
+    """``measure.pin``: True (checked: UsageError when the CPUs are not usable), False, or "auto": pinned
+    when CPUs 0 and 1 are both usable, so the server and the load generator never share a core (on a quiet
+    2-core machine an unpinned FastAPI pickle target measured half its pinned max rate, issue 12). On a
+    machine busy with other work, pinning ties both to cores that work also uses: compare there with
+    ``pin = false`` (``--no-pin``)."""
+    if pin == "auto":
+        return pin_possible()
+    if pin:
+        check_pin_possible()
+        return True
+    return False
 
 
 def check_pin_possible() -> None:

@@ -13,21 +13,34 @@ Saturation rule (MLPerf Server scenario style): an open-loop arrival rate *passe
 
 1. the corrected P99 (latency from the intended send time) is ``<= slo_p99_us``,
 2. the error ratio (errors / requests) is ``<= max_error_ratio`` (1%),
-3. the achieved throughput is ``>= min_throughput_ratio`` (95%) of the offered rate (else the target, or the
-   generator, is falling behind and the queue grows), less edge allowances for short windows: one request,
-   the requests in flight when the generator stops (offered x P50), and with Poisson arrivals 3 standard
-   deviations of the arrival count (see ``SloRules.throughput_floor_rps``).
+3. the requests that succeeded are ``>= min_throughput_ratio`` (95%) of the arrival slots the generator
+   scheduled in the window (``RateMeasurement.scheduled``, exact: a Poisson schedule's realised count, so no
+   statistical allowance), else the target or the generator is falling behind. Dropped and never-sent
+   slots are errors of their own kinds ("dropped", "not-sent") and count in rule 2 as well. A record
+   without the exact count (an older generator) falls back to achieved vs offered rate with the old edge
+   allowances (one request, the requests in flight at the end, 3 sd of a Poisson count:
+   ``SloRules.throughput_floor_rps``), and the point says so ("approximate throughput check").
 
 The search finds the highest passing rate by bisection between a lower and an upper bound, with geometric
 midpoints (relative resolution), a fixed budget of probes, and a relative tolerance: it stops when the
 bracket ``[highest pass, lowest fail]`` is within ``rel_tolerance``. An upper bound that passes is raised by
 ``expand_factor`` (at most ``max_expansions`` times); a lower bound that fails is lowered likewise. The
 reported ``max_rps`` is always a rate that was actually measured and passed.
+
+Repeated searches (``repeated_search``): one search's answer is a pass/fail bracket, and which side of it a
+short run lands on is partly luck. After the coarse search has bracketed the boundary, R fresh short
+searches (``refine_search``: geometric bisection of the coarse bracket widened by a margin, ends assumed,
+not probed; stepping outwards when every probe went the same way) each give one estimate: the geometric
+midpoint of their final [pass, fail] pair. Each
+repeat's bracket is shifted by a seeded random factor of up to half its final cell (dither), so the
+quantisation of the bisection grid shows up as spread between repeats instead of a bias shared by all.
+``deploybench.compare_doc.RateInterval`` turns the R estimates into a centre and a 95% interval.
 """
 
 from __future__ import annotations
 
 import math
+import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -50,6 +63,8 @@ class RateMeasurement:
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. record path, p50/p95, cpu
     window_s: float | None = None  # measured window (for the edge allowances of the throughput rule)
     p50_us: int | None = None  # median latency: requests still in flight when the window closes
+    count: int | None = None  # successful requests in the window
+    scheduled: int | None = None  # arrival slots scheduled in the window (exact; None: not recorded)
 
 
 @dataclass(frozen=True)
@@ -95,14 +110,27 @@ class SloRules:
             out.append(f"p99 {m.p99_us / 1000:.1f} ms > SLO {self.slo_p99_us / 1000:g} ms")
         if m.error_ratio > self.max_error_ratio:
             out.append(f"errors {m.error_ratio:.1%} > {self.max_error_ratio:.1%}")
+        if m.scheduled and m.count is not None:
+            need = self.min_throughput_ratio * m.scheduled
+            if m.count < need:
+                out.append(
+                    f"achieved {m.count} of {m.scheduled} scheduled requests ({m.count / m.scheduled:.1%} < "
+                    f"{self.min_throughput_ratio:.0%})"
+                )
+            return out
         floor = self.throughput_floor_rps(offered_rps, m.window_s, m.p50_us)
         if m.throughput_rps < floor:
             out.append(
                 f"throughput {m.throughput_rps:.1f} rps < {floor:.1f} rps "
                 f"({self.min_throughput_ratio:.0%} of offered {offered_rps:.1f} rps"
-                + (f" over {m.window_s:.2f} s)" if m.window_s else ")")
+                + (f" over {m.window_s:.2f} s" if m.window_s else "")
+                + "; approximate throughput check: no exact scheduled count)"
             )
         return out
+
+    def exact(self, m: RateMeasurement) -> bool:
+        """Whether the throughput rule could use the exact scheduled count for ``m``."""
+        return bool(m.scheduled) and m.count is not None
 
 
 @dataclass(frozen=True)
@@ -175,6 +203,13 @@ class SaturationResult:
 
 def evaluate(offered_rps: float, m: RateMeasurement, rules: SloRules) -> RatePoint:
     reasons = rules.failures(offered_rps, m)
+    extra = dict(m.extra)
+    if m.scheduled is not None:
+        extra["scheduled"] = m.scheduled
+    if m.count is not None:
+        extra["count"] = m.count
+    if not rules.exact(m):
+        extra["throughput_check"] = "approximate"
     return RatePoint(
         offered_rps=offered_rps,
         p99_us=m.p99_us,
@@ -182,7 +217,7 @@ def evaluate(offered_rps: float, m: RateMeasurement, rules: SloRules) -> RatePoi
         error_ratio=m.error_ratio,
         passed=not reasons,
         reasons=tuple(reasons),
-        extra=dict(m.extra),
+        extra=extra,
     )
 
 
@@ -293,6 +328,151 @@ def saturation_search(
             )
         )
     return result
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Repeated searches: R independent estimates of the boundary
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RepeatEstimate:
+    """One repeated search: its estimate of the max rate under the SLO and how it got there.
+
+    ``pass_rps`` / ``fail_rps``: the final bracket (a bound that was assumed, not probed, when every probe
+    went the same way and the confirmation probe agreed). ``censored``: "" when the boundary lay inside the
+    bracket; "above" when even the top of the bracket passed (the estimate is a lower bound); "below" when
+    even the bottom failed (an upper bound)."""
+
+    estimate_rps: float
+    pass_rps: float | None
+    fail_rps: float | None
+    censored: str = ""
+    dither: float = 1.0
+    points: list[RatePoint] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "estimate_rps": self.estimate_rps,
+            "pass_rps": self.pass_rps,
+            "fail_rps": self.fail_rps,
+            "censored": self.censored,
+            "dither": self.dither,
+            "points": [p.to_dict() for p in self.points],
+        }
+
+
+def refine_search(
+    measure: Callable[[float], RateMeasurement],
+    rules: SloRules,
+    lo_rps: float,
+    hi_rps: float,
+    *,
+    probes: int = 3,
+    max_extra: int = 2,
+    on_point: Callable[[RatePoint], None] | None = None,
+) -> RepeatEstimate:
+    """``probes`` geometric bisections of ``[lo, hi]``, whose ends are assumed to pass / fail (they come
+    from an earlier search, widened) and are not probed; the estimate is the geometric midpoint of the final
+    bracket.
+
+    When every probe went the same way, the boundary may lie outside the bracket (it moved since the earlier
+    search): up to ``max_extra`` more probes step outwards from that end by half the bracket's width (log
+    scale) until the other verdict is seen, and the estimate is the midpoint of the last [pass, fail] pair.
+    If even that does not find it, the estimate is the last rate tried, marked censored ("below": all
+    failed, an upper bound; "above": all passed, a lower bound)."""
+    if not (0 < lo_rps < hi_rps):
+        raise ValueError(f"need 0 < lo_rps < hi_rps, got {lo_rps}, {hi_rps}")
+    if probes < 1 or max_extra < 0:
+        raise ValueError("probes must be >= 1 and max_extra >= 0")
+    points: list[RatePoint] = []
+
+    def probe(rate: float) -> bool:
+        point = evaluate(rate, measure(rate), rules)
+        points.append(point)
+        if on_point is not None:
+            on_point(point)
+        return point.passed
+
+    lo, hi = lo_rps, hi_rps
+    passed_any = failed_any = False
+    for _ in range(probes):
+        mid = math.sqrt(lo * hi)
+        if probe(mid):
+            lo, passed_any = mid, True
+        else:
+            hi, failed_any = mid, True
+    step = math.sqrt(hi_rps / lo_rps)  # half the bracket's log width
+    extra = 0
+    if not passed_any:  # every probe failed: is the lower end really a pass? step down until one is
+        rate = lo_rps
+        while extra < max_extra:
+            extra += 1
+            if probe(rate):
+                return RepeatEstimate(math.sqrt(rate * hi), rate, hi, points=points)
+            hi, rate = rate, rate / step
+        return RepeatEstimate(hi, None, hi, "below", points=points)
+    if not failed_any:  # every probe passed: step up until one fails
+        rate = hi_rps
+        while extra < max_extra:
+            extra += 1
+            if not probe(rate):
+                return RepeatEstimate(math.sqrt(lo * rate), lo, rate, points=points)
+            lo, rate = rate, rate * step
+        return RepeatEstimate(lo, lo, None, "above", points=points)
+    return RepeatEstimate(math.sqrt(lo * hi), lo, hi, points=points)
+
+
+def repeat_bracket(coarse: SaturationResult, margin: float) -> tuple[float, float] | None:
+    """The bracket the repeated searches bisect: the coarse search's [max pass, lowest fail] widened by
+    ``margin`` on both sides (only a max pass: up to twice it; nothing passed: None, nothing to refine)."""
+    if coarse.max_rps is None:
+        return None
+    lo = coarse.max_rps / (1.0 + margin)
+    hi = coarse.first_fail_rps * (1.0 + margin) if coarse.first_fail_rps else coarse.max_rps * 2.0
+    return lo, max(hi, lo * (1.0 + 2 * margin))
+
+
+def dither_factor(rng: random.Random, lo_rps: float, hi_rps: float, probes: int) -> float:
+    """A factor of up to half a final cell either way (a cell = (hi/lo) ** (1 / 2**probes))."""
+    cell_log = math.log(hi_rps / lo_rps) / 2**probes
+    return math.exp(rng.uniform(-0.5, 0.5) * cell_log)
+
+
+def final_cell_log(lo_rps: float, hi_rps: float, probes: int) -> float:
+    """Log width of a repeated search's final bracket: its resolution."""
+    return math.log(hi_rps / lo_rps) / 2**probes
+
+
+def repeated_search(
+    measure: Callable[[float], RateMeasurement],
+    rules: SloRules,
+    lo_rps: float,
+    hi_rps: float,
+    *,
+    repeats: int = 3,
+    probes: int = 3,
+    max_extra: int = 2,
+    seed: int = 0,
+    on_repeat: Callable[[int], None] | None = None,
+    on_point: Callable[[RatePoint], None] | None = None,
+) -> list[RepeatEstimate]:
+    """``repeats`` independent ``refine_search`` runs of ``[lo, hi]``, each shifted by a seeded dither
+    factor; ``on_repeat(repeat_index)`` before each, ``on_point(point)`` after every probe."""
+    if repeats < 1:
+        raise ValueError("repeats must be >= 1")
+    rng = random.Random(seed)
+    out: list[RepeatEstimate] = []
+    for k in range(repeats):
+        u = dither_factor(rng, lo_rps, hi_rps, probes)
+        if on_repeat is not None:
+            on_repeat(k)
+        est = refine_search(
+            measure, rules, lo_rps * u, hi_rps * u, probes=probes, max_extra=max_extra, on_point=on_point
+        )
+        est.dither = u
+        out.append(est)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 from pathlib import Path
 
 import psutil
@@ -34,8 +35,11 @@ TINY = {
     "measure": {
         "users": 4, "warmup_s": 0.5, "window_s": 1.0, "stability_windows": 2, "max_windows": 2,
         "max_stability_s": 10.0, "common_rate_rps": 20.0, "common_duration_s": 1.0, "load_model": "constant",
+        "pin": False,
     },
-    "search": {"step_s": 1.0, "step_warmup_s": 0.5, "max_probes": 2, "max_expansions": 0},
+    "search": {"step_s": 1.0, "step_warmup_s": 0.5, "max_probes": 2, "max_expansions": 0,
+               "min_step_requests": 0, "rel_tolerance": 0.5, "repeats": 2, "repeat_probes": 1,
+               "repeat_extra_probes": 0},
 }  # fmt: skip
 
 
@@ -81,16 +85,22 @@ def test_two_tiny_choices_run_end_to_end_and_rank_and_a_failed_start_is_reported
         assert r.stability and len(r.stability["windows"]) >= 1
         assert r.common and r.common["count"] > 0 and r.common["latency_us"]["p99"] is not None
         assert r.common["server_cpu_percent"] is not None and r.common["server_cpu_percent"] > 0
-        assert 1 <= len(r.saturation["points"]) <= 2
+        # coarse: at most 2 probes; then 2 repeated searches of 1 probe (up to 2 more: a wide coarse bracket)
+        assert 1 <= len(r.saturation["points"]) <= 2 + 2 * 3
         assert all((out / p["extra"]["record"]).is_file() for p in r.saturation["points"])
+        assert all("scheduled" in p["extra"] for p in r.saturation["points"])  # the exact throughput rule
+        if r.saturation["max_rps"] is not None:  # the coarse search passed somewhere: an interval
+            assert r.interval is not None and r.interval.n == 2
+            assert r.interval.lo_rps <= r.max_rps <= r.interval.hi_rps
         assert (out / r.choice.id / "server.log").is_file()
         assert r.server_affinity == sorted(os.sched_getaffinity(0))  # not pinned: every CPU we may use
 
     # the report ranks the two that ran, lists the failure, and can be re-rendered from the saved document
     write_report(run, out)
     md = (out / "report.md").read_text()
-    ranked = [line for line in md.splitlines() if line.startswith(("| 1 |", "| 2 |"))]
+    ranked = [line for line in md.splitlines() if re.match(r"\| [12]=? \|", line)]
     assert len(ranked) == 2 and all("onnx" in line for line in ranked)
+    assert run.verdict and run.verdict in md
     assert f"`{broken}`: failed" in md
     assert main(["compare", "--report", str(out), "-q"]) == 0
     assert "report.html" in capsys.readouterr().out
@@ -125,6 +135,8 @@ step_s = 1.0
 step_warmup_s = 0.0
 max_probes = 2
 max_expansions = 0
+min_step_requests = 0
+repeats = 0
 """
 
 

@@ -8,6 +8,7 @@ not answer fails alone."""
 from __future__ import annotations
 
 import json
+import re
 import socket
 from pathlib import Path
 
@@ -48,6 +49,9 @@ step_s = 1.0
 step_warmup_s = 0.0
 max_probes = 2
 max_expansions = 0
+min_step_requests = 0
+repeats = 1
+repeat_probes = 1
 """
 
 
@@ -115,7 +119,7 @@ def test_running_services_are_choices_measured_and_ranked_but_never_started_or_s
     assert gone.status == "failed" and gone.error and "does not answer GET /health" in gone.error
     # ranked together; the report marks the external choices
     md = (out / "report.md").read_text()
-    ranked = [line for line in md.splitlines() if line.startswith(("| 1 |", "| 2 |"))]
+    ranked = [line for line in md.splitlines() if re.match(r"\| [12]=? \|", line)]
     assert len(ranked) == 2 and any("current (external" in line for line in ranked)
     assert "## External choices" in md and f"`url-current`: {current.url} — already running" in md
     assert "`url-gone`: failed" in md

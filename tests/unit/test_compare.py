@@ -58,18 +58,20 @@ def test_every_shipped_config_parses_and_expands():
         assert choices and scenario in ("tabular", "image"), name
 
 
-def test_quick_default_matrix_is_four_choices_with_invalid_pairs_skipped():
+def test_quick_default_matrix_is_three_formats_on_both_frameworks_with_repeats():
+    """The main job compares the seed's three formats (pickle, ONNX, TorchScript) on both frameworks, with
+    repeated searches (an interval per choice) and pinning where the CPUs allow."""
     cfg = load_config(None)
     assert cfg.name == "quick"
     choices, skipped, scenario = expand(cfg, CATALOG)
     assert scenario == "tabular"
     assert [c.id for c in choices] == [
-        "fastapi-uvicorn-iris-rf-pickle-w1",
-        "fastapi-uvicorn-iris-rf-onnx-w1",
-        "flask-gunicorn-sync-iris-rf-pickle-w1",
-        "flask-gunicorn-sync-iris-rf-onnx-w1",
+        f"{fw}-iris-mlp-{fmt}-w1"
+        for fw in ("fastapi-uvicorn", "flask-gunicorn-sync")
+        for fmt in ("pickle", "onnx", "torchscript")
     ]
     assert {s.combo for s in skipped} == {"fastapi+gunicorn-sync", "flask+uvicorn"}
+    assert cfg.search.repeats >= 3 and cfg.measure.pin == "auto"
 
 
 def test_expansion_skips_missing_formats_and_threads_outside_gthread(tmp_path):
@@ -140,11 +142,14 @@ def test_cli_bad_input_exits_2_and_dry_run_lists_the_matrix(capsys, tmp_path):
     assert "server 'tomcat'" in capsys.readouterr().err
     assert main(["compare", "--report", str(tmp_path)]) == 2
     assert f"{tmp_path / 'compare.json'}: no such file" in capsys.readouterr().err
-    assert main(["compare", "--dry-run", "--format", "onnx"]) == 0
+    assert main(["compare", "--dry-run", "--format", "onnx", "--model", "iris-rf"]) == 0
     out = capsys.readouterr().out
     assert (
         "2 choice(s)" in out and "fastapi-uvicorn-iris-rf-onnx-w1" in out and "skipped flask+uvicorn" in out
     )
+    assert main(["compare", "--dry-run", "--handler", "inline,auto", "--model", "iris-rf"]) == 0
+    out = capsys.readouterr().out
+    assert "fastapi-uvicorn-iris-rf-onnx-w1-inline" in out and "skipped flask handler=inline" in out
 
 
 # -- ranking and the best-choice sentence -----------------------------------------------------------------
@@ -312,7 +317,9 @@ def test_report_has_ranked_table_sentence_plots_warnings_and_env(tmp_path):
     assert "| # | choice | max rps under SLO |" in md
     first_row = next(line for line in md.splitlines() if line.startswith("| 1 |"))
     assert "fastapi+uvicorn" in first_row
-    assert "Best: **fastapi+uvicorn" in md and "more than the runner-up **flask+gunicorn-sync" in md
+    assert md.index("Pick **fastapi+uvicorn") < md.index("## Ranking")  # the verdict comes first
+    assert "more than **flask+gunicorn-sync" in md and "95% CI" in md
+    assert run.verdict and run.verdict in md and load_compare(tmp_path).verdict == run.verdict
     assert "late-sends" in md and "Test CPU" in md and "flask+uvicorn" in md  # warning, env, skipped combo
     assert md.count("![") == 2 and all(p.exists() for p in paths)
     assert html.count("data:image/png;base64,") == 2 and "<table>" in html
@@ -391,10 +398,67 @@ def test_pin_with_cpus_0_and_1_is_accepted_and_drives_the_pinning(monkeypatch, t
     monkeypatch.setattr(driver_module, "ServerProcess", FakeServer)
     monkeypatch.setattr(driver_module, "run_load", fake_run_load)
     choice = Choice("fastapi", "uvicorn", "iris-rf", "onnx")
-    for pin, server_cpus, generator_cpus in ((True, [1], [0]), (None, None, None)):
+    for pin, server_cpus, generator_cpus in ((True, [1], [0]), (False, None, None), ("auto", [1], [0])):
         asked.clear()
         cfg = apply_overrides(load_config("quick"), {"measure.pin": pin})
         driver = RealDriver(cfg, "tabular", tmp_path / "zoo", tmp_path / "out")
         with driver.start(choice, tmp_path / "server.log") as target:
             driver.load(target, load_model="closed", duration_s=1.0, warmup_s=0.0, record_path=tmp_path / "r")
         assert asked == {"server_cpus": server_cpus, "generator_cpus": generator_cpus, "stopped": True}
+
+
+# -- warnings that do not concern compare, and the handler passed to the target ------------------------------
+class NoisyRecordsDriver(FakeDriver):
+    """Every record also carries the generator's few-samples warning about P99.9 (compare reports up to
+    P99) and, above capacity, overload warnings."""
+
+    def load(self, target, **kw):
+        rec = super().load(target, **kw)
+        rec.add_warning("few-samples", "200 samples cannot resolve p99.9", "run longer", "POST /predict")
+        if kw.get("rate_rps") and kw["rate_rps"] > target.capacity:
+            rec.add_warning("dropped-sends", "12 scheduled sends were dropped", "more users")
+        return rec
+
+
+def test_p999_few_samples_and_overload_warnings_of_failing_probes_stay_off_the_choice(tmp_path):
+    cfg = quick_cfg()
+    cfg.matrix.framework, cfg.matrix.format = ["fastapi"], ["onnx"]
+    choices, skipped, scenario = expand(cfg, CATALOG)
+    driver = NoisyRecordsDriver({"fastapi": 300.0})
+    run = run_matrix(cfg, choices, skipped, scenario, driver, tmp_path, env={})
+    (r,) = run.results
+    codes = {w.code for w in r.warnings}
+    assert "few-samples" not in codes and "dropped-sends" not in codes and "late-sends" in codes
+    failing = [p for p in r.saturation["points"] if not p["passed"]]
+    assert failing and all(
+        "dropped-sends" in {w["code"] for w in p["extra"]["warnings"]} for p in failing
+    )  # kept on the probe itself
+    assert r.interval is not None and r.interval.n == cfg.search.repeats
+
+
+def test_the_driver_passes_the_handler_style_to_the_target(monkeypatch, tmp_path):
+    import decisions.compare.driver as driver_module
+
+    asked: dict[str, object] = {}
+
+    class FakeServer:
+        url, pid = "http://127.0.0.1:1", 1
+
+        def __init__(self, config, log_path=None):
+            asked["handler"] = config.handler
+
+        def start(self):
+            return self
+
+        def stop(self):
+            pass
+
+        def cleanup(self):
+            pass
+
+    monkeypatch.setattr(driver_module, "ServerProcess", FakeServer)
+    cfg = apply_overrides(load_config("quick"), {"measure.pin": False})
+    driver = RealDriver(cfg, "tabular", tmp_path / "zoo", tmp_path / "out")
+    with driver.start(Choice("fastapi", "uvicorn", "iris-rf", "onnx", handler="inline"), tmp_path / "s.log"):
+        pass
+    assert asked == {"handler": "inline"}
