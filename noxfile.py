@@ -62,6 +62,16 @@ def bench(session: nox.Session) -> None:
 
 
 @nox.session(python="3.11")
+def overhead(session: nox.Session) -> None:
+    """Our targets vs minimal apps (same framework, server, model, one generator, rounds interleaved) ->
+    results/overhead/<stamp>/overhead.{json,md}. wrk when on PATH, else an in-project Python generator (said
+    in the output). `-- --handler-styles`: + inline vs threadpool; `-- --min-ratio 0.9`: exit 1 below it."""
+    _install(session)
+    session.run("deploybench", "build", "--models", "iris-rf,resnet18", "--formats", "onnx")
+    session.run("python", "-m", "bench.overhead", *session.posargs)
+
+
+@nox.session(python="3.11")
 def compare(session: nox.Session) -> None:
     """Deployment matrix -> max throughput under a P99 SLO -> ranked report (the main job)."""
     _install(session)

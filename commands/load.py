@@ -16,7 +16,7 @@ from typing import Any
 from commands.args import cpu_list
 from commands.model_options import add_model_file_arguments, model_file_options
 from deploybench.errors import UsageError
-from deploybench.vocabulary import FRAMEWORKS, LOAD_MODELS
+from deploybench.vocabulary import FRAMEWORKS, HANDLER_STYLES, LOAD_MODELS
 from loadtests.payloads import parse_headers
 from loadtests.runner import (
     API_OPTIONS,
@@ -36,6 +36,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     t.add_argument("--framework", choices=FRAMEWORKS)
     t.add_argument("--server", help="gunicorn-sync | gunicorn-gthread (flask); uvicorn | gunicorn-uvicorn")
+    t.add_argument(
+        "--handler",
+        choices=HANDLER_STYLES,
+        help="fastapi: inline (inference in the event loop), threadpool, or auto (default: by the model)",
+    )
     t.add_argument("--model", help="iris-rf, iris-mlp, resnet18, resnet50")
     t.add_argument("--format", help="pickle, onnx, torchscript, pt2")
     t.add_argument("--workers", type=int, default=1)
@@ -96,9 +101,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _target_from_args(args: argparse.Namespace) -> Any:
     file_options = model_file_options(args)  # {} without --model-file; a bad file is a UsageError (exit 2)
     if args.url:
-        if args.framework or args.server or args.format or file_options:
+        if args.framework or args.server or args.format or args.handler or file_options:
             raise UsageError(
-                "give either --url or target options (--framework/--server/--format/--model-file), not both"
+                "give either --url or target options (--framework/--server/--format/--handler/--model-file), "
+                "not both"
             )
         return args.url
     needed = ("framework", "server") if file_options else ("framework", "server", "model", "format")
@@ -111,7 +117,7 @@ def _target_from_args(args: argparse.Namespace) -> Any:
     kwargs: dict[str, Any] = dict(
         framework=args.framework, server=args.server, model=args.model, format=args.format,
         workers=args.workers, threads=args.threads, intra_op_threads=args.intra_op_threads, cpus=args.cpus,
-        inject_delay_ms=args.inject_delay_ms,
+        inject_delay_ms=args.inject_delay_ms, handler=args.handler or "auto",
     )  # fmt: skip
     if file_options:
         kwargs = {k: v for k, v in kwargs.items() if v is not None}

@@ -15,7 +15,7 @@ from typing import Any
 from commands.args import cpu_list
 from commands.model_options import add_model_file_arguments, model_file_options
 from deploybench.errors import TargetError
-from deploybench.vocabulary import FRAMEWORK_SERVERS, SERVERS
+from deploybench.vocabulary import FRAMEWORK_SERVERS, HANDLER_STYLES, SERVERS
 from targets.modelfile import UserModelInfo
 from targets.serve import Limits, ServerProcess, TargetConfig, inspect_model_file
 
@@ -27,6 +27,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--server",
         choices=SERVERS,
         help="flask: gunicorn-sync (default), gunicorn-gthread; fastapi: uvicorn (default), gunicorn-uvicorn",
+    )
+    parser.add_argument(
+        "--handler",
+        choices=HANDLER_STYLES,
+        default=d.handler,
+        help="fastapi: where the inference runs — inline (in the event loop, as an async def endpoint), "
+        "threadpool (as a def endpoint) or auto (default: inline for a tabular model, threadpool for an "
+        "image model)",
     )
     parser.add_argument("--model", help="a zoo model: iris-rf (default) | iris-mlp | resnet18 | resnet50")
     parser.add_argument(
@@ -63,6 +71,7 @@ def config_from_args(args: argparse.Namespace) -> TargetConfig:
     return TargetConfig(
         framework=args.framework,
         server=args.server or "",
+        handler=args.handler,
         **model,
         workers=args.workers,
         threads=args.threads,
@@ -120,8 +129,10 @@ def run(args: argparse.Namespace) -> int:
         except TargetError as exc:
             print(f"deploybench serve: {exc}", file=sys.stderr)
             return 1
+        style = config.resolved_handler()
+        handler = f", handler {style}" if style else ""
         print(
-            f"serving {config.model}/{config.format} with {config.framework} on {config.server} "
+            f"serving {config.model}/{config.format} with {config.framework} on {config.server}{handler} "
             f"({config.workers} worker(s)) at {server.url}  (pid {server.pid}, log {server.log_path})",
             flush=True,
         )

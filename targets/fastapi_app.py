@@ -2,17 +2,35 @@
 
 uvicorn loads ``targets.fastapi_app:app_from_env`` (``--factory``) in each worker; gunicorn with uvicorn
 workers loads ``targets.fastapi_app:app_from_env()``. The body is read on the event loop (bounded by
-max_body_bytes); the CPU work runs in the threadpool, as it would for a plain ``def`` endpoint, under a
-deadline of request_timeout_s (503 ``request-timeout`` past it).
+max_body_bytes); the CPU work then runs where the handler style (``TargetConfig.handler``, resolved by
+``TargetConfig.resolved_handler``) puts it:
+
+- ``inline``: in the event loop, as an ``async def`` endpoint calling the model does (the seed's style). No
+  thread hop; but a long inference blocks the loop, and nothing can interrupt it. The request deadline
+  (request_timeout_s, counted from the moment the handler starts) is therefore checked twice: a request
+  whose deadline passed before its inference could start (reading its body, e.g. an upload, waited behind
+  other inferences) is refused without running it, and one whose inference ended past the deadline gets
+  the 503 instead of its late result — a 503 that comes when the inference ends, not at the deadline.
+  Under gunicorn-uvicorn, an inference that blocks the loop past gunicorn's --timeout (request_timeout_s
+  rounded up to whole seconds) stops the worker's heartbeat: gunicorn kills the worker (its open requests
+  get a dropped connection, not a 503) and starts a new one. The clock cannot see time a request spent
+  unread in the socket while the loop was blocked by another inference (no ASGI server tells an app when
+  a request arrived).
+- ``threadpool``: in the threadpool, as a plain ``def`` endpoint does (anyio's worker threads, the same hop
+  FastAPI makes), under ``asyncio.timeout``: the event loop answers 503 at the deadline and the worker
+  thread finishes its inference in the background.
+
+Both answer 503 ``request-timeout`` past the deadline.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
+from anyio import to_thread
 from fastapi import FastAPI, Request
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
@@ -77,7 +95,12 @@ def create_app(config: TargetConfig, service: Service | None = None) -> FastAPI:
 
     app.openapi = custom_openapi  # type: ignore[method-assign]
 
+    timeout_s = svc.limits.request_timeout_s
+    timeout_ns = round(timeout_s * 1e9)
+    inline = svc.handler == "inline"
+
     async def predict_route(request: Request, route: str) -> Response:
+        start_ns = time.perf_counter_ns()  # the deadline counts from here
         content_type = request.headers.get("content-type")
         try:
             svc.precheck(route, content_type, _content_length(request))
@@ -86,10 +109,18 @@ def create_app(config: TargetConfig, service: Service | None = None) -> FastAPI:
             return _respond(Reply(exc.status, exc.to_body()))
         except ClientDisconnect:  # the client went away mid-body: nobody to answer, not a server error
             return Response(status_code=400)
+        if inline:
+            if time.perf_counter_ns() - start_ns > timeout_ns:
+                return _respond(svc.timed_out("it waited that long before its inference could start"))
+            reply = svc.handle(route, content_type, body)
+            if time.perf_counter_ns() - start_ns > timeout_ns:
+                reply = svc.timed_out("the inference (inline, in the event loop) finished too late")
+            return _respond(reply)
         try:
-            reply = await asyncio.wait_for(
-                run_in_threadpool(svc.handle, route, content_type, body), svc.limits.request_timeout_s
-            )
+            async with asyncio.timeout(timeout_s - (time.perf_counter_ns() - start_ns) / 1e9):
+                reply = await to_thread.run_sync(
+                    svc.handle, route, content_type, body, abandon_on_cancel=True
+                )
         except TimeoutError:
             # The event loop answers at the deadline; the worker thread cannot be interrupted and finishes
             # its inference in the background.

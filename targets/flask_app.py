@@ -6,7 +6,7 @@ warms up its own model before it accepts a request.
 
 from __future__ import annotations
 
-from flask import Flask, Response, request
+from flask import Flask, Request, Response, request
 from werkzeug.exceptions import HTTPException
 
 from targets.preprocess import InputError
@@ -23,20 +23,17 @@ from targets.service import (
 
 
 def _respond(reply: Reply) -> Response:
-    resp = Response(reply.payload(), status=reply.status, mimetype="application/json")
-    for k, v in reply.headers.items():
-        resp.headers[k] = v
-    return resp
+    return Response(reply.payload(), status=reply.status, headers=reply.headers, mimetype="application/json")
 
 
-def _read_body(svc: Service) -> bytes:
+def _read_body(req: Request, svc: Service) -> bytes:
     """The raw body within max_body_bytes. Werkzeug enforces MAX_CONTENT_LENGTH for a declared length; a
     chunked body (no Content-Length) is read here in bounded steps, refusing (413) once over the limit."""
-    if request.content_length is not None:
-        return request.get_data(cache=False)
-    if not request.environ.get("wsgi.input_terminated"):
+    if req.content_length is not None:
+        return req.get_data(cache=False)
+    if not req.environ.get("wsgi.input_terminated"):
         return b""  # no length and no terminated stream: WSGI says there is no body
-    limit, stream = svc.limits.max_body_bytes, request.environ["wsgi.input"]
+    limit, stream = svc.limits.max_body_bytes, req.environ["wsgi.input"]
     chunks, size = [], 0
     while chunk := stream.read(min(65536, limit + 1 - size)):
         size += len(chunk)
@@ -57,13 +54,15 @@ def create_app(config: TargetConfig, service: Service | None = None) -> Flask:
     app.extensions["deploybench_service"] = svc
 
     def predict_route(route: str) -> Response:
+        req: Request = request._get_current_object()  # type: ignore[attr-defined]  # one proxy lookup
+        content_type = req.environ.get("CONTENT_TYPE")  # the header, without the headers wrapper
         try:
-            svc.precheck(route, request.headers.get("Content-Type"), request.content_length)
-            body = _read_body(svc)
+            svc.precheck(route, content_type, req.content_length)
+            body = _read_body(req, svc)
         except InputError as exc:
             return _respond(Reply(exc.status, exc.to_body()))
         try:
-            return _respond(svc.handle(route, request.headers.get("Content-Type"), body))
+            return _respond(svc.handle(route, content_type, body))
         except SystemExit as exc:
             if exc.code != 1:  # not gunicorn's worker-timeout abort (SIGABRT -> sys.exit(1))
                 raise

@@ -14,6 +14,7 @@ import contextlib
 import errno
 import http.client
 import json
+import math
 import os
 import shlex
 import shutil
@@ -44,6 +45,13 @@ from targets.modelfile import UserModel, UserModelInfo, default_model_name, insp
 STOP_GRACE_S = 10.0
 LOG_TAIL_CHARS = 4000
 LISTEN_BACKLOG = 2048  # what gunicorn and uvicorn use by default
+
+# handler="auto" on FastAPI, by the served model's task (measured: bench/overhead, README "Handler style").
+# A fast model (tabular, ~0.1 ms per inference) runs inline in the event loop: the hop to the threadpool
+# costs more than the inference. A slow one (image, ~10-30 ms) runs in the threadpool: inline it blocks the
+# loop (no other request is read, not even /health) and uses one core, where threads overlap inferences.
+AUTO_HANDLER: dict[str, str] = {"tabular": "inline", "image": "threadpool"}
+AUTO_HANDLER_UNKNOWN_TASK = "threadpool"  # a cost we cannot tell yet: never block the loop
 
 
 @dataclass
@@ -168,6 +176,26 @@ class TargetConfig:
                 f"{', '.join(MODELS[self.model].formats)}"
             )
 
+    def task(self) -> str | None:
+        """The served model's task ("tabular" | "image") as far as the config tells without loading it: the
+        zoo catalog, else a model file's ``input_shape`` ([F] tabular, [C, H, W] image); None if unknown."""
+        if self.model_file is None:
+            spec = MODELS.get(self.model)
+            return spec.task if spec is not None else None
+        if self.input_shape is not None:
+            return "tabular" if len(self.input_shape) == 1 else "image"
+        return None
+
+    def resolved_handler(self, task: str | None = None) -> str:
+        """The handler style this target really runs: FastAPI "inline" | "threadpool" ("auto" resolved by the
+        model's task — ``task`` when the caller knows it, e.g. a loaded model file, else ``self.task()`` —
+        through AUTO_HANDLER); Flask "" (its style is the server: gunicorn-sync or gunicorn-gthread)."""
+        if self.framework != "fastapi":
+            return ""
+        if self.handler != "auto":
+            return self.handler
+        return AUTO_HANDLER.get(task or self.task() or "", AUTO_HANDLER_UNKNOWN_TASK)
+
     def user_model(self) -> UserModel:
         """The user model this config serves one file of (only with ``model_file``)."""
         if self.model_file is None:
@@ -249,6 +277,11 @@ def bind_listener(host: str, port: int, backlog: int = LISTEN_BACKLOG) -> socket
     return sock
 
 
+def _whole_s(seconds: float) -> str:
+    """gunicorn's --timeout and --keep-alive take whole seconds: a fraction is rounded up (at least 1)."""
+    return str(max(1, math.ceil(seconds)))
+
+
 def server_command(config: TargetConfig, port: int, *, fd: int | None = None) -> list[str]:
     """The command line that serves ``config`` on ``port`` (the config itself travels in the environment).
 
@@ -273,8 +306,8 @@ def server_command(config: TargetConfig, port: int, *, fd: int | None = None) ->
     cmd = [
         sys.executable, "-m", "gunicorn", "--bind", bind,
         "--workers", str(config.workers), "--worker-class", worker_class,
-        "--timeout", f"{lim.request_timeout_s:g}", "--graceful-timeout", f"{STOP_GRACE_S / 2:g}",
-        "--keep-alive", f"{lim.keep_alive_s:g}", "--log-level", "warning", "--error-logfile", "-",
+        "--timeout", _whole_s(lim.request_timeout_s), "--graceful-timeout", f"{STOP_GRACE_S / 2:g}",
+        "--keep-alive", _whole_s(lim.keep_alive_s), "--log-level", "warning", "--error-logfile", "-",
     ]  # fmt: skip
     if config.server == "gunicorn-gthread":
         cmd += ["--threads", str(config.threads)]

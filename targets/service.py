@@ -94,8 +94,12 @@ class Reply:
         return dumps(self.body)
 
 
+# built once: json.dumps with options builds a new encoder on every call (a hot spot on a fast model)
+_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
+
+
 def dumps(body: dict[str, Any]) -> bytes:
-    return json.dumps(body, allow_nan=False, separators=(",", ":")).encode()
+    return _ENCODER.encode(body).encode()
 
 
 def error_reply(status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> Reply:
@@ -129,13 +133,9 @@ class Timings:
 
     def header(self) -> str:
         """``Server-Timing`` value: milliseconds with microsecond precision."""
-        return ", ".join(
-            f"{name};dur={ns / 1e6:.3f}"
-            for name, ns in (
-                ("decode", self.decode_ns),
-                ("preprocess", self.preprocess_ns),
-                ("infer", self.infer_ns),
-            )
+        return (
+            f"decode;dur={self.decode_ns / 1e6:.3f}, preprocess;dur={self.preprocess_ns / 1e6:.3f}, "
+            f"infer;dur={self.infer_ns / 1e6:.3f}"
         )
 
 
@@ -171,6 +171,7 @@ class Service:
         self.input_shape = tuple(input_shape)
         self.transform = transform or ZOO_IMAGE_TRANSFORM
         self.model_file = model_file
+        self.handler = config.resolved_handler(task)  # FastAPI: "inline" | "threadpool"; Flask: ""
         # a user's features may be any finite number; iris features are lengths in cm (>= 0)
         self.allow_negative = config.model_file is not None
 
@@ -229,6 +230,7 @@ class Service:
             "version": __version__,
             "framework": self.config.framework,
             "server": self.config.server,
+            "handler": self.handler,
             "model": self.config.model,
             "format": self.config.format,
             "task": self.task,
@@ -303,11 +305,13 @@ class Service:
     # -- internals ---------------------------------------------------------------------------------
     def _infer(self, batch: np.ndarray, t: Timings) -> np.ndarray:
         t0 = time.perf_counter_ns()
-        probs = np.asarray(self.predictor.predict(batch), dtype=np.float64)
+        probs = np.asarray(self.predictor.predict(batch))
+        if probs.dtype.kind != "f":  # float32 (all our predictors) / float64 are used as they are
+            probs = probs.astype(np.float64)
         if self.config.inject_delay_ms > 0:  # deliberate extra service time (gate tests, demos)
             busy_wait_ns(round(self.config.inject_delay_ms * 1e6))
         t.infer_ns = time.perf_counter_ns() - t0
-        if not np.all(np.isfinite(probs)):
+        if not np.isfinite(probs).all():  # the method, not np.all: a hot spot on a fast model
             raise InputError(422, "non-finite-output", "the model produced non-finite scores for this input")
         return probs
 
@@ -325,17 +329,17 @@ class Service:
         t2 = time.perf_counter_ns()
         t.decode_ns, t.preprocess_ns = t1 - t0, t2 - t1
         probs = self._infer(batch, t)
-        items = [self._tabular_item(p) for p in probs]
+        items = [self._tabular_item(row) for row in probs.tolist()]  # Python floats: no numpy per value
         out = {"predictions": items} if is_batch else items[0]
         return Reply(200, out, {"Server-Timing": t.header()})
 
-    def _tabular_item(self, p: np.ndarray) -> dict[str, Any]:
-        i = int(np.argmax(p))
+    def _tabular_item(self, p: list[float]) -> dict[str, Any]:
+        i = max(range(len(p)), key=p.__getitem__)  # the first highest, as np.argmax
         return {
             "prediction": self.class_names[i],
             "class_id": i,
-            "probabilities": {name: float(v) for name, v in zip(self.class_names, p, strict=True)},
-            "confidence": float(p[i]),
+            "probabilities": dict(zip(self.class_names, p, strict=True)),
+            "confidence": p[i],
         }
 
     def _predict_image(self, route: str, content_type: str | None, body: bytes) -> Reply:
@@ -500,6 +504,10 @@ def openapi_schema(
                 "version": {"type": "string"},
                 "framework": {"type": "string"},
                 "server": {"type": "string"},
+                "handler": {
+                    "type": "string",
+                    "description": "FastAPI: where the inference runs, inline | threadpool; Flask: empty",
+                },
                 "model": {"type": "string"},
                 "format": {"type": "string"},
                 "task": {"type": "string"},

@@ -206,7 +206,7 @@ def test_request_timeout_cuts_off_a_slow_request_and_the_target_recovers(tmp_pat
 
 @e2e
 def test_fastapi_request_timeout_answers_at_the_deadline(tmp_path: Path) -> None:
-    """uvicorn has no worker timeout: the FastAPI app puts a deadline on the inference itself."""
+    """uvicorn has no worker timeout: the FastAPI app (threadpool handler) puts a deadline on inference."""
     zoo = paths.zoo_dir()
     build_zoo(zoo, models=["iris-rf"], formats=["onnx"])
     # The inference itself runs on (busy-waiting a CPU) after the 503, so its injected time is kept moderate:
@@ -214,6 +214,7 @@ def test_fastapi_request_timeout_answers_at_the_deadline(tmp_path: Path) -> None
     config = TargetConfig(
         framework="fastapi", server="uvicorn", model="iris-rf", format="onnx", zoo_dir=str(zoo.resolve()),
         inject_delay_ms=8000.0, limits=Limits(request_timeout_s=1.0),
+        handler="threadpool",  # inline (the tabular default) cannot answer before the inference ends
     )  # fmt: skip
     with ServerProcess(config, log_path=tmp_path / "server.log", ready_timeout_s=60) as server:
         t0 = time.perf_counter_ns()

@@ -508,6 +508,15 @@ def test_server_command_serves_the_inherited_socket() -> None:
         assert "43210" in " ".join(bound) and "--fd" not in bound and "fd://" not in " ".join(bound)
 
 
+def test_gunicorn_gets_whole_seconds() -> None:
+    """gunicorn's --timeout and --keep-alive take integers: a fractional limit is rounded up, never 0."""
+    cfg = TargetConfig(framework="flask", limits=Limits(request_timeout_s=0.5, keep_alive_s=2.2))
+    cmd = server_command(cfg, 43210, fd=7)
+    assert cmd[cmd.index("--timeout") + 1] == "1" and cmd[cmd.index("--keep-alive") + 1] == "3"
+    cmd = server_command(TargetConfig(framework="flask"), 43210, fd=7)
+    assert cmd[cmd.index("--timeout") + 1] == "30" and cmd[cmd.index("--keep-alive") + 1] == "5"
+
+
 def test_port_already_bound_fails_fast_naming_it(zoo: Path) -> None:
     """The launcher's own bind fails: a TargetError naming host:port before any process is started (this
     test is not e2e, so starting one would fail it)."""
@@ -673,3 +682,72 @@ def test_serve_cli_bad_input_exits_2() -> None:
     )  # fmt: skip
     assert r.returncode == 2
     assert "cannot run flask" in r.stderr
+
+
+# -- FastAPI handler styles (inline in the event loop vs the threadpool) -------------------------------------
+@e2e
+@pytest.mark.parametrize("server_mode", ["uvicorn", "gunicorn-uvicorn"])
+@pytest.mark.parametrize("handler", ["inline", "threadpool"])
+def test_fastapi_handler_styles_serve_report_and_keep_the_deadline(
+    zoo: Path, tmp_path: Path, handler: str, server_mode: str
+) -> None:
+    """Both styles on real servers: the same reply with Server-Timing, /health naming the style, and a 503
+    request-timeout past the deadline — at the deadline from the threadpool, when the inference ends inline
+    (nothing interrupts an inference running in the event loop)."""
+    base = dict(framework="fastapi", server=server_mode, model="iris-rf", format="onnx", zoo_dir=str(zoo),
+                handler=handler)  # fmt: skip
+    inject_ms, timeout_s = 2500.0, 0.5
+    normal = ServerProcess(TargetConfig(**base), log_path=tmp_path / "normal.log", ready_timeout_s=120)
+    slow = ServerProcess(
+        TargetConfig(**base, inject_delay_ms=inject_ms, limits=Limits(request_timeout_s=timeout_s)),
+        log_path=tmp_path / "slow.log", ready_timeout_s=120,
+    )  # fmt: skip
+    with started_together({"normal": normal, "slow": slow}):
+        r = httpx.post(f"{normal.url}/predict", json={"features": IRIS_ROW}, timeout=30)
+        assert r.status_code == 200, r.text
+        assert r.json()["prediction"] in ("setosa", "versicolor", "virginica")
+        server_timing_ms(r)
+        for server in (normal, slow):
+            health = httpx.get(f"{server.url}/health", timeout=10).json()
+            assert health["handler"] == handler == server.config.resolved_handler()
+
+        t0 = time.perf_counter_ns()
+        try:
+            r: httpx.Response | None = httpx.post(
+                f"{slow.url}/predict", json={"features": IRIS_ROW}, timeout=60
+            )
+        except httpx.TransportError:
+            r = None  # documented for inline under gunicorn: the blocked worker is killed by gunicorn
+        elapsed_s = (time.perf_counter_ns() - t0) / 1e9
+        if handler == "inline" and server_mode == "gunicorn-uvicorn":
+            assert r is None or r.status_code == 503
+        else:
+            assert r is not None and r.status_code == 503, r
+            assert r.json()["error"] == "request-timeout" and "request_timeout_s" in r.json()["detail"]
+        if handler == "threadpool":
+            assert elapsed_s < inject_ms / 1000, f"answered after {elapsed_s:.2f} s, not at the deadline"
+        elif server_mode == "uvicorn":
+            assert elapsed_s >= inject_ms / 1000  # documented: the 503 comes when the inference ends
+
+        # the target still answers afterwards (under gunicorn, possibly from a replacement worker)
+        def healthy() -> bool:
+            try:
+                return httpx.get(f"{slow.url}/health", timeout=10).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_until(healthy, 60, "the slow target to answer /health again")
+        assert slow.is_alive()
+
+
+@e2e
+def test_auto_handler_is_inline_for_tabular_and_threadpool_for_image(zoo: Path) -> None:
+    configs = [
+        TargetConfig(framework="fastapi", model="iris-rf", format="onnx", zoo_dir=str(zoo)),
+        TargetConfig(framework="fastapi", model="resnet18", format="onnx", zoo_dir=str(zoo)),
+        TargetConfig(framework="flask", model="iris-rf", format="onnx", zoo_dir=str(zoo)),
+    ]
+    servers = {i: ServerProcess(c, ready_timeout_s=120) for i, c in enumerate(configs)}
+    with started_together(servers) as urls:
+        got = [httpx.get(f"{urls[i]}/health", timeout=10).json()["handler"] for i in range(len(configs))]
+    assert got == ["inline", "threadpool", ""]
