@@ -117,10 +117,20 @@ def create_app(config: TargetConfig, service: Service | None = None) -> FastAPI:
                 reply = svc.timed_out("the inference (inline, in the event loop) finished too late")
             return _respond(reply)
         try:
-            async with asyncio.timeout(timeout_s - (time.perf_counter_ns() - start_ns) / 1e9):
-                reply = await to_thread.run_sync(
-                    svc.handle, route, content_type, body, abandon_on_cancel=True
-                )
+            if route == PREDICT:  # only the inference in the thread: parse, validate, encode on the loop
+                try:
+                    svc.precheck(route, content_type, len(body))
+                    batch, is_batch, t = svc.prepare_tabular(body)
+                    async with asyncio.timeout(timeout_s - (time.perf_counter_ns() - start_ns) / 1e9):
+                        probs = await to_thread.run_sync(svc.infer, batch, t, abandon_on_cancel=True)
+                    reply = svc.finish_tabular(probs, is_batch, t)
+                except InputError as exc:
+                    reply = Reply(exc.status, exc.to_body())
+            else:
+                async with asyncio.timeout(timeout_s - (time.perf_counter_ns() - start_ns) / 1e9):
+                    reply = await to_thread.run_sync(
+                        svc.handle, route, content_type, body, abandon_on_cancel=True
+                    )
         except TimeoutError:
             # The event loop answers at the deadline; the worker thread cannot be interrupted and finishes
             # its inference in the background.

@@ -316,6 +316,14 @@ class Service:
         return probs
 
     def _predict_tabular(self, body: bytes) -> Reply:
+        batch, is_batch, t = self.prepare_tabular(body)
+        return self.finish_tabular(self.infer(batch, t), is_batch, t)
+
+    # The tabular request in three steps, so that an adapter can run only the inference in a worker thread
+    # (the FastAPI threadpool handler: parsing and encoding in a thread would hold the GIL there and stall
+    # the event loop for whole switch intervals).
+    def prepare_tabular(self, body: bytes) -> tuple[np.ndarray, bool, Timings]:
+        """Parse and validate a /predict body: (batch, is it a batch request, timings so far). InputError."""
         t = Timings()
         t0 = time.perf_counter_ns()
         obj = parse_json(body)
@@ -328,7 +336,14 @@ class Service:
         )
         t2 = time.perf_counter_ns()
         t.decode_ns, t.preprocess_ns = t1 - t0, t2 - t1
-        probs = self._infer(batch, t)
+        return batch, is_batch, t
+
+    def infer(self, batch: np.ndarray, t: Timings) -> np.ndarray:
+        """The model's scores for a validated batch (timed into ``t``). InputError on non-finite scores."""
+        return self._infer(batch, t)
+
+    def finish_tabular(self, probs: np.ndarray, is_batch: bool, t: Timings) -> Reply:
+        """The 200 reply for a /predict batch's scores."""
         items = [self._tabular_item(row) for row in probs.tolist()]  # Python floats: no numpy per value
         out = {"predictions": items} if is_batch else items[0]
         return Reply(200, out, {"Server-Timing": t.header()})

@@ -161,15 +161,22 @@ class _Conn:
         self.writer: asyncio.StreamWriter | None = None
 
     async def send(self, raw: bytes) -> int:
-        if self.writer is None:
-            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-        assert self.reader is not None
-        try:
-            self.writer.write(raw)
-            return await _read_response(self.reader)
-        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
-            self.close()
-            return 0
+        """The status of one request (0: no answer). A kept-alive connection the server closed while it sat
+        idle (uvicorn's keep-alive timeout is 5 s; open-loop senders at a low rate idle longer) is reopened
+        and the request sent again once, as HTTP clients do; a fresh connection that fails is an error."""
+        for _ in range(2):
+            fresh = self.writer is None
+            if fresh:
+                self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+            assert self.reader is not None and self.writer is not None
+            try:
+                self.writer.write(raw)
+                return await _read_response(self.reader)
+            except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
+                self.close()
+                if fresh:
+                    return 0
+        return 0
 
     def close(self) -> None:
         if self.writer is not None:
