@@ -84,7 +84,7 @@ def test_pip_install_into_a_fresh_venv_and_run_from_another_folder(tmp_path: Pat
         assert f'"{installed[lib]}"' in versions, (lib, installed[lib], rec.env)  # the versions actually used
 
     dry = run([db, "compare", "-c", "quick", "--dry-run"], work, env, 120)  # built-in configs: package data
-    assert "iris-rf" in dry.stdout
+    assert "quick: 6 choice(s)" in dry.stdout and "iris-mlp-torchscript" in dry.stdout  # the default matrix
     run([db, "report", "relout", "--out", "report", "--format", "md"], work, env, 300)
     assert (work / "report" / "report.md").is_file()
     assert not (work / "results").exists() or list((work / "results").iterdir()) == []
