@@ -80,3 +80,16 @@ def env_mismatch(a: dict[str, Any], b: dict[str, Any]) -> dict[str, tuple[Any, A
     """Key fields that differ between two environments (empty dict when comparable)."""
     ka, kb = env_key(a), env_key(b)
     return {k: (ka[k], kb[k]) for k in KEY_FIELDS if ka[k] != kb[k]}
+
+
+# A shim that pins itself, then execs the real command: the child is pinned from its first instruction
+# without a ``preexec_fn``. (With a ``preexec_fn``, subprocess runs Python's at-fork handlers in the parent,
+# and a Ctrl-C arriving inside one is printed as "Exception ignored" and lost: the caller never stops.)
+_PIN_SHIM = "import os, sys; os.sched_setaffinity(0, %r); os.execvp(sys.argv[1], sys.argv[1:])"
+
+
+def pinned_argv(argv: list[str], cpus: list[int] | None, python: str) -> list[str]:
+    """``argv`` run on ``cpus`` only (unchanged when ``cpus`` is empty), via ``python -c`` shim."""
+    if not cpus:
+        return list(argv)
+    return [python, "-c", _PIN_SHIM % (sorted(cpus),), *argv]

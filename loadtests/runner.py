@@ -33,6 +33,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
+from deploybench.env import pinned_argv
 from deploybench.errors import TargetError, UsageError
 from deploybench.io import utc_now
 from deploybench.paths import results_dir as default_results_dir
@@ -378,9 +379,7 @@ def _run_locust(
     """Run Locust bounded in time; stop it early (SIGTERM → it finalises the record) if the target dies."""
     target_died: str | None = None
     with open(log_path, "wb") as log:
-        if cpus:  # pinned from its first instruction: a shim sets the affinity, then execs Locust
-            shim = "import os, sys; os.sched_setaffinity(0, %r); os.execv(sys.executable, sys.argv[1:])"
-            cmd = [sys.executable, "-c", shim % (sorted(cpus),), *cmd]
+        cmd = pinned_argv(cmd, cpus, sys.executable)  # pinned from its first instruction
         # cwd: the caller's (inherited), so a user's locustfile sees the paths the user sees
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, process_group=0, env=env)
         try:

@@ -31,6 +31,7 @@ from typing import Any
 import psutil
 
 from deploybench import paths
+from deploybench.env import pinned_argv
 from deploybench.errors import TargetError, UsageError
 from deploybench.vocabulary import (
     CONFIG_ENV,
@@ -406,14 +407,13 @@ class ServerProcess:
             t0 = time.perf_counter_ns()
             with self._log_path.open("ab") as log:
                 self._proc = subprocess.Popen(
-                    self.command,
+                    pinned_argv(self.command, cpus, sys.executable),
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     env=server_env(self.config, ready_dir),
                     pass_fds=(listener.fileno(),),  # the same fd number in the child
                     start_new_session=True,  # own process group: stop() signals the whole group
-                    preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
                 )
         except BaseException:
             self.cleanup()

@@ -33,6 +33,7 @@ from PIL import Image
 from bench.overhead.loadgen import LoadResult, Request, default_generator, run_load, run_python
 from bench.overhead.minimal_model import HANDLER_ENV, MODEL_NAME_ENV, MODEL_PATH_ENV
 from deploybench import paths
+from deploybench.env import pinned_argv
 from deploybench.errors import TargetError
 from targets.catalog import MODELS
 from targets.serve import STOP_GRACE_S, ServerProcess, TargetConfig, bind_listener
@@ -155,14 +156,13 @@ class MinimalServer:
             cpus = self.config.cpus
             with self._log_path.open("ab") as log:
                 self._proc = subprocess.Popen(
-                    self.command(listener.fileno()),
+                    pinned_argv(self.command(listener.fileno()), cpus, sys.executable),
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     env=env,
                     pass_fds=(listener.fileno(),),
                     start_new_session=True,
-                    preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
                 )
         finally:
             listener.close()

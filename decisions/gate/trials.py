@@ -1,8 +1,9 @@
 """Measure the gate's error rates on this machine: K trials of each gate mode, A/A and with a true slowdown.
 
 ``python -m decisions.gate.trials --trials 20`` (run it on a quiet machine). Wall time on 2 cores: one load
-run ~7 s; an A/B trial is 2 x ``--rounds`` runs (10 rounds: ~140 s), a single-run trial one run; so 20
-trials of each kind take ~95 min for ``ab`` and ~5 min for ``single`` (+1 min to set the delay).
+run ~7 s; an A/B trial number is 3 x ``--rounds`` runs (10 rounds: ~210 s) and gives one A/A and one
+slowdown trial; a single-run trial is one run; so 20 trials of each kind take ~70 min for ``ab`` and ~5 min
+for ``single`` (+1 min to set the delay).
 ``--modes``, ``--trials`` and ``--rounds`` bound it. The measurement is the example workflow's
 (``.github/workflows/latency-gate.yml``)::
 
@@ -12,10 +13,11 @@ trials of each kind take ~95 min for ``ab`` and ~5 min for ``single`` (+1 min to
 1. The true change: the unchanged P50 is measured (3 runs) and ``--inject-delay-ms`` (a busy-wait in the
    target, added to every request's time; one user) set to 15 % of it; 3 interleaved pairs of runs report
    what it gives, and every trial reports the P50 change it measured (A/B: paired, the accurate figure).
-2. ``ab``: K A/A trials and K slowdown trials of ``deploybench ab`` with the workflow's ``--rounds 10`` and
-   default rules, interleaved. Both sides run the same tree (as ``ab --calibrate``; in the workflow the
-   base is a worktree of the same files); the candidate's command adds the delay through
-   ``$DEPLOYBENCH_AB_SIDE`` (``sh -c``), as a slower candidate commit would.
+2. ``ab``: K A/A trials and K slowdown trials of ``deploybench ab``'s gate with the workflow's ``--rounds 10``
+   and default rules: each round runs the base, an unchanged and a slowed candidate (rotating order); the
+   A/A trial gates base vs unchanged, the slowdown trial the same base runs vs slowed. All arms run the
+   same tree (as ``ab --calibrate``; in the workflow the base is a worktree of the same files); the slowed
+   candidate's command adds the delay through ``$DEPLOYBENCH_AB_SIDE`` (``sh -c``), as a slower commit would.
 3. ``single``: ``--baseline-runs`` runs (default 1, the issue's set-up) saved as the stored baseline, then K
    unchanged and K slowed runs, interleaved, each gated against it (``deploybench gate``'s default rules).
 
@@ -36,12 +38,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from decisions.ab import ab_gate, repo_root, run_ab
+from decisions.ab import ab_gate, measure_once, repo_root
 from decisions.gate.baseline import resolve_baseline, save_baseline
 from decisions.gate.judge import gate
 from decisions.gate.rules import DEFAULT_RULES, parse_rules
 from deploybench.errors import UsageError
 from deploybench.io import utc_stamp, write_json_atomic
+from deploybench.paths import zoo_dir
 from deploybench.record import RunRecord, load_records
 from deploybench.verdicts import GateResult
 
@@ -111,28 +114,47 @@ def _trial(result: GateResult) -> dict[str, Any]:
     }
 
 
+ARMS = ("base", "aa", "slow")
+
+
+def arm_order(round_no: int) -> tuple[str, ...]:
+    """The order of the three arms in round ``round_no`` (1-based): every position rotates through every arm,
+    and the two candidates swap order every 3 rounds, so no arm always runs first, last or after another."""
+    k = (round_no - 1) % 3
+    order = ARMS[k:] + ARMS[:k]
+    return order if (round_no - 1) // 3 % 2 == 0 else order[::-1]
+
+
 def trials_ab(
     repo: Path, deploybench: str, out: Path, k: int, rounds: int, delay_ms: float, say: Callable[[str], None]
 ) -> dict[str, Any]:
+    """K trials; each is ``rounds`` rounds of three runs: the base, an unchanged candidate and a slowed
+    candidate. The A/A trial gates the base against the unchanged candidate, the slowdown trial the same base
+    runs against the slowed one (``deploybench ab``'s paired rounds and rules): two trials for 3 runs a round
+    instead of 4. The two trials of one trial number share their base runs, so their outcomes are not
+    independent of each other; each rate is over K independent trials."""
     rules = parse_rules(DEFAULT_RULES)
+    zoo = Path(os.environ["DEPLOYBENCH_ZOO"]) if os.environ.get("DEPLOYBENCH_ZOO") else repo / zoo_dir()
+    delays = {"base": 0.0, "aa": 0.0, "slow": delay_ms}
     outcome: dict[str, list[dict[str, Any]]] = {"aa": [], "slow": []}
     for i in range(k):
-        for kind, delay in (
-            (("aa", 0.0), ("slow", delay_ms)) if i % 2 == 0 else (("slow", delay_ms), ("aa", 0.0))
-        ):
-            command = ["sh", "-c", SIDE_SCRIPT, deploybench, f"{delay:.6f}", "{out}", *LOAD_ARGS]
-            runs = run_ab(
-                repo,
-                "HEAD",
-                command,
-                rounds=rounds,
-                out_dir=out / f"{kind}-{i + 1:02d}",
-                same_tree=True,
-            )
-            result = ab_gate(runs.rounds, rules)
+        trial_dir = out / f"trial-{i + 1:02d}"
+        got: list[dict[str, list[RunRecord]]] = []
+        for r in range(1, rounds + 1):
+            runs: dict[str, list[RunRecord]] = {}
+            for arm in arm_order(r):
+                command = ["sh", "-c", SIDE_SCRIPT, deploybench, f"{delays[arm]:.6f}", "{out}", *LOAD_ARGS]
+                side = "base" if arm == "base" else "candidate"
+                runs[arm], _wall = measure_once(
+                    command, repo, trial_dir / f"round-{r:02d}" / arm, side, r, timeout_s=600.0, zoo=zoo
+                )
+            got.append(runs)
+        for kind in ("aa", "slow"):
+            result = ab_gate([{"base": g["base"], "candidate": g[kind]} for g in got], rules)
             outcome[kind].append(_trial(result))
             say(f"ab trial {i + 1}/{k} {kind}: exit {result.exit_code}, P50 {_fmt(_p50_change(result))}")
-    return _summary("ab", f"deploybench ab --rounds {rounds}, default rules", outcome)
+    what = f"deploybench ab --rounds {rounds}, default rules; base, unchanged and slowed runs interleaved"
+    return _summary("ab", what, outcome)
 
 
 def trials_single(

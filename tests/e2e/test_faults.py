@@ -246,6 +246,8 @@ step_s = 2.0
 step_warmup_s = 0.0
 max_probes = 2
 max_expansions = 0
+min_step_requests = 0  # no repeats, no minimum step: tiny and fast (pinning stays "auto": the
+repeats = 0            # pinned target is spawned through the affinity shim while Ctrl-C may arrive)
 """
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 import time
@@ -381,7 +382,9 @@ def test_cli_load_against_a_url_and_bad_input(server_20ms: KnownLatencyServer, t
     assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".json") == [path.name]
 
 
-def test_runner_starts_and_stops_a_target_config_with_pinned_generator(tmp_path: Path) -> None:
+def test_runner_starts_and_stops_a_target_config_with_pinned_generator(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The headless runner path the other commands use: start a TargetConfig, wait for health, run, stop.
     The generator runs on CPU 0 only and the record says so; the target's process group is gone after."""
     import psutil
@@ -392,7 +395,17 @@ def test_runner_starts_and_stops_a_target_config_with_pinned_generator(tmp_path:
     zoo = build_zoo(models=["iris-rf"], formats=["onnx"])["zoo_dir"]
     config = TargetConfig(framework="fastapi", server="uvicorn", model="iris-rf", format="onnx",
                           zoo_dir=str(Path(zoo).resolve()), cpus=[1])  # fmt: skip
-    before = {p.pid for p in psutil.process_iter()}
+    # Processes this test starts inherit a mark in their environment: only they are checked afterwards
+    # (other suites' servers on the same machine are not this test's business).
+    mark = f"{os.getpid()}-{tmp_path.name}"
+    monkeypatch.setenv("DEPLOYBENCH_TEST_MARK", mark)
+
+    def started_here(p: psutil.Process) -> bool:
+        try:
+            return p.pid != os.getpid() and p.environ().get("DEPLOYBENCH_TEST_MARK") == mark
+        except psutil.Error:  # gone meanwhile, or not ours to read
+            return False
+
     rec = run_load(config, "tabular", duration_s=2, warmup_s=0.5, users=2, generator_cpus=[0],
                    results_dir=tmp_path)  # fmt: skip
     assert rec.status == "complete"
@@ -400,10 +413,7 @@ def test_runner_starts_and_stops_a_target_config_with_pinned_generator(tmp_path:
     (s,) = rec.series
     assert s.count > 0 and not s.errors and s.server_timing_us is not None
     assert [g["affinity"] for g in rec.config["generators"]] == [[0]]
-    leftovers = [
-        p for p in psutil.process_iter(["pid", "cmdline"])
-        if p.info["pid"] not in before and "targets.fastapi_app" in " ".join(p.info["cmdline"] or [])
-    ]  # fmt: skip
+    leftovers = [p for p in psutil.process_iter() if started_here(p)]
     assert not leftovers, leftovers
 
 

@@ -57,12 +57,15 @@ max_stability_s = 5.0
 common_rate_rps = 20.0
 common_duration_s = 1.0
 load_model = "constant"
+pin = false  # no CPU pinning, no repeats, no minimum step: tiny and fast
 
 [search]
 step_s = 1.0
 step_warmup_s = 0.0
 max_probes = 2
 max_expansions = 0
+min_step_requests = 0
+repeats = 0
 """
 
 

@@ -19,7 +19,7 @@ from scipy.signal import lfilter
 from decisions.ab import ab_gate, calibrate
 from decisions.gate.judge import gate
 from decisions.gate.rules import DEFAULT_RULES, parse_rules
-from decisions.gate.trials import SIDE_SCRIPT, _summary, main
+from decisions.gate.trials import ARMS, SIDE_SCRIPT, _summary, arm_order, main
 from deploybench.record import RunRecord, Series
 from deploybench.stats import (
     Blocks,
@@ -325,3 +325,14 @@ def test_trials_side_script_adds_the_delay_on_the_candidate_only() -> None:
         env = {**os.environ, "DEPLOYBENCH_AB_SIDE": side}
         out = subprocess.run(argv, env=env, capture_output=True, text=True, check=True).stdout
         assert out.strip() == f"load --users 1 --inject-delay-ms {delay} --out /tmp/out dir"
+
+
+def test_trial_arms_rotate_through_every_position_and_both_orders() -> None:
+    """Over 6 rounds each arm runs once in each position twice, and the unchanged candidate runs before the
+    slowed one in 3 rounds: no arm is favoured by its place in the round (warm caches, a drifting machine)."""
+    orders = [arm_order(r) for r in range(1, 7)]
+    assert all(sorted(o) == sorted(ARMS) for o in orders)
+    for position in range(3):
+        assert sorted(o[position] for o in orders) == sorted(ARMS * 2)
+    assert sum(o.index("aa") < o.index("slow") for o in orders) == 3
+    assert arm_order(7) == arm_order(1)
