@@ -214,7 +214,13 @@ def _method(run: CompareRun) -> list[str]:
             "sides (up to 2 more when that bracket is wide; shifted by a seeded random fraction of a final "
             f"cell: no shared bisection grid; up to {se.get('repeat_extra_probes', 0)} steps outwards when "
             "the boundary lies outside it); "
-            "each gives one estimate, the geometric midpoint of its final bracket. `max rps` is the "
+            + (
+                "every repeat after the first runs on a freshly started target (external services are not "
+                "restarted), so the interval covers the start-to-start variation of a process's speed; "
+                if se.get("repeat_restart")
+                else "all on the target process of the coarse search; "
+            )
+            + "each gives one estimate, the geometric midpoint of its final bracket. `max rps` is the "
             "geometric mean of the estimates; the interval is a 95% t interval on the log scale (at least "
             "± half a final cell). Two choices tie when the 95% Welch t interval of their ratio includes 1; "
             "`2=` marks the choices that tie with the first of their group."

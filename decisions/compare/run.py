@@ -27,6 +27,7 @@ keeps what finished and still writes the report (``report.md``, ``report.html``)
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 import zlib
@@ -198,7 +199,9 @@ def run_choice(
         return figures_from_record(record, rel(path))
 
     try:
-        with driver.start(choice, cdir / "server.log") as target:
+        with contextlib.ExitStack() as instance:  # the running target; a repeated search may restart it
+            target = instance.enter_context(driver.start(choice, cdir / "server.log"))
+            fresh = [False]  # the target was just restarted: the next step warms it up like the first
             result.server_affinity = process_tree_affinity(target.pid) if target.pid else None
             result.target_health = getattr(target, "health", None)  # an external choice's /health
 
@@ -277,8 +280,9 @@ def run_choice(
                     rate_rps=rate,
                     users=open_loop_users(cfg, rate),
                     duration_s=step_duration_s(cfg, rate),
-                    warmup_s=se.step_warmup_s,
+                    warmup_s=ms.warmup_s if fresh[0] else se.step_warmup_s,
                 )
+                fresh[0] = False
                 _check_alive(target)
                 m = rate_measurement(fig)
                 m.extra["phase"] = phase[0]
@@ -316,9 +320,18 @@ def run_choice(
                 result.add_warning(RecordWarning(w.code, w.message, w.hint, series="saturation"))
             bracket = repeat_bracket(sat, se.repeat_margin)
             if se.repeats and bracket is not None:
+                restarts = 0
 
                 def on_repeat(k: int) -> None:
+                    nonlocal target, restarts
                     phase[0] = f"repeat {k + 1}"
+                    if k > 0 and se.repeat_restart and not choice.external:
+                        # a fresh process for this repeat (the first shares the coarse search's): the
+                        # repeats then sample the start-to-start variation of the target's speed too
+                        instance.close()  # stops the running target
+                        target = instance.enter_context(driver.start(choice, cdir / "server.log"))
+                        fresh[0] = True
+                        restarts += 1
 
                 n_probes = repeat_probes(bracket, se.repeat_probes, se.rel_tolerance)
                 reps = repeated_search(
@@ -339,6 +352,7 @@ def run_choice(
                 )
                 repeats = interval.to_dict()
                 repeats["bracket_rps"] = list(bracket)
+                repeats["restarts"] = restarts
                 repeats["probes"] = n_probes
                 repeats["runs"] = [
                     {k: v for k, v in r.to_dict().items() if k != "points"} | {"probes": len(r.points)}
