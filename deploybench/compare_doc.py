@@ -466,15 +466,23 @@ def _label(r: ChoiceResult) -> str:
     return f"**{r.choice.label}**"
 
 
+def _no_best(ranked: Sequence[ChoiceResult], slo: str) -> tuple[list[ChoiceResult], str | None]:
+    """The completed choices, and the sentence to say instead of a verdict when there is no best one."""
+    done = [r for r in ranked if r.status == "complete"]
+    if not done:
+        return done, "No choice completed, so there is nothing to rank."
+    if done[0].max_rps is None:
+        return done, f"No choice met the {slo} at any rate tried, so there is no best choice."
+    return done, None
+
+
 def verdict(ranked: Sequence[ChoiceResult], slo_p99_us: int, rel_tolerance: float = 0.10) -> str:
     """The answer in one sentence: which choice to pick, by how much, how sure (or who ties)."""
     slo = f"{slo_p99_us / 1000:g} ms P99 SLO"
-    done = [r for r in ranked if r.status == "complete"]
-    if not done:
-        return "No choice completed, so there is nothing to rank."
+    done, instead = _no_best(ranked, slo)
+    if instead is not None:
+        return instead
     best = done[0]
-    if best.max_rps is None:
-        return f"No choice met the {slo} at any rate tried, so there is no best choice."
     if best.interval is None:
         return best_sentence(ranked, slo_p99_us, rel_tolerance)
     n = best.interval.n
@@ -524,12 +532,10 @@ def best_sentence(ranked: Sequence[ChoiceResult], slo_p99_us: int, rel_tolerance
     """The best choice in one sentence from single searches (version 1 documents): its margin over the
     runner-up, a tie when the margin is within the search resolution."""
     slo = f"{slo_p99_us / 1000:g} ms P99 SLO"
-    done = [r for r in ranked if r.status == "complete"]
-    if not done:
-        return "No choice completed, so there is nothing to rank."
+    done, instead = _no_best(ranked, slo)
+    if instead is not None:
+        return instead
     best = done[0]
-    if best.max_rps is None:
-        return f"No choice met the {slo} at any rate tried, so there is no best choice."
     lead = f"Best: **{best.choice.label}** sustains {_fmt_rps(best.max_rps)} rps under the {slo}"
     if len(done) == 1:
         return f"{lead}; it is the only choice that completed, so there is no runner-up."

@@ -341,6 +341,56 @@ def _tail(path: Path, n_chars: int = LOG_TAIL_CHARS) -> str:
         return "(no log)"
 
 
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _group_alive(pgid: int) -> bool:
+    """Is a live (not zombie) process left in the group? A zombie whose parent never reaps it (an orphan
+    re-parented to a PID 1 that does not reap) would otherwise count as alive forever."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    for p in psutil.process_iter(["status"]):
+        with contextlib.suppress(OSError, psutil.Error):
+            if os.getpgid(p.pid) == pgid and p.info["status"] != psutil.STATUS_ZOMBIE:
+                return True
+    return False
+
+
+def _wait_group_gone(pgid: int, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while _group_alive(pgid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)  # polling interval
+    return True
+
+
+def stop_process_group(proc: subprocess.Popen[bytes], grace_s: float = STOP_GRACE_S) -> int | None:
+    """Stop a server started with ``start_new_session=True`` (its group id is its pid): SIGTERM the group,
+    SIGKILL whatever is left after ``grace_s``, then the same for members its master left behind (workers
+    orphaned by a dead master still hold the group; zombies no longer count). Returns the exit code."""
+    pgid = proc.pid
+    if proc.poll() is None:
+        _signal_group(pgid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            _signal_group(pgid, signal.SIGKILL)
+            proc.wait(timeout=grace_s)
+    if _group_alive(pgid):
+        _signal_group(pgid, signal.SIGTERM)
+        if not _wait_group_gone(pgid, grace_s):
+            _signal_group(pgid, signal.SIGKILL)
+            _wait_group_gone(pgid, grace_s)
+    return proc.returncode
+
+
 class ServerProcess:
     """A target server running as a child process group. Use as a context manager, or start()/stop()."""
 
@@ -431,25 +481,7 @@ class ServerProcess:
 
     def stop(self, grace_s: float = STOP_GRACE_S) -> int | None:
         """SIGTERM the process group, SIGKILL whatever is left after ``grace_s``. Returns the exit code."""
-        proc = self._proc
-        if proc is None:
-            return None
-        pgid = proc.pid  # start_new_session: the group id is the child's pid
-        if proc.poll() is None:
-            self._signal_group(pgid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=grace_s)
-            except subprocess.TimeoutExpired:
-                self._signal_group(pgid, signal.SIGKILL)
-                proc.wait(timeout=grace_s)
-        # Workers orphaned by a dead master (or left behind by it) still hold the group: ask them to stop,
-        # then kill them, waiting each time until no live member is left (zombies no longer count).
-        if self._group_alive(pgid):
-            self._signal_group(pgid, signal.SIGTERM)
-            if not self._wait_group_gone(pgid, grace_s):
-                self._signal_group(pgid, signal.SIGKILL)
-                self._wait_group_gone(pgid, grace_s)
-        return proc.returncode
+        return stop_process_group(self._proc, grace_s) if self._proc is not None else None
 
     def cleanup(self) -> None:
         """Remove the temporary folder (ready files, and the default log). Call after stop()."""
@@ -465,36 +497,6 @@ class ServerProcess:
         self.cleanup()
 
     # -- internals -------------------------------------------------------------------------------------
-    @staticmethod
-    def _signal_group(pgid: int, sig: signal.Signals) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, sig)
-
-    @staticmethod
-    def _group_alive(pgid: int) -> bool:
-        """Is a live (not zombie) process left in the group? A zombie whose parent never reaps it (an
-        orphan re-parented to a PID 1 that does not reap) would otherwise count as alive forever."""
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        for p in psutil.process_iter(["status"]):
-            with contextlib.suppress(OSError, psutil.Error):
-                if os.getpgid(p.pid) == pgid and p.info["status"] != psutil.STATUS_ZOMBIE:
-                    return True
-        return False
-
-    @classmethod
-    def _wait_group_gone(cls, pgid: int, timeout_s: float) -> bool:
-        deadline = time.monotonic() + timeout_s
-        while cls._group_alive(pgid):
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.05)  # polling interval
-        return True
-
     def _fail(self, why: str, cmd_text: str) -> TargetError:
         return TargetError(
             f"{why}\ncommand: {cmd_text}\nlog ({self._log_path}), last lines:\n{self.log_tail()}"

@@ -16,7 +16,6 @@ import http.client
 import io
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -36,7 +35,7 @@ from deploybench import paths
 from deploybench.env import pinned_argv
 from deploybench.errors import TargetError
 from targets.catalog import MODELS
-from targets.serve import STOP_GRACE_S, ServerProcess, TargetConfig, bind_listener
+from targets.serve import STOP_GRACE_S, ServerProcess, TargetConfig, bind_listener, stop_process_group
 
 FORMAT = "onnx"  # the artifact both sides serve
 DEFAULT_MODELS: tuple[str, ...] = ("iris-rf", "resnet18")
@@ -192,16 +191,8 @@ class MinimalServer:
             conn.close()
 
     def stop(self) -> None:
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=STOP_GRACE_S)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=STOP_GRACE_S)
+        if self._proc is not None:
+            stop_process_group(self._proc, STOP_GRACE_S)
         shutil.rmtree(self._tmp, ignore_errors=True)
 
 

@@ -221,6 +221,33 @@ def evaluate(offered_rps: float, m: RateMeasurement, rules: SloRules) -> RatePoi
     )
 
 
+class Prober:
+    """Probes rates for a search: measure, judge against the rules, keep the point, report it."""
+
+    def __init__(
+        self,
+        measure: Callable[[float], RateMeasurement],
+        rules: SloRules,
+        on_point: Callable[[RatePoint], None] | None,
+    ) -> None:
+        self.measure, self.rules, self.on_point = measure, rules, on_point
+        self.points: list[RatePoint] = []
+
+    def __call__(self, rate: float) -> bool:
+        """Probe ``rate``: True when it passed."""
+        point = evaluate(rate, self.measure(rate), self.rules)
+        self.points.append(point)
+        if self.on_point is not None:
+            self.on_point(point)
+        return point.passed
+
+    def halve(self, lo: float, hi: float) -> tuple[float, float, bool]:
+        """One geometric bisection step of ``[lo, hi]``: the half the boundary lies in, and the verdict."""
+        mid = math.sqrt(lo * hi)
+        passed = self(mid)
+        return (mid, hi, True) if passed else (lo, mid, False)
+
+
 def saturation_search(
     measure: Callable[[float], RateMeasurement],
     rules: SloRules,
@@ -247,14 +274,8 @@ def saturation_search(
     if rel_tolerance <= 0 or expand_factor <= 1:
         raise ValueError("rel_tolerance must be > 0 and expand_factor > 1")
 
-    points: list[RatePoint] = []
-
-    def probe(rate: float) -> bool:
-        point = evaluate(rate, measure(rate), rules)
-        points.append(point)
-        if on_point is not None:
-            on_point(point)
-        return point.passed
+    probe = Prober(measure, rules, on_point)
+    points = probe.points
 
     best: float | None = None  # highest measured pass
     fail: float | None = None  # lowest measured fail (above best when the measurements are monotonic)
@@ -284,11 +305,11 @@ def saturation_search(
     def bisect(lo: float, hi: float) -> None:
         nonlocal best, fail
         while hi / lo - 1.0 > rel_tolerance and len(points) < max_probes - (0 if best is not None else 1):
-            mid = math.sqrt(lo * hi)
-            if probe(mid):
-                best, lo = mid, mid
+            lo, hi, passed = probe.halve(lo, hi)
+            if passed:
+                best = lo
             else:
-                fail, hi = mid, mid
+                fail = hi
 
     bisect(lo_rps, hi_rps)
 
@@ -385,23 +406,14 @@ def refine_search(
         raise ValueError(f"need 0 < lo_rps < hi_rps, got {lo_rps}, {hi_rps}")
     if probes < 1 or max_extra < 0:
         raise ValueError("probes must be >= 1 and max_extra >= 0")
-    points: list[RatePoint] = []
-
-    def probe(rate: float) -> bool:
-        point = evaluate(rate, measure(rate), rules)
-        points.append(point)
-        if on_point is not None:
-            on_point(point)
-        return point.passed
+    probe = Prober(measure, rules, on_point)
+    points = probe.points
 
     lo, hi = lo_rps, hi_rps
     passed_any = failed_any = False
     for _ in range(probes):
-        mid = math.sqrt(lo * hi)
-        if probe(mid):
-            lo, passed_any = mid, True
-        else:
-            hi, failed_any = mid, True
+        lo, hi, passed = probe.halve(lo, hi)
+        passed_any, failed_any = passed_any or passed, failed_any or not passed
     step = math.sqrt(hi_rps / lo_rps)  # half the bracket's log width
     extra = 0
     if not passed_any:  # every probe failed: is the lower end really a pass? step down until one is

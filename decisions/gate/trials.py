@@ -84,29 +84,24 @@ def p50_us(records: Sequence[RunRecord]) -> float:
 def calibrate_delay(
     deploybench: str, out: Path, duration_s: float, runs: int, say: Callable[[str], None]
 ) -> dict[str, Any]:
-    """The delay (ms) for a +15 % P50: first 15 % of the median unchanged P50, then ``runs`` interleaved
-    pairs unchanged / delayed measure what it gives. The busy-wait need not add exactly its length to the
-    P50 (measured here: 15 % of it gave about +24 %), so when the check's median change is outside
-    12-18 % the delay is scaled by 15 % / measured once and checked again with ``runs`` more pairs."""
+    """The delay (ms) for a +15 % P50: 15 % of the median unchanged P50 (with one user the busy-wait adds
+    to every request's time), then ``runs`` interleaved pairs unchanged / delayed to report what it gives.
+    That check is only indicative: one run's P50 moves by several % from one server start to the next
+    (two checks of 4 pairs here read +24 % and +5 % for the same delay), so the delay is not tuned on it;
+    the change the trials really tested is the median over the slowdown trials' paired P50 changes."""
     base = [p50_us(run_load(deploybench, out / f"plain-{i}", 0.0, duration_s)) for i in range(runs)]
     p0 = statistics.median(base)
     delay = TARGET_CHANGE * p0 / 1000.0
-    doc: dict[str, Any] = {"p50_us": base, "checks": []}
-    for attempt in range(2):
-        plain, slowed = [], []
-        for i in range(runs):
-            plain.append(p50_us(run_load(deploybench, out / f"check{attempt}-plain-{i}", 0.0, duration_s)))
-            slowed.append(p50_us(run_load(deploybench, out / f"check{attempt}-delay-{i}", delay, duration_s)))
-        change = statistics.median(s / b - 1.0 for s, b in zip(slowed, plain, strict=True))
-        doc["checks"].append({"delay_ms": delay, "plain_p50_us": plain, "delay_p50_us": slowed,
-                              "change_median": change})  # fmt: skip
-        say(f"P50 unchanged {p0:.0f} µs; delay {delay:.4f} ms; check pairs: P50 {_fmt(change)}")
-        if 0.12 <= change <= 0.18 or change <= 0 or attempt == 1:
-            break
-        delay *= min(3.0, max(1 / 3, TARGET_CHANGE / change))
-    doc["delay_ms"] = delay  # the last delay checked
-    doc["check_change_median"] = change
-    return doc
+    plain, slowed = [], []
+    for i in range(runs):
+        plain.append(p50_us(run_load(deploybench, out / f"check-plain-{i}", 0.0, duration_s)))
+        slowed.append(p50_us(run_load(deploybench, out / f"check-delay-{i}", delay, duration_s)))
+    ratios = [s / b - 1.0 for s, b in zip(slowed, plain, strict=True)]
+    say(
+        f"P50 unchanged {p0:.0f} µs; delay {delay:.4f} ms; check pairs: P50 {_fmt(statistics.median(ratios))}"
+    )
+    return {"p50_us": base, "delay_ms": delay, "check_plain_p50_us": plain, "check_delay_p50_us": slowed,
+            "check_change_median": statistics.median(ratios)}  # fmt: skip
 
 
 def _p50_change(result: GateResult) -> float | None:

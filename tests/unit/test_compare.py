@@ -272,8 +272,8 @@ def test_matrix_ranks_choices_records_a_failed_start_and_continues(tmp_path):
     assert run.status == "complete"
     assert [r.status for r in run.results] == ["complete", "failed", "failed"]
     assert "server exited during start-up" in run.results[1].error
-    assert driver.started == [c.id for c in choices]  # the rest still ran after a failure
-    assert driver.stopped == [choices[0].id]
+    assert list(dict.fromkeys(driver.started)) == [c.id for c in choices]  # the rest ran after a failure
+    assert driver.stopped == [choices[0].id] * 3  # the coarse search's target + a restart for repeats 2, 3
 
     best = run.results[0]
     assert 400 / 1.05 <= best.max_rps <= 400.0  # the search found the fake capacity
@@ -462,3 +462,57 @@ def test_the_driver_passes_the_handler_style_to_the_target(monkeypatch, tmp_path
     with driver.start(Choice("fastapi", "uvicorn", "iris-rf", "onnx", handler="inline"), tmp_path / "s.log"):
         pass
     assert asked == {"handler": "inline"}
+
+
+class PerStartDriver(FakeDriver):
+    """Each start of a choice is a process of its own speed: capacity x ``speeds[k]`` at the k-th start."""
+
+    def __init__(self, capacities: dict[str, float | None], speeds: list[float]) -> None:
+        super().__init__(capacities)
+        self.speeds = speeds
+        self.warmups: list[tuple[int, float | None, float]] = []  # (start number, rate, warm-up s)
+
+    @contextlib.contextmanager
+    def start(self, choice: Choice, log_path: Path):
+        k = self.started.count(choice.id)
+        with super().start(choice, log_path) as target:
+            target.capacity *= self.speeds[k]
+            target.start_no = k
+            yield target
+
+    def load(self, target, **kw):
+        self.warmups.append((target.start_no, kw.get("rate_rps"), kw["warmup_s"]))
+        return super().load(target, **kw)
+
+
+@pytest.mark.parametrize("restart", [True, False])
+def test_repeats_after_the_first_run_on_a_fresh_target_whose_speed_they_measure(tmp_path, restart):
+    """A process's speed varies from one start to the next: repeated searches on one process cannot see
+    it. With repeat_restart each repeat after the first measures a freshly started (and warmed-up) target."""
+    cfg = quick_cfg(repeats=3, repeat_probes=4, repeat_restart=restart)
+    cfg.matrix.format = ["onnx"]
+    cfg.matrix.framework = ["fastapi"]
+    choices, skipped, scenario = expand(cfg, CATALOG)
+    driver = PerStartDriver({"fastapi": 1000.0}, speeds=[1.0, 1.08, 0.92])
+    run = run_matrix(cfg, choices, skipped, scenario, driver, tmp_path, env={})
+    (res,) = run.results
+    reps = res.saturation["repeats"]
+    estimates = [r["estimate_rps"] for r in reps["runs"]]
+    if restart:
+        assert driver.started == [choices[0].id] * 3 == driver.stopped
+        assert reps["restarts"] == 2
+        assert estimates[1] > estimates[0] > estimates[2]  # each repeat found its own process's capacity
+        for k, speed in enumerate([1.0, 1.08, 0.92]):
+            assert estimates[k] == pytest.approx(1000.0 * speed, rel=0.05)
+        # the first step on a restarted target gets the full warm-up, the rest the step warm-up
+        first_steps = [w for i, w in enumerate(driver.warmups) if i == 0 or w[0] != driver.warmups[i - 1][0]]
+        assert [w[0] for w in first_steps] == [0, 1, 2]
+        assert all(w[2] == cfg.measure.warmup_s for w in first_steps[1:])
+        assert all(w[2] == cfg.search.step_warmup_s for w in driver.warmups if w not in first_steps)
+    else:
+        assert driver.started == [choices[0].id] and reps["restarts"] == 0
+        assert all(e == pytest.approx(1000.0, rel=0.05) for e in estimates)
+    write_report(run, tmp_path)
+    method = (tmp_path / "report.md").read_text()
+    assert ("freshly started target" in method) == restart
+    assert ("all on the target process of the coarse search" in method) == (not restart)
