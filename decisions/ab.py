@@ -32,6 +32,7 @@ import contextlib
 import json
 import math
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -61,6 +62,9 @@ from deploybench.stats import detectable_shift, paired_estimate, t_critical
 from deploybench.verdicts import GateResult, Row
 
 SIDES = ("base", "candidate")
+LAYOUT_PAD_ENV = "DEPLOYBENCH_LAYOUT_PAD"
+LAYOUT_PAD_MAX = 4096  # a page: every alignment of the stack's start
+_LAYOUT_RNG = random.SystemRandom()
 KILL_GRACE_S = 5.0
 
 
@@ -145,6 +149,7 @@ def measure_once(
     *,
     timeout_s: float,
     zoo: Path | None,
+    log_name: str | None = None,
 ) -> tuple[list[RunRecord], float]:
     """Run the measurement once in ``tree``, writing into the empty folder ``out``: records + wall time."""
     out.mkdir(parents=True, exist_ok=False)
@@ -153,10 +158,17 @@ def measure_once(
     env["DEPLOYBENCH_RESULTS"] = str(out)
     env["DEPLOYBENCH_AB_SIDE"] = side
     env["DEPLOYBENCH_AB_ROUND"] = str(round_no)
+    # A random-length variable moves where the process's stack (and what follows from it) starts: incidental
+    # differences between the sides (a longer path or argument, another variable's value) shift memory
+    # layout, and a layout can be a few % faster or slower on its own ("Producing wrong data without doing
+    # anything obviously wrong!", Mytkowicz et al., ASPLOS 2009). Seen here, probably for that reason:
+    # identical code run as "--inject-delay-ms 0 --out .../base" vs "... 0.000000 --out .../aa" read +5 %
+    # in P50 over 25 rounds. Drawn afresh for every run, a layout is noise the rounds average, not a bias.
+    env[LAYOUT_PAD_ENV] = "x" * _LAYOUT_RNG.randrange(LAYOUT_PAD_MAX)
     env["PYTHONPATH"] = os.pathsep.join([str(tree), *filter(None, [os.environ.get("PYTHONPATH")])])
     if zoo is not None:
         env["DEPLOYBENCH_ZOO"] = str(zoo)
-    log_path = out.parent / f"{side}.log"
+    log_path = out.parent / f"{log_name or side}.log"
     start_ns = time.perf_counter_ns()
     with open(log_path, "wb") as log:
         try:

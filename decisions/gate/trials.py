@@ -149,8 +149,9 @@ def trials_ab(
                 command = ["sh", "-c", SIDE_SCRIPT, deploybench, f"{delays[arm]:.6f}", "{out}", *LOAD_ARGS]
                 side = "base" if arm == "base" else "candidate"
                 runs[arm], _wall = measure_once(
-                    command, repo, trial_dir / f"round-{r:02d}" / arm, side, r, timeout_s=600.0, zoo=zoo
-                )
+                    command, repo, trial_dir / f"round-{r:02d}" / arm, side, r,
+                    timeout_s=600.0, zoo=zoo, log_name=arm,
+                )  # fmt: skip
             got.append(runs)
         for kind in ("aa", "slow"):
             result = ab_gate([{"base": g["base"], "candidate": g[kind]} for g in got], rules)
