@@ -161,9 +161,9 @@ def measure_once(
     # A random-length variable moves where the process's stack (and what follows from it) starts: incidental
     # differences between the sides (a longer path or argument, another variable's value) shift memory
     # layout, and a layout can be a few % faster or slower on its own ("Producing wrong data without doing
-    # anything obviously wrong!", Mytkowicz et al., ASPLOS 2009). Seen here, probably for that reason:
-    # identical code run as "--inject-delay-ms 0 --out .../base" vs "... 0.000000 --out .../aa" read +5 %
-    # in P50 over 25 rounds. Drawn afresh for every run, a layout is noise the rounds average, not a bias.
+    # anything obviously wrong!", Mytkowicz et al., ASPLOS 2009). Seen here, likely for that reason:
+    # identical code run as "--inject-delay-ms 0 --out .../base" vs "... 0.000000 --out .../aa" read P50
+    # +3.4 % over 27 rounds (19 slower). Drawn afresh for every run, a layout is noise, not a side's bias.
     env[LAYOUT_PAD_ENV] = "x" * _LAYOUT_RNG.randrange(LAYOUT_PAD_MAX)
     env["PYTHONPATH"] = os.pathsep.join([str(tree), *filter(None, [os.environ.get("PYTHONPATH")])])
     if zoo is not None:

@@ -41,6 +41,8 @@ if scale < 0:
 side, rnd = os.environ["DEPLOYBENCH_AB_SIDE"], int(os.environ["DEPLOYBENCH_AB_ROUND"])
 with open(os.environ["AB_ORDER_LOG"], "a") as fh:
     fh.write(f"{rnd}:{side}:{Path.cwd().name}\n")
+with open(os.environ["AB_ORDER_LOG"] + ".pad", "a") as fh:  # the layout padding this run got
+    fh.write(f"{len(os.environ.get('DEPLOYBENCH_LAYOUT_PAD', 'missing' * 1000))}\n")
 rng = np.random.default_rng([rnd, side == "base"])
 samples = np.maximum(1, np.round(rng.lognormal(np.log(400), 0.2, 1500) * scale)).astype(int).tolist()
 r = RunRecord("micro", {"model": "fake", "format": "onnx"}, capture_env(), status="complete")
@@ -81,6 +83,9 @@ def test_ab_aa_passes_interleaved_and_removes_worktree(repo: Path, tmp_path: Pat
     assert {o.rsplit(":", 1)[1] for o in order if ":base:" in o} == {"base"}  # ran inside the worktree
     assert {o.rsplit(":", 1)[1] for o in order if ":candidate:" in o} == {"repo"}
     assert len(runs.rounds) == 3 and all(len(r["base"]) == 1 for r in runs.rounds)
+    # every run had a layout padding of its own random length (0..4095): no side keeps one memory layout
+    pads = [int(x) for x in (tmp_path / "order.log.pad").read_text().split()]
+    assert len(pads) == 6 and all(0 <= n < 4096 for n in pads) and len(set(pads)) > 1, pads
     result = ab_gate(runs.rounds, parse_rules(DEFAULT_RULES))
     assert result.exit_code == 0
     assert all(r.method == "A/B 3 rounds (t)" for r in result.rows)
