@@ -205,6 +205,12 @@ def measure_once(
     return load_records(files), wall_s
 
 
+def shared_zoo(repo: Path) -> Path:
+    """The zoo both sides measure: ``$DEPLOYBENCH_ZOO`` when set, else the candidate tree's (full path)."""
+    zoo = Path(os.environ["DEPLOYBENCH_ZOO"]) if os.environ.get("DEPLOYBENCH_ZOO") else repo / zoo_dir()
+    return zoo.resolve()
+
+
 def run_ab(
     repo: Path,
     base_ref: str,
@@ -233,8 +239,7 @@ def run_ab(
         raise UsageError(f"--out {out_dir}: exists and is not empty")
     zoo: Path | None = None
     if share_zoo:
-        zoo = Path(os.environ["DEPLOYBENCH_ZOO"]) if os.environ.get("DEPLOYBENCH_ZOO") else repo / zoo_dir()
-        zoo = zoo.resolve()
+        zoo = shared_zoo(repo)
     runs = ABRuns(base_ref, commit, list(command), out_dir)
     tmp = Path(tempfile.mkdtemp(prefix="deploybench-ab-"))
     worktree = tmp / "base"

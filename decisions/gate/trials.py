@@ -38,13 +38,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from decisions.ab import ab_gate, measure_once, repo_root
+from decisions.ab import ab_gate, measure_once, repo_root, shared_zoo
 from decisions.gate.baseline import resolve_baseline, save_baseline
 from decisions.gate.judge import gate
 from decisions.gate.rules import DEFAULT_RULES, parse_rules
 from deploybench.errors import UsageError
 from deploybench.io import utc_stamp, write_json_atomic
-from deploybench.paths import zoo_dir
 from deploybench.record import RunRecord, load_records
 from deploybench.verdicts import GateResult
 
@@ -137,7 +136,7 @@ def trials_ab(
     instead of 4. The two trials of one trial number share their base runs, so their outcomes are not
     independent of each other; each rate is over K independent trials."""
     rules = parse_rules(DEFAULT_RULES)
-    zoo = Path(os.environ["DEPLOYBENCH_ZOO"]) if os.environ.get("DEPLOYBENCH_ZOO") else repo / zoo_dir()
+    zoo = shared_zoo(repo)
     delays = {"base": 0.0, "aa": 0.0, "slow": delay_ms}
     outcome: dict[str, list[dict[str, Any]]] = {"aa": [], "slow": []}
     for i in range(k):
