@@ -185,17 +185,21 @@ def run(args: argparse.Namespace) -> int:
         say(f"  skipped {s.combo}: {s.reason}")
     driver = RealDriver(cfg, scenario, zoo, out_dir / "_runner", model_infos=infos)
 
-    def done(r: ChoiceResult) -> None:
+    def progress(r: ChoiceResult, what: str) -> None:
+        """One line per pass (the choices' repeats are interleaved in time) and one when a choice is done."""
         mx = "-" if r.max_rps is None else f"{r.max_rps:.1f} rps"
         iv = r.interval
         if iv is not None:
             mx += f" (95% CI {iv.lo_rps:.1f}-{iv.hi_rps:.1f}; {iv.n} repeats)"
+        if what != "done":
+            say(f"  {r.choice.id}: {what}, max under SLO so far {mx}")
+            return
         why = f" ({r.error.splitlines()[0]})" if r.error else ""
         say(f"  {r.choice.id}: {r.status}, max under SLO {mx}, {r.wall_s or 0:.0f} s{why}")
 
     interrupted = False
     try:
-        compare = run_matrix(cfg, choices, skipped, scenario, driver, out_dir, on_choice_done=done)
+        compare = run_matrix(cfg, choices, skipped, scenario, driver, out_dir, on_progress=progress)
     except KeyboardInterrupt:
         interrupted = True
         compare = load_compare(out_dir)

@@ -216,7 +216,10 @@ def _method(run: CompareRun) -> list[str]:
             "the boundary lies outside it); "
             + (
                 "every repeat after the first runs on a freshly started target (external services are not "
-                "restarted), so the interval covers the start-to-start variation of a process's speed; "
+                "restarted), so the interval covers the start-to-start variation of a process's speed, and "
+                "the repeats are interleaved in time across the choices (repeat 2 of every choice, then "
+                "repeat 3 of every choice, alternating the order), so a slow spell of the machine lowers "
+                "one repeat of several choices rather than every repeat of one; "
                 if se.get("repeat_restart")
                 else "all on the target process of the coarse search; "
             )

@@ -64,7 +64,8 @@ optional (defaults below)::
     repeat_probes = 3              # probes per repeated search (bisections of the widened coarse bracket)
     repeat_extra_probes = 2        # ... plus at most this many when the boundary lies outside it
     repeat_margin = 0.10           # the coarse bracket widened by this on both sides
-    repeat_restart = true          # each repeated search after the first on a freshly started target
+    repeat_restart = true          # each repeated search after the first on a freshly started target,
+                                   # interleaved across the choices (repeat 2 of all, then repeat 3 of all)
 
 With ``[[models]]`` or ``[[urls]]`` and no ``[matrix] model``, the model axis is the ``[[models]]`` names
 (none for a file of URLs only). A user model's files are all measured, whatever ``[matrix] format`` says

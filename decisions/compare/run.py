@@ -13,7 +13,11 @@ Per choice (``Choice``: framework x server x model x format x workers x threads)
    never-sent slots included) and >= 95% of the scheduled requests succeeding;
 5. ``search.repeats`` repeated searches inside the coarse bracket (widened): R independent estimates, whose
    geometric mean and 95% interval (``deploybench.compare_doc.RateInterval``) are the choice's max rate;
-6. stop the target (by PID / process group).
+   the first runs on the same process, then the target is stopped (by PID / process group);
+6. with ``search.repeat_restart`` (the default) repeats 2..R each run on a freshly started target, and they
+   are interleaved in time across the choices (``run_matrix``): steps 1-5 for every choice, then repeat 2
+   of every choice (reverse order), repeat 3 of every choice, ... (without restarts all repeats share the
+   first process, one choice after another).
 
 Open-loop runs get enough senders for the rate (``config.open_loop_users``) and steps long enough for a P99
 (``config.step_duration_s``). When every choice is done the ranking's one-sentence verdict
@@ -31,7 +35,7 @@ import contextlib
 import math
 import time
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -48,14 +52,16 @@ from decisions.compare.driver import (
 from decisions.compare.saturation import (
     RateMeasurement,
     RatePoint,
+    RepeatEstimate,
     SaturationResult,
     SloRules,
     StabilityResult,
     Window,
+    dither_factors,
+    dithered_search,
     final_cell_log,
     measure_until_stable,
     repeat_bracket,
-    repeated_search,
     saturation_search,
 )
 from deploybench.compare_doc import (
@@ -172,6 +178,306 @@ def _phase_warnings(result: ChoiceResult, phase: str, figures: LoadFigures, p99_
         result.add_warning(RecordWarning(w.code, w.message, w.hint, series=phase))
 
 
+class ChoiceRun:
+    """One choice's measurement, in passes that ``run_matrix`` interleaves across the choices:
+
+    - ``first()``: start the target, stability windows, the common rate, the coarse search and the first
+      repeated search (all of them when ``search.repeat_restart`` is off: they share that process), stop it;
+    - ``repeat(k)``: repeated search k (k >= 1) on a freshly started target (an external service is not
+      restarted), with the full warm-up before its first step, then stop it;
+    - ``finish()``: the choice's result from the repeats done.
+
+    Each pass marks the result failed on an error; KeyboardInterrupt propagates (a choice interrupted in its
+    first pass is marked interrupted, one interrupted in a later pass keeps the repeats it finished).
+    ``save`` is called after every phase."""
+
+    def __init__(
+        self,
+        choice: Choice,
+        cfg: CompareConfig,
+        driver: Driver,
+        out_dir: Path,
+        result: ChoiceResult,
+        save: Callable[[], None],
+    ) -> None:
+        self.choice, self.cfg, self.driver, self.out_dir = choice, cfg, driver, out_dir
+        self.result, self.save = result, save
+        self.cdir = out_dir / choice.id
+        ms = cfg.measure
+        self.rules = SloRules(
+            round(cfg.slo.p99_ms * 1000),
+            cfg.slo.max_error_ratio,
+            cfg.slo.min_throughput_ratio,
+            poisson=ms.load_model == "poisson",
+        )
+        self.target: Target | None = None
+        self.stab: StabilityResult | None = None
+        self.fresh = False  # the target was just (re)started: its next step gets the full warm-up
+        self.phase = "coarse"
+        self.probes: list[dict[str, Any]] = []
+        self.sat: SaturationResult | None = None
+        self.coarse: dict[str, Any] = {}
+        self.bracket: tuple[float, float] | None = None
+        self.n_probes = 0
+        self.dithers: list[float] = []
+        self.reps: list[RepeatEstimate] = []
+        self.restarts = 0
+        self.first_done = False
+        self.finished = False
+
+    # -- the passes --------------------------------------------------------------------------------------
+
+    @property
+    def planned_repeats(self) -> int:
+        """Repeated searches this choice will run (0: none, e.g. nothing passed in the coarse search)."""
+        return len(self.dithers)
+
+    def pending(self, k: int) -> bool:
+        """Whether repeat ``k`` is still to run in a pass of its own."""
+        done = len(self.reps)
+        return self.result.status == "running" and self.first_done and done == k < self.planned_repeats
+
+    def first(self) -> None:
+        se = self.cfg.search
+        with self._pass(first=True), contextlib.ExitStack() as instance:
+            self.target = instance.enter_context(self.driver.start(self.choice, self.cdir / "server.log"))
+            self.result.server_affinity = process_tree_affinity(self.target.pid) if self.target.pid else None
+            self.result.target_health = getattr(self.target, "health", None)  # an external choice's /health
+            self._stability()
+            self._common_rate()
+            self._coarse_search()
+            if se.repeats and self.bracket is not None:
+                self.n_probes = repeat_probes(self.bracket, se.repeat_probes, se.rel_tolerance)
+                self.dithers = dither_factors(
+                    zlib.crc32(self.choice.id.encode()), *self.bracket, self.n_probes, se.repeats
+                )
+                # with restarts the first repeat shares the coarse search's process, the rest get their own
+                for k in range(1 if se.repeat_restart else se.repeats):
+                    self._one_repeat(k)
+            self.first_done = True
+
+    def repeat(self, k: int) -> None:
+        with self._pass(first=False), contextlib.ExitStack() as instance:
+            # a fresh process: the repeats then sample the start-to-start variation of the target's speed
+            self.target = instance.enter_context(self.driver.start(self.choice, self.cdir / "server.log"))
+            self.fresh = True
+            self.restarts += not self.choice.external
+            self._one_repeat(k)
+
+    def finish(self, interrupted: bool = False) -> None:
+        """The choice's result (only once, and only for a choice whose first pass completed)."""
+        if self.finished or not self.first_done or self.result.status != "running":
+            return
+        self.finished = True
+        if self.reps and len(self.reps) < self.planned_repeats:
+            why = "compare was interrupted" if interrupted else "the remaining repeats did not run"
+            self.result.add_warning(
+                RecordWarning(
+                    "fewer-repeats",
+                    f"{why} after {len(self.reps)} of {self.planned_repeats} repeated searches: the interval "
+                    f"is from {len(self.reps)}",
+                    series="saturation",
+                )
+            )
+        if self.sat is not None:
+            self.result.saturation = {**(self.result.saturation or {}), "status": self.sat.status}
+        self.result.status = "complete"
+        self.save()
+
+    @contextlib.contextmanager
+    def _pass(self, first: bool) -> Iterator[None]:
+        result = self.result
+        start_ns = time.perf_counter_ns()
+        if first:
+            self.cdir.mkdir(parents=True, exist_ok=True)
+            result.status = "running"
+            result.started_utc = utc_now()
+            result.server_log = None if self.choice.external else f"{self.choice.id}/server.log"
+            self.save()
+        try:
+            yield
+        except KeyboardInterrupt:
+            if first:
+                result.status = "interrupted"
+                result.error = "interrupted (Ctrl-C)"
+            raise
+        except (TargetError, UsageError) as exc:  # e.g. a missing artifact: this choice cannot run
+            result.status = "failed"
+            result.error = str(exc)
+        except Exception as exc:  # one broken choice must not lose the others
+            result.status = "failed"
+            result.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            self.target = None
+            result.ended_utc = utc_now()
+            result.wall_s = (result.wall_s or 0.0) + (time.perf_counter_ns() - start_ns) / 1e9
+            self.save()
+
+    # -- the phases --------------------------------------------------------------------------------------
+
+    def _rel(self, p: Path) -> str:
+        return str(p.relative_to(self.out_dir))
+
+    def _load(self, path: Path, **kw: Any) -> LoadFigures:
+        assert self.target is not None
+        record = self.driver.load(self.target, record_path=path, **kw)
+        return figures_from_record(record, self._rel(path))
+
+    def _check_alive(self) -> None:
+        assert self.target is not None
+        _check_alive(self.target)
+
+    def _stability(self) -> None:
+        ms, se, result = self.cfg.measure, self.cfg.search, self.result
+
+        def window(i: int) -> Window:
+            fig = self._load(
+                self.cdir / f"window-{i + 1:02d}.json",
+                load_model="closed",
+                users=ms.users,
+                duration_s=ms.window_s,
+                warmup_s=ms.warmup_s if i == 0 else se.step_warmup_s,
+            )
+            _phase_warnings(result, f"window {i + 1}", fig, p99_needed=False)
+            return Window(fig.throughput_rps, fig.latency_us.get("p50"), fig.count, {"record": fig.record})
+
+        self.stab = measure_until_stable(
+            window,
+            n=ms.stability_windows,
+            tolerance=ms.stability_tolerance,
+            max_windows=ms.max_windows,
+            max_duration_s=ms.max_stability_s,
+        )
+        result.stability = self.stab.to_dict()
+        for w in self.stab.warnings:
+            result.add_warning(RecordWarning(w.code, w.message, w.hint, series="stability"))
+        self.save()
+        self._check_alive()
+
+    def _common_rate(self) -> None:
+        """The same open-loop load for every choice, with the server's CPU (only for a target we started: an
+        external one is not ours to measure)."""
+        ms, se = self.cfg.measure, self.cfg.search
+        assert self.target is not None
+        pid = self.target.pid
+        cpu0, t0 = process_tree_cpu_s(pid) if pid else None, time.perf_counter_ns()
+        fig = self._load(
+            self.cdir / "common-rate.json",
+            load_model=ms.load_model,
+            rate_rps=ms.common_rate_rps,
+            users=open_loop_users(self.cfg, ms.common_rate_rps),
+            duration_s=step_duration_s(self.cfg, ms.common_rate_rps, ms.common_duration_s),
+            warmup_s=se.step_warmup_s,
+        )
+        cpu1, t1 = process_tree_cpu_s(pid) if pid else None, time.perf_counter_ns()
+        common = fig.to_dict()
+        common["server_cpu_percent"] = (
+            None if cpu0 is None or cpu1 is None else 100.0 * (cpu1 - cpu0) / ((t1 - t0) / 1e9)
+        )
+        self.result.common = common
+        _phase_warnings(self.result, f"common rate {ms.common_rate_rps:g} rps", fig, p99_needed=True)
+        self.save()
+        self._check_alive()
+
+    def _coarse_search(self) -> None:
+        ms, se = self.cfg.measure, self.cfg.search
+        assert self.stab is not None
+        closed = self.stab.throughput_rps or ms.common_rate_rps
+        lo = se.lo_rps or closed * se.lo_factor
+        hi = se.hi_rps or closed * se.hi_factor
+        if lo >= hi:
+            hi = lo * 2.0
+        self.sat = saturation_search(
+            self._measure,
+            self.rules,
+            lo,
+            hi,
+            max_probes=se.max_probes,
+            rel_tolerance=se.rel_tolerance,
+            max_expansions=se.max_expansions,
+            on_point=self._on_point,
+        )
+        self.coarse = self.sat.to_dict()
+        self.coarse["bounds_rps"] = [lo, hi]
+        self.result.saturation = {**self.coarse, "points": list(self.probes)}
+        self.save()
+        for w in self.sat.warnings:
+            self.result.add_warning(RecordWarning(w.code, w.message, w.hint, series="saturation"))
+        self.bracket = repeat_bracket(self.sat, se.repeat_margin)
+
+    def _measure(self, rate: float) -> RateMeasurement:
+        ms, se = self.cfg.measure, self.cfg.search
+        fig = self._load(
+            self.cdir / f"rate-{len(self.probes) + 1:02d}-{rate:.0f}rps.json",
+            load_model=ms.load_model,
+            rate_rps=rate,
+            users=open_loop_users(self.cfg, rate),
+            duration_s=step_duration_s(self.cfg, rate),
+            warmup_s=ms.warmup_s if self.fresh else se.step_warmup_s,
+        )
+        self.fresh = False
+        self._check_alive()
+        m = rate_measurement(fig)
+        m.extra["phase"] = self.phase
+        m.extra["warnings"] = [asdict(w) for w in _relevant(fig, p99_needed=True)]
+        return m
+
+    def _on_point(self, point: RatePoint) -> None:
+        result = self.result
+        for wd in point.extra.get("warnings", []):
+            w = RecordWarning.from_dict(wd)
+            if point.passed or w.code not in OVERLOAD_CODES:
+                where = f"rate {point.offered_rps:.1f} rps ({point.extra.get('phase')})"
+                result.add_warning(RecordWarning(w.code, w.message, w.hint, series=where))
+        self.probes.append(point.to_dict())
+        saturation = dict(result.saturation or {})
+        saturation.update({"status": "running", "points": list(self.probes)})
+        saturation.setdefault("max_rps", None)
+        result.saturation = saturation
+        self.save()
+
+    def _one_repeat(self, k: int) -> None:
+        se = self.cfg.search
+        assert self.bracket is not None
+        self.phase = f"repeat {k + 1}"
+        est = dithered_search(
+            self._measure,
+            self.rules,
+            *self.bracket,
+            self.dithers[k],
+            probes=self.n_probes,
+            max_extra=se.repeat_extra_probes,
+            on_point=self._on_point,
+        )
+        self.reps.append(est)
+        interval = RateInterval(
+            tuple(r.estimate_rps for r in self.reps),
+            floor_log=final_cell_log(*self.bracket, self.n_probes) / 2.0,
+            censored=sum(bool(r.censored) for r in self.reps),
+        )
+        repeats = interval.to_dict()
+        repeats["bracket_rps"] = list(self.bracket)
+        repeats["restarts"] = self.restarts
+        repeats["probes"] = self.n_probes
+        repeats["runs"] = [
+            {key: v for key, v in r.to_dict().items() if key != "points"} | {"probes": len(r.points)}
+            for r in self.reps
+        ]
+        self.result.saturation = {**self.coarse, "points": list(self.probes), "repeats": repeats}
+        self.result.warnings = [w for w in self.result.warnings if w.code != "censored-repeat"]
+        if interval.censored:
+            self.result.add_warning(
+                RecordWarning(
+                    "censored-repeat",
+                    f"{interval.censored} of {interval.n} repeated searches found the boundary outside their "
+                    "bracket: their estimate is only a bound",
+                    hint="a wider search.repeat_margin, or longer steps (search.step_s)",
+                    series="saturation",
+                )
+            )
+        self.save()
+
+
 def run_choice(
     choice: Choice,
     cfg: CompareConfig,
@@ -180,216 +486,14 @@ def run_choice(
     result: ChoiceResult,
     save: Callable[[], None],
 ) -> ChoiceResult:
-    """Measure one choice into ``result`` (status complete / failed); KeyboardInterrupt propagates after the
-    result is marked interrupted. ``save`` is called after every phase."""
-    ms, se = cfg.measure, cfg.search
-    cdir = out_dir / choice.id
-    cdir.mkdir(parents=True, exist_ok=True)
-    start_ns = time.perf_counter_ns()
-    result.status = "running"
-    result.started_utc = utc_now()
-    result.server_log = None if choice.external else f"{choice.id}/server.log"
-    save()
-
-    def rel(p: Path) -> str:
-        return str(p.relative_to(out_dir))
-
-    def load(phase: str, path: Path, **kw: Any) -> LoadFigures:
-        record = driver.load(target, record_path=path, **kw)
-        return figures_from_record(record, rel(path))
-
-    try:
-        with contextlib.ExitStack() as instance:  # the running target; a repeated search may restart it
-            target = instance.enter_context(driver.start(choice, cdir / "server.log"))
-            fresh = [False]  # the target was just restarted: the next step warms it up like the first
-            result.server_affinity = process_tree_affinity(target.pid) if target.pid else None
-            result.target_health = getattr(target, "health", None)  # an external choice's /health
-
-            # 1. warm-up + closed-loop windows until stable
-            def window(i: int) -> Window:
-                path = cdir / f"window-{i + 1:02d}.json"
-                fig = load(
-                    "window",
-                    path,
-                    load_model="closed",
-                    users=ms.users,
-                    duration_s=ms.window_s,
-                    warmup_s=ms.warmup_s if i == 0 else se.step_warmup_s,
-                )
-                _phase_warnings(result, f"window {i + 1}", fig, p99_needed=False)
-                return Window(
-                    fig.throughput_rps, fig.latency_us.get("p50"), fig.count, {"record": fig.record}
-                )
-
-            stab: StabilityResult = measure_until_stable(
-                window,
-                n=ms.stability_windows,
-                tolerance=ms.stability_tolerance,
-                max_windows=ms.max_windows,
-                max_duration_s=ms.max_stability_s,
-            )
-            result.stability = stab.to_dict()
-            for w in stab.warnings:
-                result.add_warning(RecordWarning(w.code, w.message, w.hint, series="stability"))
-            save()
-            _check_alive(target)
-
-            # 2. the common rate: same open-loop load for every choice, with the server's CPU
-            # the server's CPU: only for a target we started (an external one is not ours to measure)
-            cpu0, t0 = process_tree_cpu_s(target.pid) if target.pid else None, time.perf_counter_ns()
-            fig = load(
-                "common",
-                cdir / "common-rate.json",
-                load_model=ms.load_model,
-                rate_rps=ms.common_rate_rps,
-                users=open_loop_users(cfg, ms.common_rate_rps),
-                duration_s=step_duration_s(cfg, ms.common_rate_rps, ms.common_duration_s),
-                warmup_s=se.step_warmup_s,
-            )
-            cpu1, t1 = process_tree_cpu_s(target.pid) if target.pid else None, time.perf_counter_ns()
-            common = fig.to_dict()
-            common["server_cpu_percent"] = (
-                None if cpu0 is None or cpu1 is None else 100.0 * (cpu1 - cpu0) / ((t1 - t0) / 1e9)
-            )
-            result.common = common
-            _phase_warnings(result, f"common rate {ms.common_rate_rps:g} rps", fig, p99_needed=True)
-            save()
-            _check_alive(target)
-
-            # 3. coarse saturation search, then 4. repeated searches inside its bracket
-            rules = SloRules(
-                round(cfg.slo.p99_ms * 1000),
-                cfg.slo.max_error_ratio,
-                cfg.slo.min_throughput_ratio,
-                poisson=ms.load_model == "poisson",
-            )
-            closed = stab.throughput_rps or ms.common_rate_rps
-            lo = se.lo_rps or closed * se.lo_factor
-            hi = se.hi_rps or closed * se.hi_factor
-            if lo >= hi:
-                hi = lo * 2.0
-            probes: list[dict[str, Any]] = []
-            phase = ["coarse"]
-
-            def measure(rate: float) -> RateMeasurement:
-                path = cdir / f"rate-{len(probes) + 1:02d}-{rate:.0f}rps.json"
-                fig = load(
-                    "rate",
-                    path,
-                    load_model=ms.load_model,
-                    rate_rps=rate,
-                    users=open_loop_users(cfg, rate),
-                    duration_s=step_duration_s(cfg, rate),
-                    warmup_s=ms.warmup_s if fresh[0] else se.step_warmup_s,
-                )
-                fresh[0] = False
-                _check_alive(target)
-                m = rate_measurement(fig)
-                m.extra["phase"] = phase[0]
-                m.extra["warnings"] = [asdict(w) for w in _relevant(fig, p99_needed=True)]
-                return m
-
-            def on_point(point: RatePoint) -> None:
-                for wd in point.extra.get("warnings", []):
-                    w = RecordWarning.from_dict(wd)
-                    if point.passed or w.code not in OVERLOAD_CODES:
-                        where = f"rate {point.offered_rps:.1f} rps ({point.extra.get('phase')})"
-                        result.add_warning(RecordWarning(w.code, w.message, w.hint, series=where))
-                probes.append(point.to_dict())
-                saturation = dict(result.saturation or {})
-                saturation.update({"status": "running", "points": list(probes)})
-                saturation.setdefault("max_rps", None)
-                result.saturation = saturation
-                save()
-
-            sat: SaturationResult = saturation_search(
-                measure,
-                rules,
-                lo,
-                hi,
-                max_probes=se.max_probes,
-                rel_tolerance=se.rel_tolerance,
-                max_expansions=se.max_expansions,
-                on_point=on_point,
-            )
-            coarse = sat.to_dict()
-            coarse["bounds_rps"] = [lo, hi]
-            result.saturation = {**coarse, "status": "running" if se.repeats else sat.status}
-            save()
-            for w in sat.warnings:
-                result.add_warning(RecordWarning(w.code, w.message, w.hint, series="saturation"))
-            bracket = repeat_bracket(sat, se.repeat_margin)
-            if se.repeats and bracket is not None:
-                restarts = 0
-
-                def on_repeat(k: int) -> None:
-                    nonlocal target, restarts
-                    phase[0] = f"repeat {k + 1}"
-                    if k > 0 and se.repeat_restart and not choice.external:
-                        # a fresh process for this repeat (the first shares the coarse search's): the
-                        # repeats then sample the start-to-start variation of the target's speed too
-                        instance.close()  # stops the running target
-                        target = instance.enter_context(driver.start(choice, cdir / "server.log"))
-                        fresh[0] = True
-                        restarts += 1
-
-                n_probes = repeat_probes(bracket, se.repeat_probes, se.rel_tolerance)
-                reps = repeated_search(
-                    measure,
-                    rules,
-                    *bracket,
-                    repeats=se.repeats,
-                    probes=n_probes,
-                    max_extra=se.repeat_extra_probes,
-                    seed=zlib.crc32(choice.id.encode()),
-                    on_repeat=on_repeat,
-                    on_point=on_point,
-                )
-                interval = RateInterval(
-                    tuple(r.estimate_rps for r in reps),
-                    floor_log=final_cell_log(*bracket, n_probes) / 2.0,
-                    censored=sum(bool(r.censored) for r in reps),
-                )
-                repeats = interval.to_dict()
-                repeats["bracket_rps"] = list(bracket)
-                repeats["restarts"] = restarts
-                repeats["probes"] = n_probes
-                repeats["runs"] = [
-                    {k: v for k, v in r.to_dict().items() if k != "points"} | {"probes": len(r.points)}
-                    for r in reps
-                ]
-                result.saturation = {**coarse, "points": list(probes), "repeats": repeats}
-                if interval.censored:
-                    result.add_warning(
-                        RecordWarning(
-                            "censored-repeat",
-                            f"{interval.censored} of {interval.n} repeated searches found the boundary "
-                            "outside their bracket: their estimate is only a bound",
-                            hint="a wider search.repeat_margin, or longer steps (search.step_s)",
-                            series="saturation",
-                        )
-                    )
-            else:
-                result.saturation = {**coarse, "points": list(probes)}
-            result.saturation["status"] = sat.status
-        result.status = "complete"
-    except KeyboardInterrupt:
-        result.status = "interrupted"
-        result.error = "interrupted (Ctrl-C)"
-        raise
-    except TargetError as exc:
-        result.status = "failed"
-        result.error = str(exc)
-    except UsageError as exc:  # e.g. a missing artifact: this choice cannot run, the others may
-        result.status = "failed"
-        result.error = str(exc)
-    except Exception as exc:  # one broken choice must not lose the others
-        result.status = "failed"
-        result.error = f"{type(exc).__name__}: {exc}"
-    finally:
-        result.ended_utc = utc_now()
-        result.wall_s = (time.perf_counter_ns() - start_ns) / 1e9
-        save()
+    """Measure one choice into ``result``, all its passes one after the other (``run_matrix`` interleaves
+    them across choices instead)."""
+    cr = ChoiceRun(choice, cfg, driver, out_dir, result, save)
+    cr.first()
+    for k in range(1, cr.planned_repeats):
+        if cr.pending(k):
+            cr.repeat(k)
+    cr.finish()
     return result
 
 
@@ -418,10 +522,17 @@ def run_matrix(
     out_dir: Path,
     *,
     env: dict[str, Any] | None = None,
-    on_choice_done: Callable[[ChoiceResult], None] | None = None,
+    on_progress: Callable[[ChoiceResult, str], None] | None = None,
 ) -> CompareRun:
-    """Run every choice in order, saving ``compare.json`` as it goes; Ctrl-C marks the run interrupted,
-    keeps what finished, and re-raises (the caller still writes the report from the saved document)."""
+    """Run every choice, saving ``compare.json`` as it goes.
+
+    Interleaved in time: first every choice's first pass (``ChoiceRun.first``), in matrix order; then, with
+    ``search.repeat_restart``, repeat 2 of every choice (in reverse order), then repeat 3 (in order) and so
+    on. A slow minute of the machine then lowers one repeat of several choices, not every repeat of one (it
+    widens their intervals instead of biasing one ratio), and alternating the order balances a steady drift.
+    ``on_progress(result, what)`` after each pass ("first pass", "repeat 2", ...) and when a choice is
+    "done". Ctrl-C marks the run interrupted, finishes every choice from the repeats it completed, and
+    re-raises (the caller still writes the report from the saved document)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     pinned = resolve_pin(cfg.measure.pin)
     run = CompareRun(
@@ -438,15 +549,37 @@ def run_matrix(
         run.wall_s = (time.perf_counter_ns() - start_ns) / 1e9
         run.save(path)
 
+    def progress(cr: ChoiceRun, what: str) -> None:
+        if on_progress is not None:
+            on_progress(cr.result, what)
+
+    def finish(cr: ChoiceRun, interrupted: bool = False) -> None:
+        was = cr.finished
+        cr.finish(interrupted)
+        if not was and cr.result.status in ("complete", "failed"):
+            progress(cr, "done")
+
+    runs = [ChoiceRun(r.choice, cfg, driver, out_dir, r, save) for r in run.results]
     save()
     try:
-        for result in run.results:
-            run_choice(result.choice, cfg, driver, out_dir, result, save)
-            if on_choice_done is not None:
-                on_choice_done(result)
+        for cr in runs:
+            cr.first()
+            if cr.pending(1):
+                progress(cr, "first pass")
+            else:  # nothing more to measure (or it failed): done now
+                finish(cr)
+        for k in range(1, max((cr.planned_repeats for cr in runs), default=0)):
+            for cr in runs if k % 2 == 0 else reversed(runs):
+                if cr.pending(k):
+                    cr.repeat(k)
+                    progress(cr, f"repeat {k + 1}")
+        for cr in runs:
+            finish(cr)
         run.status = "complete"
     except KeyboardInterrupt:
         run.status = "interrupted"
+        for cr in runs:
+            cr.finish(interrupted=True)
         raise
     finally:
         run.ended_utc = utc_now()

@@ -456,6 +456,30 @@ def final_cell_log(lo_rps: float, hi_rps: float, probes: int) -> float:
     return math.log(hi_rps / lo_rps) / 2**probes
 
 
+def dither_factors(seed: int, lo_rps: float, hi_rps: float, probes: int, repeats: int) -> list[float]:
+    """The seeded dither factors of ``repeats`` repeated searches of ``[lo, hi]``, in repeat order."""
+    rng = random.Random(seed)
+    return [dither_factor(rng, lo_rps, hi_rps, probes) for _ in range(repeats)]
+
+
+def dithered_search(
+    measure: Callable[[float], RateMeasurement],
+    rules: SloRules,
+    lo_rps: float,
+    hi_rps: float,
+    dither: float,
+    *,
+    probes: int = 3,
+    max_extra: int = 2,
+    on_point: Callable[[RatePoint], None] | None = None,
+) -> RepeatEstimate:
+    """One repeated search: ``refine_search`` of ``[lo, hi]`` shifted by the factor ``dither``."""
+    lo, hi = lo_rps * dither, hi_rps * dither
+    est = refine_search(measure, rules, lo, hi, probes=probes, max_extra=max_extra, on_point=on_point)
+    est.dither = dither
+    return est
+
+
 def repeated_search(
     measure: Callable[[float], RateMeasurement],
     rules: SloRules,
@@ -469,20 +493,18 @@ def repeated_search(
     on_repeat: Callable[[int], None] | None = None,
     on_point: Callable[[RatePoint], None] | None = None,
 ) -> list[RepeatEstimate]:
-    """``repeats`` independent ``refine_search`` runs of ``[lo, hi]``, each shifted by a seeded dither
-    factor; ``on_repeat(repeat_index)`` before each, ``on_point(point)`` after every probe."""
+    """``repeats`` independent ``dithered_search`` runs of ``[lo, hi]``, one after the other (``compare``
+    interleaves them across choices instead); ``on_repeat(repeat_index)`` before each, ``on_point(point)``
+    after every probe."""
     if repeats < 1:
         raise ValueError("repeats must be >= 1")
-    rng = random.Random(seed)
     out: list[RepeatEstimate] = []
-    for k in range(repeats):
-        u = dither_factor(rng, lo_rps, hi_rps, probes)
+    for k, u in enumerate(dither_factors(seed, lo_rps, hi_rps, probes, repeats)):
         if on_repeat is not None:
             on_repeat(k)
-        est = refine_search(
-            measure, rules, lo_rps * u, hi_rps * u, probes=probes, max_extra=max_extra, on_point=on_point
+        est = dithered_search(
+            measure, rules, lo_rps, hi_rps, u, probes=probes, max_extra=max_extra, on_point=on_point
         )
-        est.dither = u
         out.append(est)
     return out
 

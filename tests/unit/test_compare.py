@@ -28,6 +28,7 @@ from deploybench.compare_doc import (
     CompareRun,
     best_sentence,
     load_compare,
+    places,
     rank,
 )
 from deploybench.errors import TargetError, UsageError
@@ -516,3 +517,105 @@ def test_repeats_after_the_first_run_on_a_fresh_target_whose_speed_they_measure(
     method = (tmp_path / "report.md").read_text()
     assert ("freshly started target" in method) == restart
     assert ("all on the target process of the coarse search" in method) == (not restart)
+
+
+class TimedDriver(PerStartDriver):
+    """Starts numbered across the whole matrix (the machine's clock): the speed of the n-th start of any
+    choice is ``speeds[n]``; ``fail_start`` / ``interrupt_start``: that start fails / gets Ctrl-C."""
+
+    def __init__(self, capacities, speeds, fail_start=None, interrupt_start=None) -> None:
+        super().__init__(capacities, speeds)
+        self.fail_start, self.interrupt_start = fail_start, interrupt_start
+
+    @contextlib.contextmanager
+    def start(self, choice: Choice, log_path: Path):
+        n = len(self.started)
+        if n == self.fail_start:
+            self.started.append(choice.id)
+            raise TargetError(f"server exited during start-up: {choice.id}")
+        with FakeDriver.start(self, choice, log_path) as target:
+            target.capacity *= self.speeds[n]
+            target.start_no = n
+            yield target
+
+    def load(self, target, **kw):
+        if target.start_no == self.interrupt_start and kw.get("rate_rps"):
+            raise KeyboardInterrupt
+        return super().load(target, **kw)
+
+
+def two_choice_run(tmp_path, driver):
+    cfg = quick_cfg(repeats=3, repeat_probes=4)
+    cfg.matrix.format = ["onnx"]
+    choices, skipped, scenario = expand(cfg, CATALOG)
+    assert [c.framework for c in choices] == ["fastapi", "flask"]
+    return cfg, choices, lambda: run_matrix(cfg, choices, skipped, scenario, driver, tmp_path, env={})
+
+
+def test_repeats_are_interleaved_across_choices_so_a_slow_minute_does_not_bias_one_ratio(tmp_path):
+    """Repeat k of every choice runs before repeat k+1 of any (alternating the order): a slow spell of the
+    machine during the second pass lowers one repeat of both choices alike, so two equal choices still read
+    equal (measured one choice after the other, a spell as long as one choice's repeats biases its ratio)."""
+    driver = TimedDriver({"fastapi": 1000.0, "flask": 1000.0}, speeds=[1.0, 1.0, 0.9, 0.9, 1.0, 1.0])
+    _, choices, go = two_choice_run(tmp_path, driver)
+    run = go()
+    a, b = (c.id for c in choices)
+    assert driver.started == [a, b, b, a, a, b] == driver.stopped  # pass 2 in reverse order
+    ra, rb = run.results
+    for r in (ra, rb):
+        assert r.status == "complete" and r.saturation["repeats"]["restarts"] == 2
+        est = [x["estimate_rps"] for x in r.saturation["repeats"]["runs"]]
+        assert est == pytest.approx([1000.0, 900.0, 1000.0], rel=0.06)  # within a final cell
+    assert ra.max_rps / rb.max_rps == pytest.approx(1.0, rel=0.03)
+    assert places(rank(run.results)) == ["1=", "1="]
+
+
+def test_progress_is_reported_per_pass_and_once_per_choice_when_done(tmp_path):
+    driver = TimedDriver({"fastapi": 1000.0, "flask": 500.0}, speeds=[1.0] * 6)
+    cfg, choices, _ = two_choice_run(tmp_path, driver)
+    seen: list[tuple[str, str, str]] = []
+    run_matrix(
+        cfg, choices, [], "tabular", driver, tmp_path, env={},
+        on_progress=lambda r, what: seen.append((r.choice.framework, what, r.status)),
+    )  # fmt: skip
+    assert seen == [
+        ("fastapi", "first pass", "running"),
+        ("flask", "first pass", "running"),
+        ("flask", "repeat 2", "running"),
+        ("fastapi", "repeat 2", "running"),
+        ("fastapi", "repeat 3", "running"),
+        ("flask", "repeat 3", "running"),
+        ("fastapi", "done", "complete"),
+        ("flask", "done", "complete"),
+    ]
+
+
+def test_a_restart_that_fails_fails_that_choice_only(tmp_path):
+    driver = TimedDriver(
+        {"fastapi": 1000.0, "flask": 500.0}, speeds=[1.0] * 6, fail_start=2
+    )  # flask's repeat 2
+    _, choices, go = two_choice_run(tmp_path, driver)
+    run = go()
+    assert [r.status for r in run.results] == ["complete", "failed"]
+    assert "server exited during start-up" in run.results[1].error
+    assert len(run.results[0].saturation["repeats"]["runs"]) == 3
+    assert driver.started.count(choices[1].id) == 2  # flask got no repeat 3
+    assert driver.stopped == [c for i, c in enumerate(driver.started) if i != 2]
+
+
+def test_ctrl_c_in_a_later_pass_keeps_every_choice_with_the_repeats_it_finished(tmp_path):
+    """Interrupted during repeat 2 (flask's, the first of that pass): both choices are reported from the
+    repeats they finished, each with a warning saying how many; the run is marked interrupted."""
+    driver = TimedDriver({"fastapi": 1000.0, "flask": 500.0}, speeds=[1.0] * 6, interrupt_start=2)
+    *_, go = two_choice_run(tmp_path, driver)
+    with pytest.raises(KeyboardInterrupt):
+        go()
+    saved = load_compare(tmp_path)
+    assert saved.status == "interrupted"
+    assert [r.status for r in saved.results] == ["complete", "complete"]
+    for r in saved.results:
+        assert r.interval is not None and r.interval.n == 1
+        (w,) = [w for w in r.warnings if w.code == "fewer-repeats"]
+        assert "interrupted after 1 of 3 repeated searches" in w.message
+    assert driver.stopped == driver.started  # the interrupted restart was stopped too
+    assert [r.choice.framework for r in rank(saved.results)] == ["fastapi", "flask"]
