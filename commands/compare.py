@@ -148,6 +148,20 @@ def _progress(quiet: bool) -> Callable[[str], None]:
     return say
 
 
+def progress_line(r: ChoiceResult, what: str, repeats: int) -> str:
+    """One line per pass of a choice (its repeats are interleaved in time with the other choices') and one
+    when it is ``done``: the interval only then (before, it would be from fewer repeats than planned)."""
+    mx = "-" if r.max_rps is None else f"{r.max_rps:.1f} rps"
+    iv = r.interval
+    if what != "done":
+        n = f" ({iv.n} of {repeats} repeats)" if iv is not None else ""
+        return f"  {r.choice.id}: {what} done, max under SLO so far {mx}{n}"
+    if iv is not None:
+        mx += f" (95% CI {iv.lo_rps:.1f}-{iv.hi_rps:.1f}; {iv.n} repeats)"
+    why = f" ({r.error.splitlines()[0]})" if r.error else ""
+    return f"  {r.choice.id}: {r.status}, max under SLO {mx}, {r.wall_s or 0:.0f} s{why}"
+
+
 def write_compare_report(run: CompareRun, out_dir: Path) -> list[Path]:
     return write_report(run, out_dir)
 
@@ -186,16 +200,7 @@ def run(args: argparse.Namespace) -> int:
     driver = RealDriver(cfg, scenario, zoo, out_dir / "_runner", model_infos=infos)
 
     def progress(r: ChoiceResult, what: str) -> None:
-        """One line per pass (the choices' repeats are interleaved in time) and one when a choice is done."""
-        mx = "-" if r.max_rps is None else f"{r.max_rps:.1f} rps"
-        iv = r.interval
-        if iv is not None:
-            mx += f" (95% CI {iv.lo_rps:.1f}-{iv.hi_rps:.1f}; {iv.n} repeats)"
-        if what != "done":
-            say(f"  {r.choice.id}: {what}, max under SLO so far {mx}")
-            return
-        why = f" ({r.error.splitlines()[0]})" if r.error else ""
-        say(f"  {r.choice.id}: {r.status}, max under SLO {mx}, {r.wall_s or 0:.0f} s{why}")
+        say(progress_line(r, what, cfg.search.repeats))
 
     interrupted = False
     try:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from commands.cli import main
+from commands.compare import progress_line
 from decisions.compare.config import (
     CONFIG_DIR,
     CompareConfig,
@@ -574,10 +575,13 @@ def test_progress_is_reported_per_pass_and_once_per_choice_when_done(tmp_path):
     driver = TimedDriver({"fastapi": 1000.0, "flask": 500.0}, speeds=[1.0] * 6)
     cfg, choices, _ = two_choice_run(tmp_path, driver)
     seen: list[tuple[str, str, str]] = []
-    run_matrix(
-        cfg, choices, [], "tabular", driver, tmp_path, env={},
-        on_progress=lambda r, what: seen.append((r.choice.framework, what, r.status)),
-    )  # fmt: skip
+    lines: list[str] = []
+
+    def on_progress(r: ChoiceResult, what: str) -> None:
+        seen.append((r.choice.framework, what, r.status))
+        lines.append(progress_line(r, what, cfg.search.repeats))
+
+    run_matrix(cfg, choices, [], "tabular", driver, tmp_path, env={}, on_progress=on_progress)
     assert seen == [
         ("fastapi", "first pass", "running"),
         ("flask", "first pass", "running"),
@@ -588,6 +592,13 @@ def test_progress_is_reported_per_pass_and_once_per_choice_when_done(tmp_path):
         ("fastapi", "done", "complete"),
         ("flask", "done", "complete"),
     ]
+    assert re.fullmatch(
+        r"  fastapi-\S+: first pass done, max under SLO so far \d+\.\d rps \(1 of 3 repeats\)", lines[0]
+    )
+    assert "CI" not in lines[0]  # no interval from 1 of 3 repeats
+    assert re.fullmatch(
+        r"  flask-\S+: complete, max under SLO \d+\.\d rps \(95% CI \S+-\S+; 3 repeats\), \d+ s", lines[-1]
+    )
 
 
 def test_a_restart_that_fails_fails_that_choice_only(tmp_path):
