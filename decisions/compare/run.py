@@ -323,6 +323,10 @@ class ChoiceRun:
         record = self.driver.load(self.target, record_path=path, **kw)
         return figures_from_record(record, self._rel(path))
 
+    def _add_warnings(self, warnings: Sequence[RecordWarning], series: str) -> None:
+        for w in warnings:
+            self.result.add_warning(RecordWarning(w.code, w.message, w.hint, series=series))
+
     def _check_alive(self) -> None:
         assert self.target is not None
         _check_alive(self.target)
@@ -349,8 +353,7 @@ class ChoiceRun:
             max_duration_s=ms.max_stability_s,
         )
         result.stability = self.stab.to_dict()
-        for w in self.stab.warnings:
-            result.add_warning(RecordWarning(w.code, w.message, w.hint, series="stability"))
+        self._add_warnings(self.stab.warnings, "stability")
         self.save()
         self._check_alive()
 
@@ -401,8 +404,7 @@ class ChoiceRun:
         self.coarse["bounds_rps"] = [lo, hi]
         self.result.saturation = {**self.coarse, "points": list(self.probes)}
         self.save()
-        for w in self.sat.warnings:
-            self.result.add_warning(RecordWarning(w.code, w.message, w.hint, series="saturation"))
+        self._add_warnings(self.sat.warnings, "saturation")
         self.bracket = repeat_bracket(self.sat, se.repeat_margin)
 
     def _measure(self, rate: float) -> RateMeasurement:
