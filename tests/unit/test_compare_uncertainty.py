@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,8 @@ from decisions.compare.config import (
     open_loop_users,
     step_duration_s,
 )
+from decisions.compare.power import main as power_main
+from decisions.compare.power import pooled_log_sd, separation_rate
 from decisions.compare.run import figures_from_record, rate_measurement
 from decisions.compare.saturation import (
     RateMeasurement,
@@ -369,3 +372,62 @@ def test_a_wide_coarse_bracket_gets_more_bisections_per_repeat():
     assert repeat_probes((293.0, 710.0), 2, 0.20) == 4  # a 100% coarse bracket: cells of ~10% again
     assert repeat_probes((10.0, 1000.0), 2, 0.20) == 4  # at most 2 more
     assert repeat_probes((100.0, 104.0), 3, 0.20) == 3  # never fewer than asked
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The power of the tie rule (decisions.compare.power)
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_tie_rule_false_separations_stay_under_5_percent_and_power_grows_with_repeats():
+    """At gap 0 the rule is the 95 % interval's: about 5 % of equal pairs told apart, no more (the floor
+    makes it conservative at few repeats); a +12 % gap at the spread compare measured (log sd 0.09) is told
+    apart far more often with 15 repeats than with 3; a gap far beyond the spread always."""
+    nominal = 0.05 + 3 * math.sqrt(0.05 * 0.95 / 4000)  # 5 % plus 3 standard errors of a 4,000-trial share
+    assert separation_rate(0.0, 0.09, 3, 0.038, trials=4000, seed=1) <= nominal
+    assert separation_rate(0.0, 0.09, 8, 0.038, trials=4000, seed=1) <= nominal
+    few, many = (separation_rate(0.12, 0.09, n, 0.038, trials=2000, seed=2) for n in (3, 15))
+    assert few < 0.4 and many > 0.8
+    assert separation_rate(1.0, 0.09, 3, 0.038, trials=200) == 1.0
+    with pytest.raises(ValueError):
+        separation_rate(0.1, 0.09, 1, 0.038)
+
+
+def test_pooled_spread_is_the_within_choice_sd_of_the_log_estimates():
+    def result(estimates, status="complete"):
+        r = ChoiceResult(Choice("fastapi", "uvicorn", "iris-rf", "onnx"), status=status)
+        r.saturation = {"repeats": RateInterval(tuple(estimates), 0.03).to_dict()}
+        return r
+
+    e = math.e
+    # logs (0, 2) and (1, 1, 4): squares about the means 2 + 6 = 8 over 1 + 2 df
+    results = [result([1.0, e**2]), result([e, e, e**4]), result([5.0]), result([1.0, 9.0], "failed")]
+    sd, df = pooled_log_sd(results)
+    assert df == 3 and sd == pytest.approx(math.sqrt(8 / 3))
+    with pytest.raises(UsageError):
+        pooled_log_sd([result([5.0])])
+
+
+def test_power_cli_from_compare_folders_and_bad_input_exits_2(tmp_path, capsys):
+    run = CompareRun(config={"slo": {"p99_ms": 50}}, scenario="tabular", env={}, results=[])
+    for estimates in ([1000.0, 1100.0, 950.0], [500.0, 520.0, 480.0]):
+        r = ChoiceResult(Choice("flask", "gunicorn-sync", "iris-rf", "onnx"), status="complete")
+        r.saturation = {"repeats": RateInterval(tuple(estimates), 0.038).to_dict()}
+        run.results.append(r)
+    run.save(tmp_path / "compare.json")
+    assert power_main(["--from", str(tmp_path), "--gap", "0,0.5", "--repeats", "3", "--trials", "200"]) == 0
+    out = capsys.readouterr().out
+    assert "pooled over 1 run(s), 4 df" in out and "floor 0.0380" in out
+    assert re.search(r"^\| \+50% \| \d+% \|$", out, re.M)
+    assert power_main(["--from", str(tmp_path), "--only", "flask", "--repeats", "3", "--trials", "10"]) == 0
+    assert "4 df" in capsys.readouterr().out
+    assert power_main(["--from", str(tmp_path), "--only", "fastapi", "--trials", "10"]) == 2  # nothing left
+    for bad in (
+        [],
+        ["--log-sd", "0.1", "--from", str(tmp_path)],
+        ["--log-sd", "0.1", "--gap", "x"],
+        ["--log-sd", "0.1", "--repeats", "1"],
+        ["--from", str(tmp_path / "nowhere")],
+    ):
+        assert power_main(bad) == 2, bad
+        assert "error:" in capsys.readouterr().err
