@@ -264,11 +264,20 @@ class ChoiceRun:
             self.restarts += not self.choice.external
             self._one_repeat(k)
 
-    def finish(self, interrupted: bool = False) -> None:
-        """The choice's result (only once, and only for a choice whose first pass completed)."""
-        if self.finished or not self.first_done or self.result.status != "running":
-            return
+    def finish(self, interrupted: bool = False) -> bool:
+        """End the choice, once: a running one whose first pass completed becomes complete from the repeats
+        it finished; a failed one stays failed. Returns whether this call ended it (False: already ended, or
+        never got that far: pending or interrupted in its first pass)."""
+        status = self.result.status
+        if (
+            self.finished
+            or status not in ("running", "failed")
+            or (status == "running" and not self.first_done)
+        ):
+            return False
         self.finished = True
+        if status == "failed":
+            return True
         if self.reps and len(self.reps) < self.planned_repeats:
             why = "compare was interrupted" if interrupted else "the remaining repeats did not run"
             self.result.add_warning(
@@ -283,6 +292,7 @@ class ChoiceRun:
             self.result.saturation = {**(self.result.saturation or {}), "status": self.sat.status}
         self.result.status = "complete"
         self.save()
+        return True
 
     @contextlib.contextmanager
     def _pass(self, first: bool) -> Iterator[None]:
@@ -555,10 +565,8 @@ def run_matrix(
         if on_progress is not None:
             on_progress(cr.result, what)
 
-    def finish(cr: ChoiceRun, interrupted: bool = False) -> None:
-        was = cr.finished
-        cr.finish(interrupted)
-        if not was and cr.result.status in ("complete", "failed"):
+    def finish(cr: ChoiceRun) -> None:
+        if cr.finish():
             progress(cr, "done")
 
     runs = [ChoiceRun(r.choice, cfg, driver, out_dir, r, save) for r in run.results]
@@ -574,7 +582,10 @@ def run_matrix(
             for cr in runs if k % 2 == 0 else reversed(runs):
                 if cr.pending(k):
                     cr.repeat(k)
-                    progress(cr, f"repeat {k + 1}")
+                    if cr.result.status == "running":
+                        progress(cr, f"repeat {k + 1}")
+                    else:  # the restart or the repeat failed
+                        finish(cr)
         for cr in runs:
             finish(cr)
         run.status = "complete"

@@ -545,12 +545,18 @@ class TimedDriver(PerStartDriver):
         return super().load(target, **kw)
 
 
-def two_choice_run(tmp_path, driver):
+def two_choice_run(tmp_path, driver, on_progress=None):
     cfg = quick_cfg(repeats=3, repeat_probes=4)
     cfg.matrix.format = ["onnx"]
     choices, skipped, scenario = expand(cfg, CATALOG)
     assert [c.framework for c in choices] == ["fastapi", "flask"]
-    return cfg, choices, lambda: run_matrix(cfg, choices, skipped, scenario, driver, tmp_path, env={})
+    return (
+        cfg,
+        choices,
+        lambda: run_matrix(
+            cfg, choices, skipped, scenario, driver, tmp_path, env={}, on_progress=on_progress
+        ),
+    )
 
 
 def test_repeats_are_interleaved_across_choices_so_a_slow_minute_does_not_bias_one_ratio(tmp_path):
@@ -605,13 +611,39 @@ def test_a_restart_that_fails_fails_that_choice_only(tmp_path):
     driver = TimedDriver(
         {"fastapi": 1000.0, "flask": 500.0}, speeds=[1.0] * 6, fail_start=2
     )  # flask's repeat 2
-    _, choices, go = two_choice_run(tmp_path, driver)
+    seen: list[tuple[str, str, str]] = []
+    _, choices, go = two_choice_run(
+        tmp_path, driver, lambda r, what: seen.append((r.choice.framework, what, r.status))
+    )
     run = go()
     assert [r.status for r in run.results] == ["complete", "failed"]
     assert "server exited during start-up" in run.results[1].error
     assert len(run.results[0].saturation["repeats"]["runs"]) == 3
     assert driver.started.count(choices[1].id) == 2  # flask got no repeat 3
     assert driver.stopped == [c for i, c in enumerate(driver.started) if i != 2]
+    # the failure is reported once, when it happens; no "repeat 2 done" for the failed pass
+    assert seen == [
+        ("fastapi", "first pass", "running"),
+        ("flask", "first pass", "running"),
+        ("flask", "done", "failed"),
+        ("fastapi", "repeat 2", "running"),
+        ("fastapi", "repeat 3", "running"),
+        ("fastapi", "done", "complete"),
+    ]
+
+
+def test_a_choice_that_fails_to_start_is_reported_done_once(tmp_path):
+    driver = TimedDriver({"fastapi": 1000.0, "flask": 500.0}, speeds=[1.0] * 6, fail_start=0)
+    seen: list[tuple[str, str, str]] = []
+    *_, go = two_choice_run(
+        tmp_path, driver, lambda r, what: seen.append((r.choice.framework, what, r.status))
+    )
+    run = go()
+    assert [r.status for r in run.results] == ["failed", "complete"]
+    assert [e for e in seen if e[1] == "done"] == [
+        ("fastapi", "done", "failed"),
+        ("flask", "done", "complete"),
+    ]
 
 
 def test_ctrl_c_in_a_later_pass_keeps_every_choice_with_the_repeats_it_finished(tmp_path):
