@@ -27,13 +27,13 @@ bracket ``[highest pass, lowest fail]`` is within ``rel_tolerance``. An upper bo
 ``expand_factor`` (at most ``max_expansions`` times); a lower bound that fails is lowered likewise. The
 reported ``max_rps`` is always a rate that was actually measured and passed.
 
-Repeated searches (``repeated_search``): one search's answer is a pass/fail bracket, and which side of it a
-short run lands on is partly luck. After the coarse search has bracketed the boundary, R fresh short
-searches (``refine_search``: geometric bisection of the coarse bracket widened by a margin, ends assumed,
-not probed; stepping outwards when every probe went the same way) each give one estimate: the geometric
-midpoint of their final [pass, fail] pair. Each
-repeat's bracket is shifted by a seeded random factor of up to half its final cell (dither), so the
-quantisation of the bisection grid shows up as spread between repeats instead of a bias shared by all.
+Repeated searches (``dithered_search``, one per repeat, seeded by ``dither_factors``): one search's answer
+is a pass/fail bracket, and which side of it a short run lands on is partly luck. After the coarse search has
+bracketed the boundary, R fresh short searches (``refine_search``: geometric bisection of the coarse bracket
+widened by a margin, ends assumed, not probed; stepping outwards when every probe went the same way) each
+give one estimate: the geometric midpoint of their final [pass, fail] pair. Each repeat's bracket is shifted
+by a seeded random factor of up to half its final cell (dither), so the quantisation of the bisection grid
+shows up as spread between repeats instead of a bias shared by all.
 ``deploybench.compare_doc.RateInterval`` turns the R estimates into a centre and a 95% interval.
 """
 
@@ -478,35 +478,6 @@ def dithered_search(
     est = refine_search(measure, rules, lo, hi, probes=probes, max_extra=max_extra, on_point=on_point)
     est.dither = dither
     return est
-
-
-def repeated_search(
-    measure: Callable[[float], RateMeasurement],
-    rules: SloRules,
-    lo_rps: float,
-    hi_rps: float,
-    *,
-    repeats: int = 3,
-    probes: int = 3,
-    max_extra: int = 2,
-    seed: int = 0,
-    on_repeat: Callable[[int], None] | None = None,
-    on_point: Callable[[RatePoint], None] | None = None,
-) -> list[RepeatEstimate]:
-    """``repeats`` independent ``dithered_search`` runs of ``[lo, hi]``, one after the other (``compare``
-    interleaves them across choices instead); ``on_repeat(repeat_index)`` before each, ``on_point(point)``
-    after every probe."""
-    if repeats < 1:
-        raise ValueError("repeats must be >= 1")
-    out: list[RepeatEstimate] = []
-    for k, u in enumerate(dither_factors(seed, lo_rps, hi_rps, probes, repeats)):
-        if on_repeat is not None:
-            on_repeat(k)
-        est = dithered_search(
-            measure, rules, lo_rps, hi_rps, u, probes=probes, max_extra=max_extra, on_point=on_point
-        )
-        out.append(est)
-    return out
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -26,11 +26,12 @@ from decisions.compare.saturation import (
     RateMeasurement,
     SaturationResult,
     SloRules,
+    dither_factors,
+    dithered_search,
     evaluate,
     final_cell_log,
     refine_search,
     repeat_bracket,
-    repeated_search,
 )
 from deploybench.compare_doc import (
     Choice,
@@ -161,6 +162,14 @@ def test_repeat_bracket_widens_the_coarse_bracket():
     assert repeat_bracket(SaturationResult(None, 50.0, "below-range"), 0.1) is None
 
 
+def repeated_search(measure, rules, lo, hi, *, repeats, probes, seed):
+    """What compare runs for one choice, its repeats in a row: a seeded dither factor each."""
+    return [
+        dithered_search(measure, rules, lo, hi, u, probes=probes)
+        for u in dither_factors(seed, lo, hi, probes, repeats)
+    ]
+
+
 def test_repeated_searches_are_dithered_seeded_and_land_near_the_capacity():
     rules = SloRules(SLO_US)
     reps = repeated_search(noisy_target(1000.0, 0.0), rules, 800.0, 1300.0, repeats=5, probes=3, seed=7)
@@ -171,9 +180,10 @@ def test_repeated_searches_are_dithered_seeded_and_land_near_the_capacity():
     assert len({round(e, 6) for e in estimates}) > 1
     again = repeated_search(noisy_target(1000.0, 0.0), rules, 800.0, 1300.0, repeats=5, probes=3, seed=7)
     assert [r.estimate_rps for r in again] == estimates  # seeded: the same probes
-    seen: list[int] = []
-    repeated_search(noisy_target(1000.0, 0.0), rules, 800, 1300, repeats=2, probes=1, on_repeat=seen.append)
-    assert seen == [0, 1]
+    # one factor per repeat, each shifting the bracket by at most half a final cell
+    factors = dither_factors(7, 800.0, 1300.0, 3, 5)
+    assert [r.dither for r in reps] == factors
+    assert all(abs(math.log(u)) <= math.log(cell) / 2 for u in factors)
 
 
 def test_interval_from_repeats_covers_a_noisy_boundary_and_is_never_narrower_than_the_resolution():
