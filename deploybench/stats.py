@@ -42,6 +42,28 @@ def record_us(hist: HdrHistogram, value_us: int) -> None:
     hist.record_value(min(max(int(value_us), HIST_LOWEST_US), HIST_HIGHEST_US))
 
 
+def record_many_us(hist: HdrHistogram, values_us: np.ndarray) -> None:
+    """Record many latencies at once (each clamped like ``record_us``): the same counts, total, min and max as
+    ``record_us`` one by one, with the bucket arithmetic of hdrh's ``_counts_index_for`` done in numpy (the
+    lean load engine records thousands of values a second; hdrh's per-value Python costs ~3 µs each)."""
+    if len(values_us) == 0:
+        return
+    v = np.clip(np.asarray(values_us, dtype=np.int64), HIST_LOWEST_US, HIST_HIGHEST_US)
+    # bucket index = bit length of (v | sub_bucket_mask) - unit magnitude - (half-count magnitude + 1);
+    # frexp's exponent is the bit length for integers below 2**53 (values here are <= 3.6e9)
+    bits = np.frexp((v | hist.sub_bucket_mask).astype(np.float64))[1].astype(np.int64)
+    bucket = bits - hist.unit_magnitude - (hist.sub_bucket_half_count_magnitude + 1)
+    sub_bucket = v >> (bucket + hist.unit_magnitude)
+    index = ((bucket + 1) << hist.sub_bucket_half_count_magnitude) + sub_bucket - hist.sub_bucket_half_count
+    counts = np.ctypeslib.as_array(hist.counts)[: hist.counts_len]
+    binned = np.bincount(index, minlength=0)
+    nz = np.flatnonzero(binned)
+    counts[nz] += binned[nz].astype(counts.dtype)
+    hist.total_count += len(v)
+    hist.min_value = min(hist.min_value, int(v.min()))
+    hist.max_value = max(hist.max_value, int(v.max()))
+
+
 def encode_histogram(hist: HdrHistogram) -> str:
     encoded = hist.encode()
     return encoded.decode("ascii") if isinstance(encoded, bytes) else encoded

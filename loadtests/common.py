@@ -17,7 +17,7 @@ master, and a final snapshot when the master stops the test. The master keeps th
 (idempotent) and merges them.
 
 Open-loop accounting: every slot of the arrival schedule ends as a measured request or an error of its own
-kind ("dropped", "not-sent", "unfinished"; see loadtests/measure.py). When the window closes (after
+kind ("dropped", "not-sent", "unfinished"; see deploybench/measure.py). When the window closes (after
 ``--warmup`` + ``--duration``, or when Locust stops) the schedule is closed, its pending slots become
 "not-sent", the senders stop taking slots, and requests still in flight get up to ``DRAIN_TIMEOUT_S`` to
 answer before the counts are sealed (then "unfinished").
@@ -37,15 +37,11 @@ is the number of workers assigned.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
 import sys
 import time
-import urllib.request
-from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -59,11 +55,7 @@ from locust.runners import MasterRunner, WorkerRunner
 from deploybench.env import capture_env
 from deploybench.errors import UsageError
 from deploybench.io import utc_now
-from deploybench.paths import results_dir as default_results_dir
-from deploybench.record import RunRecord, make_run_id
-from deploybench.stats import few_samples_percentiles
-from deploybench.vocabulary import LOAD_MODELS, OPEN_LOOP_MODELS
-from loadtests.measure import (
+from deploybench.measure import (
     CONNECTION_KINDS,
     DROPPED,
     NOT_SENT,
@@ -72,18 +64,30 @@ from loadtests.measure import (
     error_kind,
     parse_server_timing,
 )
-from loadtests.pacer import ArrivalSchedule
-from loadtests.payloads import HEADERS_ENV, merge_headers
+from deploybench.pacer import ArrivalSchedule
+from deploybench.paths import results_dir as default_results_dir
+from deploybench.record import RunRecord, make_run_id
+from deploybench.vocabulary import LOAD_MODELS
+from loadtests.core import (
+    DRAIN_TIMEOUT_S,
+    GENERATOR_BOUND_PERCENT,
+    LoadOptions,
+    cpu_usage,
+    fetch_health,
+    fill_record,
+    is_loopback,
+    process_cpu_s,
+    scenario_options,
+)
+from loadtests.payloads import HEADERS_ENV
 
 logger = logging.getLogger("deploybench.load")
 
-GENERATOR_BOUND_PERCENT = 85.0  # of one core
 CPU_SAMPLE_INTERVAL_S = 1.0
 MSG_FLUSH = "deploybench_flush"  # master -> workers: send your snapshot now
 MSG_SNAPSHOT = "deploybench_snapshot"  # worker -> master: a snapshot (final=True after the worker stopped)
 MSG_ABORT = "deploybench_abort"  # worker -> master: target unreachable, end the run as failed
 MSG_ASSIGN = "deploybench_assign"  # master -> worker, at test start: {generation, index, count}
-DRAIN_TIMEOUT_S = 5.0  # open loop: after the window closes, how long requests in flight may still answer
 MASTER_END_MARGIN_S = 1.0  # the master ends the run this long after its window, so workers close their own
 REPORT_KEY = "deploybench"
 
@@ -159,78 +163,6 @@ def _add_common_arguments(parser: Any, **_kw: Any) -> None:
     )
 
 
-@dataclass
-class LoadOptions:
-    load_model: str = "closed"
-    rate_rps: float = 0.0
-    warmup_s: float = 0.0
-    duration_s: float = 0.0
-    max_lag_s: float = 5.0
-    max_requests: int = 0
-    seed: int = 0
-    model: str = ""
-    results_dir: str = field(default_factory=lambda: str(default_results_dir()))
-    record: str = ""
-    save_interval_s: float = 2.0
-    abort_after_errors: int = 200
-    generator_bound_percent: float = GENERATOR_BOUND_PERCENT
-    master_port_file: str = ""
-    headers: dict[str, str] = field(default_factory=dict)
-    extra_config: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def open_loop(self) -> bool:
-        return self.load_model in OPEN_LOOP_MODELS
-
-    @classmethod
-    def from_parsed(cls, parsed: Any) -> LoadOptions:
-        """Validate Locust's parsed options; raise UsageError naming the bad option."""
-        g = lambda name, default: getattr(parsed, name, default) if parsed is not None else default  # noqa: E731
-        o = cls(
-            load_model=g("load_model", "closed"),
-            rate_rps=float(g("rate", 0.0) or 0.0),
-            warmup_s=float(g("warmup", 0.0) or 0.0),
-            duration_s=float(g("duration", 0.0) or 0.0),
-            max_lag_s=float(g("max_lag", 5.0)),
-            max_requests=int(g("max_requests", 0) or 0),
-            seed=int(g("seed", 0) or 0),
-            model=str(g("model", "") or ""),
-            results_dir=str(g("results_dir", "") or default_results_dir()),
-            record=str(g("record", "") or ""),
-            save_interval_s=float(g("save_interval", 2.0)),
-            abort_after_errors=int(g("abort_after_errors", 200) or 0),
-            generator_bound_percent=float(g("generator_bound_percent", GENERATOR_BOUND_PERCENT)),
-            master_port_file=str(g("master_port_file", "") or ""),
-            headers=merge_headers(os.environ.get(HEADERS_ENV, ""), g("header", None)),
-        )
-        if o.load_model not in LOAD_MODELS:
-            raise UsageError(f"--load-model must be one of {', '.join(LOAD_MODELS)} (got {o.load_model!r})")
-        if o.open_loop and not (math.isfinite(o.rate_rps) and o.rate_rps > 0):
-            raise UsageError(f"--load-model {o.load_model} needs --rate > 0 (requests/s)")
-        if o.warmup_s < 0 or not math.isfinite(o.warmup_s):
-            raise UsageError("--warmup must be >= 0 seconds")
-        if o.duration_s < 0 or not math.isfinite(o.duration_s):
-            raise UsageError("--duration must be >= 0 seconds")
-        if o.max_lag_s <= 0:
-            raise UsageError("--max-lag must be > 0 seconds")
-        if o.max_requests < 0:
-            raise UsageError("--max-requests must be >= 0")
-        if o.save_interval_s <= 0:
-            raise UsageError("--save-interval must be > 0")
-        if not (math.isfinite(o.generator_bound_percent) and o.generator_bound_percent >= 0):
-            raise UsageError("--generator-bound-percent must be >= 0 (percent of one core)")
-        raw = g("extra_config", "") or ""
-        if raw:
-            try:
-                extra = json.loads(raw)
-            except json.JSONDecodeError as exc:
-                raise UsageError(f"--extra-config is not valid JSON ({exc})") from None
-            if not isinstance(extra, dict):
-                raise UsageError("--extra-config must be a JSON object")
-            o.extra_config = extra
-        return o
-
-
 # -- generator CPU -----------------------------------------------------------------------------------------
 class CpuSampler:
     """psutil CPU% of this Locust process (100 = one core), sampled in a greenlet.
@@ -242,6 +174,8 @@ class CpuSampler:
         self._proc = psutil.Process()
         self.samples: list[float] = []
         self._greenlet: gevent.Greenlet | None = None
+        self._cpu0_s = 0.0
+        self._wall0_ns = 0
 
     @property
     def proc(self) -> psutil.Process:
@@ -253,6 +187,7 @@ class CpuSampler:
     def start(self) -> None:
         self.samples = []
         self.proc.cpu_percent(None)  # prime
+        self._cpu0_s, self._wall0_ns = process_cpu_s(), time.perf_counter_ns()
         if self._greenlet is None or self._greenlet.dead:
             self._greenlet = gevent.spawn(self._loop)
 
@@ -266,10 +201,11 @@ class CpuSampler:
             self._greenlet.kill(block=False)
             self._greenlet = None
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self, requests: int = 0) -> dict[str, Any]:
         s = self.samples
         return {
             "pid": self.proc.pid,
+            **cpu_usage(self._cpu0_s, self._wall0_ns, requests),
             "cpu_percent_mean": round(sum(s) / len(s), 1) if s else None,
             "cpu_percent_max": round(max(s), 1) if s else None,
             "cpu_samples": len(s),
@@ -567,7 +503,8 @@ class Plugin:
             info["refused"] = self.refused
         if self.schedule is not None:
             info["rate_rps"] = self.schedule.rate_rps
-        return {**info, **self.cpu.summary()}
+        m = self.measurement
+        return {**info, **self.cpu.summary(m.answered() if m is not None else 0)}
 
     def snapshot(self) -> dict[str, Any]:
         assert self.measurement is not None
@@ -689,7 +626,7 @@ class Plugin:
                 "master_port": self.master_port if self.is_master else None,
                 "generator_bound_percent": o.generator_bound_percent,
                 "affinity": env.get("affinity"),
-                "shares_machine_with_target": _is_loopback(self.environment.host),
+                "shares_machine_with_target": is_loopback(self.environment.host),
             },
         }
         health = fetch_health(self.environment.host, headers=o.headers)
@@ -728,34 +665,11 @@ class Plugin:
         if rec is None or path is None:
             return
         try:
-            merged = self._merged()
-            offered = self._offered(merged)
-            rec.series = merged.to_series(offered)
+            fill_record(rec, self._merged(), self.options, status, error)
             self._add_locust_reported(rec)
-            rec.config["generators"] = merged.generators
-            rec.config["pacing"] = merged.pacing or None
-            rec.warnings = [
-                w for w in rec.warnings if w.code in ("target-health-unavailable", "worker-final-missing")
-            ]
-            self._add_warnings(rec, merged)
-            rec.status = status
-            rec.error = error
-            rec.ended_utc = None if status == "running" else utc_now()
             rec.save(path)
         except Exception:  # never let a save break the run; the next save retries
             logger.exception("deploybench: could not save the run record to %s", path)
-
-    def _offered(self, merged: Measurement) -> dict[str, float]:
-        """Open loop: the real offered rate, the sum of the rate shares of the generators that reported (one
-        process: --rate), split among the endpoints by their share of the window's slots."""
-        if not self.options.open_loop:
-            return {}
-        total_rate = sum(float(g.get("rate_rps") or 0.0) for g in merged.generators if not g.get("refused"))
-        slots = {n: ep.count + sum(ep.errors.values()) + ep.in_flight for n, ep in merged.endpoints.items()}
-        total = sum(slots.values())
-        if not total or not total_rate:
-            return {}
-        return {n: round(total_rate * k / total, 3) for n, k in slots.items()}
 
     def _add_locust_reported(self, rec: RunRecord) -> None:
         stats = getattr(self.runner, "stats", None)
@@ -774,110 +688,6 @@ class Plugin:
                 "p99_ms": entry.get_response_time_percentile(0.99),
                 "avg_ms": round(entry.avg_response_time, 3),
             }
-
-    def _add_warnings(self, rec: RunRecord, merged: Measurement) -> None:
-        bound = self.options.generator_bound_percent
-        for gen in merged.generators:
-            mean = gen.get("cpu_percent_mean")
-            if mean is not None and mean > bound:
-                rec.add_warning(
-                    "generator-bound",
-                    f"load generator process {gen.get('pid')} ({gen.get('role')}) used {mean:.0f}% of a core "
-                    f"on average (> {bound:g}%): latency and throughput may be the "
-                    "generator's, not the target's",
-                    hint="use more Locust processes (--processes / workers), fewer users, or pin the "
-                    "generator and the target to separate cores",
-                )
-        for gen in merged.generators:
-            if gen.get("refused"):
-                rec.add_warning(
-                    "worker-refused",
-                    f"worker process {gen.get('pid')} joined after the test started (no share of the rate "
-                    "was assigned to it): it sent nothing; the other workers' shares were kept",
-                    hint="start every worker before the test starts (--expect-workers)",
-                )
-        pacing = merged.pacing or {}
-        errors: Counter[str] = Counter()
-        for s in rec.series:
-            errors.update(s.errors)
-        if errors[DROPPED]:
-            rec.add_warning(
-                "dropped-sends",
-                f"{errors[DROPPED]} scheduled sends in the window were more than "
-                f"{self.options.max_lag_s:g} s late and were dropped (never sent): counted as errors of "
-                f"kind '{DROPPED}'",
-                hint="more users (senders) or a lower --rate",
-            )
-        if errors[NOT_SENT]:
-            rec.add_warning(
-                "not-sent",
-                f"{errors[NOT_SENT]} sends scheduled in the window were still waiting for a free sender when "
-                f"it closed: counted as errors of kind '{NOT_SENT}'",
-                hint="more users (senders) or a lower --rate",
-            )
-        if errors[UNFINISHED]:
-            rec.add_warning(
-                "unfinished",
-                f"{errors[UNFINISHED]} requests sent in the window had no answer {DRAIN_TIMEOUT_S:g} s after "
-                f"it closed: counted as errors of kind '{UNFINISHED}'",
-            )
-        if pacing.get("late_sends") and pacing.get("sent"):
-            share = pacing["late_sends"] / pacing["sent"]
-            if share > 0.05:
-                rec.add_warning(
-                    "late-sends",
-                    f"{share:.0%} of sends left more than 1 ms after their intended time (late pick-up or "
-                    "overslept wait); corrected latency includes it",
-                    hint="if the target is not saturated, add users so a sender is free at each slot",
-                )
-        for s in rec.series:
-            few = few_samples_percentiles(s.count)
-            if few:
-                rec.add_warning(
-                    "few-samples",
-                    f"{s.count} samples cannot resolve {', '.join(few)} (the value is at or near the max)",
-                    hint="run longer or at a higher rate",
-                    series=s.name,
-                )
-            if s.count == 0 and (s.duration_s or 0) == 0:
-                rec.add_warning(
-                    "no-window", "the run ended before the warm-up did: nothing measured", series=s.name
-                )
-            if s.error_ratio > 0.01:
-                what = "of requests failed"
-                if s.scheduled is not None:
-                    what = "of the window's scheduled sends failed or got no answer"
-                rec.add_warning("errors", f"{s.error_ratio:.1%} {what}: {s.errors}", series=s.name)
-
-
-def _is_loopback(host: str | None) -> bool:
-    return bool(host) and any(h in host for h in ("://127.", "://localhost", "://[::1]"))
-
-
-def fetch_health(
-    host: str | None, timeout_s: float = 2.0, headers: dict[str, str] | None = None
-) -> dict[str, Any] | None:
-    """GET {host}/health (with ``headers``, e.g. the run's auth token) -> dict, or None when it fails (bounded
-    by timeout_s)."""
-    if not host:
-        return None
-    request = urllib.request.Request(host.rstrip("/") + "/health", headers=headers or {})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as resp:
-            data = json.loads(resp.read(65536))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-SCENARIO_OPTION_NAMES = (
-    "batch_size", "payload_mix", "image_size", "image_format", "image_count",  # built-in scenarios
-    "path", "method", "payload", "multipart_field",  # the api scenario (your own endpoint)
-)  # fmt: skip
-
-
-def scenario_options(parsed: Any) -> dict[str, Any]:
-    return {k: getattr(parsed, k) for k in SCENARIO_OPTION_NAMES if hasattr(parsed, k)}
 
 
 PLUGIN = Plugin()

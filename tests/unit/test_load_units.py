@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 
 from deploybench.errors import UsageError
+from deploybench.measure import Measurement, error_kind, parse_server_timing
+from deploybench.pacer import NS_PER_S, ArrivalSchedule
 from deploybench.stats import (
     decode_histogram,
     merge_histograms,
@@ -13,8 +15,6 @@ from deploybench.stats import (
     record_us,
     summarize_histogram,
 )
-from loadtests.measure import Measurement, error_kind, parse_server_timing
-from loadtests.pacer import NS_PER_S, ArrivalSchedule
 
 
 # -- pacer ------------------------------------------------------------------------------------------------

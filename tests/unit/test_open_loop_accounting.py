@@ -13,8 +13,7 @@ from typing import Any
 
 import pytest
 
-from deploybench.stats import decode_histogram, merge_histograms, summarize_histogram
-from loadtests.measure import (
+from deploybench.measure import (
     DROPPED,
     NOT_SENT,
     UNFINISHED,
@@ -22,7 +21,9 @@ from loadtests.measure import (
     Measurement,
     weighted_round_robin,
 )
-from loadtests.pacer import NS_PER_S, ArrivalSchedule, schedule_seed
+from deploybench.pacer import NS_PER_S, ArrivalSchedule, schedule_seed
+from deploybench.stats import decode_histogram, merge_histograms, summarize_histogram
+from loadtests.core import add_warnings, offered_rps
 
 # Importing locust runs gevent's monkey.patch_all(): in the test process (ssl already imported) that breaks
 # ssl and would turn every thread of the other in-process tests into a greenlet. Locust's own switch skips it
@@ -451,9 +452,9 @@ def test_shares_come_from_the_workers_connected_not_expect_workers() -> None:
     merged.endpoint(LABEL).count = 10
     merged.generators = [*infos, {"rate_rps": None, "refused": True}]
     plugin.options = LoadOptions.from_parsed(_parsed())
-    assert plugin._offered(merged) == {LABEL: 300.0}
+    assert offered_rps(merged, plugin.options) == {LABEL: 300.0}
     merged.generators = infos[:2]  # a worker that never reported offered nothing that was measured
-    assert plugin._offered(merged) == {LABEL: 200.0}
+    assert offered_rps(merged, plugin.options) == {LABEL: 200.0}
 
 
 def test_a_worker_without_a_fresh_assignment_is_refused_and_sends_nothing(
@@ -479,7 +480,7 @@ def test_a_worker_without_a_fresh_assignment_is_refused_and_sends_nothing(
     rec = SimpleNamespace(series=[], add_warning=lambda code, *a, **kw: codes.append(code))
     merged = Measurement(open_loop=True, window_start_ns=0)
     merged.generators = [{"refused": True, "pid": 1}]
-    late._add_warnings(rec, merged)
+    add_warnings(rec, merged, late.options)
     assert codes == ["worker-refused"]
 
 

@@ -30,6 +30,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from hdrh.histogram import HdrHistogram
 
 from deploybench.record import Series
@@ -38,6 +39,7 @@ from deploybench.stats import (
     encode_histogram,
     merge_histograms,
     new_histogram,
+    record_many_us,
     record_us,
     summarize_histogram,
 )
@@ -276,6 +278,60 @@ class Measurement:
                 h = ep.server_timing[comp] = new_histogram()
             record_us(h, us)
 
+    def add_successes(
+        self,
+        name: str,
+        *,
+        start_ns: np.ndarray,
+        latency_us: np.ndarray,
+        send_delay_us: np.ndarray | None = None,
+        server_timing_us: dict[str, np.ndarray] | None = None,
+    ) -> None:
+        """Record many successful requests of one endpoint at once: the same result as ``add`` for each,
+        with the histogram arithmetic in numpy (the lean engine's path). Arrays are aligned by request;
+        a ``server_timing_us`` component is -1 where that request's header did not carry it."""
+        n = len(start_ns)
+        if n == 0:
+            return
+        ep = self.endpoint(name)
+        start = np.asarray(start_ns, dtype=np.int64)
+        warm = start < self.window_start_ns
+        if self.sealed:
+            late = ~warm
+        elif self.window_end_ns is not None:
+            late = ~warm & (start >= self.window_end_ns)
+        else:
+            late = np.zeros(n, dtype=bool)
+        ep.warmup_count += int(warm.sum())
+        ep.after_window_count += int(late.sum())
+        keep = ~warm & ~late
+        if not keep.any():
+            return
+        latency = np.asarray(latency_us, dtype=np.int64)[keep]
+        values = latency
+        if send_delay_us is not None:
+            values = latency + np.maximum(0, np.asarray(send_delay_us, dtype=np.int64)[keep])
+        ep.count += len(values)
+        record_many_us(ep.latency, values)
+        if ep.uncorrected is not None:
+            record_many_us(ep.uncorrected, latency)
+        index = (start[keep] - self.window_start_ns) // self.block_ns
+        for i in np.unique(index).tolist():
+            block = ep.block(int(i))
+            part = values[index == i]
+            if block.latency is None:
+                block.latency = new_histogram()
+            block.count += len(part)
+            record_many_us(block.latency, part)
+        for comp, arr in (server_timing_us or {}).items():
+            col = np.asarray(arr, dtype=np.int64)[keep]
+            col = col[col >= 0]
+            if len(col):
+                h = ep.server_timing.get(comp)
+                if h is None:
+                    h = ep.server_timing[comp] = new_histogram()
+                record_many_us(h, col)
+
     def add_unsent(self, name: str, *, start_ns: int, kind: str) -> None:
         """An open-loop slot that got no answer (``dropped``, ``not-sent``, ``unfinished``): an error of that
         kind at its intended time ``start_ns``, with no latency."""
@@ -336,6 +392,15 @@ class Measurement:
             self.add_unsent(name, start_ns=t, kind=UNFINISHED)
         self.sealed = True
         return len(pending)
+
+    def answered(self) -> int:
+        """Requests this generator sent that got an answer or failed (warm-up and after the window included;
+        never-sent slots excluded): the denominator of the generator's CPU per request."""
+        total = 0
+        for ep in self.endpoints.values():
+            sent_errors = sum(v for k, v in ep.errors.items() if k not in UNSENT_KINDS)
+            total += ep.count + ep.warmup_count + ep.warmup_errors + ep.after_window_count + sent_errors
+        return total
 
     def window_s(self, now_ns: int) -> float:
         end = self.window_end_ns if self.window_end_ns is not None else now_ns
