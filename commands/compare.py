@@ -3,8 +3,10 @@
 
 ``--model-file`` (repeatable: one model in several formats, with the ``commands.model_options`` options)
 compares your model's formats instead of the config's zoo models (add ``--model`` to keep those too);
-``--url NAME=URL`` (repeatable) adds an already-running service as a choice (never started or stopped). A
-matrix file does the same with ``[[models]]`` and ``[[urls]]`` (``decisions.compare.config``)."""
+``--url NAME=URL`` (repeatable) adds an already-running service as a choice (never started or stopped): to
+the matrix when one is asked for (``-c``, a matrix override or ``--model-file``), else it is the only kind of
+choice (``--url`` alone measures just the URLs, with the default file's settings). A matrix file does the same
+with ``[[models]]`` and ``[[urls]]`` (``decisions.compare.config``)."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from typing import Any
 from commands.args import csv_ints, csv_list
 from commands.model_options import add_model_file_arguments, user_model_from_args
 from decisions.compare.config import (
+    SCENARIOS,
     CompareConfig,
     ModelInfo,
     UrlEntry,
@@ -44,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--config",
         "-c",
         default=None,
-        help="matrix file (TOML) or the name of one in configs/ (default: quick)",
+        help="matrix file (TOML) or the name of one in configs/ (default: quick; none with --url alone)",
     )
     g = parser.add_argument_group("matrix overrides (comma-separated lists replace the config's axis)")
     g.add_argument("--framework", type=csv_list, help="e.g. fastapi,flask")
@@ -61,6 +64,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--intra-op-threads", type=int, help="model runtime threads per worker")
     m = parser.add_argument_group("measurement overrides")
     m.add_argument("--slo-ms", type=float, help="P99 SLO in milliseconds")
+    m.add_argument(
+        "--scenario",
+        choices=SCENARIOS,
+        help="requests every choice is sent (default: the config's, auto: from the models' or URLs' task)",
+    )
     m.add_argument("--rate", type=float, help="the common open-loop rate (rps) every choice is measured at")
     m.add_argument("--users", type=int, help="closed-loop users for warm-up and stability windows")
     m.add_argument("--step-s", type=float, help="measured seconds per saturation-search step")
@@ -95,7 +103,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="NAME=URL",
         help="an already-running service as a choice (e.g. current=http://127.0.0.1:8000), measured and "
-        "ranked like the others but never started or stopped; repeatable",
+        "ranked like the others but never started or stopped; repeatable. Alone, compare measures only the "
+        "URLs (with the default config's SLO, measurement and search settings); with -c, a matrix "
+        "override or --model-file, they are added to that matrix",
     )
     add_model_file_arguments(parser, several=True)
 
@@ -111,6 +121,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "matrix.handler": args.handler,
         "matrix.intra_op_threads": args.intra_op_threads,
         "slo.p99_ms": args.slo_ms,
+        "measure.scenario": args.scenario,
         "measure.common_rate_rps": args.rate,
         "measure.users": args.users,
         "measure.pin": args.pin,
@@ -125,6 +136,43 @@ def parse_url_choice(text: str) -> UrlEntry:
     if not sep or not name.strip() or not url.strip():
         raise UsageError(f"--url expects NAME=URL (e.g. current=http://127.0.0.1:8000), got {text!r}")
     return UrlEntry(name.strip(), url.strip())
+
+
+# The flags that ask for a matrix of targets to start (with -c and --model-file); --url without any of them
+# measures only the URLs.
+MATRIX_FLAGS = ("framework", "server", "model", "format", "workers", "threads", "handler", "intra_op_threads")
+
+
+def asks_for_matrix(args: argparse.Namespace) -> bool:
+    """``-c``, a matrix override or ``--model-file``: compare runs a matrix (``--url`` choices join it)."""
+    return (
+        args.config is not None
+        or bool(args.model_file)
+        or any(getattr(args, flag) is not None for flag in MATRIX_FLAGS)
+    )
+
+
+def urls_only(cfg: CompareConfig) -> CompareConfig:
+    """``cfg`` without its matrix: only the services given by ``--url`` are measured (none is started), with
+    ``cfg``'s SLO, measurement and search settings."""
+    cfg.description = (
+        f"The running services given by --url, measured with the {cfg.name} config's SLO, measurement and "
+        "search settings; compare started no target."
+    )
+    cfg.name, cfg.source = "urls", "--url"
+    cfg.matrix.model = []
+    cfg.models = []
+    return cfg
+
+
+def resolve_config(args: argparse.Namespace) -> CompareConfig:
+    """The config a compare run measures: ``-c`` (default: the built-in quick) with the command line's
+    overrides, ``--model-file`` and ``--url`` choices added; ``--url`` alone (``asks_for_matrix`` false):
+    the URLs only."""
+    cfg = apply_overrides(load_config(args.config), _overrides(args))
+    if args.url and not asks_for_matrix(args):
+        cfg = urls_only(cfg)
+    return add_cli_choices(cfg, args)
 
 
 def add_cli_choices(cfg: CompareConfig, args: argparse.Namespace) -> CompareConfig:
@@ -175,7 +223,7 @@ def run(args: argparse.Namespace) -> int:
             print(p)
         return 0
 
-    cfg = add_cli_choices(apply_overrides(load_config(args.config), _overrides(args)), args)
+    cfg = resolve_config(args)
     infos = inspect_models(cfg)  # a bad model file: exit 2 before anything starts
     catalog: dict[str, ModelInfo] = {**zoo_catalog(), **user_catalog(infos)}
     url_tasks = {u.name: (fetch_health(u.url) or {}).get("task") for u in cfg.urls}

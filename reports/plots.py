@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 from collections import defaultdict
+from typing import NamedTuple
 
 import matplotlib
 
@@ -152,29 +153,50 @@ def load_plots(record: RunRecord) -> list[Plot]:
 
 
 # -- compare documents -------------------------------------------------------------------------------------
-def latency_throughput_png(run: CompareRun) -> bytes | None:
-    """P99 vs achieved throughput per choice (search probes + common rate); SLO as a dashed line."""
+class CurvePoint(NamedTuple):
+    """One measured rate of a choice on the latency-throughput chart (fields in sort order: x first)."""
+
+    throughput_rps: float  # achieved: the x axis
+    offered_rps: float  # the arrival rate asked for (0 when the record has none)
+    p99_ms: float  # corrected P99: the y axis
+    passed: bool  # the rate met the SLO (filled marker) or not (hollow)
+
+
+def latency_throughput_curves(run: CompareRun) -> list[tuple[str, list[CurvePoint]]]:
+    """Per choice (its label): every search probe (coarse and repeated) and the common rate, ordered by
+    achieved throughput, the chart's x axis (ties: by offered rate). The line joins them in that order, never
+    in the order they were run: repeated searches jump back and forth across the boundary, and past
+    saturation a higher offered rate can achieve less. Choices with no point are left out."""
     curves = []
     for r in run.results:
         pts = []
         for p in (r.saturation or {}).get("points", []):
             if p.get("p99_us"):
-                pts.append((p["offered_rps"], p["throughput_rps"], p["p99_us"] / 1000, bool(p["passed"])))
+                pts.append(CurvePoint(p.get("throughput_rps") or 0.0, p.get("offered_rps") or 0.0,
+                                      p["p99_us"] / 1000, bool(p.get("passed"))))  # fmt: skip
         c = r.common or {}
         if c.get("latency_us", {}).get("p99"):
             p99 = c["latency_us"]["p99"]
-            pts.append(
-                (c.get("offered_rps") or 0, c.get("throughput_rps") or 0, p99 / 1000, p99 <= run.slo_p99_us)
-            )
+            pts.append(CurvePoint(c.get("throughput_rps") or 0.0, c.get("offered_rps") or 0.0, p99 / 1000,
+                                  p99 <= run.slo_p99_us))  # fmt: skip
         if pts:
             curves.append((r.choice.label, sorted(pts)))
+    return curves
+
+
+def latency_throughput_png(run: CompareRun) -> bytes | None:
+    """P99 vs achieved throughput per choice (``latency_throughput_curves``); SLO as a dashed line."""
+    curves = latency_throughput_curves(run)
     if not curves:
         return None
     fig, ax = plt.subplots(figsize=(8, 4.2))
     for label, pts in curves:
-        (line,) = ax.plot([p[1] for p in pts], [p[2] for p in pts], marker="", label=label)
-        ax.scatter([p[1] for p in pts if p[3]], [p[2] for p in pts if p[3]], color=line.get_color(), zorder=3)
-        ax.scatter([p[1] for p in pts if not p[3]], [p[2] for p in pts if not p[3]], facecolors="none",
+        (line,) = ax.plot([p.throughput_rps for p in pts], [p.p99_ms for p in pts], marker="", label=label)
+        passed = [p for p in pts if p.passed]
+        failed = [p for p in pts if not p.passed]
+        ax.scatter([p.throughput_rps for p in passed], [p.p99_ms for p in passed], color=line.get_color(),
+                   zorder=3)  # fmt: skip
+        ax.scatter([p.throughput_rps for p in failed], [p.p99_ms for p in failed], facecolors="none",
                    edgecolors=line.get_color(), zorder=3)  # fmt: skip
     ax.axhline(run.slo_p99_us / 1000, color="red", linestyle="--", linewidth=1, label="P99 SLO")
     ax.set_yscale("log")

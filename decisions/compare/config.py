@@ -555,7 +555,7 @@ def expand(
         if not all_tasks:
             raise UsageError(
                 f"{src}: cannot tell which scenario the [[urls]] choices need (their /health gives no task); "
-                'set [measure] scenario = "tabular" or "image"'
+                'set [measure] scenario = "tabular" or "image" (on the command line: --scenario)'
             )
         scenario = all_tasks.pop()
     else:

@@ -154,6 +154,78 @@ def test_cli_bad_input_exits_2_and_dry_run_lists_the_matrix(capsys, tmp_path):
     assert "fastapi-uvicorn-iris-rf-onnx-w1-inline" in out and "skipped flask handler=inline" in out
 
 
+URLS = ["--url", "current=http://127.0.0.1:8000", "--url", "candidate=http://127.0.0.1:8001"]
+
+
+def compare_args(*argv: str):
+    import argparse
+
+    import commands.compare as compare_cmd
+
+    parser = argparse.ArgumentParser()
+    compare_cmd.add_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_url_alone_measures_only_the_urls_with_the_default_settings():
+    from commands.compare import resolve_config
+
+    cfg = resolve_config(compare_args(*URLS, "--slo-ms", "20", "--repeats", "1"))
+    assert [(u.name, u.url) for u in cfg.urls] == [
+        ("current", "http://127.0.0.1:8000"), ("candidate", "http://127.0.0.1:8001")
+    ]  # fmt: skip
+    assert cfg.name == "urls" and cfg.matrix.model == [] and cfg.models == [] and "--url" in cfg.description
+    quick = load_config("quick")
+    assert cfg.measure.users == quick.measure.users and cfg.search.step_s == quick.search.step_s
+    assert cfg.slo.p99_ms == 20.0 and cfg.search.repeats == 1  # measurement overrides still apply
+    choices, skipped, scenario = expand(cfg, CATALOG, {"current": "tabular", "candidate": None})
+    assert [c.id for c in choices] == ["url-current", "url-candidate"] and all(c.external for c in choices)
+    assert skipped == [] and scenario == "tabular"
+
+
+@pytest.mark.parametrize(
+    ("extra", "n_matrix"),
+    [
+        (["-c", "quick"], 6),  # the quick matrix (6 choices) plus the URLs
+        (["-c", "frameworks"], None),
+        (["--format", "onnx"], 2),  # a matrix override asks for the default matrix
+        (["--model", "iris-rf"], 4),
+        (["--intra-op-threads", "2"], 6),
+    ],
+)
+def test_url_joins_the_matrix_of_a_config_or_a_matrix_override(extra, n_matrix):
+    from commands.compare import resolve_config
+
+    cfg = resolve_config(compare_args(*URLS, *extra))
+    choices, _skipped, _scenario = expand(cfg, CATALOG, {"current": "tabular", "candidate": "tabular"})
+    if n_matrix is None:
+        n_matrix = len(expand(load_config(extra[1]), CATALOG)[0])
+    assert [c.id for c in choices[n_matrix:]] == ["url-current", "url-candidate"]
+    assert n_matrix > 0 and not any(c.external for c in choices[:n_matrix]) and cfg.name != "urls"
+
+
+def test_dry_run_of_url_alone_lists_just_the_urls(monkeypatch, capsys):
+    import commands.compare as compare_cmd
+
+    monkeypatch.setattr(compare_cmd, "fetch_health", lambda url: {"task": "tabular"})
+    assert main(["compare", "--dry-run", *URLS]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out == [
+        "urls: 2 choice(s), scenario tabular, P99 SLO 50 ms",
+        "  url-current (http://127.0.0.1:8000, not started by compare)",
+        "  url-candidate (http://127.0.0.1:8001, not started by compare)",
+    ]
+    assert main(["compare", "--dry-run", "-c", "quick", *URLS]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("quick: 8 choice(s)") and "  url-candidate" in out[8] and "iris-mlp" in out[1]
+    # a service whose /health names no task: the scenario comes from --scenario
+    monkeypatch.setattr(compare_cmd, "fetch_health", lambda url: None)
+    assert main(["compare", "--dry-run", *URLS]) == 2
+    assert "--scenario" in capsys.readouterr().err
+    assert main(["compare", "--dry-run", "--scenario", "image", *URLS]) == 0
+    assert capsys.readouterr().out.startswith("urls: 2 choice(s), scenario image")
+
+
 # -- ranking and the best-choice sentence -----------------------------------------------------------------
 def result(
     fw: str, max_rps: float | None, p99_us: int = 5000, status: str = "complete", fail: float | None = None
@@ -329,6 +401,46 @@ def test_report_has_ranked_table_sentence_plots_warnings_and_env(tmp_path):
     again = load_compare(tmp_path / "compare.json")
     write_report(again, tmp_path / "again")
     assert (tmp_path / "again" / "report.md").read_text() == md
+
+
+def test_latency_throughput_lines_join_each_choices_points_in_order_of_rate(monkeypatch):
+    """The chart's line runs along its x axis (achieved rps), whatever order the probes ran in; past
+    saturation a higher offered rate achieved less (3000 offered: 2100 achieved; 2500 offered: 2400)."""
+    from reports import plots  # import cost: matplotlib
+
+    def choice(fw: str, run_order: list[tuple[float, float, int, bool]], common_offered: float | None):
+        r = ChoiceResult(Choice(fw, "uvicorn" if fw == "fastapi" else "gunicorn-sync", "iris-rf", "onnx"))
+        r.status = "complete"
+        r.saturation = {"points": [{"offered_rps": o, "throughput_rps": t, "p99_us": p99, "passed": ok}
+                                   for o, t, p99, ok in run_order]}  # fmt: skip
+        r.common = {"offered_rps": common_offered, "throughput_rps": 199.0, "latency_us": {"p99": 2500}}
+        return r
+
+    # coarse search (1000, 3000, 2000), then a repeated search (2500, 2200): the order they ran in
+    fast = choice("fastapi", [(1000, 995, 4000, True), (3000, 2100, 900_000, False), (2000, 1990, 9000, True),
+                              (2500, 2400, 80_000, False), (2200, 2180, 30_000, True)], 200.0)  # fmt: skip
+    slow = choice("flask", [(800, 790, 60_000, False), (400, 398, 6000, True), (900, 610, 700_000, False),
+                            (600, 601, 20_000, True)], None)  # fmt: skip
+    run = CompareRun(config={"slo": {"p99_ms": 50.0}}, scenario="tabular", env={}, results=[fast, slow])
+    curves = plots.latency_throughput_curves(run)
+    assert [label for label, _ in curves] == [fast.choice.label, slow.choice.label]
+    fast_pts, slow_pts = curves[0][1], curves[1][1]
+    assert [p.throughput_rps for p in fast_pts] == [199.0, 995, 1990, 2100, 2180, 2400]
+    assert [p.p99_ms for p in fast_pts] == [2.5, 4.0, 9.0, 900.0, 30.0, 80.0]
+    assert [p.throughput_rps for p in slow_pts] == [199.0, 398, 601, 610, 790]
+    assert [p.passed for p in slow_pts] == [True, True, True, False, False]
+
+    figures = []
+    monkeypatch.setattr(plots, "_png", lambda fig: figures.append(fig) or b"png")
+    assert plots.latency_throughput_png(run) == b"png"
+    (fig,) = figures
+    lines = [line for line in fig.axes[0].get_lines() if line.get_label() != "P99 SLO"]
+    assert [line.get_label() for line in lines] == [fast.choice.label, slow.choice.label]
+    for line, pts in zip(lines, (fast_pts, slow_pts), strict=True):
+        xs = [float(x) for x in line.get_xdata()]
+        assert xs == sorted(xs) == [p.throughput_rps for p in pts]
+        assert [float(y) for y in line.get_ydata()] == [p.p99_ms for p in pts]
+    plots.plt.close(fig)
 
 
 def test_compare_document_rejects_other_json(tmp_path):
