@@ -20,6 +20,7 @@ from deploybench.vocabulary import FRAMEWORKS, HANDLER_STYLES, LOAD_MODELS
 from loadtests.payloads import parse_headers
 from loadtests.runner import (
     API_OPTIONS,
+    ENGINES,
     RUNNER_SCENARIOS,
     format_summary,
     run_load_to_file,
@@ -67,8 +68,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     load.add_argument("--rate", type=float, help="open loop: arrival rate, requests/s")
     load.add_argument("--load-model", choices=LOAD_MODELS, default="closed")
     load.add_argument("--max-lag", type=float, default=5.0, help="open loop: drop sends later than this (s)")
-    load.add_argument("--processes", type=int, default=0, help="Locust worker processes (0 = one process)")
-    load.add_argument("--generator-cpus", type=cpu_list, help="CPU affinity of Locust, e.g. 0")
+    load.add_argument(
+        "--engine",
+        choices=ENGINES,
+        help="load generator: lean (default for the built-in scenarios and your --url/--path runs: ~1/8 of "
+        "Locust's CPU per request) or locust (the only one for --locustfile)",
+    )
+    load.add_argument(
+        "--processes",
+        type=int,
+        default=0,
+        help="generator processes: lean engine processes, or Locust worker processes (0 = one process)",
+    )
+    load.add_argument("--generator-cpus", type=cpu_list, help="CPU affinity of the generator, e.g. 0")
     load.add_argument("--seed", type=int, default=0)
     load.add_argument("--batch-size", type=int, help="tabular: rows per request")
     load.add_argument("--payload-mix", help="image: e.g. multipart=3,base64=1")
@@ -173,7 +185,7 @@ def run(args: argparse.Namespace) -> int:
         rate_rps=args.rate, load_model=args.load_model, results_dir=args.out, record_path=args.record,
         generator_cpus=args.generator_cpus, processes=args.processes, model=args.model if args.url else None,
         seed=args.seed, max_lag_s=args.max_lag, scenario_options=opts, locustfile=args.locustfile,
-        headers=headers or None, check_url=True,
+        headers=headers or None, check_url=True, engine=args.engine,
     )  # fmt: skip
     print(format_summary(record))
     print(f"record: {path}")

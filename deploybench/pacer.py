@@ -141,6 +141,16 @@ class ArrivalSchedule:
     def closed(self) -> bool:
         return self.end_ns is not None
 
+    def next_due_ns(self) -> int | None:
+        """Intended time of the next slot a sender would take (after ``start``), or None when the schedule is
+        closed, used up, or its next slot falls after the planned window end."""
+        if self.closed or self.exhausted or self.start_ns is None:
+            return None
+        due = self._peek()
+        if self.window_end_ns is not None and due >= self.window_end_ns:
+            return None
+        return due
+
     def take(self, now_ns: int) -> Slot | None:
         """The next slot for a free sender, or None when ``max_requests`` slots are used up or the schedule
         is closed.

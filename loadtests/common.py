@@ -72,10 +72,11 @@ from loadtests.core import (
     DRAIN_TIMEOUT_S,
     GENERATOR_BOUND_PERCENT,
     LoadOptions,
+    base_config,
     cpu_usage,
     fetch_health,
     fill_record,
-    is_loopback,
+    new_record,
     process_cpu_s,
     scenario_options,
 )
@@ -601,44 +602,24 @@ class Plugin:
         o = self.options
         env = capture_env()
         parsed = self.environment.parsed_options
-        config: dict[str, Any] = {
-            "scenario": self.scenario(),
-            "model": o.model or None,
-            "load_model": o.load_model,
-            "loop": "open-loop" if o.open_loop else "closed-loop",
-            "rate_rps": o.rate_rps if o.open_loop else None,
-            "users": getattr(parsed, "num_users", None),
-            "spawn_rate": getattr(parsed, "spawn_rate", None),
-            "run_time_s": getattr(parsed, "run_time", None),
-            "warmup_s": o.warmup_s,
-            "max_lag_s": o.max_lag_s if o.open_loop else None,
-            "max_requests": o.max_requests or None,
-            "seed": o.seed,
-            "host": self.environment.host,
-            "scenario_options": scenario_options(parsed),
-            "request_headers": sorted(o.headers) or None,  # names only: values may be secrets
-            "generator": {
-                "tool": "locust",
-                "user_class": "FastHttpUser",
-                "mode": self._role(),
-                "workers": len(self.assigned) if self.is_master else 0,  # connected at test start
-                "expect_workers": int(getattr(parsed, "expect_workers", 1) or 1) if self.is_master else None,
-                "master_port": self.master_port if self.is_master else None,
-                "generator_bound_percent": o.generator_bound_percent,
-                "affinity": env.get("affinity"),
-                "shares_machine_with_target": is_loopback(self.environment.host),
-            },
-        }
-        health = fetch_health(self.environment.host, headers=o.headers)
-        if health is not None:
-            config["target_health"] = health
-            for k in ("framework", "model", "format"):
-                if health.get(k) and not config.get(k):
-                    config[k] = health[k]
-        config.update(o.extra_config)
-        self.record = RunRecord(kind="load", config=config, env=env)
-        if health is None:
-            self.record.add_warning("target-health-unavailable", f"GET {self.environment.host}/health failed")
+        config = base_config(
+            o, self.scenario(), self.environment.host, scenario_options(parsed), engine="locust"
+        )
+        config.update(
+            users=getattr(parsed, "num_users", None),
+            spawn_rate=getattr(parsed, "spawn_rate", None),
+            run_time_s=getattr(parsed, "run_time", None),
+        )
+        config["generator"].update(
+            tool="locust",
+            user_class="FastHttpUser",
+            mode=self._role(),
+            workers=len(self.assigned) if self.is_master else 0,  # connected at test start
+            expect_workers=int(getattr(parsed, "expect_workers", 1) or 1) if self.is_master else None,
+            master_port=self.master_port if self.is_master else None,
+            affinity=env.get("affinity"),
+        )
+        self.record = new_record(config, env, o)
         self.record_path = Path(o.record) if o.record else Path(o.results_dir) / f"{self.record.run_id}.json"
         self._save("running")
         if self._saver is None or self._saver.dead:

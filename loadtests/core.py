@@ -155,6 +155,50 @@ def cpu_usage(cpu0_s: float, wall0_ns: int, requests: int) -> dict[str, Any]:
     }
 
 
+def base_config(
+    options: LoadOptions, scenario: str, host: str | None, scenario_opts: dict[str, Any], *, engine: str
+) -> dict[str, Any]:
+    """The record's config that both engines write (each adds its own generator details)."""
+    o = options
+    return {
+        "scenario": scenario,
+        "model": o.model or None,
+        "engine": engine,
+        "load_model": o.load_model,
+        "loop": "open-loop" if o.open_loop else "closed-loop",
+        "rate_rps": o.rate_rps if o.open_loop else None,
+        "warmup_s": o.warmup_s,
+        "max_lag_s": o.max_lag_s if o.open_loop else None,
+        "max_requests": o.max_requests or None,
+        "seed": o.seed,
+        "host": host,
+        "scenario_options": scenario_opts,
+        "request_headers": sorted(o.headers) or None,  # names only: values may be secrets
+        "generator": {
+            "engine": engine,
+            "generator_bound_percent": o.generator_bound_percent,
+            "shares_machine_with_target": is_loopback(host),
+        },
+    }
+
+
+def new_record(config: dict[str, Any], env: dict[str, Any], options: LoadOptions) -> RunRecord:
+    """A load record for ``config``: the target's /health (framework, model, format when it says them; a
+    warning when it does not answer), then ``options.extra_config`` on top."""
+    host = config.get("host")
+    health = fetch_health(host, headers=options.headers)
+    if health is not None:
+        config["target_health"] = health
+        for k in ("framework", "model", "format"):
+            if health.get(k) and not config.get(k):
+                config[k] = health[k]
+    config.update(options.extra_config)
+    rec = RunRecord(kind="load", config=config, env=env)
+    if health is None:
+        rec.add_warning("target-health-unavailable", f"GET {host}/health failed")
+    return rec
+
+
 def offered_rps(merged: Measurement, options: LoadOptions) -> dict[str, float]:
     """Open loop: the real offered rate, the sum of the rate shares of the generators that reported (one
     process: --rate), split among the endpoints by their share of the window's slots."""

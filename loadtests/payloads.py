@@ -19,6 +19,7 @@ import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -291,3 +292,42 @@ def request_spec(method: str = "", path: str = "/", payload: str = "", field: st
     payloads = load_payloads(payload, field) if payload else None
     default = "POST" if payloads is not None else "GET"
     return RequestSpec(parse_method(method or default), parse_path(path), payloads)
+
+
+# -- tabular rows (the tabular scenario) -----------------------------------------------------------------
+# Representative iris rows (sepal length/width, petal length/width in cm), one per class and some between.
+IRIS_ROWS: tuple[tuple[float, float, float, float], ...] = (
+    (5.1, 3.5, 1.4, 0.2),
+    (4.9, 3.0, 1.4, 0.2),
+    (7.0, 3.2, 4.7, 1.4),
+    (6.4, 3.2, 4.5, 1.5),
+    (6.3, 3.3, 6.0, 2.5),
+    (5.8, 2.7, 5.1, 1.9),
+    (5.9, 3.0, 4.2, 1.5),
+    (6.1, 2.8, 4.0, 1.3),
+)
+
+
+IRIS_MODELS = ("iris-rf", "iris-mlp")
+
+
+def make_payload(rng: random.Random, batch_size: int, n_features: int | None = None) -> dict[str, Any]:
+    """One request body: iris rows (``n_features`` None), else ``n_features`` seeded uniform [0, 1) values."""
+
+    def row() -> list[float]:
+        if n_features is None:
+            return list(rng.choice(IRIS_ROWS))
+        return [round(rng.random(), 6) for _ in range(n_features)]
+
+    if batch_size <= 1:
+        return {"features": row()}
+    return {"instances": [row() for _ in range(batch_size)]}
+
+
+def row_width(health: dict[str, Any] | None) -> int | None:
+    """None (iris rows) for the zoo's iris models or an unknown target; else the width /health reports."""
+    if not health or health.get("model") in IRIS_MODELS:
+        return None
+    spec = health.get("input") or {}
+    n = spec.get("n_features") if spec.get("kind") == "tabular" else None
+    return int(n) if isinstance(n, int) and n > 0 else None

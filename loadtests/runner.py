@@ -39,6 +39,8 @@ from deploybench.io import utc_now
 from deploybench.paths import results_dir as default_results_dir
 from deploybench.record import RunRecord, load_record, make_run_id
 from deploybench.vocabulary import LOAD_MODELS, OPEN_LOOP_MODELS, SCENARIOS
+from loadtests.core import LoadOptions
+from loadtests.lean import run_lean
 from loadtests.payloads import HEADERS_ENV, parse_headers, request_spec
 from targets.serve import ServerProcess
 
@@ -46,6 +48,7 @@ SCENARIO_DIR = Path(__file__).resolve().parent
 PROJECT_ROOT = SCENARIO_DIR.parent  # holds this copy of the packages: a checkout or site-packages
 # The built-in scenarios and "api" (one request of your own: --path/--method/--payload).
 RUNNER_SCENARIOS: tuple[str, ...] = (*SCENARIOS, "api")
+ENGINES = ("lean", "locust")
 API_OPTIONS = ("path", "method", "payload", "multipart_field")
 REACH_TIMEOUT_S = 5.0
 STOP_GRACE_S = 15.0
@@ -209,6 +212,7 @@ def run_load_to_file(
     locustfile: str | os.PathLike[str] | None = None,
     headers: dict[str, str] | None = None,
     check_url: bool = False,
+    engine: str | None = None,
 ) -> tuple[RunRecord, Path]:
     """``run_load`` that also returns the record's path.
 
@@ -217,7 +221,11 @@ def run_load_to_file(
     ``scenario_options`` path, method, payload (a JSON lines file or image folder) and multipart_field.
     ``check_url``: for a URL target, UsageError unless it accepts connections (checked after every other
     input, before anything is written or started).
+    ``engine``: "lean" (the default for the built-in scenarios and api) or "locust" (the default, and the
+    only engine, for a locustfile of your own); ``processes`` is then the number of lean generator
+    processes (0 = one), or of Locust workers.
     """
+    engine = resolve_engine(engine, locustfile)
     options = dict(scenario_options or {})
     file = scenario_file(scenario) if locustfile is None else user_locustfile(locustfile)
     if locustfile is not None:
@@ -249,11 +257,13 @@ def run_load_to_file(
         else out_dir / f"{make_run_id('load', provisional, utc_now())}.json"
     )
     path.parent.mkdir(parents=True, exist_ok=True)
-    locust_log = path.with_suffix(".locust.log")
+    locust_log = path.with_suffix(".locust.log" if engine == "locust" else ".lean.log")
     extra.update(
-        duration_s=duration_s, generator_cpus=generator_cpus, locust_processes=processes,
-        locust_log=str(locust_log), record_path=str(path),
+        duration_s=duration_s, generator_cpus=generator_cpus, record_path=str(path),
+        generator_log=str(locust_log),
     )  # fmt: skip
+    if engine == "locust":
+        extra.update(locust_processes=processes, locust_log=str(locust_log))
     if request is not None:
         extra["request"] = request
     if locustfile is not None:
@@ -274,24 +284,24 @@ def run_load_to_file(
         if server is not None:
             server.start()
             url = server.url
-        cmd = [sys.executable, "-P", "-m", "locust", "-f", str(file), "--headless",
-               "--host", url, "--users", str(n_users), "--spawn-rate", str(n_users),
-               "--run-time", f"{run_time_s}s", "--stop-timeout", "0", "--only-summary",
-               "--load-model", load_model, "--warmup", repr(float(warmup_s)),
-               "--duration", repr(float(duration_s)), "--seed", str(seed),
-               "--max-lag", repr(float(max_lag_s)), "--record", str(path), "--results-dir", str(out_dir),
-               "--extra-config", _json(extra)]  # fmt: skip
-        if rate_rps:
-            cmd += ["--rate", repr(float(rate_rps))]
-        if model:
-            cmd += ["--model", model]
-        if processes:
-            # the master listens on loopback only (Locust's default is every interface)
-            cmd += ["--processes", str(processes), "--master-bind-host", "127.0.0.1"]
-        for k, v in options.items():
-            cmd += [f"--{k.replace('_', '-')}", str(v)]
-        env = locust_env(headers)
-        rc, target_died = _run_locust(cmd, locust_log, generator_cpus, run_time_s, server, env)
+        if engine == "lean":
+            lean_options = LoadOptions(
+                load_model=load_model, rate_rps=float(rate_rps or 0.0), warmup_s=warmup_s,
+                duration_s=duration_s, max_lag_s=max_lag_s, seed=seed, model=model or "",
+                results_dir=str(out_dir), record=str(path), headers=dict(headers or {}), extra_config=extra,
+            )  # fmt: skip
+            rc, target_died = run_lean(
+                url, scenario, options=lean_options, connections=n_users, processes=processes,
+                record_path=path, scenario_opts=options, generator_cpus=generator_cpus, server=server,
+                run_time_s=run_time_s, env=locust_env(headers), log_path=locust_log,
+            )  # fmt: skip
+            cmd = ["deploybench-lean"]
+        else:
+            rc, target_died, cmd = _locust(
+                file, url, n_users, run_time_s, load_model, warmup_s, duration_s, seed, max_lag_s, path,
+                out_dir, extra, rate_rps, model, processes, options, locust_log, generator_cpus, server,
+                headers,
+            )  # fmt: skip
         if server is not None and not target_died:
             # Locust may have ended the run itself (N consecutive connection errors) before the poll in
             # _run_locust saw the target die. A killed target closes its socket only as its process exits,
@@ -320,14 +330,55 @@ def run_load_to_file(
             )
         raise TargetError(f"locust exited with code {rc} without writing a record: {' '.join(cmd)}\n{tail}")
     record = load_record(path)
-    record.config["locust_exit_code"] = rc
+    record.config["generator_exit_code"] = rc
+    if engine == "locust":
+        record.config["locust_exit_code"] = rc
     if died_message:
         seen = f"; the load generator reported: {record.error}" if record.error else ""
         record.finish("failed", f"{died_message}{seen}")
     elif record.status == "running":
-        record.finish("failed", f"locust exited with code {rc} before finalising the record")
+        record.finish("failed", f"the {engine} generator exited with code {rc} before finalising the record")
     record.save(path)
     return record, path
+
+
+def resolve_engine(engine: str | None, locustfile: Any) -> str:
+    """The engine a run uses: the lean one for built-in scenarios unless Locust is asked for; Locust for a
+    locustfile of your own (the lean engine cannot run one: UsageError, never a silent fallback)."""
+    if engine is None:
+        return "locust" if locustfile is not None else "lean"
+    if engine not in ENGINES:
+        raise UsageError(f"--engine must be one of {', '.join(ENGINES)} (got {engine!r})")
+    if engine == "lean" and locustfile is not None:
+        raise UsageError("--engine lean cannot run a locustfile: use --engine locust (or leave --engine out)")
+    return engine
+
+
+def _locust(
+    file: Path, url: str, n_users: int, run_time_s: int, load_model: str, warmup_s: float, duration_s: float,
+    seed: int, max_lag_s: float, path: Path, out_dir: Path, extra: dict[str, Any], rate_rps: float | None,
+    model: str | None, processes: int, options: dict[str, Any], log_path: Path,
+    generator_cpus: list[int] | None, server: Any, headers: dict[str, str] | None,
+) -> tuple[int, str | None, list[str]]:  # fmt: skip
+    """Run the Locust engine headless (it writes the record itself): (exit code, target death, command)."""
+    cmd = [sys.executable, "-P", "-m", "locust", "-f", str(file), "--headless",
+           "--host", url, "--users", str(n_users), "--spawn-rate", str(n_users),
+           "--run-time", f"{run_time_s}s", "--stop-timeout", "0", "--only-summary",
+           "--load-model", load_model, "--warmup", repr(float(warmup_s)),
+           "--duration", repr(float(duration_s)), "--seed", str(seed),
+           "--max-lag", repr(float(max_lag_s)), "--record", str(path), "--results-dir", str(out_dir),
+           "--extra-config", _json(extra)]  # fmt: skip
+    if rate_rps:
+        cmd += ["--rate", repr(float(rate_rps))]
+    if model:
+        cmd += ["--model", model]
+    if processes:
+        # the master listens on loopback only (Locust's default is every interface)
+        cmd += ["--processes", str(processes), "--master-bind-host", "127.0.0.1"]
+    for k, v in options.items():
+        cmd += [f"--{k.replace('_', '-')}", str(v)]
+    rc, target_died = _run_locust(cmd, log_path, generator_cpus, run_time_s, server, locust_env(headers))
+    return rc, target_died, cmd
 
 
 def _reports_unreachable(record_path: Path) -> bool:

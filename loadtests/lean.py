@@ -1,0 +1,859 @@
+"""The lean load engine: built-in scenarios and URL + payload runs at a small fraction of the CPU per request
+that Locust spends, so a figure taken on one generator core is the server's, not the generator's.
+
+Why this design (figures measured on this project's 2-core machine, README "Load engines"):
+- **uvloop + httptools** (both already installed with ``uvicorn[standard]``): libuv's event loop and the
+  llhttp parser run in C; Python only runs one callback per response.
+- **No task or future per request.** Each connection is an ``asyncio.Protocol``; a response's callback
+  records the result and writes the next request on the same connection (closed loop) or hands the
+  connection back to the pacer (open loop).
+- **Requests encoded once.** Every request the run will send (head + body) is built up front as bytes; a
+  send is one ``transport.write``.
+- **Results recorded in batches.** A response appends four integers to a list; every ``FLUSH_S`` the batch
+  goes into the HdrHistograms with numpy (``Measurement.add_successes``), never one Python ``record_value``
+  per request. Server-Timing headers are parsed in the same batch.
+- **Exact pacing without spinning.** Open loop, the next slot's intended time arms a Linux ``timerfd``
+  (nanosecond deadline, woken by epoll); libuv's own timers round to whole milliseconds, which would add a
+  mean ~0.5 ms of send delay to every corrected latency.
+
+The measurement is the engine-neutral one (``deploybench.measure`` + ``deploybench.pacer`` +
+``loadtests.core``), fed exactly as the Locust path feeds it: intended-time coordinated-omission correction,
+per-endpoint HdrHistograms, 1 s blocks, ``dropped`` / ``not-sent`` / ``unfinished`` slots, Server-Timing and
+errors by kind. Open loop, the connections are the senders: a slot is taken only when a connection is free
+(as a Locust user takes one), so a slot waits in the schedule, late, when every connection is busy, and is
+dropped past ``--max-lag``.
+
+One process per generator core: ``run_lean`` starts ``processes`` copies of ``python -m loadtests.lean``
+(each pinned to its core when CPUs are given), each with its share of the rate (constant schedules offset, so
+the merged arrivals stay evenly spaced; Poisson schedules seeded apart) and of the connections. Each writes a
+snapshot of its measurement (``Measurement.to_wire``) to its own state file every ``save_interval_s`` and a
+final one when it ends; the parent merges them exactly (histograms added) into the run record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import itertools
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import ssl
+import subprocess
+import sys
+import time
+import urllib.parse
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httptools
+import numpy as np
+
+from deploybench.env import capture_env, pinned_argv
+from deploybench.io import write_atomic
+from deploybench.measure import DROPPED, NOT_SENT, UNFINISHED, Measurement, error_kind
+from deploybench.pacer import NS_PER_S, ArrivalSchedule
+from deploybench.vocabulary import OPEN_LOOP_MODELS
+from loadtests.core import (
+    DRAIN_TIMEOUT_S,
+    LoadOptions,
+    base_config,
+    cpu_usage,
+    fetch_health,
+    fill_record,
+    new_record,
+    process_cpu_s,
+)
+from loadtests.payloads import (
+    BOUNDARY,
+    HEADERS_ENV,
+    KINDS,
+    base64_body,
+    make_images,
+    make_payload,
+    merge_headers,
+    multipart_body,
+    parse_mix,
+    parse_size,
+    payload_rng,
+    request_spec,
+    row_width,
+)
+
+ENGINE = "lean"
+STATE_POLL_S = 0.2  # the parent checks its generator processes (and the target) this often
+FLUSH_S = 0.25  # results go into the histograms this often
+WATCHDOG_S = 0.5  # how often requests in flight are checked against the timeout
+REQUEST_TIMEOUT_S = 30.0  # as Locust's FastHttpUser network_timeout
+CONNECT_TIMEOUT_S = 10.0
+PICKS = 1024  # length of the seeded request sequence a generator cycles through
+TABULAR_BODIES = 64  # distinct tabular request bodies per generator
+USER_AGENT = "deploybench-lean"
+_ST_ENTRY = re.compile(rb'([A-Za-z0-9_.-]+)\s*;(?:[^,]*?;)?\s*dur\s*=\s*"?([0-9]+(?:\.[0-9]*)?)')
+
+
+# -- what to send --------------------------------------------------------------------------------------------
+@dataclass
+class RequestPlan:
+    """Every request a generator sends, encoded once: endpoint labels and a cycle of (label index, bytes)."""
+
+    labels: list[str]
+    picks: list[tuple[int, bytes]]
+    describe: dict[str, Any] = field(default_factory=dict)
+
+
+def _encode(method: str, target: str, host_header: str, headers: dict[str, str], body: bytes | None,
+            content_type: str | None) -> bytes:  # fmt: skip
+    lines = [
+        f"{method} {target} HTTP/1.1",
+        f"Host: {host_header}",
+        f"User-Agent: {USER_AGENT}",
+        "Accept: */*",
+    ]
+    names = {k.lower() for k in headers}
+    if body is not None:
+        if content_type and "content-type" not in names:
+            lines.append(f"Content-Type: {content_type}")
+        lines.append(f"Content-Length: {len(body)}")
+    lines += [f"{k}: {v}" for k, v in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b"")
+
+
+def build_plan(
+    scenario: str,
+    url: str,
+    *,
+    options: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+    seed: int = 0,
+    generator_index: int = 0,
+) -> RequestPlan:
+    """The requests of a built-in scenario (tabular, image, health) or of ``api`` (path/method/payload),
+    for one generator process. The same choices as the Locust scenarios make: iris rows (or seeded rows of
+    the width /health reports), the image mix by weight, api bodies cycled in order."""
+    options = dict(options or {})
+    headers = dict(headers or {})
+    parts = urllib.parse.urlsplit(url)
+    host_header = parts.netloc
+    prefix = parts.path.rstrip("/")
+    rng = payload_rng(seed, generator_index, 0)
+
+    def enc(method: str, path: str, body: bytes | None = None, ctype: str | None = None) -> bytes:
+        return _encode(method, prefix + path, host_header, headers, body, ctype)
+
+    if scenario == "health":
+        return RequestPlan(["GET /health"], [(0, enc("GET", "/health"))])
+    if scenario == "tabular":
+        batch = max(1, int(options.get("batch_size") or 1))
+        width = row_width(fetch_health(url, headers=headers))
+        bodies = [json.dumps(make_payload(rng, batch, width)).encode() for _ in range(TABULAR_BODIES)]
+        return RequestPlan(
+            ["POST /predict"], [(0, enc("POST", "/predict", b, "application/json")) for b in bodies]
+        )
+    if scenario == "image":
+        mix = parse_mix(options.get("payload_mix") or "multipart=1,base64=1")
+        size = parse_size(options.get("image_size") or "224x224")
+        fmt = options.get("image_format") or "jpeg"
+        count = max(1, int(options.get("image_count") or 4))
+        images = make_images(size, fmt, count, seed)
+        kinds = [k for k, w in mix.items() if w > 0]
+        labels = [f"POST {KINDS[k]}" for k in kinds]
+        encoded = {
+            "multipart": [enc("POST", KINDS["multipart"], multipart_body(b, fmt),
+                              f"multipart/form-data; boundary={BOUNDARY}") for b in images],
+            "base64": [enc("POST", KINDS["base64"], base64_body(b, fmt).encode(), "application/json")
+                       for b in images],
+        }  # fmt: skip
+        weights = [mix[k] for k in kinds]
+        picks = []
+        for i in range(PICKS):
+            k = rng.choices(range(len(kinds)), weights)[0]
+            picks.append((k, encoded[kinds[k]][i % count]))
+        return RequestPlan(labels, picks)
+    if scenario == "api":
+        spec = request_spec(
+            str(options.get("method") or ""), str(options.get("path") or "/"),
+            str(options.get("payload") or ""), str(options.get("multipart_field") or "file"),
+        )  # fmt: skip
+        label = f"{spec.method} {spec.path}"
+        if spec.payloads is None:
+            return RequestPlan([label], [(0, enc(spec.method, spec.path))], spec.describe())
+        p = spec.payloads
+        picks = [
+            (0, enc(spec.method, spec.path, b, ct)) for b, ct in zip(p.bodies, p.content_types, strict=True)
+        ]
+        return RequestPlan([label], picks, spec.describe())
+    raise ValueError(f"the lean engine has no scenario {scenario!r}")
+
+
+# -- precise wake-ups: a timerfd on the event loop -----------------------------------------------------------
+class _Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+class _Itimerspec(ctypes.Structure):
+    _fields_ = [("it_interval", _Timespec), ("it_value", _Timespec)]
+
+
+class PreciseTimer:
+    """One-shot wake-ups at an absolute ``perf_counter_ns`` time (CLOCK_MONOTONIC on Linux) through a
+    timerfd watched by the event loop: nanosecond deadlines where libuv's timers round to milliseconds.
+    Falls back to ``loop.call_at`` where timerfd is not available."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, callback: Any) -> None:
+        self.loop = loop
+        self.callback = callback
+        self.fd = -1
+        self._handle: asyncio.TimerHandle | None = None
+        self._spec = _Itimerspec()
+        self.armed_ns = -1  # the deadline armed now (-1: none); arming the same one again is skipped
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            create, self._settime = libc.timerfd_create, libc.timerfd_settime
+            fd = create(1, os.O_NONBLOCK | os.O_CLOEXEC)  # CLOCK_MONOTONIC
+        except (OSError, AttributeError):
+            fd = -1
+        if fd >= 0 and time.get_clock_info("perf_counter").implementation.endswith("(CLOCK_MONOTONIC)"):
+            self.fd = fd
+            loop.add_reader(fd, self._fired)
+        elif fd >= 0:
+            os.close(fd)
+
+    def at(self, when_ns: int) -> None:
+        if when_ns == self.armed_ns:
+            return
+        self.armed_ns = when_ns
+        if self.fd >= 0:
+            spec = self._spec
+            spec.it_value.tv_sec, spec.it_value.tv_nsec = divmod(max(1, when_ns), NS_PER_S)
+            self._settime(self.fd, 1, ctypes.byref(spec), None)  # TFD_TIMER_ABSTIME
+            return
+        if self._handle is not None:
+            self._handle.cancel()
+        delay = max(0.0, (when_ns - time.perf_counter_ns()) / 1e9)
+        self._handle = self.loop.call_later(delay, self._fired)
+
+    def _fired(self) -> None:
+        self.armed_ns = -1
+        if self.fd >= 0:
+            with contextlib.suppress(BlockingIOError):
+                os.read(self.fd, 8)
+        self.callback()
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            self.loop.remove_reader(self.fd)
+            os.close(self.fd)
+            self.fd = -1
+        if self._handle is not None:
+            self._handle.cancel()
+
+
+# -- one connection ------------------------------------------------------------------------------------------
+class Conn(asyncio.Protocol):
+    """One HTTP/1.1 connection: writes a request, parses the response, hands it to the engine."""
+
+    __slots__ = ("complete", "engine", "item", "keep_alive", "parser", "raw", "timing", "transport")
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.item: tuple[int, int, int, int] | None = None  # (label index, start_ns, send_ns, slot or -1)
+        self.timing: bytes | None = None
+        self.complete = False
+        self.keep_alive = True
+        self.raw = b""  # the request to write once connected
+
+    # httptools callbacks
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if len(name) == 13 and name.lower() == b"server-timing":
+            self.timing = value
+
+    def on_headers_complete(self) -> None:
+        self.keep_alive = self.parser.should_keep_alive()  # (llhttp resets it once the message completes)
+
+    def on_message_complete(self) -> None:
+        self.complete = True
+
+    # asyncio protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self.engine.failed_request(self, exc, None)
+            return
+        if self.complete:
+            self.complete = False
+            self.engine.response(self, self.parser.get_status_code(), self.keep_alive)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self.engine.lost(self, exc)
+
+
+# -- the engine (one process) --------------------------------------------------------------------------------
+@dataclass
+class EngineSpec:
+    """What one lean generator process runs (written as JSON by ``run_lean``)."""
+
+    url: str
+    scenario: str
+    load_model: str = "closed"
+    connections: int = 8
+    rate_rps: float = 0.0  # this process's share
+    warmup_s: float = 0.0
+    duration_s: float = 10.0
+    max_lag_s: float = 5.0
+    max_requests: int = 0
+    seed: int = 0
+    worker_index: int = 0
+    worker_count: int = 1
+    scenario_options: dict[str, Any] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+    state_path: str = ""
+    save_interval_s: float = 2.0
+    abort_after_errors: int = 200
+    drain_s: float = DRAIN_TIMEOUT_S
+    request_timeout_s: float = REQUEST_TIMEOUT_S
+
+    @property
+    def open_loop(self) -> bool:
+        return self.load_model in OPEN_LOOP_MODELS
+
+
+class Engine:
+    """Drives the connections of one process, paces open-loop slots and feeds the Measurement."""
+
+    def __init__(self, spec: EngineSpec, plan: RequestPlan) -> None:
+        self.spec = spec
+        self.plan = plan
+        parts = urllib.parse.urlsplit(spec.url)
+        self.host = parts.hostname or "127.0.0.1"
+        self.port = parts.port or (443 if parts.scheme == "https" else 80)
+        self.ssl: ssl.SSLContext | None = None
+        if parts.scheme == "https":  # as Locust's FastHttpUser (insecure = True): no certificate check
+            self.ssl = ssl.create_default_context()
+            self.ssl.check_hostname = False
+            self.ssl.verify_mode = ssl.CERT_NONE
+        self.loop: asyncio.AbstractEventLoop = asyncio.get_event_loop()
+        self.measurement: Measurement | None = None
+        self.schedule: ArrivalSchedule | None = None
+        self.idle: list[Conn] = []
+        self.conns: set[Conn] = set()
+        self.connecting = 0
+        self.results: list[tuple[int, int, int, int]] = []
+        self.timings: list[bytes | None] = []
+        self.seq = itertools.cycle(plan.picks)
+        self.sending = False
+        self.failed: str | None = None
+        self.interrupted = False
+        self.consecutive_conn_errors = 0
+        self.done = asyncio.Event()
+        self.timer: PreciseTimer | None = None
+        self.cpu0_s = 0.0
+        self.wall0_ns = 0
+        self.window_end_ns = 0
+        self.finishing = False
+
+    # -- sending ---------------------------------------------------------------------------------------------
+    def _send(self, conn: Conn, start_ns: int, slot: int) -> None:
+        label, raw = self.plan.picks[slot % len(self.plan.picks)] if slot >= 0 else next(self.seq)
+        send_ns = time.perf_counter_ns()
+        if slot >= 0 and self.schedule is not None:
+            self.schedule.sent_count += 1
+            lag = send_ns - start_ns
+            if lag > self.schedule.late_tolerance_ns:
+                self.schedule.late += 1
+            if lag > self.schedule.max_lag_seen_ns:
+                self.schedule.max_lag_seen_ns = lag
+        else:
+            start_ns = send_ns
+        conn.item = (label, start_ns, send_ns, slot)
+        if conn.transport is None:
+            conn.raw = raw
+            self._connect(conn)
+        else:
+            conn.transport.write(raw)
+
+    def _connect(self, conn: Conn) -> None:
+        self.connecting += 1
+        self.loop.create_task(self._open(conn))
+
+    async def _open(self, conn: Conn) -> None:
+        # no wait_for (a task more per connection): a connect that hangs is failed by the watchdog, since
+        # the request's clock started before the connect
+        try:
+            await self.loop.create_connection(lambda: conn, self.host, self.port, ssl=self.ssl)
+        except (OSError, ssl.SSLError) as exc:
+            self.connecting -= 1
+            if conn in self.conns:
+                self.failed_request(conn, exc, None)
+            return
+        self.connecting -= 1
+        if conn not in self.conns:  # failed by the watchdog meanwhile, or the run ended
+            if conn.transport is not None:
+                conn.transport.abort()
+            return
+        if conn.item is not None and conn.transport is not None:
+            conn.transport.write(conn.raw)
+
+    def _next(self, conn: Conn) -> None:
+        """A connection is free: closed loop, send the next request; open loop, the next due slot or idle."""
+        if not self.sending:
+            self.idle.append(conn)
+            return
+        if self.schedule is None:
+            self._send(conn, 0, -1)
+            return
+        self.idle.append(conn)
+        self.pace()
+
+    def pace(self) -> None:
+        """Open loop: give every due slot a free connection; arm the timer for the next slot."""
+        schedule, m = self.schedule, self.measurement
+        if schedule is None or m is None or not self.sending:
+            return
+        now = time.perf_counter_ns()
+        idle = self.idle
+        while idle:
+            due = schedule.next_due_ns()
+            if due is None:
+                self._schedule_done()
+                return
+            if due > now:
+                assert self.timer is not None
+                self.timer.at(due)
+                return
+            slot = schedule.take(now)
+            dropped = schedule.pop_dropped()
+            if dropped:
+                label = self.plan.labels[self.plan.picks[schedule.next_index % len(self.plan.picks)][0]]
+                for t in dropped:
+                    m.add_unsent(label, start_ns=t, kind=DROPPED)
+            if slot is None:
+                if schedule.exhausted:
+                    self._schedule_done()
+                continue
+            self._send(idle.pop(), slot.intended_ns, slot.index)
+            now = time.perf_counter_ns()
+
+    def _schedule_done(self) -> None:
+        """max_requests slots used up: stop sending (the window still closes on time)."""
+        self.sending = False
+
+    # -- answers ---------------------------------------------------------------------------------------------
+    def response(self, conn: Conn, status: int, keep_alive: bool) -> None:
+        end_ns = time.perf_counter_ns()
+        item = conn.item
+        conn.item = None
+        timing, conn.timing = conn.timing, None
+        if item is not None:
+            self.consecutive_conn_errors = 0
+            if status < 400:
+                self.results.append((item[0], item[1], item[2], end_ns))
+                self.timings.append(timing)
+            else:
+                self._error(item, end_ns, f"http-{status}")
+        if not keep_alive:  # the server closes after this answer: the next request goes on a new connection
+            conn = self._replace(conn)
+        self._next(conn)
+
+    def _replace(self, conn: Conn, abort: bool = False) -> Conn:
+        """Retire ``conn`` (close its transport; its late ``connection_lost`` finds no request) and return a
+        fresh, unconnected one in its place."""
+        transport, conn.transport, conn.item = conn.transport, None, None
+        if transport is not None:
+            transport.abort() if abort else transport.close()
+        self.conns.discard(conn)
+        fresh = Conn(self)
+        self.conns.add(fresh)
+        return fresh
+
+    def failed_request(self, conn: Conn, exc: BaseException, status: int | None) -> None:
+        end_ns = time.perf_counter_ns()
+        item = conn.item
+        conn = self._replace(conn, abort=True)
+        if item is not None:
+            kind = error_kind(exc, status) or "error-unknown"
+            self._error(item, end_ns, kind)
+            if kind in ("connection-refused", "connection-reset", "timeout"):
+                self.consecutive_conn_errors += 1
+                limit = self.spec.abort_after_errors
+                if limit and self.consecutive_conn_errors >= limit and self.failed is None:
+                    self.failed = f"target unreachable: {limit} consecutive connection errors (last: {kind})"
+                    self.loop.call_soon(self.finish)
+                    return
+        self.loop.call_soon(self._next, conn)
+
+    def lost(self, conn: Conn, exc: Exception | None) -> None:
+        if conn.item is not None and conn in self.conns:  # closed while a request was in flight
+            self.failed_request(conn, exc or ConnectionResetError("connection closed by the server"), None)
+        elif conn in self.conns and conn in self.idle:  # an idle keep-alive connection the server closed
+            self.idle.remove(conn)
+            self.idle.append(self._replace(conn))
+
+    def _error(self, item: tuple[int, int, int, int], end_ns: int, kind: str) -> None:
+        m = self.measurement
+        if m is None:
+            return
+        label, start_ns, send_ns, _ = item
+        m.add(self.plan.labels[label], start_ns=start_ns, latency_us=(end_ns - send_ns + 500) // 1000,
+              send_delay_us=(send_ns - start_ns) // 1000, error=kind)  # fmt: skip
+
+    # -- batches into the histograms -------------------------------------------------------------------------
+    def flush(self) -> None:
+        m = self.measurement
+        if m is None or not self.results:
+            return
+        results, timings = self.results, self.timings
+        self.results, self.timings = [], []
+        arr = np.array(results, dtype=np.int64)
+        labels, start, send, end = arr[:, 0], arr[:, 1], arr[:, 2], arr[:, 3]
+        latency = (end - send + 500) // 1000
+        delay = (send - start) // 1000 if m.open_loop else None
+        comps = _server_timing_columns(timings)
+        for i, name in enumerate(self.plan.labels):
+            sel = labels == i if len(self.plan.labels) > 1 else slice(None)
+            m.add_successes(
+                name, start_ns=start[sel], latency_us=latency[sel],
+                send_delay_us=delay[sel] if delay is not None else None,
+                server_timing_us={k: v[sel] for k, v in comps.items()},
+            )  # fmt: skip
+
+    def in_flight(self) -> list[Conn]:
+        return [c for c in self.conns if c.item is not None]
+
+    def watchdog(self) -> None:
+        limit_ns = round(self.spec.request_timeout_s * NS_PER_S)
+        now = time.perf_counter_ns()
+        for c in self.in_flight():
+            if c.item is not None and now - c.item[2] > limit_ns:
+                self.failed_request(c, TimeoutError("no answer within the request timeout"), None)
+
+    # -- the run ---------------------------------------------------------------------------------------------
+    def snapshot(self, final: bool = False) -> dict[str, Any]:
+        m = self.measurement
+        assert m is not None
+        if self.schedule is not None:
+            m.pacing = self.schedule.counters()
+        info = {
+            "engine": ENGINE,
+            "role": "local" if self.spec.worker_count == 1 else "worker",
+            "worker_index": self.spec.worker_index,
+            "worker_count": self.spec.worker_count,
+            "pid": os.getpid(),
+            "connections": self.spec.connections,
+            "affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+            **cpu_usage(self.cpu0_s, self.wall0_ns, m.answered()),
+        }
+        if self.schedule is not None:
+            info["rate_rps"] = self.schedule.rate_rps
+        state = m.to_wire(time.perf_counter_ns(), info)
+        state["final"] = final
+        state["failed"] = self.failed
+        state["interrupted"] = self.interrupted
+        return state
+
+    def save(self, final: bool = False) -> None:
+        if self.spec.state_path and self.measurement is not None:
+            self.flush()
+            write_atomic(self.spec.state_path, json.dumps(self.snapshot(final)))
+
+    async def run(self) -> None:
+        spec = self.spec
+        now = time.perf_counter_ns()
+        self.cpu0_s, self.wall0_ns = process_cpu_s(), now
+        window_start = now + round(spec.warmup_s * NS_PER_S)
+        self.window_end_ns = window_start + round(spec.duration_s * NS_PER_S)
+        m = self.measurement = Measurement(open_loop=spec.open_loop, window_start_ns=window_start)
+        if spec.open_loop:
+            self.schedule = ArrivalSchedule(
+                spec.rate_rps, spec.load_model, seed=spec.seed, worker_index=spec.worker_index,
+                worker_count=spec.worker_count, max_lag_s=spec.max_lag_s, max_requests=spec.max_requests,
+                window_start_ns=window_start, window_end_ns=self.window_end_ns,
+            )  # fmt: skip
+            self.timer = PreciseTimer(self.loop, self.pace)
+        self.sending = True
+        tasks = [self._every(FLUSH_S, self.flush), self._every(WATCHDOG_S, self.watchdog),
+                 self._every(spec.save_interval_s, self.save)]  # fmt: skip
+        background = [self.loop.create_task(t) for t in tasks]
+        end_handle = self.loop.call_later((self.window_end_ns - time.perf_counter_ns()) / 1e9, self.finish)
+        for _ in range(spec.connections):
+            conn = Conn(self)
+            self.conns.add(conn)
+            if spec.open_loop:
+                self.idle.append(conn)
+            else:
+                self._send(conn, 0, -1)
+        if spec.open_loop:
+            self.schedule.start(now)  # type: ignore[union-attr]
+            self.pace()
+        await self.done.wait()
+        end_handle.cancel()
+        for t in background:
+            t.cancel()
+        if self.timer is not None:
+            self.timer.close()
+        for c in self.conns:
+            if c.transport is not None:
+                c.transport.abort()
+        self.flush()
+        _ = m
+
+    async def _every(self, period_s: float, fn: Any) -> None:
+        while True:
+            await asyncio.sleep(period_s)
+            fn()
+
+    def finish(self) -> None:
+        """Close the window (now, or at its planned end if that came first), let requests in flight answer
+        (bounded), seal the counts and end the run. Idempotent."""
+        if self.finishing:
+            return
+        early_ns = self.window_end_ns - time.perf_counter_ns()
+        if early_ns > 0 and not (self.interrupted or self.failed):  # the ms timer fired early: not yet
+            self.loop.call_later(early_ns / 1e9 + 0.0005, self.finish)
+            return
+        self.pace()  # slots due by now get their sends first
+        self.finishing = True
+        self.sending = False
+        m = self.measurement
+        if m is None:
+            self.done.set()
+            return
+        self.flush()
+        m.close(min(time.perf_counter_ns(), self.window_end_ns))
+        if self.schedule is not None and not self.schedule.closed:
+            assert m.window_end_ns is not None
+            pending = self.schedule.close(m.window_end_ns)
+            for t in pending:
+                m.add_unsent(self.plan.labels[0], start_ns=t, kind=NOT_SENT)
+        self.loop.create_task(self._drain())
+
+    async def _drain(self) -> None:
+        deadline = time.monotonic() + (self.spec.drain_s if self.failed is None else 0.0)
+        while self.in_flight() and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        self.flush()
+        m = self.measurement
+        assert m is not None
+        if m.open_loop:
+            for c in self.in_flight():
+                item = c.item
+                assert item is not None
+                c.item = None
+                if item[1] < (m.window_end_ns or 0):
+                    m.add_unsent(self.plan.labels[item[0]], start_ns=item[1], kind=UNFINISHED)
+            m.sealed = True
+        self.done.set()
+
+
+def _server_timing_columns(timings: list[bytes | None]) -> dict[str, np.ndarray]:
+    """Server-Timing headers of a batch -> one column of µs per component (-1 where a header lacks it)."""
+    cols: dict[str, np.ndarray] = {}
+    n = len(timings)
+    for i, header in enumerate(timings):
+        if not header:
+            continue
+        for name, dur in _ST_ENTRY.findall(header):
+            key = name.decode("latin-1")
+            col = cols.get(key)
+            if col is None:
+                col = cols[key] = np.full(n, -1, dtype=np.int64)
+            col[i] = round(float(dur) * 1000)
+    return cols
+
+
+def run_engine(spec: EngineSpec) -> dict[str, Any]:
+    """Run one generator process's share to the end; returns its final snapshot (also saved to state_path)."""
+    try:
+        import uvloop  # import cost: only the generator process needs it
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover - uvicorn[standard] brings it
+        pass
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    headers = {**merge_headers(os.environ.get(HEADERS_ENV, ""), None), **spec.headers}
+    plan = build_plan(spec.scenario, spec.url, options=spec.scenario_options, headers=headers,
+                      seed=spec.seed, generator_index=spec.worker_index)  # fmt: skip
+    engine = Engine(spec, plan)
+
+    def stop(*_: Any) -> None:
+        engine.interrupted = True
+        loop.call_soon_threadsafe(engine.finish)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop)
+    try:
+        loop.run_until_complete(engine.run())
+    finally:
+        engine.save(final=True)
+        loop.close()
+    return engine.snapshot(final=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m loadtests.lean SPEC.json``: run one generator process (started by ``run_lean``)."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m loadtests.lean SPEC.json", file=sys.stderr)
+        return 2
+    spec = EngineSpec(**json.loads(Path(args[0]).read_text()))
+    run_engine(spec)
+    return 0
+
+
+def spec_json(spec: EngineSpec) -> str:
+    return json.dumps(asdict(spec))
+
+
+# -- the parent: start the generator processes, merge their states into the record ---------------------------
+def process_shares(total: int, processes: int) -> list[int]:
+    """``total`` (connections, or max requests) over ``processes`` generators, as even as can be."""
+    base, extra = divmod(total, processes)
+    return [base + (i < extra) for i in range(processes)]
+
+
+def generator_cpu_sets(cpus: list[int] | None, processes: int) -> list[list[int] | None]:
+    """Each generator process's CPUs: one core each, round robin over ``cpus`` (None: unpinned)."""
+    if not cpus:
+        return [None] * processes
+    if processes == 1:
+        return [list(cpus)]
+    return [[cpus[i % len(cpus)]] for i in range(processes)]
+
+
+def _read_state(path: Path) -> dict[str, Any] | None:
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return state if isinstance(state, dict) else None
+
+
+def run_lean(
+    url: str,
+    scenario: str,
+    *,
+    options: LoadOptions,
+    connections: int,
+    processes: int,
+    record_path: Path,
+    scenario_opts: dict[str, Any] | None = None,
+    generator_cpus: list[int] | None = None,
+    server: Any = None,
+    run_time_s: float = 600.0,
+    env: dict[str, str] | None = None,
+    log_path: Path | None = None,
+) -> tuple[int, str | None]:
+    """Run the lean engine: ``processes`` generator processes (at least 1), their states merged into the run
+    record at ``record_path`` every ``options.save_interval_s`` ("running") and at the end. Stops early when
+    ``server`` (an object with ``is_alive()``) dies. Returns (exit code: 0, or the first non-zero of the
+    generator processes; why the target died, or None)."""
+    n = max(1, int(processes))
+    conns = process_shares(max(connections, n), n)
+    requests = process_shares(options.max_requests, n) if options.max_requests else [0] * n
+    work = record_path.with_name(record_path.stem + ".lean")
+    work.mkdir(parents=True, exist_ok=True)
+    scenario_opts = dict(scenario_opts or {})
+    config = base_config(options, scenario, url, scenario_opts, engine=ENGINE)
+    config["users"] = connections
+    config["generator"].update(
+        tool="deploybench-lean", mode="processes" if n > 1 else "local", processes=n, connections=connections,
+        affinity=generator_cpus,
+    )  # fmt: skip
+    record = new_record(config, capture_env(generator_cpus), options)
+    log_path = log_path or record_path.with_suffix(".lean.log")
+    states = [work / f"state-{i}.json" for i in range(n)]
+    procs: list[subprocess.Popen[bytes]] = []
+    died: str | None = None
+
+    def save(status: str, error: str | None = None) -> None:
+        read = [st for st in (_read_state(p) for p in states) if st is not None]
+        fill_record(record, Measurement.merge_wire(read), options, status, error)
+        record.save(record_path)
+
+    with open(log_path, "ab") as log:
+        try:
+            for i, cpus in enumerate(generator_cpu_sets(generator_cpus, n)):
+                spec = EngineSpec(
+                    url=url, scenario=scenario, load_model=options.load_model, connections=conns[i],
+                    rate_rps=options.rate_rps / n if options.open_loop else 0.0, warmup_s=options.warmup_s,
+                    duration_s=options.duration_s, max_lag_s=options.max_lag_s, max_requests=requests[i],
+                    seed=options.seed, worker_index=i, worker_count=n, scenario_options=scenario_opts,
+                    state_path=str(states[i]), save_interval_s=options.save_interval_s,
+                    abort_after_errors=options.abort_after_errors,
+                )  # fmt: skip
+                spec_path = work / f"spec-{i}.json"
+                write_atomic(spec_path, spec_json(spec))
+                cmd = pinned_argv([sys.executable, "-P", "-m", "loadtests.lean", str(spec_path)], cpus,
+                                  sys.executable)  # fmt: skip
+                procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                              process_group=0))  # fmt: skip
+            save("running")
+            deadline = time.monotonic() + run_time_s + 60.0
+            next_save = time.monotonic() + options.save_interval_s
+            while any(p.poll() is None for p in procs):
+                if server is not None and died is None and not server.is_alive():
+                    died = "target process is gone"
+                    _signal_all(procs, signal.SIGTERM)
+                    deadline = min(deadline, time.monotonic() + 15.0)
+                if time.monotonic() > deadline:
+                    _stop_all(procs)
+                    break
+                if time.monotonic() >= next_save:
+                    save("running")
+                    next_save = time.monotonic() + options.save_interval_s
+                time.sleep(STATE_POLL_S)
+        except BaseException:
+            _stop_all(procs)
+            save("interrupted", "the load generator was stopped before the run ended")
+            raise
+    codes = [p.returncode for p in procs]
+    finals = [_read_state(p) for p in states]
+    failed = next((st["failed"] for st in finals if st and st.get("failed")), None)
+    missing = [i for i, st in enumerate(finals) if not st or not st.get("final")]
+    if failed:
+        status, error = "failed", str(failed)
+    elif missing:
+        status = "failed"
+        error = f"generator process(es) {missing} ended without a final state (exit codes {codes})"
+    elif any(st and st.get("interrupted") for st in finals):
+        status, error = "interrupted", "the load generator was stopped before the run ended"
+    else:
+        status, error = "complete", None
+    save(status, error)
+    shutil.rmtree(work, ignore_errors=True)  # specs and states: merged into the record now
+    return next((c for c in codes if c), 0), died
+
+
+def _signal_all(procs: list[subprocess.Popen[bytes]], sig: int) -> None:
+    for p in procs:
+        if p.poll() is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(p.pid, sig)
+
+
+def _stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
+    _signal_all(procs, signal.SIGTERM)
+    deadline = time.monotonic() + 15.0
+    for p in procs:
+        try:
+            p.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            _signal_all([p], signal.SIGKILL)
+            p.wait(5)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
