@@ -37,7 +37,6 @@ import contextlib
 import ctypes
 import itertools
 import json
-import math
 import os
 import re
 import shutil
@@ -568,25 +567,23 @@ class Engine:
             self.flush()
             write_atomic(self.spec.state_path, json.dumps(self.snapshot(final)))
 
-    async def run(self) -> None:
+    def start(self, now_ns: int, timer: Any = None) -> None:
+        """Open the window (warm-up first), the schedule (open loop) and the connections, and send: closed
+        loop, a request on every connection; open loop, the slots due. ``timer``: the pacer's wake-ups
+        (default a ``PreciseTimer``; tests pass a fake)."""
         spec = self.spec
-        now = time.perf_counter_ns()
-        self.cpu0_s, self.wall0_ns = process_cpu_s(), now
-        window_start = now + round(spec.warmup_s * NS_PER_S)
+        self.cpu0_s, self.wall0_ns = process_cpu_s(), now_ns
+        window_start = now_ns + round(spec.warmup_s * NS_PER_S)
         self.window_end_ns = window_start + round(spec.duration_s * NS_PER_S)
-        m = self.measurement = Measurement(open_loop=spec.open_loop, window_start_ns=window_start)
+        self.measurement = Measurement(open_loop=spec.open_loop, window_start_ns=window_start)
         if spec.open_loop:
             self.schedule = ArrivalSchedule(
                 spec.rate_rps, spec.load_model, seed=spec.seed, worker_index=spec.worker_index,
                 worker_count=spec.worker_count, max_lag_s=spec.max_lag_s, max_requests=spec.max_requests,
                 window_start_ns=window_start, window_end_ns=self.window_end_ns,
             )  # fmt: skip
-            self.timer = PreciseTimer(self.loop, self.pace)
+            self.timer = timer if timer is not None else PreciseTimer(self.loop, self.pace)
         self.sending = True
-        tasks = [self._every(FLUSH_S, self.flush), self._every(WATCHDOG_S, self.watchdog),
-                 self._every(spec.save_interval_s, self.save)]  # fmt: skip
-        background = [self.loop.create_task(t) for t in tasks]
-        end_handle = self.loop.call_later((self.window_end_ns - time.perf_counter_ns()) / 1e9, self.finish)
         for _ in range(spec.connections):
             conn = Conn(self)
             self.conns.add(conn)
@@ -594,9 +591,17 @@ class Engine:
                 self.idle.append(conn)
             else:
                 self._send(conn, 0, -1)
-        if spec.open_loop:
-            self.schedule.start(now)  # type: ignore[union-attr]
+        if self.schedule is not None:
+            self.schedule.start(now_ns)
             self.pace()
+
+    async def run(self) -> None:
+        spec = self.spec
+        self.start(time.perf_counter_ns())
+        tasks = [self._every(FLUSH_S, self.flush), self._every(WATCHDOG_S, self.watchdog),
+                 self._every(spec.save_interval_s, self.save)]  # fmt: skip
+        background = [self.loop.create_task(t) for t in tasks]
+        end_handle = self.loop.call_later((self.window_end_ns - time.perf_counter_ns()) / 1e9, self.finish)
         await self.done.wait()
         end_handle.cancel()
         for t in background:
@@ -607,7 +612,6 @@ class Engine:
             if c.transport is not None:
                 c.transport.abort()
         self.flush()
-        _ = m
 
     async def _every(self, period_s: float, fn: Any) -> None:
         while True:

@@ -213,6 +213,7 @@ def run_load_to_file(
     headers: dict[str, str] | None = None,
     check_url: bool = False,
     engine: str | None = None,
+    generator_bound_percent: float | None = None,
 ) -> tuple[RunRecord, Path]:
     """``run_load`` that also returns the record's path.
 
@@ -290,6 +291,8 @@ def run_load_to_file(
                 duration_s=duration_s, max_lag_s=max_lag_s, seed=seed, model=model or "",
                 results_dir=str(out_dir), record=str(path), headers=dict(headers or {}), extra_config=extra,
             )  # fmt: skip
+            if generator_bound_percent is not None:
+                lean_options.generator_bound_percent = float(generator_bound_percent)
             rc, target_died = run_lean(
                 url, scenario, options=lean_options, connections=n_users, processes=processes,
                 record_path=path, scenario_opts=options, generator_cpus=generator_cpus, server=server,
@@ -297,10 +300,13 @@ def run_load_to_file(
             )  # fmt: skip
             cmd = ["deploybench-lean"]
         else:
+            locust_options = dict(options)
+            if generator_bound_percent is not None:
+                locust_options["generator_bound_percent"] = generator_bound_percent
             rc, target_died, cmd = _locust(
                 file, url, n_users, run_time_s, load_model, warmup_s, duration_s, seed, max_lag_s, path,
-                out_dir, extra, rate_rps, model, processes, options, locust_log, generator_cpus, server,
-                headers,
+                out_dir, extra, rate_rps, model, processes, locust_options, locust_log, generator_cpus,
+                server, headers,
             )  # fmt: skip
         if server is not None and not target_died:
             # Locust may have ended the run itself (N consecutive connection errors) before the poll in

@@ -1,0 +1,261 @@
+"""The lean engine's accounting, driven in-process with fake connections and a fake clock (no socket, no
+process): the same cases as the Locust path's (tests/unit/test_open_loop_accounting.py) — nothing hidden
+under overload (``count + errors == scheduled``), late / dropped / not-sent / unfinished slots, corrected vs
+uncorrected latency, Server-Timing, HTTP errors, servers that close every connection — and its batch
+histogram arithmetic against hdrh's own."""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+from collections.abc import Iterator
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+
+import loadtests.lean as lean
+from deploybench.measure import DROPPED, NOT_SENT, UNFINISHED
+from deploybench.pacer import NS_PER_S
+from deploybench.stats import decode_histogram, encode_histogram, new_histogram, record_many_us, record_us
+from loadtests.lean import Engine, EngineSpec, RequestPlan
+
+MS = 1_000_000
+T0 = 1_000 * NS_PER_S
+LABEL = "POST /predict"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def perf_counter_ns(self) -> int:
+        return self.now
+
+    def monotonic(self) -> float:
+        return self.now / 1e9
+
+
+class FakeTimer:
+    def __init__(self) -> None:
+        self.deadline: int | None = None
+
+    def at(self, when_ns: int) -> None:
+        self.deadline = when_ns
+
+    def close(self) -> None:
+        self.deadline = None
+
+
+class FakeTransport:
+    def __init__(self, sim: Sim, conn: lean.Conn) -> None:
+        self.sim, self.conn, self.closed = sim, conn, False
+
+    def write(self, data: bytes) -> None:
+        self.sim.arrive(self.conn, data)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.closed = True
+
+
+class Sim:
+    """One server that answers one request at a time in ``service_ms`` (a queue in front of it), events in
+    time order on a fake clock; the engine's timer is a fake whose deadline is an event too."""
+
+    def __init__(
+        self, spec: EngineSpec, service_ms: float, *, status: int = 200, keep_alive: bool = True,
+        stall_until_ns: int | None = None,
+    ) -> None:  # fmt: skip
+        self.clock = Clock()
+        self.service_ns = round(service_ms * MS)
+        self.status, self.keep_alive, self.stall_until_ns = status, keep_alive, stall_until_ns
+        self.free_at = T0
+        self.events: list[tuple[int, int, lean.Conn]] = []
+        self.seq = 0
+        self.connects = 0
+        self.loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self.loop)
+        plan = RequestPlan([LABEL], [(0, b"POST /predict HTTP/1.1\r\n\r\n")])
+        sim = self
+
+        class FakeEngine(Engine):
+            def _connect(self, conn: lean.Conn) -> None:
+                sim.connects += 1
+                conn.connection_made(FakeTransport(sim, conn))  # type: ignore[arg-type]
+                assert conn.transport is not None
+                conn.transport.write(conn.raw)
+
+        self.engine = FakeEngine(spec, plan)
+        self.timer = FakeTimer()
+
+    def arrive(self, conn: lean.Conn, data: bytes) -> None:
+        start = max(self.clock.now, self.free_at)
+        if self.stall_until_ns is not None:
+            start = max(start, self.stall_until_ns)
+        self.free_at = start + self.service_ns
+        self.seq += 1
+        heapq.heappush(self.events, (self.free_at, self.seq, conn))
+
+    def response(self) -> bytes:
+        conn_header = b"" if self.keep_alive else b"Connection: close\r\n"
+        return (
+            (
+                f"HTTP/1.1 {self.status} X\r\nServer-Timing: decode;dur=0.01, infer;dur={self.service_ns / MS:.3f}"
+                "\r\nContent-Length: 2\r\n"
+            ).encode()
+            + conn_header
+            + b"\r\n{}"
+        )
+
+    def run(self, until_ns: int) -> None:
+        """Process the events up to ``until_ns``: answers, and the pacer's wake-ups."""
+        while True:
+            answer = self.events[0][0] if self.events else None
+            wake = self.timer.deadline
+            nxt = min(t for t in (answer, wake) if t is not None) if (answer or wake) else None
+            if nxt is None or nxt > until_ns:
+                break
+            self.clock.now = nxt
+            if answer is not None and answer == nxt:
+                _, _, conn = heapq.heappop(self.events)
+                if conn.transport is not None and not conn.transport.closed:  # type: ignore[attr-defined]
+                    conn.data_received(self.response())
+            else:
+                self.timer.deadline = None
+                self.engine.pace()
+        self.clock.now = max(self.clock.now, until_ns)
+
+    def finish(self) -> Any:
+        self.engine.finish()
+        self.loop.run_until_complete(self.engine.done.wait())
+        return self.engine.measurement
+
+
+@pytest.fixture
+def clocked(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    sims: list[Sim] = []
+
+    def make(spec: EngineSpec, service_ms: float, **kw: Any) -> Sim:
+        sim = Sim(spec, service_ms, **kw)
+        monkeypatch.setattr(lean, "time", SimpleNamespace(perf_counter_ns=sim.clock.perf_counter_ns,
+                                                          monotonic=sim.clock.monotonic))  # fmt: skip
+        monkeypatch.setattr(lean, "process_cpu_s", lambda: 0.0)
+        sims.append(sim)
+        return sim
+
+    yield make
+    for sim in sims:
+        sim.loop.close()
+    asyncio.set_event_loop(None)
+
+
+def _spec(**kw: Any) -> EngineSpec:
+    base: dict[str, Any] = {"url": "http://127.0.0.1:9", "scenario": "tabular", "drain_s": 0.0}
+    return EngineSpec(**{**base, **kw})
+
+
+def _start(sim: Sim) -> None:
+    sim.engine.start(sim.clock.now, timer=sim.timer)
+
+
+def test_open_loop_under_capacity_measures_every_slot_at_the_service_time(clocked: Any) -> None:
+    sim = clocked(_spec(load_model="constant", rate_rps=100, connections=4, duration_s=1.0), service_ms=1.0)
+    _start(sim)
+    sim.run(T0 + NS_PER_S)
+    m = sim.finish()
+    ep = m.endpoints[LABEL]
+    assert ep.count == 100 and not ep.errors  # 100 rps for 1 s, far under capacity
+    assert decode_histogram(encode_histogram(ep.latency)).get_total_count() == 100
+    assert ep.latency.get_max_value() <= 1_001 and ep.latency.get_min_value() >= 999  # exactly the service
+    assert ep.server_timing["infer"].get_total_count() == 100  # Server-Timing parsed in the batch
+    assert sim.engine.schedule.counters()["scheduled_in_window"] == 100
+    assert sim.engine.schedule.late == 0
+
+
+def test_open_loop_overload_hides_nothing(clocked: Any) -> None:
+    """Offered 2x capacity with 4 connections: slots wait in the schedule (late), past --max-lag they are
+    dropped, those due when the window closes are not-sent, the requests in flight unfinished; every slot of
+    the window is one of them or a success, and corrected latency includes the wait."""
+    spec = _spec(load_model="constant", rate_rps=2000, connections=4, duration_s=1.0, max_lag_s=0.1)
+    sim = clocked(spec, service_ms=1.0)
+    _start(sim)
+    sim.run(T0 + NS_PER_S)
+    m = sim.finish()
+    ep = m.endpoints[LABEL]
+    counters = sim.engine.schedule.counters()
+    assert ep.count + sum(ep.errors.values()) == counters["scheduled_in_window"] == 2000
+    assert ep.errors[DROPPED] > 0 and ep.errors[NOT_SENT] > 0 and ep.errors[UNFINISHED] > 0
+    assert 900 <= ep.count <= 1000  # one request a ms, the capacity
+    assert counters["late_sends"] > 0
+    assert ep.latency.get_max_value() > 50_000  # waited up to max_lag in the schedule ...
+    assert ep.uncorrected.get_max_value() <= 4_001  # ... but never more than 4 in the server's queue
+    assert sum(b.count for b in ep.blocks.values()) == ep.count
+
+
+def test_a_stall_shows_in_the_corrected_latency_only(clocked: Any) -> None:
+    """A 200 ms stall of the server at 100 rps: the slots due during the stall wait for a connection; the
+    corrected P99 sees the stall, the uncorrected latency (from the actual send) does not all of it."""
+    spec = _spec(load_model="constant", rate_rps=100, connections=2, duration_s=1.0)
+    sim = clocked(spec, service_ms=1.0, stall_until_ns=T0 + 300 * MS)
+    _start(sim)
+    sim.run(T0 + NS_PER_S)
+    m = sim.finish()
+    ep = m.endpoints[LABEL]
+    assert ep.count == 100 and not ep.errors
+    assert ep.latency.get_max_value() >= 295_000  # the first slot waited the whole stall
+    assert ep.latency.get_value_at_percentile(50) <= 1_100
+    assert ep.latency.get_total_count() == ep.uncorrected.get_total_count() == 100
+
+
+def test_closed_loop_records_from_the_send_and_classifies_http_errors(clocked: Any) -> None:
+    sim = clocked(_spec(connections=2, duration_s=0.1), service_ms=5.0, status=503)
+    _start(sim)
+    sim.run(T0 + 100 * MS)
+    m = sim.finish()
+    ep = m.endpoints[LABEL]
+    assert ep.count == 0 and ep.errors["http-503"] >= 19  # 2 connections, one server, 5 ms each
+    assert m.open_loop is False and ep.uncorrected is None
+
+
+def test_a_server_that_closes_every_connection_costs_a_reconnect_not_an_error(clocked: Any) -> None:
+    sim = clocked(_spec(connections=2, duration_s=0.1), service_ms=5.0, keep_alive=False)
+    _start(sim)
+    sim.run(T0 + 100 * MS)
+    m = sim.finish()
+    ep = m.endpoints[LABEL]
+    assert ep.count >= 19 and not ep.errors
+    assert (
+        sim.connects == ep.count + 2
+    )  # every request on a fresh connection (+ the two in flight at the end)
+    assert len(sim.engine.conns) == 2  # retired connections are dropped, never reused
+
+
+def test_warmup_requests_stay_out_of_the_window(clocked: Any) -> None:
+    spec = _spec(load_model="constant", rate_rps=100, connections=2, warmup_s=0.5, duration_s=0.5)
+    sim = clocked(spec, service_ms=1.0)
+    _start(sim)
+    sim.run(T0 + NS_PER_S)
+    m = sim.finish()
+    ep = m.endpoints[LABEL]
+    assert ep.count == 50 and ep.warmup_count == 50
+
+
+def test_batch_recording_equals_hdrh_one_by_one() -> None:
+    rng = np.random.default_rng(7)
+    values = np.concatenate([rng.integers(0, 3000, 5000), rng.integers(0, 5_000_000_000, 5000), [0, 1, 2048]])
+    one, batch = new_histogram(), new_histogram()
+    for v in values:
+        record_us(one, int(v))
+    record_many_us(batch, values)
+    assert encode_histogram(one) == encode_histogram(batch)
+    assert (one.get_min_value(), one.get_max_value()) == (batch.get_min_value(), batch.get_max_value())
+
+
+def test_server_timing_columns_parse_every_component() -> None:
+    cols = lean._server_timing_columns([b"decode;dur=0.015, infer;dur=1.5", None, b'infer;desc="x";dur=2'])
+    assert cols["decode"].tolist() == [15, -1, -1]
+    assert cols["infer"].tolist() == [1500, -1, 2000]
