@@ -104,8 +104,8 @@ class Sim:
         conn_header = b"" if self.keep_alive else b"Connection: close\r\n"
         return (
             (
-                f"HTTP/1.1 {self.status} X\r\nServer-Timing: decode;dur=0.01, infer;dur={self.service_ns / MS:.3f}"
-                "\r\nContent-Length: 2\r\n"
+                f"HTTP/1.1 {self.status} X\r\n"
+                f"Server-Timing: decode;dur=0.01, infer;dur={self.service_ns / MS:.3f}\r\nContent-Length: 2\r\n"
             ).encode()
             + conn_header
             + b"\r\n{}"
