@@ -105,7 +105,8 @@ class Sim:
         return (
             (
                 f"HTTP/1.1 {self.status} X\r\n"
-                f"Server-Timing: decode;dur=0.01, infer;dur={self.service_ns / MS:.3f}\r\nContent-Length: 2\r\n"
+                f"Server-Timing: decode;dur=0.01, infer;dur={self.service_ns / MS:.3f}\r\n"
+                "Content-Length: 2\r\n"
             ).encode()
             + conn_header
             + b"\r\n{}"
