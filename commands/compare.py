@@ -38,6 +38,7 @@ from deploybench.errors import UsageError
 from deploybench.io import utc_stamp
 from deploybench.paths import results_dir
 from deploybench.paths import zoo_dir as default_zoo_dir
+from deploybench.vocabulary import ENGINES
 from reports.compare_render import ranked_table_markdown, write_report
 from targets.catalog import MODELS
 
@@ -82,6 +83,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help='server on CPU 1, generator on CPU 0 (default: the config\'s, "auto": when both are usable)',
     )
     pin.add_argument("--no-pin", dest="pin", action="store_false", help="never pin")
+    m.add_argument(
+        "--engine",
+        choices=ENGINES,
+        help="load generator (default: the config's, lean): lean costs ~1/8 of Locust's CPU per request, "
+        "so a fast target is measured, not the generator",
+    )
     parser.add_argument("--zoo", type=Path, default=None, help="model zoo folder (default: artifacts/zoo)")
     parser.add_argument(
         "--out", type=Path, default=None, help="output folder (default: results/compare/<stamp>-<name>)"
@@ -125,6 +132,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "measure.common_rate_rps": args.rate,
         "measure.users": args.users,
         "measure.pin": args.pin,
+        "measure.engine": args.engine,
         "search.step_s": args.step_s,
         "search.max_probes": args.max_probes,
         "search.repeats": args.repeats,
@@ -242,6 +250,7 @@ def run(args: argparse.Namespace) -> int:
 
     out_dir = args.out or results_dir() / "compare" / f"{utc_stamp()}-{cfg.name}"
     pinned = "pinned: server CPU 1, generator CPU 0" if cfg.measure.pin else "not pinned"
+    pinned += f"; {cfg.measure.engine} load generator"
     say(f"compare {cfg.name}: {len(choices)} choice(s), {pinned} -> {out_dir}")
     for s in skipped:
         say(f"  skipped {s.combo}: {s.reason}")

@@ -16,11 +16,10 @@ from typing import Any
 from commands.args import cpu_list
 from commands.model_options import add_model_file_arguments, model_file_options
 from deploybench.errors import UsageError
-from deploybench.vocabulary import FRAMEWORKS, HANDLER_STYLES, LOAD_MODELS
+from deploybench.vocabulary import ENGINES, FRAMEWORKS, HANDLER_STYLES, LOAD_MODELS
 from loadtests.payloads import parse_headers
 from loadtests.runner import (
     API_OPTIONS,
-    ENGINES,
     RUNNER_SCENARIOS,
     format_summary,
     run_load_to_file,

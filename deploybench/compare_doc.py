@@ -139,6 +139,9 @@ class LoadFigures:
         )
 
 
+GENERATOR_BOUND = "generator-bound"  # the load record's warning code when the generator had no headroom
+
+
 @dataclass
 class ChoiceResult:
     choice: Choice
@@ -172,6 +175,12 @@ class ChoiceResult:
     @property
     def resolution(self) -> float | None:
         return (self.saturation or {}).get("resolution")
+
+    @property
+    def generator_bound(self) -> bool:
+        """Whether the load generator had no headroom in some run of this choice: its max rate is then a lower
+        bound of the target's capacity (the generator's ceiling), never ranked as the target's."""
+        return any(w.code == GENERATOR_BOUND for w in self.warnings)
 
     def common_pct(self, key: str) -> int | None:
         return ((self.common or {}).get("latency_us") or {}).get(key)
@@ -415,7 +424,10 @@ def rank(results: Sequence[ChoiceResult]) -> list[ChoiceResult]:
 
 
 def _tied(a: ChoiceResult, b: ChoiceResult, rel_tolerance: float) -> bool:
-    """Whether ``b`` (ranked below ``a``) cannot be told apart from ``a``."""
+    """Whether ``b`` (ranked below ``a``) cannot be told apart from ``a``. A generator-bound choice ties with
+    none: its figure is a lower bound, so the comparison cannot be resolved either way."""
+    if a.generator_bound or b.generator_bound:
+        return False
     if a.max_rps is None or b.max_rps is None:
         return a.max_rps is None and b.max_rps is None
     ia, ib = a.interval, b.interval
@@ -477,7 +489,24 @@ def _no_best(ranked: Sequence[ChoiceResult], slo: str) -> tuple[list[ChoiceResul
 
 
 def verdict(ranked: Sequence[ChoiceResult], slo_p99_us: int, rel_tolerance: float = 0.10) -> str:
-    """The answer in one sentence: which choice to pick, by how much, how sure (or who ties)."""
+    """The answer in one sentence: which choice to pick, by how much, how sure (or who ties); then a sentence
+    on the choices whose figure is the load generator's ceiling (left out of the verdict)."""
+    bound = [r for r in ranked if r.status == "complete" and r.generator_bound and r.max_rps is not None]
+    if not bound:
+        return _verdict(ranked, slo_p99_us, rel_tolerance)
+    names = ", ".join(f"{_label(r)} (at least {_fmt_rps(r.max_rps or 0.0)} rps)" for r in bound)
+    note = (
+        f"The load generator had no headroom for {names}: those figures are the generator's ceiling, lower "
+        "bounds of the target's capacity, left out of this verdict and of every tie; rerun with more "
+        "generator processes or cores."
+    )
+    rest = [r for r in ranked if r not in bound]
+    if not any(r.status == "complete" for r in rest):
+        return f"No choice could be ranked. {note}"
+    return f"{_verdict(rest, slo_p99_us, rel_tolerance)} {note}"
+
+
+def _verdict(ranked: Sequence[ChoiceResult], slo_p99_us: int, rel_tolerance: float = 0.10) -> str:
     slo = f"{slo_p99_us / 1000:g} ms P99 SLO"
     done, instead = _no_best(ranked, slo)
     if instead is not None:

@@ -28,6 +28,9 @@ SCENARIOS: tuple[str, ...] = (*TASKS, "health")
 # How a load generator sends: closed loop (users back to back) or open-loop arrivals at a rate.
 OPEN_LOOP_MODELS: tuple[str, ...] = ("constant", "poisson")
 LOAD_MODELS: tuple[str, ...] = ("closed", *OPEN_LOOP_MODELS)
+# Load generators: the lean engine (built-in scenarios and URL + payload runs) and Locust (locustfiles,
+# the web UI, master/worker across machines).
+ENGINES: tuple[str, ...] = ("lean", "locust")
 
 # What `deploybench report` writes.
 REPORT_FORMATS: tuple[str, ...] = ("md", "html", "csv", "json")

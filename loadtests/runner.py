@@ -38,7 +38,7 @@ from deploybench.errors import TargetError, UsageError
 from deploybench.io import utc_now
 from deploybench.paths import results_dir as default_results_dir
 from deploybench.record import RunRecord, load_record, make_run_id
-from deploybench.vocabulary import LOAD_MODELS, OPEN_LOOP_MODELS, SCENARIOS
+from deploybench.vocabulary import ENGINES, LOAD_MODELS, OPEN_LOOP_MODELS, SCENARIOS
 from loadtests.core import LoadOptions
 from loadtests.lean import run_lean
 from loadtests.payloads import HEADERS_ENV, parse_headers, request_spec
@@ -48,7 +48,6 @@ SCENARIO_DIR = Path(__file__).resolve().parent
 PROJECT_ROOT = SCENARIO_DIR.parent  # holds this copy of the packages: a checkout or site-packages
 # The built-in scenarios and "api" (one request of your own: --path/--method/--payload).
 RUNNER_SCENARIOS: tuple[str, ...] = (*SCENARIOS, "api")
-ENGINES = ("lean", "locust")
 API_OPTIONS = ("path", "method", "payload", "multipart_field")
 REACH_TIMEOUT_S = 5.0
 STOP_GRACE_S = 15.0

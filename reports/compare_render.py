@@ -129,6 +129,8 @@ def ranked_rows(run: CompareRun) -> list[list[str]]:
         max_rps = "-" if r.max_rps is None else fmt_rate(r.max_rps)
         if r.status == "complete" and r.max_rps is None:
             max_rps = "none"
+        elif r.max_rps is not None and r.generator_bound:
+            max_rps = f"≥ {max_rps} (generator-bound)"
         rows.append(
             [
                 place,
@@ -181,6 +183,7 @@ def _method(run: CompareRun) -> list[str]:
     c = run.config
     slo, ms, se = c.get("slo", {}), c.get("measure", {}), c.get("search", {})
     pin = "server on CPU 1, generator on CPU 0" if ms.get("pin") is True else "not pinned"
+    pin += f"; load generator: {ms.get('engine', 'locust')} engine, one process"
     users = ms.get("open_loop_users") or 0
     senders = (
         f"{users} senders"

@@ -35,6 +35,7 @@ optional (defaults below)::
     common_duration_s = 4.0        # (longer when needed for search.min_step_requests requests)
     load_model = "poisson"         # open-loop arrivals: "constant" | "poisson"
     pin = "auto"                   # true: server on CPU 1, generator on CPU 0; "auto": when both usable
+    engine = "lean"                # load generator: "lean" (uvloop + httptools) | "locust"
 
     [[models]]                     # your own model files (repeatable); each is on the model axis by name
     name = "digits"                # default: the first file's stem
@@ -87,6 +88,7 @@ from typing import Any
 from deploybench.compare_doc import Choice, Skipped
 from deploybench.errors import UsageError
 from deploybench.vocabulary import (
+    ENGINES,
     FRAMEWORK_SERVERS,
     HANDLER_STYLES,
     MODEL_FORMATS,
@@ -147,6 +149,7 @@ class MeasureConfig:
     common_duration_s: float = 4.0
     load_model: str = "poisson"
     pin: bool | str = "auto"  # True | False | "auto" (pinned when CPUs 0 and 1 are both usable)
+    engine: str = "lean"  # the load generator: "lean" | "locust"
 
 
 @dataclass
@@ -436,6 +439,7 @@ def validate(cfg: CompareConfig) -> None:
         src,
         f"[measure] load_model must be one of {', '.join(OPEN_LOOP_MODELS)}",
     )
+    _check(ms.engine in ENGINES, src, f"[measure] engine must be one of {', '.join(ENGINES)}")
     _check(1 <= ms.users <= 1000, src, "[measure] users must be in 1..1000")
     _check(0 <= ms.open_loop_users <= 1000, src, "[measure] open_loop_users must be in 0..1000 (0 = auto)")
     for key in ("window_s", "common_duration_s", "max_stability_s"):

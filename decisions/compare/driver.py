@@ -238,6 +238,7 @@ class RealDriver:
             record_path=record_path,
             generator_cpus=list(GENERATOR_PIN_CPUS) if self.pin else None,
             model=self.model,
+            engine=self.cfg.measure.engine,
         )
 
 

@@ -44,7 +44,8 @@ from deploybench.compare_doc import (
     verdict,
 )
 from deploybench.errors import UsageError
-from deploybench.record import RunRecord, Series
+from deploybench.record import RecordWarning, RunRecord, Series
+from reports.compare_render import ranked_rows
 
 SLO_US = 50_000
 CATALOG = {
@@ -290,6 +291,25 @@ def test_verdict_reports_a_tie_and_the_margin_over_the_next_choice():
     assert only_tie.startswith("Tie:") and "more than" not in only_tie
     assert "nothing to rank" in verdict([], SLO_US)
     assert "no best choice" in verdict(rank([choice_result("flask", "onnx", None)]), SLO_US)
+
+
+def test_a_generator_bound_choice_is_a_lower_bound_never_tied_nor_in_the_verdict():
+    """Issue 20: a figure taken while the load generator had no headroom is the generator's ceiling. It
+    ties with nothing, the verdict leaves it out and says so, and the table shows it as '>= X'."""
+    bound = choice_result("fastapi", "onnx", (1500.0, 1520.0, 1490.0))
+    bound.add_warning(RecordWarning("generator-bound", "load generator process 1 used 97% of a core"))
+    twin = choice_result("fastapi", "torchscript", (1480.0, 1530.0, 1500.0))
+    flask = choice_result("flask", "onnx", (1000.0, 1010.0, 990.0))
+    rs = rank([bound, twin, flask])
+    assert bound.generator_bound and not twin.generator_bound
+    assert places(rs) == ["1", "2", "3"]  # without the warning: 1=, 1=, 3
+    v = verdict(rs, SLO_US)
+    assert v.startswith("Pick **fastapi+uvicorn iris-mlp/torchscript w1**")
+    assert "no headroom for **fastapi+uvicorn iris-mlp/onnx w1** (at least 1,503 rps)" in v
+    assert "No choice could be ranked" in verdict(rank([bound]), SLO_US)
+    run = CompareRun(config={"slo": {"p99_ms": 50}}, scenario="tabular", env={}, results=rs)
+    rows = ranked_rows(run)
+    assert rows[0][2] == "≥ 1,503 (generator-bound)" and "generator" not in rows[1][2]
 
 
 def test_version_1_documents_still_load_and_rank_by_their_single_search(tmp_path: Path):
