@@ -67,7 +67,7 @@ def overhead(session: nox.Session) -> None:
     results/overhead/<stamp>/overhead.{json,md}. wrk when on PATH, else an in-project Python generator (said
     in the output). `-- --handler-styles`: + inline vs threadpool; `-- --min-ratio 0.9`: exit 1 below it."""
     _install(session)
-    session.run("deploybench", "build", "--models", "iris-rf,resnet18", "--formats", "onnx")
+    session.run("deploybench", "build", "--models", "iris-rf,iris-mlp,resnet18", "--formats", "onnx")
     session.run("python", "-m", "bench.overhead", *session.posargs)
 
 

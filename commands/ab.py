@@ -5,6 +5,7 @@ machine's noise floor and the change a gate of ``--gate-rounds`` rounds detects 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -13,6 +14,8 @@ from decisions.ab import ab_gate, calibrate, run_ab
 from deploybench.errors import UsageError
 from deploybench.io import utc_stamp, write_json_atomic
 from deploybench.paths import results_dir
+from deploybench.vocabulary import ENGINES
+from loadtests.runner import ENGINE_ENV
 from reports.gate_render import render_calibration, render_table, write_outputs
 
 
@@ -40,6 +43,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--separate-zoo", action="store_true", help="do not share the candidate's model zoo with the base"
     )
     parser.add_argument("--keep-worktree", action="store_true", help="leave the base worktree for inspection")
+    parser.add_argument(
+        "--engine",
+        choices=ENGINES,
+        help=f"the load generator of every `deploybench load` run of the measurement (sets ${ENGINE_ENV} for "
+        "both sides; default: each run's own, lean for the built-in scenarios)",
+    )
     add_rule_arguments(parser)
     parser.add_argument(
         "measure_command",
@@ -70,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--gate-rounds goes with --calibrate")
     elif not args.base_ref:
         raise UsageError("--base-ref is required (or --calibrate for an A/A calibration)")
+    if args.engine:
+        os.environ[ENGINE_ENV] = args.engine  # inherited by every measurement run, base and candidate
     out_dir = Path(args.out) if args.out else results_dir() / "ab" / utc_stamp()
     runs = run_ab(
         Path(args.repo),

@@ -44,6 +44,7 @@ import signal
 import ssl
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 from dataclasses import asdict, dataclass, field
@@ -677,8 +678,10 @@ def _server_timing_columns(timings: list[bytes | None]) -> dict[str, np.ndarray]
     return cols
 
 
-def run_engine(spec: EngineSpec) -> dict[str, Any]:
-    """Run one generator process's share to the end; returns its final snapshot (also saved to state_path)."""
+def run_engine(spec: EngineSpec, plan: RequestPlan | None = None) -> dict[str, Any]:
+    """Run one generator process's share to the end (in this process: ``python -m loadtests.lean`` runs it for
+    ``run_lean``, the overhead benchmark calls it directly with its own ``plan``); returns the final
+    snapshot (also saved to ``spec.state_path`` when set)."""
     try:
         import uvloop  # import cost: only the generator process needs it
 
@@ -687,23 +690,35 @@ def run_engine(spec: EngineSpec) -> dict[str, Any]:
         pass
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    headers = {**merge_headers(os.environ.get(HEADERS_ENV, ""), None), **spec.headers}
-    plan = build_plan(spec.scenario, spec.url, options=spec.scenario_options, headers=headers,
-                      seed=spec.seed, generator_index=spec.worker_index)  # fmt: skip
+    if plan is None:
+        headers = {**merge_headers(os.environ.get(HEADERS_ENV, ""), None), **spec.headers}
+        plan = build_plan(spec.scenario, spec.url, options=spec.scenario_options, headers=headers,
+                          seed=spec.seed, generator_index=spec.worker_index)  # fmt: skip
     engine = Engine(spec, plan)
 
     def stop(*_: Any) -> None:
         engine.interrupted = True
         loop.call_soon_threadsafe(engine.finish)
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop)
+    main_thread = threading.current_thread() is threading.main_thread()
+    if main_thread:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop)
     try:
         loop.run_until_complete(engine.run())
     finally:
         engine.save(final=True)
+        if main_thread:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
         loop.close()
+        asyncio.set_event_loop(None)
     return engine.snapshot(final=True)
+
+
+def raw_request_plan(label: str, raw: bytes) -> RequestPlan:
+    """A plan of one request given as bytes (head + body), e.g. the overhead benchmark's."""
+    return RequestPlan([label], [(0, raw)])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -51,6 +51,7 @@ RUNNER_SCENARIOS: tuple[str, ...] = (*SCENARIOS, "api")
 API_OPTIONS = ("path", "method", "payload", "multipart_field")
 REACH_TIMEOUT_S = 5.0
 STOP_GRACE_S = 15.0
+ENGINE_ENV = "DEPLOYBENCH_ENGINE"  # the default engine of runs that do not name one (`ab --engine` sets it)
 TARGET_EXIT_WAIT_S = 5.0  # after Locust reports the target unreachable: how long to look for its exit
 TARGET_LOG_TAIL_CHARS = 1500
 
@@ -351,7 +352,9 @@ def resolve_engine(engine: str | None, locustfile: Any) -> str:
     """The engine a run uses: the lean one for built-in scenarios unless Locust is asked for; Locust for a
     locustfile of your own (the lean engine cannot run one: UsageError, never a silent fallback)."""
     if engine is None:
-        return "locust" if locustfile is not None else "lean"
+        engine = os.environ.get(ENGINE_ENV) or None  # `deploybench ab --engine` sets it for its runs
+        if engine is None or (engine == "lean" and locustfile is not None):
+            return "locust" if locustfile is not None else "lean"
     if engine not in ENGINES:
         raise UsageError(f"--engine must be one of {', '.join(ENGINES)} (got {engine!r})")
     if engine == "lean" and locustfile is not None:

@@ -16,8 +16,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench.overhead.engines import EngineOptions, run_engines
 from bench.overhead.loadgen import default_generator, wrk_path
-from bench.overhead.report import handler_styles_markdown, overhead_markdown
+from bench.overhead.report import engines_markdown, handler_styles_markdown, overhead_markdown
 from bench.overhead.runner import (
     DEFAULT_MODELS,
     DEFAULT_MODES,
@@ -56,7 +57,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=2, help="interleaved rounds per side (default 2)")
     p.add_argument("--connections", type=int, default=8, help="closed-loop connections (default 8)")
     p.add_argument("--threads", type=int, default=4, help="gunicorn-gthread threads, both sides (default 4)")
-    p.add_argument("--generator", choices=("wrk", "python"), default=None, help="default: wrk if on PATH")
+    p.add_argument(
+        "--generator",
+        "--engine",
+        dest="generator",
+        choices=("wrk", "lean", "python"),
+        default=None,
+        help="the load generator: wrk, or the lean engine (python: its old name); default: wrk if on PATH",
+    )
     p.add_argument("--zoo", type=Path, default=None)
     p.add_argument("--cpus", default=None, help="CPU affinity of the servers, e.g. 1 or 0-1")
     p.add_argument("--out", type=Path, default=None, help="folder (default results/overhead/<stamp>)")
@@ -67,6 +75,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="handler-style table: closed-loop connection counts (default %(default)s)",
     )
     p.add_argument("--no-overhead", action="store_true", help="skip the overhead table")
+    p.add_argument(
+        "--engines",
+        action="store_true",
+        help="only the load generators' own cost: lean engine vs Locust (and wrk when on PATH) driving the "
+        "pinned FastAPI iris-mlp ONNX target, open loop at --rates and closed loop",
+    )
+    p.add_argument("--rates", default="2000", help="--engines: open-loop rates, rps (default %(default)s)")
     p.add_argument("--min-ratio", type=float, default=None, help="exit 1 if a throughput ratio is below")
     return p.parse_args(argv)
 
@@ -101,10 +116,11 @@ def main(argv: list[str] | None = None) -> int:
         print("python -m bench.overhead: --generator wrk, but wrk is not on PATH", file=sys.stderr)
         return 2
     if generator == "python":
+        generator = "lean"
+    if generator == "lean":
         print(
-            "note: wrk is not on PATH (or --generator python): using the in-project Python generator, which "
-            "saturates before a fast server does — ratios on a fast model are understated; install wrk for "
-            "the real figures",
+            "note: wrk is not on PATH (or --generator lean): using the lean load engine, which costs a few "
+            "times wrk's CPU per request (each record says how much): install wrk for the reference figures",
             file=sys.stderr,
         )
     opts = Options(
@@ -121,6 +137,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     out = args.out or default_out_dir() / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     out.mkdir(parents=True, exist_ok=True)
+    if args.engines:
+        try:
+            rates = tuple(float(r) for r in args.rates.split(",") if r.strip())
+        except ValueError:
+            print(f"python -m bench.overhead: --rates {args.rates!r}: write rps values, e.g. 2000,4000",
+                  file=sys.stderr)  # fmt: skip
+            return 2
+        eng = EngineOptions(rates_rps=rates, duration_s=args.duration, rounds=args.rounds, out_dir=out,
+                            zoo_dir=str(args.zoo) if args.zoo else None, wrk=generator == "wrk")  # fmt: skip
+        result = run_engines(eng, on_row=_appender(out / "engines.rows.jsonl"))
+        (out / "engines.json").write_text(json.dumps(result, indent=2) + "\n")
+        md = engines_markdown(result)
+        (out / "engines.md").write_text(md)
+        print(md)
+        return 0
     status = 0
     if not args.no_overhead:
         result = run_overhead(opts, on_row=_appender(out / "overhead.rows.jsonl"))

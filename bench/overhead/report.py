@@ -72,3 +72,47 @@ def handler_styles_markdown(result: dict[str, Any]) -> str:
             f"| {at.get('errors', '-')} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def engines_markdown(result: dict[str, Any]) -> str:
+    """The generator-cost table: per generator and load, the median over rounds (min-max in brackets) of the
+    generator's CPU per request, its busy share of a core, the throughput and the corrected latency."""
+    groups: dict[tuple[str, str, Any], list[dict[str, Any]]] = {}
+    for row in result["rows"]:
+        groups.setdefault((row["engine"], row["loop"], row["rate_rps"]), []).append(row)
+
+    def med(rows: list[dict[str, Any]], key: str, fmt: str = "{:,.0f}", spread: bool = False) -> str:
+        vals = sorted(float(r[key]) for r in rows if r.get(key) is not None)
+        if not vals:
+            return "-"
+        mid = vals[len(vals) // 2] if len(vals) % 2 else (vals[len(vals) // 2 - 1] + vals[len(vals) // 2]) / 2
+        text = fmt.format(mid)
+        return f"{text} ({fmt.format(vals[0])}-{fmt.format(vals[-1])})" if spread and len(vals) > 1 else text
+
+    lines = [
+        f"# Load generators' own cost ({result['target']}, generator on CPU {result['generator_cpus']})",
+        "",
+        f"{result['rounds']} interleaved rounds of {result['duration_s']:g} s (+{result['warmup_s']:g} s "
+        f"warm-up); closed loop with {result['closed_users']} users/connections; medians (min-max).",
+        "",
+        "| generator | load | generator CPU µs/request | generator busy % of a core | throughput rps "
+        "| P50 ms | P99 ms | late sends | warnings |",
+        "|---|---|--:|--:|--:|--:|--:|--:|---|",
+    ]
+    for (engine, _loop, rate), rows in groups.items():
+        load = f"open {rate:,.0f} rps" if rate else "closed"
+        warnings = sorted({w for r in rows for w in r.get("warnings") or []})
+        lines.append(
+            f"| {engine} | {load} | {med(rows, 'generator_cpu_us_per_request', spread=True)} "
+            f"| {med(rows, 'generator_busy_percent')} | {med(rows, 'throughput_rps')} "
+            f"| {_ms(rows, 'p50_us')} | {_ms(rows, 'p99_us')} | {med(rows, 'late_sends_share', '{:.1%}')} "
+            f"| {', '.join(warnings) or '-'} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _ms(rows: list[dict[str, Any]], key: str) -> str:
+    vals = sorted(float(r[key]) / 1000 for r in rows if r.get(key) is not None)
+    if not vals:
+        return "-"
+    return f"{vals[len(vals) // 2]:.2f}"

@@ -349,8 +349,8 @@ def generator_command(opts: Options) -> str:
     if opts.generator == "wrk":
         return f"wrk -t1 -c{opts.connections} -d{max(1, round(opts.duration_s))}s (closed loop)"
     return (
-        f"python asyncio generator, {opts.connections} connections, {opts.duration_s:g} s (closed loop; "
-        "wrk not on PATH — a Python generator saturates before a fast server does)"
+        f"lean load engine, {opts.connections} connections, {opts.duration_s:g} s (closed loop; wrk not on "
+        "PATH — the lean engine costs a few times wrk's CPU per request)"
     )
 
 
@@ -414,7 +414,7 @@ def run_handler_styles(
         "generator": opts.generator,
         "duration_s": opts.duration_s,
         "sweep_connections": list(opts.sweep_connections),
-        "open_loop_generator": "python (open loop, latency from the intended send time)",
+        "open_loop_generator": "lean engine (open loop, latency from the intended send time)",
         "cpus": opts.cpus,
         "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "rows": rows,

@@ -37,7 +37,7 @@ def record_path(out: str) -> Path:
 
 def test_load_a_real_target_from_another_folder_with_relative_out_and_zoo(tmp_path: Path) -> None:
     """The issue's command, run from a temporary folder: `--out relout` and a relative `--zoo` are the
-    caller's; the record, the server log and the Locust log all land in ./relout."""
+    caller's; the record, the server log and the generator's log all land in ./relout."""
     zoo = Path(build_zoo(paths.zoo_dir(), models=["iris-rf"], formats=["onnx"])["zoo_dir"]).resolve()
     work = tmp_path / "some" / "other" / "folder"
     work.mkdir(parents=True)
@@ -51,7 +51,7 @@ def test_load_a_real_target_from_another_folder_with_relative_out_and_zoo(tmp_pa
     assert path.parent == work / "relout" and path.is_file()
     stem = path.name.removesuffix(".json")
     assert sorted(p.name.removeprefix(stem) for p in path.parent.iterdir()) == [
-        ".json", ".locust.log", ".server.log"]  # fmt: skip
+        ".json", ".lean.log", ".server.log"]  # fmt: skip
     rec = load_record(path)
     assert rec.status == "complete" and rec.config["record_path"] == str(path)
     assert rec.config["target"]["zoo_dir"] == str(zoo)

@@ -47,7 +47,7 @@ def test_overhead_rows_for_both_frameworks(zoo: Path, tmp_path: Path) -> None:
     )
     assert r.returncode == 0, r.stderr[-3000:]
     result = json.loads((out / "overhead.json").read_text())
-    assert result["kind"] == "overhead" and result["generator"] in ("wrk", "python")
+    assert result["kind"] == "overhead" and result["generator"] in ("wrk", "lean")
     rows = result["rows"]
     assert [(x["framework"], x["server"], x["handler"]) for x in rows] == [
         ("fastapi", "uvicorn", "inline"),

@@ -27,7 +27,7 @@ ALLOWED: dict[str, set[str]] = {
     "deploybench": set(),
     "targets": {"deploybench"},
     "loadtests": {"deploybench", "targets"},
-    "bench": {"deploybench", "targets"},
+    "bench": {"deploybench", "targets", "loadtests"},  # the overhead benchmark drives the load engines
     "reports": {"deploybench"},
     "decisions": {"deploybench", "targets", "loadtests", "bench", "reports"},
     "commands": {"deploybench", "targets", "loadtests", "bench", "reports", "decisions"},
