@@ -29,3 +29,15 @@ def cpu_list(text: str) -> list[int]:
         return parse_cpu_list(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def host_port(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:5557`` for IPv6) -> (host, port); port 0 = any free one."""
+    host, sep, port = str(text).rpartition(":")
+    try:
+        number = int(port)
+    except ValueError:
+        number = -1
+    if not sep or not host or not 0 <= number <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r}: write HOST:PORT, e.g. 127.0.0.1:5557")
+    return host.strip("[]"), number

@@ -16,7 +16,8 @@ from deploybench.errors import UsageError
 COMMANDS: dict[str, tuple[str, str]] = {
     "build": ("commands.build", "build every model x format into the zoo, with a manifest"),
     "serve": ("commands.serve", "start a Flask or FastAPI target under gunicorn/uvicorn"),
-    "load": ("commands.load", "start a target, run a Locust scenario headless, write a run record"),
+    "load": ("commands.load", "start a target (or use --url), run a load scenario, write a run record"),
+    "worker": ("commands.worker", "a Locust worker for a `deploybench load --expect-workers` master"),
     "locustfile": ("commands.locustfile", "print the path of a built-in Locust scenario (for locust -f)"),
     "bench": ("commands.bench", "run the in-process micro-benchmarks and write records + report"),
     "report": ("commands.report", "render run records as Markdown, HTML (+PNG plots), CSV, JSON"),

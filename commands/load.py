@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from commands.args import cpu_list
+from commands.args import cpu_list, host_port
 from commands.model_options import add_model_file_arguments, model_file_options
 from deploybench.errors import UsageError
 from deploybench.vocabulary import ENGINES, FRAMEWORKS, HANDLER_STYLES, LOAD_MODELS
@@ -80,6 +80,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="generator processes: lean engine processes, or Locust worker processes (0 = one process)",
     )
     load.add_argument("--generator-cpus", type=cpu_list, help="CPU affinity of the generator, e.g. 0")
+    dist = parser.add_argument_group(
+        "beyond one machine (Locust master/worker): this run is the master, `deploybench worker` the workers"
+    )
+    dist.add_argument(
+        "--expect-workers",
+        type=int,
+        default=0,
+        help="wait (up to 5 min) for N remote workers, then run the load on them (implies --engine locust)",
+    )
+    dist.add_argument(
+        "--master-bind",
+        type=host_port,
+        default=("127.0.0.1", 0),
+        metavar="HOST:PORT",
+        help="where the master accepts workers (default 127.0.0.1:0, a free port; 0.0.0.0:5557 for other "
+        "machines)",
+    )
+    dist.add_argument("--master-port-file", help="write the port the master bound to this file")
     load.add_argument("--seed", type=int, default=0)
     load.add_argument("--batch-size", type=int, help="tabular: rows per request")
     load.add_argument("--payload-mix", help="image: e.g. multipart=3,base64=1")
@@ -184,7 +202,8 @@ def run(args: argparse.Namespace) -> int:
         rate_rps=args.rate, load_model=args.load_model, results_dir=args.out, record_path=args.record,
         generator_cpus=args.generator_cpus, processes=args.processes, model=args.model if args.url else None,
         seed=args.seed, max_lag_s=args.max_lag, scenario_options=opts, locustfile=args.locustfile,
-        headers=headers or None, check_url=True, engine=args.engine,
+        headers=headers or None, check_url=True, engine=args.engine, expect_workers=args.expect_workers,
+        master_bind=args.master_bind, master_port_file=args.master_port_file,
     )  # fmt: skip
     print(format_summary(record))
     print(f"record: {path}")

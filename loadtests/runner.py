@@ -51,6 +51,7 @@ RUNNER_SCENARIOS: tuple[str, ...] = (*SCENARIOS, "api")
 API_OPTIONS = ("path", "method", "payload", "multipart_field")
 REACH_TIMEOUT_S = 5.0
 STOP_GRACE_S = 15.0
+MASTER_WAIT_S = 300  # a master for remote workers waits this long for them to connect
 ENGINE_ENV = "DEPLOYBENCH_ENGINE"  # the default engine of runs that do not name one (`ab --engine` sets it)
 TARGET_EXIT_WAIT_S = 5.0  # after Locust reports the target unreachable: how long to look for its exit
 TARGET_LOG_TAIL_CHARS = 1500
@@ -214,6 +215,9 @@ def run_load_to_file(
     check_url: bool = False,
     engine: str | None = None,
     generator_bound_percent: float | None = None,
+    expect_workers: int = 0,
+    master_bind: tuple[str, int] = ("127.0.0.1", 0),
+    master_port_file: str | os.PathLike[str] | None = None,
 ) -> tuple[RunRecord, Path]:
     """``run_load`` that also returns the record's path.
 
@@ -226,6 +230,12 @@ def run_load_to_file(
     only engine, for a locustfile of your own); ``processes`` is then the number of lean generator
     processes (0 = one), or of Locust workers.
     """
+    if expect_workers:
+        if engine == "lean":
+            raise UsageError("--expect-workers runs Locust's master/worker distribution: use --engine locust")
+        if expect_workers < 0 or processes:
+            raise UsageError("--expect-workers N (remote workers) goes without --processes (local ones)")
+        engine = "locust"
     engine = resolve_engine(engine, locustfile)
     options = dict(scenario_options or {})
     file = scenario_file(scenario) if locustfile is None else user_locustfile(locustfile)
@@ -303,6 +313,16 @@ def run_load_to_file(
             locust_options = dict(options)
             if generator_bound_percent is not None:
                 locust_options["generator_bound_percent"] = generator_bound_percent
+            if expect_workers:
+                # a master for remote workers (`deploybench worker --master HOST:PORT`): it waits for them,
+                # bounded; the port it bound is logged and written to --master-port-file
+                locust_options.update(
+                    master=True, expect_workers=expect_workers, expect_workers_max_wait=MASTER_WAIT_S,
+                    master_bind_host=master_bind[0], master_bind_port=master_bind[1],
+                )  # fmt: skip
+                if master_port_file:
+                    locust_options["master_port_file"] = os.path.abspath(master_port_file)
+                run_time_s += MASTER_WAIT_S
             rc, target_died, cmd = _locust(
                 file, url, n_users, run_time_s, load_model, warmup_s, duration_s, seed, max_lag_s, path,
                 out_dir, extra, rate_rps, model, processes, locust_options, locust_log, generator_cpus,
@@ -384,7 +404,8 @@ def _locust(
         # the master listens on loopback only (Locust's default is every interface)
         cmd += ["--processes", str(processes), "--master-bind-host", "127.0.0.1"]
     for k, v in options.items():
-        cmd += [f"--{k.replace('_', '-')}", str(v)]
+        flag = f"--{k.replace('_', '-')}"
+        cmd += [flag] if v is True else [flag, str(v)]
     rc, target_died = _run_locust(cmd, log_path, generator_cpus, run_time_s, server, locust_env(headers))
     return rc, target_died, cmd
 

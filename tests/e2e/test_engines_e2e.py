@@ -1,0 +1,125 @@
+"""The two load engines end to end: lean generator processes merged exactly, the refusal of what an engine
+cannot run, and remote Locust workers (`deploybench worker`) for a `deploybench load --expect-workers`
+master, all started as separate processes on loopback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from commands.cli import main as cli_main
+from deploybench.record import load_record
+from deploybench.stats import decode_histogram
+from tests.support.known_latency import KnownLatencyServer
+from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOYBENCH = [sys.executable, "-m", "commands.cli"]
+
+
+@pytest.fixture
+def server_20ms() -> Iterator[KnownLatencyServer]:
+    with KnownLatencyServer(service_ms=20.0) as srv:
+        yield srv
+
+
+def test_lean_processes_share_the_rate_and_merge_exactly(
+    server_20ms: KnownLatencyServer, tmp_path: Path
+) -> None:
+    """``--processes 2`` with the lean engine: two generator processes, each half the rate with its own
+    Poisson stream; the record merges both (counts, blocks and histograms add up; nothing unsent)."""
+    record = tmp_path / "lean2.json"
+    rc = cli_main(["load", "--url", server_20ms.url, "--scenario", "tabular", "--processes", "2",
+                   "--load-model", "poisson", "--rate", "40", "--seed", "5", "--duration", "3",
+                   "--warmup", "0.5", "--users", "8", "--record", str(record),
+                   "--out", str(tmp_path)])  # fmt: skip
+    assert rc == 0
+    rec = load_record(record)
+    assert rec.status == "complete" and rec.config["engine"] == "lean"
+    assert rec.config["generator"]["processes"] == 2
+    gens = rec.config["generators"]
+    assert sorted(g["worker_index"] for g in gens) == [0, 1] and len({g["pid"] for g in gens}) == 2
+    assert [g["rate_rps"] for g in gens] == [20.0, 20.0] and [g["connections"] for g in gens] == [4, 4]
+    (s,) = rec.series
+    assert s.offered_rps == pytest.approx(40.0) and not s.errors
+    assert s.scheduled == s.count == rec.config["pacing"]["scheduled_in_window"] > 0
+    assert sum(b["count"] for b in s.blocks) == s.count == decode_histogram(s.histogram).get_total_count()
+    assert s.latency_us["min"] >= 20_000
+    assert not (tmp_path / "lean2.lean").exists()  # the processes' states were merged, then removed
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--engine", "lean", "--locustfile", "LOCUSTFILE"], "--engine lean cannot run a locustfile"),
+        (["--engine", "lean", "--expect-workers", "2"], "use --engine locust"),
+        (["--engine", "fast"], "invalid choice: 'fast'"),
+    ],
+)
+def test_an_engine_refuses_what_it_cannot_run(
+    server_20ms: KnownLatencyServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str],
+    message: str,
+) -> None:  # fmt: skip
+    locustfile = tmp_path / "mine.py"
+    locustfile.write_text("from loadtests.user import DeployBenchUser\n")
+    argv = ["load", "--url", server_20ms.url, "--duration", "1", "--out", str(tmp_path)]
+    argv += [str(locustfile) if a == "LOCUSTFILE" else a for a in args]
+    try:
+        rc = cli_main(argv)
+    except SystemExit as exc:  # argparse's own refusal
+        rc = int(exc.code or 0)
+    err = capsys.readouterr().err
+    assert rc == 2 and message in err, err
+    assert len([line for line in err.splitlines() if "error" in line]) == 1  # one line, no traceback
+    assert not list(tmp_path.glob("*.json"))  # nothing ran, nothing was written
+
+
+def test_remote_workers_join_a_master_started_by_deploybench_load(
+    server_20ms: KnownLatencyServer, tmp_path: Path
+) -> None:
+    """`deploybench load --expect-workers 2` is a Locust master on a free port (written to
+    --master-port-file); two `deploybench worker --master HOST:PORT` processes join it; the record is the
+    exact merge of both workers' histograms."""
+    record, port_file = tmp_path / "dist.json", tmp_path / "master.port"
+    master_cmd = [*DEPLOYBENCH, "load", "--url", server_20ms.url, "--scenario", "tabular", "--expect-workers",
+                  "2", "--master-port-file", str(port_file), "--duration", "3", "--warmup", "0.5",
+                  "--users", "4", "--record", str(record), "--out", str(tmp_path)]  # fmt: skip
+    procs: list[subprocess.Popen[bytes]] = []
+    log = tmp_path / "master.out"
+    try:
+        with open(log, "wb") as out:
+            procs.append(subprocess.Popen(master_cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT))
+
+        def port_or_gone() -> str | bool:
+            if port_file.exists() and port_file.read_text().strip():
+                return port_file.read_text().strip()
+            return procs[0].poll() is not None and "exited"
+
+        port = wait_until(port_or_gone, 90, "the master to write its port")
+        assert port != "exited", log.read_text()[-2000:]
+        worker = [*DEPLOYBENCH, "worker", "--master", f"127.0.0.1:{port}", "--scenario", "tabular",
+                  "--timeout", "120"]  # fmt: skip
+        procs += [subprocess.Popen(worker, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                  for _ in range(2)]  # fmt: skip
+        assert procs[0].wait(timeout=150) == 0, log.read_text()[-2000:]
+        for p in procs[1:]:
+            p.wait(timeout=60)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    rec = load_record(record)
+    assert rec.status == "complete" and rec.config["engine"] == "locust"
+    assert rec.config["generator"]["mode"] == "master" and rec.config["generator"]["workers"] == 2
+    gens = rec.config["generators"]
+    assert len(gens) == 2 and {g["role"] for g in gens} == {"worker"}
+    (s,) = rec.series
+    assert s.count > 0 and not s.errors and s.latency_us["min"] >= 20_000
+    assert decode_histogram(s.histogram).get_total_count() == s.count
