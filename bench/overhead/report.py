@@ -105,13 +105,13 @@ def engines_markdown(result: dict[str, Any]) -> str:
         lines.append(
             f"| {engine} | {load} | {med(rows, 'generator_cpu_us_per_request', spread=True)} "
             f"| {med(rows, 'generator_busy_percent')} | {med(rows, 'throughput_rps')} "
-            f"| {_ms(rows, 'p50_us')} | {_ms(rows, 'p99_us')} | {med(rows, 'late_sends_share', '{:.1%}')} "
+            f"| {_median_ms(rows, 'p50_us')} | {_median_ms(rows, 'p99_us')} | {med(rows, 'late_sends_share', '{:.1%}')} "
             f"| {', '.join(warnings) or '-'} |"
         )
     return "\n".join(lines) + "\n"
 
 
-def _ms(rows: list[dict[str, Any]], key: str) -> str:
+def _median_ms(rows: list[dict[str, Any]], key: str) -> str:
     vals = sorted(float(r[key]) / 1000 for r in rows if r.get(key) is not None)
     if not vals:
         return "-"

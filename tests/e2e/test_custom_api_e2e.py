@@ -133,7 +133,7 @@ def test_json_lines_with_path_method_and_headers(
                                      "payload_kind": "json-lines", "payload_count": 3,
                                      "payload_bytes": sum(len(line) for line in lines)}  # fmt: skip
     assert rec.config["request_headers"] == ["Authorization", "X-Tenant"]  # names only
-    for written in (path, path.with_suffix(".locust.log")):
+    for written in (path, Path(rec.config["generator_log"])):
         assert TOKEN not in written.read_text(), written
 
 

@@ -72,16 +72,17 @@ def test_overhead_rows_for_both_frameworks(zoo: Path, tmp_path: Path) -> None:
     assert md in r.stdout
 
 
-def test_python_generator_fallback_and_the_ratio_gate(zoo: Path, tmp_path: Path) -> None:
+def test_lean_generator_fallback_and_the_ratio_gate(zoo: Path, tmp_path: Path) -> None:
     out = tmp_path / "o"
-    r = run_bench(
+    r = run_bench(  # "python", the in-project generator's old name, is the lean engine now
         zoo, out, "--modes", "fastapi:uvicorn:inline", "--generator", "python", "--min-ratio", "100"
     )
     assert r.returncode == 1, r.stderr[-3000:]  # no target reaches 100 x its minimal app: the gate fails
-    assert "in-project Python generator" in r.stderr
+    assert "using the lean load engine" in r.stderr
     result = json.loads((out / "overhead.json").read_text())
-    assert result["generator"] == "python" and "python" in result["command"]
-    assert result["rows"][0]["target"]["runs"][0]["generator"] == "python"
+    assert result["generator"] == "lean" and "lean load engine" in result["command"]
+    run = result["rows"][0]["target"]["runs"][0]
+    assert run["generator"] == "lean" and run["generator_cpu_us_per_request"] > 0
     assert "⚠" in (out / "overhead.md").read_text()
 
 
