@@ -105,8 +105,8 @@ def engines_markdown(result: dict[str, Any]) -> str:
         lines.append(
             f"| {engine} | {load} | {med(rows, 'generator_cpu_us_per_request', spread=True)} "
             f"| {med(rows, 'generator_busy_percent')} | {med(rows, 'throughput_rps')} "
-            f"| {_median_ms(rows, 'p50_us')} | {_median_ms(rows, 'p99_us')} | {med(rows, 'late_sends_share', '{:.1%}')} "
-            f"| {', '.join(warnings) or '-'} |"
+            f"| {_median_ms(rows, 'p50_us')} | {_median_ms(rows, 'p99_us')} "
+            f"| {med(rows, 'late_sends_share', '{:.1%}')} | {', '.join(warnings) or '-'} |"
         )
     return "\n".join(lines) + "\n"
 
