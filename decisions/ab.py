@@ -34,7 +34,6 @@ import math
 import os
 import random
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -57,6 +56,7 @@ from decisions.gate.matching import (
 from decisions.gate.rules import Rule
 from deploybench.errors import UsageError
 from deploybench.paths import zoo_dir
+from deploybench.procs import stop_process_group, tail_text
 from deploybench.record import RunRecord, load_records
 from deploybench.stats import detectable_shift, paired_estimate, t_critical
 from deploybench.verdicts import GateResult, Row
@@ -106,29 +106,12 @@ def resolve_ref(repo: Path, ref: str) -> str:
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    """Stop the measurement we started: SIGTERM to its own process group, SIGKILL after a grace period."""
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    try:
-        proc.wait(timeout=KILL_GRACE_S)
-    except subprocess.TimeoutExpired:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            return
-        proc.wait(timeout=KILL_GRACE_S)
+    """Stop the measurement we started: its own process group, SIGTERM then SIGKILL after a grace period."""
+    stop_process_group(proc, KILL_GRACE_S)
 
 
 def _tail(path: Path, n_chars: int = 1500) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return ""
-    return text[-n_chars:].strip()
+    return tail_text(path, n_chars).strip()
 
 
 def _is_record(path: Path) -> bool:

@@ -24,8 +24,10 @@ from typing import Any
 from locust import events, task
 
 from deploybench.errors import UsageError
-from loadtests.common import DeployBenchUser
+from loadtests.common import DeployBenchUser, register
 from loadtests.payloads import RequestSpec, request_spec
+
+PLUGIN = register()  # deploybench's options and measurement hooks on Locust's events
 
 
 @events.init_command_line_parser.add_listener

@@ -54,7 +54,7 @@ from locust.runners import MasterRunner, WorkerRunner
 
 from deploybench.env import capture_env
 from deploybench.errors import UsageError
-from deploybench.io import utc_now
+from deploybench.io import utc_now, write_atomic
 from deploybench.measure import (
     CONNECTION_KINDS,
     DROPPED,
@@ -66,6 +66,7 @@ from deploybench.measure import (
 )
 from deploybench.pacer import ArrivalSchedule
 from deploybench.paths import results_dir as default_results_dir
+from deploybench.procs import fetch_health
 from deploybench.record import RunRecord, make_run_id
 from deploybench.vocabulary import LOAD_MODELS
 from loadtests.core import (
@@ -74,7 +75,6 @@ from loadtests.core import (
     LoadOptions,
     base_config,
     cpu_usage,
-    fetch_health,
     fill_record,
     new_record,
     process_cpu_s,
@@ -94,7 +94,6 @@ REPORT_KEY = "deploybench"
 
 
 # -- options --------------------------------------------------------------------------------------------
-@events.init_command_line_parser.add_listener
 def _add_common_arguments(parser: Any, **_kw: Any) -> None:
     a = parser.add_argument
     a(
@@ -320,10 +319,7 @@ class Plugin:
         logger.info("deploybench: the Locust master accepts workers on port %s", self.master_port)
         target = self.options.master_port_file
         if target and self.master_port is not None:
-            path = Path(target)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            tmp.write_text(f"{self.master_port}\n")
-            os.replace(tmp, path)
+            write_atomic(target, f"{self.master_port}\n")
 
     def on_test_start(self, environment: Any) -> None:
         self.environment = environment
@@ -671,16 +667,27 @@ class Plugin:
             }
 
 
-PLUGIN = Plugin()
+PLUGIN = Plugin()  # the one plugin of this Locust process
+_registered = False
 
-events.init.add_listener(lambda environment, **_kw: PLUGIN.on_init(environment))
-events.test_start.add_listener(lambda environment, **_kw: PLUGIN.on_test_start(environment))
-events.test_stopping.add_listener(lambda environment, **_kw: PLUGIN.on_test_stopping(environment))
-events.test_stop.add_listener(lambda environment, **_kw: PLUGIN.on_test_stop(environment))
-events.quitting.add_listener(lambda environment, **_kw: PLUGIN.on_quitting(environment))
-events.request.add_listener(PLUGIN.on_request)
-events.report_to_master.add_listener(PLUGIN.on_report_to_master)
-events.worker_report.add_listener(PLUGIN.on_worker_report)
+
+def register() -> Plugin:
+    """Hook deploybench's options and ``PLUGIN`` into Locust's events (idempotent; eight listeners). Every
+    locustfile of ours calls it when imported (the built-in scenarios, ``loadtests.user`` for yours);
+    importing this module alone registers nothing."""
+    global _registered
+    if not _registered:
+        _registered = True
+        events.init_command_line_parser.add_listener(_add_common_arguments)
+        events.init.add_listener(lambda environment, **_kw: PLUGIN.on_init(environment))
+        events.test_start.add_listener(lambda environment, **_kw: PLUGIN.on_test_start(environment))
+        events.test_stopping.add_listener(lambda environment, **_kw: PLUGIN.on_test_stopping(environment))
+        events.test_stop.add_listener(lambda environment, **_kw: PLUGIN.on_test_stop(environment))
+        events.quitting.add_listener(lambda environment, **_kw: PLUGIN.on_quitting(environment))
+        events.request.add_listener(PLUGIN.on_request)
+        events.report_to_master.add_listener(PLUGIN.on_report_to_master)
+        events.worker_report.add_listener(PLUGIN.on_worker_report)
+    return PLUGIN
 
 
 # -- the user base class ---------------------------------------------------------------------------------

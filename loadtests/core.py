@@ -15,7 +15,6 @@ import json
 import math
 import os
 import time
-import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +23,7 @@ from deploybench.errors import UsageError
 from deploybench.io import utc_now
 from deploybench.measure import DROPPED, NOT_SENT, UNFINISHED, Measurement
 from deploybench.paths import results_dir as default_results_dir
+from deploybench.procs import fetch_health
 from deploybench.record import RunRecord
 from deploybench.stats import few_samples_percentiles
 from deploybench.vocabulary import LOAD_MODELS, OPEN_LOOP_MODELS
@@ -108,22 +108,6 @@ class LoadOptions:
 
 def is_loopback(host: str | None) -> bool:
     return bool(host) and any(h in host for h in ("://127.", "://localhost", "://[::1]"))
-
-
-def fetch_health(
-    host: str | None, timeout_s: float = 2.0, headers: dict[str, str] | None = None
-) -> dict[str, Any] | None:
-    """GET {host}/health (with ``headers``, e.g. the run's auth token) -> dict, or None when it fails (bounded
-    by timeout_s)."""
-    if not host:
-        return None
-    request = urllib.request.Request(host.rstrip("/") + "/health", headers=headers or {})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as resp:
-            data = json.loads(resp.read(65536))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 SCENARIO_OPTION_NAMES = (

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from locust import task
 
-from loadtests.common import DeployBenchUser
+from loadtests.common import DeployBenchUser, register
+
+PLUGIN = register()  # deploybench's options and measurement hooks on Locust's events
 
 
 class HealthUser(DeployBenchUser):

@@ -16,7 +16,7 @@ from typing import Any
 from locust import events, task
 
 from deploybench.errors import UsageError
-from loadtests.common import PLUGIN, DeployBenchUser
+from loadtests.common import DeployBenchUser, register
 from loadtests.payloads import (
     BOUNDARY,
     KINDS,
@@ -27,6 +27,8 @@ from loadtests.payloads import (
     parse_size,
     payload_rng,
 )
+
+PLUGIN = register()  # deploybench's options and measurement hooks on Locust's events
 
 
 @events.init_command_line_parser.add_listener

@@ -58,6 +58,7 @@ from deploybench.env import capture_env, pinned_argv
 from deploybench.io import write_atomic
 from deploybench.measure import DROPPED, NOT_SENT, UNFINISHED, Measurement, error_kind
 from deploybench.pacer import NS_PER_S, ArrivalSchedule
+from deploybench.procs import STOP_GRACE_S, signal_group, stop_process_group
 from deploybench.vocabulary import OPEN_LOOP_MODELS
 from loadtests.core import (
     DRAIN_TIMEOUT_S,
@@ -859,19 +860,13 @@ def run_lean(
 def _signal_all(procs: list[subprocess.Popen[bytes]], sig: int) -> None:
     for p in procs:
         if p.poll() is None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(p.pid, sig)
+            signal_group(p.pid, sig)
 
 
 def _stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
-    _signal_all(procs, signal.SIGTERM)
-    deadline = time.monotonic() + 15.0
+    _signal_all(procs, signal.SIGTERM)  # all at once, then each waited for (and killed past its grace)
     for p in procs:
-        try:
-            p.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            _signal_all([p], signal.SIGKILL)
-            p.wait(5)
+        stop_process_group(p, STOP_GRACE_S)
 
 
 if __name__ == "__main__":

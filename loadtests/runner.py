@@ -19,7 +19,6 @@ locustfile may open files relative to it). Locust imports this very copy of ``lo
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -37,6 +36,7 @@ from deploybench.env import pinned_argv
 from deploybench.errors import TargetError, UsageError
 from deploybench.io import utc_now
 from deploybench.paths import results_dir as default_results_dir
+from deploybench.procs import signal_group, tail_text
 from deploybench.record import RunRecord, load_record, make_run_id
 from deploybench.vocabulary import ENGINES, LOAD_MODELS, OPEN_LOOP_MODELS, SCENARIOS
 from loadtests.core import LoadOptions
@@ -344,7 +344,7 @@ def run_load_to_file(
                 server.cleanup()  # ServerProcess: its temporary ready-file folder
 
     if not path.exists():
-        tail = _tail(locust_log)
+        tail = tail_text(locust_log)
         if target_died:
             raise TargetError(f"the target exited before the load run could start\n{tail}")
         if rc == 2:
@@ -467,38 +467,26 @@ def _run_locust(
             while proc.poll() is None:
                 if server is not None and target_died is None and not server.is_alive():
                     target_died = "target process is gone"
-                    _signal_group(proc, signal.SIGTERM)
+                    signal_group(proc.pid, signal.SIGTERM)
                     deadline = min(deadline, time.monotonic() + STOP_GRACE_S)
                 if time.monotonic() > deadline:
-                    _signal_group(proc, signal.SIGTERM)
+                    signal_group(proc.pid, signal.SIGTERM)
                     try:
                         proc.wait(STOP_GRACE_S)
                     except subprocess.TimeoutExpired:
-                        _signal_group(proc, signal.SIGKILL)
+                        signal_group(proc.pid, signal.SIGKILL)
                     break
                 time.sleep(0.2)
             rc = proc.wait(STOP_GRACE_S)
         except BaseException:
-            _signal_group(proc, signal.SIGTERM)
+            signal_group(proc.pid, signal.SIGTERM)
             try:
                 proc.wait(STOP_GRACE_S)
             except subprocess.TimeoutExpired:
-                _signal_group(proc, signal.SIGKILL)
+                signal_group(proc.pid, signal.SIGKILL)
                 proc.wait(5)
             raise
     return rc, target_died
-
-
-def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, sig)
-
-
-def _tail(path: Path, n: int = 3000) -> str:
-    try:
-        return path.read_text(errors="replace")[-n:]
-    except OSError:
-        return ""
 
 
 def format_summary(record: RunRecord) -> str:

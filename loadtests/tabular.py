@@ -14,8 +14,10 @@ from typing import Any
 
 from locust import events, task
 
-from loadtests.common import PLUGIN, DeployBenchUser, fetch_health
+from loadtests.common import DeployBenchUser, fetch_health, register
 from loadtests.payloads import make_payload, payload_rng, row_width
+
+PLUGIN = register()  # deploybench's options and measurement hooks on Locust's events
 
 
 @events.init_command_line_parser.add_listener
@@ -45,7 +47,6 @@ class TabularUser(DeployBenchUser):
         width = _target_row_width(self.host or "", headers)
         self.payloads = [make_payload(self.rng, self.batch_size, width) for _ in range(16)]
         self.i = 0
-        _ = PLUGIN  # the listener is registered on import
 
     @task
     def predict(self) -> None:

@@ -30,6 +30,8 @@ keyword arguments (``json=``, ``data=``, ``headers=``, ``name=``, ``catch_respon
 
 from __future__ import annotations
 
-from loadtests.common import PLUGIN, DeployBenchUser
+from loadtests.common import DeployBenchUser, register
+
+PLUGIN = register()  # deploybench's options and measurement hooks on Locust's events
 
 __all__ = ["PLUGIN", "DeployBenchUser"]

@@ -10,15 +10,12 @@ server in its own process group, then polls ``GET /health`` against a deadline u
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import http.client
 import json
 import math
 import os
 import shlex
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -28,11 +25,10 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from deploybench import paths
 from deploybench.env import pinned_argv
 from deploybench.errors import TargetError, UsageError
+from deploybench.procs import STOP_GRACE_S, fetch_health, stop_process_group, tail_text
 from deploybench.vocabulary import (
     CONFIG_ENV,
     DEFAULT_SERVER,
@@ -43,7 +39,6 @@ from deploybench.vocabulary import (
 from targets.catalog import MODELS, ArtifactError
 from targets.modelfile import UserModel, UserModelInfo, default_model_name, inspect_user_model, resolve_format
 
-STOP_GRACE_S = 10.0
 LOG_TAIL_CHARS = 4000
 LISTEN_BACKLOG = 2048  # what gunicorn and uvicorn use by default
 
@@ -330,67 +325,6 @@ def server_env(config: TargetConfig, ready_dir: Path | None = None) -> dict[str,
     return env
 
 
-def _tail(path: Path, n_chars: int = LOG_TAIL_CHARS) -> str:
-    try:
-        with path.open("rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            size = fh.tell()
-            fh.seek(max(0, size - n_chars))
-            return fh.read().decode("utf-8", "replace")
-    except OSError:
-        return "(no log)"
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
-def _group_alive(pgid: int) -> bool:
-    """Is a live (not zombie) process left in the group? A zombie whose parent never reaps it (an orphan
-    re-parented to a PID 1 that does not reap) would otherwise count as alive forever."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    for p in psutil.process_iter(["status"]):
-        with contextlib.suppress(OSError, psutil.Error):
-            if os.getpgid(p.pid) == pgid and p.info["status"] != psutil.STATUS_ZOMBIE:
-                return True
-    return False
-
-
-def _wait_group_gone(pgid: int, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while _group_alive(pgid):
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.05)  # polling interval
-    return True
-
-
-def stop_process_group(proc: subprocess.Popen[bytes], grace_s: float = STOP_GRACE_S) -> int | None:
-    """Stop a server started with ``start_new_session=True`` (its group id is its pid): SIGTERM the group,
-    SIGKILL whatever is left after ``grace_s``, then the same for members its master left behind (workers
-    orphaned by a dead master still hold the group; zombies no longer count). Returns the exit code."""
-    pgid = proc.pid
-    if proc.poll() is None:
-        _signal_group(pgid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            _signal_group(pgid, signal.SIGKILL)
-            proc.wait(timeout=grace_s)
-    if _group_alive(pgid):
-        _signal_group(pgid, signal.SIGTERM)
-        if not _wait_group_gone(pgid, grace_s):
-            _signal_group(pgid, signal.SIGKILL)
-            _wait_group_gone(pgid, grace_s)
-    return proc.returncode
-
-
 class ServerProcess:
     """A target server running as a child process group. Use as a context manager, or start()/stop()."""
 
@@ -433,7 +367,7 @@ class ServerProcess:
         return self._proc is not None and self._proc.poll() is None
 
     def log_tail(self, n_chars: int = LOG_TAIL_CHARS) -> str:
-        return _tail(self._log_path, n_chars) if self._log_path else ""
+        return tail_text(self._log_path, n_chars, "(no log)") if self._log_path else ""
 
     def start(self) -> ServerProcess:
         if self._proc is not None:
@@ -527,22 +461,13 @@ class ServerProcess:
             delay_s = min(delay_s * 1.5, 0.25)
 
     def _health_ok(self) -> bool:
-        host = self.url.split("//", 1)[1].rsplit(":", 1)[0].strip("[]")
-        conn = http.client.HTTPConnection(host, self.port, timeout=2.0)
-        try:
-            conn.request("GET", "/health")
-            resp = conn.getresponse()
-            body = resp.read()
-            if resp.status != 200:
-                return False
-            info = json.loads(body)
-            return (
-                info.get("status") == "ok"
-                and info.get("model") == self.config.model
-                and info.get("format") == self.config.format
-                and info.get("framework") == self.config.framework
-            )
-        except (OSError, http.client.HTTPException, ValueError):
-            return False
-        finally:
-            conn.close()
+        """Ready: /health answers 200 with this config's framework, model and format (not another
+        server's)."""
+        info = fetch_health(self.url, timeout_s=2.0)
+        return (
+            info is not None
+            and info.get("status") == "ok"
+            and info.get("model") == self.config.model
+            and info.get("format") == self.config.format
+            and info.get("framework") == self.config.framework
+        )

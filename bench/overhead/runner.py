@@ -12,7 +12,6 @@ throughput whose P99 meets the model's SLO, and the P99 at one common open-loop 
 from __future__ import annotations
 
 import contextlib
-import http.client
 import io
 import os
 import shutil
@@ -26,7 +25,6 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
-import psutil
 from PIL import Image
 
 from bench.overhead.loadgen import LoadResult, Request, default_generator, run_load, run_python
@@ -34,6 +32,7 @@ from bench.overhead.minimal_model import HANDLER_ENV, MODEL_NAME_ENV, MODEL_PATH
 from deploybench import paths
 from deploybench.env import pinned_argv
 from deploybench.errors import TargetError
+from deploybench.procs import fetch_health, process_tree_cpu_s, tail_text
 from targets.catalog import MODELS
 from targets.serve import STOP_GRACE_S, ServerProcess, TargetConfig, bind_listener, stop_process_group
 
@@ -175,20 +174,10 @@ class MinimalServer:
         return self
 
     def log_tail(self, n_chars: int = 3000) -> str:
-        try:
-            return self._log_path.read_text(errors="replace")[-n_chars:]
-        except OSError:
-            return "(no log)"
+        return tail_text(self._log_path, n_chars, "(no log)")
 
     def _health_ok(self) -> bool:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2.0)
-        try:
-            conn.request("GET", "/health")
-            return conn.getresponse().status == 200
-        except (OSError, http.client.HTTPException):
-            return False
-        finally:
-            conn.close()
+        return fetch_health(f"http://127.0.0.1:{self.port}") is not None
 
     def stop(self) -> None:
         if self._proc is not None:
@@ -221,17 +210,7 @@ def serving(config: TargetConfig, threads: int, *, minimal: bool) -> Iterator[Se
 
 def server_cpu_s(pid: int) -> float:
     """CPU seconds (user + system) used so far by the process ``pid`` and its live descendants."""
-    total = 0.0
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return total
-    for p in procs:
-        with contextlib.suppress(psutil.Error):
-            t = p.cpu_times()
-            total += t.user + t.system
-    return total
+    return process_tree_cpu_s(pid) or 0.0
 
 
 def measured(

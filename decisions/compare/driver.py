@@ -11,11 +11,8 @@ not iris's 4) is loaded with the ``api`` scenario and generated request bodies o
 from __future__ import annotations
 
 import contextlib
-import http.client
 import json
 import os
-import urllib.error
-import urllib.request
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
@@ -24,6 +21,7 @@ import numpy as np
 import psutil
 
 from decisions.compare.config import CompareConfig
+from deploybench import procs
 from deploybench.compare_doc import Choice
 from deploybench.errors import TargetError, UsageError
 from deploybench.io import write_atomic
@@ -48,14 +46,7 @@ class Target(Protocol):
 
 def fetch_health(url: str, timeout_s: float = HEALTH_TIMEOUT_S) -> dict[str, Any] | None:
     """GET {url}/health -> its JSON object when it answers 200, else None."""
-    try:
-        with urllib.request.urlopen(url.rstrip("/") + "/health", timeout=timeout_s) as resp:
-            if resp.status != 200:
-                return None
-            data = json.loads(resp.read(1 << 20))
-    except (OSError, ValueError, http.client.HTTPException, urllib.error.URLError):
-        return None
-    return data if isinstance(data, dict) else None
+    return procs.fetch_health(url, timeout_s)
 
 
 class ExternalTarget:
@@ -116,17 +107,7 @@ def process_tree_affinity(pid: int) -> list[int] | None:
 
 def process_tree_cpu_s(pid: int) -> float | None:
     """User + system CPU seconds of a process and its children (None when it cannot be read)."""
-    try:
-        proc = psutil.Process(pid)
-        procs = [proc, *proc.children(recursive=True)]
-        total = 0.0
-        for p in procs:
-            with contextlib.suppress(psutil.Error):
-                t = p.cpu_times()
-                total += t.user + t.system
-        return total
-    except Exception:
-        return None
+    return procs.process_tree_cpu_s(pid)
 
 
 class RealDriver:
