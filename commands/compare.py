@@ -86,7 +86,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     m.add_argument(
         "--engine",
         choices=ENGINES,
-        help="load generator (default: the config's, lean): lean costs ~1/8 of Locust's CPU per request, "
+        help="load generator (default: the config's, lean): lean costs ~1/3-1/4 of Locust's CPU per request, "
         "so a fast target is measured, not the generator",
     )
     parser.add_argument("--zoo", type=Path, default=None, help="model zoo folder (default: artifacts/zoo)")

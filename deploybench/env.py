@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import metadata
 from typing import Any
 
@@ -93,3 +95,21 @@ def pinned_argv(argv: list[str], cpus: list[int] | None, python: str) -> list[st
     if not cpus:
         return list(argv)
     return [python, "-c", _PIN_SHIM % (sorted(cpus),), *argv]
+
+
+@contextmanager
+def own_cpus(cpus: list[int] | None) -> Iterator[None]:
+    """Run the calling thread on ``cpus`` for the block (unchanged when empty or not Linux), then restore.
+
+    A load run pins its generator processes; the process that starts them, merges their states and saves
+    the record must stay off the target's CPUs too, or its bursts of work preempt the server it measures.
+    """
+    if not cpus or not hasattr(os, "sched_setaffinity"):
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)

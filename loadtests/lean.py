@@ -9,9 +9,12 @@ Why this design (figures measured on this project's 2-core machine, README "Load
   connection back to the pacer (open loop).
 - **Requests encoded once.** Every request the run will send (head + body) is built up front as bytes; a
   send is one ``transport.write``.
-- **Results recorded in batches.** A response appends four integers to a list; every ``FLUSH_S`` the batch
-  goes into the HdrHistograms with numpy (``Measurement.add_successes``), never one Python ``record_value``
-  per request. Server-Timing headers are parsed in the same batch.
+- **Results recorded in batches.** A response appends four integers (and its Server-Timing durations, one
+  regex call) to flat lists; four times a second the batch goes into the HdrHistograms with numpy
+  (``Measurement.add_successes``, bucket arithmetic vectorised), never one Python ``record_value`` per
+  request, and the pause that costs the loop stays well under a millisecond.
+- **No collector pauses.** The set-up's objects are frozen out of the cyclic garbage collector and its young
+  generation runs 50x less often: the run allocates little that is cyclic.
 - **Exact pacing without spinning.** Open loop, the next slot's intended time arms a Linux ``timerfd``
   (nanosecond deadline, woken by epoll); libuv's own timers round to whole milliseconds, which would add a
   mean ~0.5 ms of send delay to every corrected latency.

@@ -32,7 +32,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from deploybench.env import pinned_argv
+from deploybench.env import own_cpus, pinned_argv
 from deploybench.errors import TargetError, UsageError
 from deploybench.io import utc_now
 from deploybench.paths import results_dir as default_results_dir
@@ -303,11 +303,12 @@ def run_load_to_file(
             )  # fmt: skip
             if generator_bound_percent is not None:
                 lean_options.generator_bound_percent = float(generator_bound_percent)
-            rc, target_died = run_lean(
-                url, scenario, options=lean_options, connections=n_users, processes=processes,
-                record_path=path, scenario_opts=options, generator_cpus=generator_cpus, server=server,
-                run_time_s=run_time_s, env=locust_env(headers), log_path=locust_log,
-            )  # fmt: skip
+            with own_cpus(generator_cpus):  # this process's merges and saves stay off the target's CPUs
+                rc, target_died = run_lean(
+                    url, scenario, options=lean_options, connections=n_users, processes=processes,
+                    record_path=path, scenario_opts=options, generator_cpus=generator_cpus, server=server,
+                    run_time_s=run_time_s, env=locust_env(headers), log_path=locust_log,
+                )  # fmt: skip
             cmd = ["deploybench-lean"]
         else:
             locust_options = dict(options)
@@ -323,11 +324,12 @@ def run_load_to_file(
                 if master_port_file:
                     locust_options["master_port_file"] = os.path.abspath(master_port_file)
                 run_time_s += MASTER_WAIT_S
-            rc, target_died, cmd = _locust(
-                file, url, n_users, run_time_s, load_model, warmup_s, duration_s, seed, max_lag_s, path,
-                out_dir, extra, rate_rps, model, processes, locust_options, locust_log, generator_cpus,
-                server, headers,
-            )  # fmt: skip
+            with own_cpus(generator_cpus):
+                rc, target_died, cmd = _locust(
+                    file, url, n_users, run_time_s, load_model, warmup_s, duration_s, seed, max_lag_s, path,
+                    out_dir, extra, rate_rps, model, processes, locust_options, locust_log, generator_cpus,
+                    server, headers,
+                )  # fmt: skip
         if server is not None and not target_died:
             # Locust may have ended the run itself (N consecutive connection errors) before the poll in
             # _run_locust saw the target die. A killed target closes its socket only as its process exits,

@@ -260,3 +260,21 @@ def test_server_timing_columns_parse_every_component() -> None:
     cols = lean._server_timing_columns([b"decode;dur=0.015, infer;dur=1.5", None, b'infer;desc="x";dur=2'])
     assert cols["decode"].tolist() == [15, -1, -1]
     assert cols["infer"].tolist() == [1500, -1, 2000]
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "sched_setaffinity"), reason="CPU affinity is Linux-only")
+def test_the_process_that_runs_a_pinned_generator_is_pinned_with_it_for_the_run_only() -> None:
+    import os
+
+    from deploybench.env import own_cpus
+
+    before = os.sched_getaffinity(0)
+    one = min(before)
+    with own_cpus([one]):
+        assert os.sched_getaffinity(0) == {one}
+    assert os.sched_getaffinity(0) == before
+    with pytest.raises(RuntimeError), own_cpus([one]):
+        raise RuntimeError("a failed run")
+    assert os.sched_getaffinity(0) == before  # restored on an error too
+    with own_cpus(None):
+        assert os.sched_getaffinity(0) == before
