@@ -11,6 +11,7 @@ with ``[[models]]`` and ``[[urls]]`` (``decisions.compare.config``)."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -31,9 +32,9 @@ from decisions.compare.config import (
     validate,
     zoo_catalog,
 )
-from decisions.compare.driver import RealDriver, fetch_health, resolve_pin
+from decisions.compare.driver import RealDriver, core_split, fetch_health, resolve_pin
 from decisions.compare.run import run_matrix
-from deploybench.compare_doc import ChoiceResult, CompareRun, load_compare
+from deploybench.compare_doc import ChoiceResult, CompareRun, describe_split, load_compare
 from deploybench.errors import UsageError
 from deploybench.io import utc_stamp
 from deploybench.paths import results_dir
@@ -249,7 +250,11 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"{zoo}: no model zoo here (run `deploybench build` first, or pass --zoo)")
 
     out_dir = args.out or results_dir() / "compare" / f"{utc_stamp()}-{cfg.name}"
-    pinned = "pinned: server CPU 1, generator CPU 0" if cfg.measure.pin else "not pinned"
+    pinned = "not pinned"
+    if cfg.measure.pin:
+        pinned = "pinned: " + describe_split(*core_split(os.sched_getaffinity(0)))
+    if cfg.measure.pin and any(c.workers > 1 for c in choices):
+        pinned += " (one server core per worker, as many for the generator)"
     pinned += f"; {cfg.measure.engine} load generator"
     say(f"compare {cfg.name}: {len(choices)} choice(s), {pinned} -> {out_dir}")
     for s in skipped:

@@ -70,8 +70,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     load.add_argument(
         "--engine",
         choices=ENGINES,
-        help="load generator: lean (default for the built-in scenarios and your --url/--path runs: ~1/3-1/4 of "
-        "Locust's CPU per request) or locust (the only one for --locustfile)",
+        help="load generator: lean (default for the built-in scenarios and your --url/--path runs: "
+        "~1/3-1/4 of Locust's CPU per request) or locust (the only one for --locustfile)",
     )
     load.add_argument(
         "--processes",

@@ -139,6 +139,23 @@ class LoadFigures:
         )
 
 
+def describe_split(server_cpus: list[int] | None, generator_cpus: list[int] | None) -> str:
+    """E.g. "server on CPU 1, generator on CPU 0", or with 4 workers on 16 CPUs "server on CPUs 12-15,
+    generator on CPUs 0-3 (4 processes)"."""
+
+    def cpus(c: list[int]) -> str:
+        c = sorted(c)
+        contiguous = len(c) > 2 and c == list(range(c[0], c[-1] + 1))
+        listed = f"{c[0]}-{c[-1]}" if contiguous else ", ".join(str(x) for x in c)
+        return f"CPU{'s' if len(c) > 1 else ''} {listed}"
+
+    if not generator_cpus:
+        return "not pinned"
+    server = f"server on {cpus(server_cpus)}, " if server_cpus else ""
+    procs_note = f" ({len(generator_cpus)} processes)" if len(generator_cpus) > 1 else ""
+    return f"{server}generator on {cpus(generator_cpus)}{procs_note}"
+
+
 GENERATOR_BOUND = "generator-bound"  # the load record's warning code when the generator had no headroom
 
 
@@ -156,6 +173,7 @@ class ChoiceResult:
     warnings: list[RecordWarning] = field(default_factory=list)
     server_log: str | None = None
     server_affinity: list[int] | None = None  # CPUs the target's processes ran on, read from the OS
+    generator_cpus: list[int] | None = None  # CPUs the load generator was pinned to (one process each)
     target_health: dict[str, Any] | None = None  # an external choice: what its /health said at the start
 
     @property
@@ -211,6 +229,7 @@ class ChoiceResult:
             warnings=[RecordWarning.from_dict(w) for w in d.get("warnings", [])],
             server_log=d.get("server_log"),
             server_affinity=d.get("server_affinity"),
+            generator_cpus=d.get("generator_cpus"),
             target_health=d.get("target_health"),
         )
 

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from deploybench.compare_doc import ChoiceResult, CompareRun, places, rank, verdict
+from deploybench.compare_doc import ChoiceResult, CompareRun, describe_split, places, rank, verdict
 from deploybench.io import write_atomic
 from reports.render import (
     Block,
@@ -179,11 +179,24 @@ def _headline(run: CompareRun) -> str:
     )
 
 
+def _core_split(run: CompareRun) -> str:
+    """The CPUs of a pinned run: one split, or one per split with the choices that had it."""
+    splits: dict[str, list[str]] = {}
+    for r in run.results:
+        if r.generator_cpus:
+            splits.setdefault(describe_split(r.server_affinity, r.generator_cpus), []).append(r.choice.label)
+    if not splits:  # documents from before the split was recorded: the 2-CPU split
+        return "server on CPU 1, generator on CPU 0, one process"
+    if len(splits) == 1:
+        return next(iter(splits))
+    return "; ".join(f"{split} ({', '.join(labels)})" for split, labels in splits.items())
+
+
 def _method(run: CompareRun) -> list[str]:
     c = run.config
     slo, ms, se = c.get("slo", {}), c.get("measure", {}), c.get("search", {})
-    pin = "server on CPU 1, generator on CPU 0" if ms.get("pin") is True else "not pinned"
-    pin += f"; load generator: {ms.get('engine', 'locust')} engine, one process"
+    pin = _core_split(run) if ms.get("pin") is True else "not pinned"
+    pin += f"; load generator: {ms.get('engine', 'locust')} engine"
     users = ms.get("open_loop_users") or 0
     senders = (
         f"{users} senders"

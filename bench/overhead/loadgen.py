@@ -95,9 +95,17 @@ def default_generator() -> str:
 
 # -- wrk -------------------------------------------------------------------------------------------------
 def run_wrk(
-    url: str, request: Request, *, connections: int, duration_s: float, cpus: list[int] | None = None
+    url: str,
+    request: Request,
+    *,
+    connections: int,
+    duration_s: float,
+    cpus: list[int] | None = None,
+    delay_ms: float | None = None,
 ) -> LoadResult:
-    """wrk -t1 -cC -dD against ``url + request.path`` (closed loop), on ``cpus`` when given."""
+    """wrk -t1 -cC -dD against ``url + request.path`` (closed loop), on ``cpus`` when given. ``delay_ms``:
+    each connection waits that long after an answer before its next request (wrk's Lua ``delay()``), which
+    paces the load at about connections / (delay + latency) requests/s."""
     wrk = wrk_path()
     if wrk is None:
         raise RuntimeError("wrk is not on PATH")
@@ -109,7 +117,9 @@ def run_wrk(
             'wrk.method = "POST"\n'
             f'local f = assert(io.open({json.dumps(str(body_path))}, "rb"))\n'
             'wrk.body = f:read("*all")\nf:close()\n'
-            f'wrk.headers["Content-Type"] = {json.dumps(request.content_type)}\n' + _WRK_DONE
+            f'wrk.headers["Content-Type"] = {json.dumps(request.content_type)}\n'
+            + _WRK_DONE
+            + (f"function delay() return {float(delay_ms)!r} end\n" if delay_ms else "")
         )
         cmd = [
             wrk, "-t1", f"-c{connections}", f"-d{max(1, round(duration_s))}s", "--timeout", "10s",

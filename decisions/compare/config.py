@@ -148,7 +148,7 @@ class MeasureConfig:
     common_rate_rps: float = 50.0
     common_duration_s: float = 4.0
     load_model: str = "poisson"
-    pin: bool | str = "auto"  # True | False | "auto" (pinned when CPUs 0 and 1 are both usable)
+    pin: bool | str = "auto"  # True | False | "auto" (pinned when 2 or more CPUs are usable: core_split)
     engine: str = "lean"  # the load generator: "lean" | "locust"
 
 

@@ -4,7 +4,8 @@
 Per choice (``Choice``: framework x server x model x format x workers x threads), in this order:
 
 1. start the real target (``ServerProcess``; pinned (``measure.pin``, "auto" when 2 CPUs are usable):
-   server on CPU 1, load generator on CPU 0);
+   ``core_split``: one core per server worker, as many for the load generator; 2 CPUs: server on CPU 1,
+   generator on CPU 0);
 2. warm up, then closed-loop windows until consecutive windows agree (or a max duration): the closed-loop
    throughput seeds the search bounds;
 3. an open-loop run at the matrix's common rate: P50/P95/P99, errors and server CPU at the same load for all;
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
@@ -42,9 +44,9 @@ from typing import Any
 
 from decisions.compare.config import CompareConfig, open_loop_users, step_duration_s
 from decisions.compare.driver import (
-    SERVER_PIN_CPUS,
     Driver,
     Target,
+    core_split,
     process_tree_affinity,
     process_tree_cpu_s,
     resolve_pin,
@@ -242,6 +244,7 @@ class ChoiceRun:
         with self._pass(first=True), contextlib.ExitStack() as instance:
             self.target = instance.enter_context(self.driver.start(self.choice, self.cdir / "server.log"))
             self.result.server_affinity = process_tree_affinity(self.target.pid) if self.target.pid else None
+            self.result.generator_cpus = getattr(self.driver, "generator_cpus", None)
             self.result.target_health = getattr(self.target, "health", None)  # an external choice's /health
             self._stability()
             self._common_rate()
@@ -546,11 +549,11 @@ def run_matrix(
     "done". Ctrl-C marks the run interrupted, finishes every choice from the repeats it completed, and
     re-raises (the caller still writes the report from the saved document)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    pinned = resolve_pin(cfg.measure.pin)
+    server_cpus = core_split(os.sched_getaffinity(0))[0] if resolve_pin(cfg.measure.pin) else None
     run = CompareRun(
         config=cfg.to_dict(),
         scenario=scenario,
-        env=env if env is not None else capture_env(SERVER_PIN_CPUS if pinned else None),
+        env=env if env is not None else capture_env(server_cpus),
         results=[ChoiceResult(c) for c in choices],
         skipped=list(skipped),
     )

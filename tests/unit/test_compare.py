@@ -21,13 +21,14 @@ from decisions.compare.config import (
     expand,
     load_config,
 )
-from decisions.compare.driver import RealDriver, check_pin_possible
+from decisions.compare.driver import RealDriver, check_pin_possible, core_split
 from decisions.compare.run import run_matrix
 from deploybench.compare_doc import (
     Choice,
     ChoiceResult,
     CompareRun,
     best_sentence,
+    describe_split,
     load_compare,
     places,
     rank,
@@ -461,19 +462,53 @@ def test_warnings_are_data_not_prints(tmp_path, capsys):
     assert isinstance(load_compare(tmp_path).results[0].warnings[0], RecordWarning)
 
 
-# -- --pin: server on CPU 1, generator on CPU 0 --------------------------------------------------------------
-@pytest.mark.parametrize("usable", [{0}, {1}, {2, 3}])
-def test_pin_without_cpus_0_and_1_is_a_usage_error(monkeypatch, capsys, tmp_path, usable):
+# -- --pin: server and generator on cores of their own (2 CPUs: server CPU 1, generator CPU 0) --------------
+@pytest.mark.parametrize("usable", [{0}, {1}, {5}])
+def test_pin_with_fewer_than_2_cpus_is_a_usage_error(monkeypatch, capsys, tmp_path, usable):
     """Checked before anything starts: no server, no Locust, no output folder."""
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(usable))
-    message = f"--pin needs CPUs [0, 1]; this process may use {sorted(usable)}"
+    message = f"--pin needs at least 2 usable CPUs; this process may use {sorted(usable)}"
     with pytest.raises(UsageError, match=re.escape(message)):
         check_pin_possible()
     out = tmp_path / "out"
     assert main(["compare", "--format", "onnx", "--pin", "--out", str(out), "-q"]) == 2
     err = capsys.readouterr().err
-    assert "--pin needs CPUs [0, 1]" in err and "Traceback" not in err
+    assert "--pin needs at least 2 usable CPUs" in err and "Traceback" not in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "usable, workers, server, generator",
+    [
+        ({0, 1}, 1, [1], [0]),
+        ({0, 1}, 4, [1], [0]),  # more workers than cores: they share the one server core
+        ({0, 1, 2, 3}, 1, [3], [0]),
+        ({0, 1, 2, 3}, 2, [2, 3], [0, 1]),
+        ({0, 1, 2, 3}, 4, [1, 2, 3], [0]),  # the generator keeps at least one core
+        (set(range(16)), 4, [12, 13, 14, 15], [0, 1, 2, 3]),
+        ({2, 5, 7}, 1, [7], [2]),  # the usable set, not CPU numbers from 0
+    ],
+)
+def test_core_split_gives_the_server_a_core_per_worker_and_the_generator_as_many(
+    usable, workers, server, generator
+):
+    assert core_split(usable, workers) == (server, generator)
+    assert not set(server) & set(generator)
+
+
+def test_core_split_needs_2_cpus():
+    with pytest.raises(UsageError, match="at least 2 usable CPUs"):
+        core_split({3}, 1)
+
+
+def test_the_split_is_described_in_words():
+    assert describe_split([1], [0]) == "server on CPU 1, generator on CPU 0"
+    assert describe_split([12, 13, 14, 15], [0, 1, 2, 3]) == (
+        "server on CPUs 12-15, generator on CPUs 0-3 (4 processes)"
+    )
+    assert describe_split([2, 3], [0, 1]) == "server on CPUs 2, 3, generator on CPUs 0, 1 (2 processes)"
+    assert describe_split(None, [0]) == "generator on CPU 0"
+    assert describe_split([1], None) == "not pinned"
 
 
 def test_pin_without_linux_affinity_is_a_usage_error(monkeypatch):
@@ -482,9 +517,10 @@ def test_pin_without_linux_affinity_is_a_usage_error(monkeypatch):
         check_pin_possible()
 
 
-def test_pin_with_cpus_0_and_1_is_accepted_and_drives_the_pinning(monkeypatch, tmp_path):
-    """The driver asks for the server on CPU 1 and Locust on CPU 0 (in-process fakes record the requests;
-    tests/e2e/test_compare_e2e.py checks the affinities the OS actually applied)."""
+def test_pin_drives_the_pinning_of_server_and_generator(monkeypatch, tmp_path):
+    """The driver asks for the split ``core_split`` gives: on 3 CPUs the server on CPU 2, the generator on
+    CPU 0 (in-process fakes record the requests; tests/e2e/test_compare_e2e.py checks the affinities the OS
+    actually applied on 2 CPUs)."""
     import decisions.compare.driver as driver_module
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2})
@@ -508,17 +544,26 @@ def test_pin_with_cpus_0_and_1_is_accepted_and_drives_the_pinning(monkeypatch, t
 
     def fake_run_load(url, scenario, **kw):
         asked["generator_cpus"] = kw["generator_cpus"]
+        asked["processes"] = kw["processes"]
 
     monkeypatch.setattr(driver_module, "ServerProcess", FakeServer)
     monkeypatch.setattr(driver_module, "run_load", fake_run_load)
-    choice = Choice("fastapi", "uvicorn", "iris-rf", "onnx")
-    for pin, server_cpus, generator_cpus in ((True, [1], [0]), (False, None, None), ("auto", [1], [0])):
+    cases = (
+        (True, 1, [2], [0], 0),
+        (False, 1, None, None, 0),
+        ("auto", 1, [2], [0], 0),
+        (True, 2, [1, 2], [0], 0),  # 3 CPUs, 2 workers: the generator keeps one core
+    )
+    for pin, workers, server_cpus, generator_cpus, processes in cases:
         asked.clear()
         cfg = apply_overrides(load_config("quick"), {"measure.pin": pin})
         driver = RealDriver(cfg, "tabular", tmp_path / "zoo", tmp_path / "out")
+        choice = Choice("fastapi", "uvicorn", "iris-rf", "onnx", workers=workers)
         with driver.start(choice, tmp_path / "server.log") as target:
             driver.load(target, load_model="closed", duration_s=1.0, warmup_s=0.0, record_path=tmp_path / "r")
-        assert asked == {"server_cpus": server_cpus, "generator_cpus": generator_cpus, "stopped": True}
+        assert driver.generator_cpus == generator_cpus
+        want = {"server_cpus": server_cpus, "generator_cpus": generator_cpus, "processes": processes}
+        assert asked == {**want, "stopped": True}
 
 
 # -- warnings that do not concern compare, and the handler passed to the target ------------------------------
