@@ -15,7 +15,7 @@ from commands.cli import main as cli_main
 from deploybench.record import load_record
 from deploybench.stats import decode_histogram
 from tests.support.known_latency import KnownLatencyServer
-from tests.support.waiting import wait_until
+from tests.support.waiting import kill_leftovers, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -111,10 +111,7 @@ def test_remote_workers_join_a_master_started_by_deploybench_load(
         for p in procs[1:]:
             p.wait(timeout=60)
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+        kill_leftovers(procs)
     rec = load_record(record)
     assert rec.status == "complete" and rec.config["engine"] == "locust"
     assert rec.config["generator"]["mode"] == "master" and rec.config["generator"]["workers"] == 2

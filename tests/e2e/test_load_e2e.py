@@ -24,7 +24,7 @@ from deploybench.record import load_record
 from deploybench.stats import decode_histogram
 from loadtests.runner import run_load, run_load_to_file
 from tests.support.known_latency import KnownLatencyServer
-from tests.support.waiting import wait_until
+from tests.support.waiting import kill_leftovers, wait_until
 
 pytestmark = pytest.mark.e2e  # every test here starts a server and Locust
 
@@ -143,10 +143,7 @@ def test_master_and_two_workers_write_one_merged_record(
             for p in procs[1:]:
                 p.wait(timeout=30)
         finally:
-            for p in procs:
-                if p.poll() is None:
-                    p.kill()
-                    p.wait()
+            kill_leftovers(procs)
     assert procs[0].returncode == 0, master_log.read_text()[-2000:]
     rec = load_record(record)
     assert rec.status == "complete" and rec.config["generator"]["mode"] == "master"

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -19,3 +20,11 @@ def wait_until(condition: Callable[[], T], timeout_s: float, what: str, interval
             return value
         assert time.monotonic() < deadline, f"timed out after {timeout_s:g} s waiting for {what}"
         time.sleep(interval_s)  # polling interval, not a guess at how long it takes
+
+
+def kill_leftovers(procs: list[subprocess.Popen[Any]]) -> None:
+    """Kill and reap the processes of ``procs`` that are still running (a test's own, after a failure)."""
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+            p.wait()

@@ -163,12 +163,17 @@ def _start(sim: Sim) -> None:
     sim.engine.start(sim.clock.now, timer=sim.timer)
 
 
+def _run(sim: Sim, until_ns: int) -> tuple[Any, Any]:
+    """Start, run to ``until_ns``, finish: (the measurement, its one endpoint)."""
+    _start(sim)
+    sim.run(until_ns)
+    m = sim.finish()
+    return m, m.endpoints[LABEL]
+
+
 def test_open_loop_under_capacity_measures_every_slot_at_the_service_time(clocked: Any) -> None:
     sim = clocked(_spec(load_model="constant", rate_rps=100, connections=4, duration_s=1.0), service_ms=1.0)
-    _start(sim)
-    sim.run(T0 + NS_PER_S)
-    m = sim.finish()
-    ep = m.endpoints[LABEL]
+    _m, ep = _run(sim, T0 + NS_PER_S)
     assert ep.count == 100 and not ep.errors  # 100 rps for 1 s, far under capacity
     assert decode_histogram(encode_histogram(ep.latency)).get_total_count() == 100
     assert ep.latency.get_max_value() <= 1_001 and ep.latency.get_min_value() >= 999  # exactly the service
@@ -183,10 +188,7 @@ def test_open_loop_overload_hides_nothing(clocked: Any) -> None:
     the window is one of them or a success, and corrected latency includes the wait."""
     spec = _spec(load_model="constant", rate_rps=2000, connections=4, duration_s=1.0, max_lag_s=0.1)
     sim = clocked(spec, service_ms=1.0)
-    _start(sim)
-    sim.run(T0 + NS_PER_S)
-    m = sim.finish()
-    ep = m.endpoints[LABEL]
+    _m, ep = _run(sim, T0 + NS_PER_S)
     counters = sim.engine.schedule.counters()
     assert ep.count + sum(ep.errors.values()) == counters["scheduled_in_window"] == 2000
     assert ep.errors[DROPPED] > 0 and ep.errors[NOT_SENT] > 0 and ep.errors[UNFINISHED] > 0
@@ -202,10 +204,7 @@ def test_a_stall_shows_in_the_corrected_latency_only(clocked: Any) -> None:
     corrected P99 sees the stall, the uncorrected latency (from the actual send) does not all of it."""
     spec = _spec(load_model="constant", rate_rps=100, connections=2, duration_s=1.0)
     sim = clocked(spec, service_ms=1.0, stall_until_ns=T0 + 300 * MS)
-    _start(sim)
-    sim.run(T0 + NS_PER_S)
-    m = sim.finish()
-    ep = m.endpoints[LABEL]
+    _m, ep = _run(sim, T0 + NS_PER_S)
     assert ep.count == 100 and not ep.errors
     assert ep.latency.get_max_value() >= 295_000  # the first slot waited the whole stall
     assert ep.latency.get_value_at_percentile(50) <= 1_100
@@ -214,20 +213,14 @@ def test_a_stall_shows_in_the_corrected_latency_only(clocked: Any) -> None:
 
 def test_closed_loop_records_from_the_send_and_classifies_http_errors(clocked: Any) -> None:
     sim = clocked(_spec(connections=2, duration_s=0.1), service_ms=5.0, status=503)
-    _start(sim)
-    sim.run(T0 + 100 * MS)
-    m = sim.finish()
-    ep = m.endpoints[LABEL]
+    m, ep = _run(sim, T0 + 100 * MS)
     assert ep.count == 0 and ep.errors["http-503"] >= 19  # 2 connections, one server, 5 ms each
     assert m.open_loop is False and ep.uncorrected is None
 
 
 def test_a_server_that_closes_every_connection_costs_a_reconnect_not_an_error(clocked: Any) -> None:
     sim = clocked(_spec(connections=2, duration_s=0.1), service_ms=5.0, keep_alive=False)
-    _start(sim)
-    sim.run(T0 + 100 * MS)
-    m = sim.finish()
-    ep = m.endpoints[LABEL]
+    _m, ep = _run(sim, T0 + 100 * MS)
     assert ep.count >= 19 and not ep.errors
     assert (
         sim.connects == ep.count + 2
@@ -238,10 +231,7 @@ def test_a_server_that_closes_every_connection_costs_a_reconnect_not_an_error(cl
 def test_warmup_requests_stay_out_of_the_window(clocked: Any) -> None:
     spec = _spec(load_model="constant", rate_rps=100, connections=2, warmup_s=0.5, duration_s=0.5)
     sim = clocked(spec, service_ms=1.0)
-    _start(sim)
-    sim.run(T0 + NS_PER_S)
-    m = sim.finish()
-    ep = m.endpoints[LABEL]
+    _m, ep = _run(sim, T0 + NS_PER_S)
     assert ep.count == 50 and ep.warmup_count == 50
 
 
