@@ -81,7 +81,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--pin",
         action="store_true",
         default=None,
-        help='server on CPU 1, generator on CPU 0 (default: the config\'s, "auto": when both are usable)',
+        help="server and generator on cores of their own (2 CPUs: server 1, generator 0; default: the "
+        'config\'s, "auto": when 2 or more CPUs are usable)',
     )
     pin.add_argument("--no-pin", dest="pin", action="store_false", help="never pin")
     m.add_argument(
@@ -89,6 +90,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=ENGINES,
         help="load generator (default: the config's, lean): lean costs ~1/3-1/4 of Locust's CPU per request, "
         "so a fast target is measured, not the generator",
+    )
+    m.add_argument(
+        "--expect-workers",
+        type=int,
+        metavar="N",
+        help="remote load: every run is a Locust master that waits for N `deploybench worker --keep --master "
+        "HOST:PORT` processes (implies --engine locust)",
+    )
+    m.add_argument(
+        "--master-bind",
+        metavar="HOST:PORT",
+        help="with --expect-workers: the address the master binds, a fixed port (default 127.0.0.1:5557; "
+        "0.0.0.0:5557 for workers on other machines)",
     )
     parser.add_argument("--zoo", type=Path, default=None, help="model zoo folder (default: artifacts/zoo)")
     parser.add_argument(
@@ -133,7 +147,9 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "measure.common_rate_rps": args.rate,
         "measure.users": args.users,
         "measure.pin": args.pin,
-        "measure.engine": args.engine,
+        "measure.engine": "locust" if args.expect_workers and args.engine is None else args.engine,
+        "measure.expect_workers": args.expect_workers,
+        "measure.master_bind": args.master_bind,
         "search.step_s": args.step_s,
         "search.max_probes": args.max_probes,
         "search.repeats": args.repeats,
@@ -256,6 +272,8 @@ def run(args: argparse.Namespace) -> int:
     if cfg.measure.pin and any(c.workers > 1 for c in choices):
         pinned += " (one server core per worker, as many for the generator)"
     pinned += f"; {cfg.measure.engine} load generator"
+    if cfg.measure.expect_workers:
+        pinned += f" (master on {cfg.measure.master_bind} for {cfg.measure.expect_workers} remote workers)"
     say(f"compare {cfg.name}: {len(choices)} choice(s), {pinned} -> {out_dir}")
     for s in skipped:
         say(f"  skipped {s.combo}: {s.reason}")

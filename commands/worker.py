@@ -6,20 +6,29 @@
 
 The worker runs the same built-in scenario (or ``--locustfile``) as the master; the master assigns each
 worker its share of the rate, merges their histograms exactly and writes the record. The worker runs until
-the master ends the test (Locust's own worker lifecycle), at most ``--timeout`` seconds.
+the master ends the test (Locust's own worker lifecycle), at most ``--timeout`` seconds. With ``--keep`` it
+serves one master run after another until ``--timeout``: `deploybench compare --expect-workers N` starts a
+master on the same address for every measurement.
+
+    deploybench compare --expect-workers 2 --master-bind 0.0.0.0:5557                             # on A
+    deploybench worker --master A:5557 --scenario tabular --keep --timeout 3600                   # on B and C
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import subprocess
 import sys
+import time
 
 from commands.args import cpu_list, host_port
 from deploybench.env import pinned_argv
 from deploybench.errors import UsageError
 from loadtests.payloads import parse_headers
 from loadtests.runner import RUNNER_SCENARIOS, locust_env, scenario_file, user_locustfile
+
+KEEP_MIN_RUN_S = 1.0  # --keep: a Locust worker that exits sooner never ran (e.g. a broken locustfile)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,6 +46,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'",
                         help="header sent with every request (as the master's), repeatable")  # fmt: skip
     parser.add_argument("--timeout", type=float, default=3600.0, help="stop after this many seconds")
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="serve one master run after another until --timeout (for `deploybench compare "
+        "--expect-workers`, which runs a master per measurement on one address)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -53,15 +68,34 @@ def run(args: argparse.Namespace) -> int:
            "--master-host", host, "--master-port", str(port)]  # fmt: skip
     if args.processes:
         cmd += ["--processes", str(args.processes)]
-    proc = subprocess.Popen(pinned_argv(cmd, args.generator_cpus, sys.executable), env=locust_env(headers))
+    argv = pinned_argv(cmd, args.generator_cpus, sys.executable)
+    # a SIGTERM stops the Locust worker too (SystemExit passes through the wait below), never orphans it
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    deadline = time.monotonic() + args.timeout
+    while True:
+        started = time.monotonic()
+        proc = subprocess.Popen(argv, env=locust_env(headers))
+        try:
+            rc = proc.wait(timeout=max(0.0, deadline - started))
+        except subprocess.TimeoutExpired:
+            _stop(proc)
+            if args.keep:  # the planned end of a worker that serves runs until --timeout
+                return 0
+            print(f"deploybench worker: stopped after --timeout {args.timeout:g} s", file=sys.stderr)
+            return 1
+        except BaseException:
+            _stop(proc)
+            raise
+        # --keep: a master ended its run (or went away): wait for the next one; a worker that could not
+        # even start (under a second) is a broken command, not a finished run
+        if not args.keep or time.monotonic() - started < KEEP_MIN_RUN_S or time.monotonic() >= deadline:
+            return rc
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
     try:
-        return proc.wait(timeout=args.timeout)
+        proc.wait(15)
     except subprocess.TimeoutExpired:
-        proc.terminate()
-        proc.wait(15)
-        print(f"deploybench worker: stopped after --timeout {args.timeout:g} s", file=sys.stderr)
-        return 1
-    except BaseException:
-        proc.terminate()
-        proc.wait(15)
-        raise
+        proc.kill()
+        proc.wait()

@@ -197,6 +197,8 @@ def _method(run: CompareRun) -> list[str]:
     slo, ms, se = c.get("slo", {}), c.get("measure", {}), c.get("search", {})
     pin = _core_split(run) if ms.get("pin") is True else "not pinned"
     pin += f"; load generator: {ms.get('engine', 'locust')} engine"
+    if ms.get("expect_workers"):
+        pin += f", {ms['expect_workers']} remote workers (master on {ms.get('master_bind')})"
     users = ms.get("open_loop_users") or 0
     senders = (
         f"{users} senders"

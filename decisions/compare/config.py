@@ -34,8 +34,10 @@ optional (defaults below)::
     common_rate_rps = 50.0         # every choice is also measured at this open-loop rate (P50/P95/P99, CPU)
     common_duration_s = 4.0        # (longer when needed for search.min_step_requests requests)
     load_model = "poisson"         # open-loop arrivals: "constant" | "poisson"
-    pin = "auto"                   # true: server on CPU 1, generator on CPU 0; "auto": when both usable
+    pin = "auto"                   # true: server and generator on cores of their own; "auto": when >= 2 CPUs
     engine = "lean"                # load generator: "lean" (uvloop + httptools) | "locust"
+    expect_workers = 0             # > 0: every run is a Locust master for this many remote workers
+    master_bind = "127.0.0.1:5557" # ... bound here (`deploybench worker --keep --master HOST:5557` on each)
 
     [[models]]                     # your own model files (repeatable); each is on the model axis by name
     name = "digits"                # default: the first file's stem
@@ -150,6 +152,8 @@ class MeasureConfig:
     load_model: str = "poisson"
     pin: bool | str = "auto"  # True | False | "auto" (pinned when 2 or more CPUs are usable: core_split)
     engine: str = "lean"  # the load generator: "lean" | "locust"
+    expect_workers: int = 0  # > 0: each load run is a Locust master waiting for this many remote workers
+    master_bind: str = "127.0.0.1:5557"  # HOST:PORT that master binds (a fixed port: workers reconnect to it)
 
 
 @dataclass
@@ -440,6 +444,14 @@ def validate(cfg: CompareConfig) -> None:
         f"[measure] load_model must be one of {', '.join(OPEN_LOOP_MODELS)}",
     )
     _check(ms.engine in ENGINES, src, f"[measure] engine must be one of {', '.join(ENGINES)}")
+    _check(0 <= ms.expect_workers <= 1000, src, "[measure] expect_workers must be in 0..1000")
+    _check(
+        not ms.expect_workers or ms.engine == "locust",
+        src,
+        '[measure] expect_workers (remote workers) runs Locust\'s distribution: needs engine = "locust"',
+    )
+    bind_ok = master_address(ms.master_bind) is not None
+    _check(bind_ok, src, f"[measure] master_bind must be HOST:PORT with a port > 0, got {ms.master_bind!r}")
     _check(1 <= ms.users <= 1000, src, "[measure] users must be in 1..1000")
     _check(0 <= ms.open_loop_users <= 1000, src, "[measure] open_loop_users must be in 0..1000 (0 = auto)")
     for key in ("window_s", "common_duration_s", "max_stability_s"):
@@ -525,6 +537,14 @@ def inspect_models(cfg: CompareConfig) -> dict[str, UserModelInfo]:
         um.input_shape = list(info.input_shape)
         out[um.name] = info
     return out
+
+
+def master_address(text: str) -> tuple[str, int] | None:
+    """``HOST:PORT`` with a fixed port (``[::1]:5557`` for IPv6) -> (host, port); None when malformed."""
+    host, sep, port = str(text).rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
+        return None
+    return host.strip("[]"), int(port)
 
 
 def user_catalog(infos: Mapping[str, UserModelInfo]) -> dict[str, ModelInfo]:

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 import psutil
 
-from decisions.compare.config import CompareConfig
+from decisions.compare.config import CompareConfig, master_address
 from deploybench import procs
 from deploybench.compare_doc import Choice
 from deploybench.errors import TargetError, UsageError
@@ -237,11 +237,22 @@ class RealDriver:
             load_model=load_model,
             results_dir=self.results_dir,
             record_path=record_path,
-            generator_cpus=self.generator_cpus,
-            processes=len(self.generator_cpus) if self.generator_cpus and len(self.generator_cpus) > 1 else 0,
             model=self.model,
             engine=self.cfg.measure.engine,
+            **self._generator_options(),
         )
+
+    def _generator_options(self) -> dict[str, Any]:
+        """Where the load comes from: remote Locust workers (``[measure] expect_workers``: this process is
+        their master, on a fixed port they reconnect to for every run), or local processes on the pinned
+        generator CPUs (one each)."""
+        ms = self.cfg.measure
+        if ms.expect_workers:
+            address = master_address(ms.master_bind)
+            assert address is not None  # validated with the config
+            return {"expect_workers": ms.expect_workers, "master_bind": address, "generator_cpus": None}
+        cpus = self.generator_cpus
+        return {"generator_cpus": cpus, "processes": len(cpus) if cpus and len(cpus) > 1 else 0}
 
 
 def pin_possible() -> bool:

@@ -1,14 +1,17 @@
 """The two load engines end to end: lean generator processes merged exactly, the refusal of what an engine
 cannot run, and remote Locust workers (`deploybench worker`) for a `deploybench load --expect-workers`
-master, all started as separate processes on loopback."""
+master and for a `deploybench compare --expect-workers` run, all started as separate processes on loopback."""
 
 from __future__ import annotations
 
+import json
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from commands.cli import main as cli_main
@@ -120,3 +123,77 @@ def test_remote_workers_join_a_master_started_by_deploybench_load(
     (s,) = rec.series
     assert s.count > 0 and not s.errors and s.latency_us["min"] >= 20_000
     assert decode_histogram(s.histogram).get_total_count() == s.count
+
+
+TINY_REMOTE = """
+name = "tiny-remote"
+
+[matrix]
+framework = ["fastapi"]
+server = ["uvicorn"]
+model = ["iris-rf"]
+format = ["onnx"]
+
+[slo]
+p99_ms = 200.0
+
+[measure]
+users = 2
+warmup_s = 0.5
+window_s = 1.0
+stability_windows = 1
+max_windows = 1
+max_stability_s = 4.0
+common_rate_rps = 20.0
+common_duration_s = 1.0
+pin = false
+
+[search]
+step_s = 1.0
+step_warmup_s = 0.0
+max_probes = 2
+max_expansions = 0
+min_step_requests = 0
+repeats = 0
+"""
+
+
+def test_compare_is_the_master_of_remote_workers_for_every_run(tmp_path: Path, zoo_dir: Path) -> None:
+    """`deploybench compare --expect-workers 2 --master-bind 127.0.0.1:PORT`: every load run of the compare
+    (stability window, common rate, search steps) is a Locust master on that one address; two `deploybench
+    worker --keep` processes, started once, serve them all, and every record merges both."""
+    with socket.socket() as s:  # a free port for the master's fixed address
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg, out = tmp_path / "tiny.toml", tmp_path / "out"
+    cfg.write_text(TINY_REMOTE)
+    worker = [*DEPLOYBENCH, "worker", "--master", f"127.0.0.1:{port}", "--scenario", "tabular", "--keep",
+              "--timeout", "400"]  # fmt: skip
+    workers = [subprocess.Popen(worker, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+               for _ in range(2)]  # fmt: skip
+    try:
+        done = subprocess.run(
+            [*DEPLOYBENCH, "compare", "--config", str(cfg), "--zoo", str(zoo_dir), "--out", str(out),
+             "--expect-workers", "2", "--master-bind", f"127.0.0.1:{port}", "-q"],
+            cwd=ROOT, capture_output=True, text=True, timeout=400,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert all(w.poll() is None for w in workers)  # --keep: still waiting for the next master
+        children = [c for w in workers for c in psutil.Process(w.pid).children(recursive=True)]
+    finally:
+        kill_leftovers(workers)
+    # a SIGTERM ends a --keep worker (exit 143, no SIGKILL needed) and the Locust worker it runs
+    assert [w.returncode for w in workers] == [143, 143]
+    assert children and not [c.pid for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+    doc = json.loads((out / "compare.json").read_text())
+    assert doc["config"]["measure"]["engine"] == "locust" and doc["config"]["measure"]["expect_workers"] == 2
+    (result,) = doc["results"]
+    assert result["status"] == "complete", result.get("error")
+    paths = sorted((out / result["id"]).glob("*.json"))
+    assert len(paths) >= 3  # stability window, common rate, >= 1 search step: one master each
+    for path in paths:
+        rec = load_record(path)
+        assert rec.status == "complete", (path.name, rec.error)
+        assert rec.config["generator"]["mode"] == "master" and rec.config["generator"]["workers"] == 2
+        assert sorted(g["role"] for g in rec.config["generators"]) == ["worker", "worker"], path.name
+    assert f"2 remote workers (master on 127.0.0.1:{port})" in (out / "report.md").read_text()

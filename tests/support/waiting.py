@@ -22,9 +22,15 @@ def wait_until(condition: Callable[[], T], timeout_s: float, what: str, interval
         time.sleep(interval_s)  # polling interval, not a guess at how long it takes
 
 
-def kill_leftovers(procs: list[subprocess.Popen[Any]]) -> None:
-    """Kill and reap the processes of ``procs`` that are still running (a test's own, after a failure)."""
+def kill_leftovers(procs: list[subprocess.Popen[Any]], grace_s: float = 15.0) -> None:
+    """Stop and reap the processes of ``procs`` that are still running (a test's own): SIGTERM, so that they
+    stop their own children, then SIGKILL after ``grace_s``."""
     for p in procs:
         if p.poll() is None:
+            p.terminate()
+    for p in procs:
+        try:
+            p.wait(grace_s)
+        except subprocess.TimeoutExpired:
             p.kill()
             p.wait()

@@ -8,6 +8,7 @@ import json
 import os
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -819,3 +820,50 @@ def test_ctrl_c_in_a_later_pass_keeps_every_choice_with_the_repeats_it_finished(
         assert "interrupted after 1 of 3 repeated searches" in w.message
     assert driver.stopped == driver.started  # the interrupted restart was stopped too
     assert [r.choice.framework for r in rank(saved.results)] == ["fastapi", "flask"]
+
+
+# -- remote workers: compare as their master --------------------------------------------------------------
+def test_remote_workers_need_locust_and_a_fixed_master_address():
+    ok = CompareConfig.from_dict(
+        {"measure": {"engine": "locust", "expect_workers": 2, "master_bind": "0.0.0.0:5557"}}
+    )
+    assert ok.measure.expect_workers == 2
+    with pytest.raises(UsageError, match=r'expect_workers \(remote workers\) .* needs engine = "locust"'):
+        CompareConfig.from_dict({"measure": {"expect_workers": 2}})  # the default engine is lean
+    for bad in ("127.0.0.1:0", "127.0.0.1", ":5557", "host:port"):
+        with pytest.raises(UsageError, match="master_bind must be HOST:PORT with a port > 0"):
+            CompareConfig.from_dict(
+                {"measure": {"engine": "locust", "expect_workers": 1, "master_bind": bad}}
+            )
+
+
+def test_compare_expect_workers_on_the_command_line(monkeypatch, capsys, tmp_path):
+    """--expect-workers implies the Locust engine; with --engine lean it is a usage error (exit 2, before
+    anything starts); the driver then asks every run for the master and its workers, no local processes."""
+    import decisions.compare.driver as driver_module
+
+    out = tmp_path / "out"
+    argv = [
+        "compare",
+        "--format",
+        "onnx",
+        "--expect-workers",
+        "2",
+        "--engine",
+        "lean",
+        "--out",
+        str(out),
+        "-q",
+    ]
+    assert main(argv) == 2
+    assert 'needs engine = "locust"' in capsys.readouterr().err and not out.exists()
+
+    asked: dict[str, object] = {}
+    monkeypatch.setattr(driver_module, "run_load", lambda url, scenario, **kw: asked.update(kw))
+    remote = {"measure.engine": "locust", "measure.expect_workers": 2, "measure.master_bind": "10.0.0.5:6000"}
+    cfg = apply_overrides(load_config("quick"), {**remote, "measure.pin": False})
+    driver = RealDriver(cfg, "tabular", tmp_path / "zoo", tmp_path / "out")
+    target = SimpleNamespace(url="http://127.0.0.1:1", pid=None)
+    driver.load(target, load_model="closed", duration_s=1.0, warmup_s=0.0, record_path=tmp_path / "r")
+    assert asked["expect_workers"] == 2 and asked["master_bind"] == ("10.0.0.5", 6000)
+    assert asked["generator_cpus"] is None and "processes" not in asked and asked["engine"] == "locust"
