@@ -11,7 +11,10 @@ written to ``extra_info`` with the calibration that chose the number of rounds.
 
 from __future__ import annotations
 
+import signal
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,6 +30,33 @@ from bench.suite import (
 )
 from deploybench.io import parse_csv
 from deploybench.paths import zoo_dir as default_zoo
+
+
+class _CtrlC:
+    """A Ctrl-C (SIGINT) ends the run after the case that is running, not inside it: a KeyboardInterrupt
+    raised in the middle of a C extension's work (e.g. torch's import, which a case may trigger) can abort
+    the process, and with it the pytest-benchmark JSON of every case already finished. A second Ctrl-C
+    interrupts at once."""
+
+    def __init__(self) -> None:
+        self.asked = False
+        self.session: pytest.Session | None = None
+
+    def handle(self, signum: int, frame: Any) -> None:
+        if self.asked:
+            signal.default_int_handler(signum, frame)
+        self.asked = True
+        if self.session is not None:
+            self.session.shouldstop = "interrupted (Ctrl-C): stopped after the case that was running"
+
+
+_CTRL_C = _CtrlC()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread
+        _CTRL_C.session = session
+        signal.signal(signal.SIGINT, _CTRL_C.handle)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
