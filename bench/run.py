@@ -75,8 +75,7 @@ STOP_GRACE_S = 30.0
 def run_pytest(cmd: list[str]) -> int:
     """Run the benchmark process in its own session; Ctrl-C here sends it exactly one SIGINT, so pytest
     ends the session after the case that is running (bench/conftest.py) and still writes the JSON of the
-    cases it finished. Returns its exit code,
-    or INTERRUPTED."""
+    cases it finished. Returns its exit code, or INTERRUPTED."""
     proc = subprocess.Popen(cmd, env=child_env(), start_new_session=True)
     try:
         return proc.wait()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from deploybench.io import parse_cpu_list, parse_csv
+from deploybench.io import parse_cpu_list, parse_csv, parse_host_port
 
 
 def csv_list(text: str) -> list[str]:
@@ -32,12 +32,9 @@ def cpu_list(text: str) -> list[int]:
 
 
 def host_port(text: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``[::1]:5557`` for IPv6) -> (host, port); port 0 = any free one."""
-    host, sep, port = str(text).rpartition(":")
+    """``HOST:PORT`` (``[::1]:5557`` for IPv6) -> (host, port); port 0 = any free one
+    (``deploybench.io.parse_host_port``)."""
     try:
-        number = int(port)
-    except ValueError:
-        number = -1
-    if not sep or not host or not 0 <= number <= 65535:
-        raise argparse.ArgumentTypeError(f"{text!r}: write HOST:PORT, e.g. 127.0.0.1:5557")
-    return host.strip("[]"), number
+        return parse_host_port(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None

@@ -269,8 +269,8 @@ def run(args: argparse.Namespace) -> int:
     pinned = "not pinned"
     if cfg.measure.pin:
         pinned = "pinned: " + describe_split(*core_split(os.sched_getaffinity(0)))
-    if cfg.measure.pin and any(c.workers > 1 for c in choices):
-        pinned += " (one server core per worker, as many for the generator)"
+        if any(c.workers > 1 for c in choices):
+            pinned += " (one server core per worker, as many for the generator)"
     pinned += f"; {cfg.measure.engine} load generator"
     if cfg.measure.expect_workers:
         pinned += f" (master on {cfg.measure.master_bind} for {cfg.measure.expect_workers} remote workers)"

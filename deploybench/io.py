@@ -90,6 +90,15 @@ def parse_cpu_list(text: str) -> list[int]:
     return sorted(out)
 
 
+def parse_host_port(text: str) -> tuple[str, int]:
+    """``"HOST:PORT"`` (``[::1]:5557`` for IPv6) -> (host, port), port 0..65535 in digits. ValueError
+    otherwise."""
+    host, sep, port = str(text).rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"{text!r}: write HOST:PORT, e.g. 127.0.0.1:5557")
+    return host.strip("[]"), int(port)
+
+
 # -- time stamps -----------------------------------------------------------------------------------------
 def utc_now() -> str:
     """Now in UTC, ISO 8601 with microseconds: ``2026-11-28T01:50:11.123456Z`` (records, manifests)."""

@@ -89,6 +89,7 @@ from typing import Any
 
 from deploybench.compare_doc import Choice, Skipped
 from deploybench.errors import UsageError
+from deploybench.io import parse_host_port
 from deploybench.vocabulary import (
     ENGINES,
     FRAMEWORK_SERVERS,
@@ -540,11 +541,13 @@ def inspect_models(cfg: CompareConfig) -> dict[str, UserModelInfo]:
 
 
 def master_address(text: str) -> tuple[str, int] | None:
-    """``HOST:PORT`` with a fixed port (``[::1]:5557`` for IPv6) -> (host, port); None when malformed."""
-    host, sep, port = str(text).rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
+    """``HOST:PORT`` with a fixed port (``[::1]:5557`` for IPv6) -> (host, port); None when malformed or
+    port 0."""
+    try:
+        host, port = parse_host_port(text)
+    except ValueError:
         return None
-    return host.strip("[]"), int(port)
+    return (host, port) if port > 0 else None
 
 
 def user_catalog(infos: Mapping[str, UserModelInfo]) -> dict[str, ModelInfo]:

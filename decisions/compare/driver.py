@@ -267,9 +267,8 @@ def resolve_pin(pin: bool | str) -> bool:
     """``measure.pin``: True (checked: UsageError when the CPUs are not usable), False, or "auto": pinned
     when at least 2 CPUs are usable (``core_split``), so the server and the load generator never share a
     core (on a quiet 2-core machine an unpinned FastAPI pickle target measured half its pinned max rate,
-    issue 12). On a
-    machine busy with other work, pinning ties both to cores that work also uses: compare there with
-    ``pin = false`` (``--no-pin``)."""
+    issue 12). On a machine busy with other work, pinning ties both to cores that work also uses: compare
+    there with ``pin = false`` (``--no-pin``)."""
     if pin == "auto":
         return pin_possible()
     if pin:
