@@ -21,6 +21,7 @@ from decisions.compare.run import run_matrix
 from deploybench.compare_doc import Choice, describe_split, load_compare
 from deploybench.record import load_record
 from reports.compare_render import write_report
+from tests.support.tiny_matrix import tiny_matrix
 
 pytestmark = pytest.mark.e2e  # starts real targets and Locust
 
@@ -108,37 +109,7 @@ def test_two_tiny_choices_run_end_to_end_and_rank_and_a_failed_start_is_reported
     assert load_compare(out).status == "complete"
 
 
-TINY_PIN = """
-name = "tiny-pin"
-
-[matrix]
-framework = ["fastapi"]
-server = ["uvicorn"]
-model = ["iris-rf"]
-format = ["onnx"]
-workers = [1]
-
-[slo]
-p99_ms = 200.0
-
-[measure]
-users = 2
-warmup_s = 0.5
-window_s = 1.0
-stability_windows = 1
-max_windows = 1
-max_stability_s = 4.0
-common_rate_rps = 20.0
-common_duration_s = 1.0
-
-[search]
-step_s = 1.0
-step_warmup_s = 0.0
-max_probes = 2
-max_expansions = 0
-min_step_requests = 0
-repeats = 0
-"""
+TINY_PIN = tiny_matrix("tiny-pin")
 
 
 def tree_affinities(pid: int) -> dict[int, list[int]]:

@@ -18,6 +18,7 @@ from commands.cli import main as cli_main
 from deploybench.record import load_record
 from deploybench.stats import decode_histogram
 from tests.support.known_latency import KnownLatencyServer
+from tests.support.tiny_matrix import tiny_matrix
 from tests.support.waiting import kill_leftovers, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -125,37 +126,7 @@ def test_remote_workers_join_a_master_started_by_deploybench_load(
     assert decode_histogram(s.histogram).get_total_count() == s.count
 
 
-TINY_REMOTE = """
-name = "tiny-remote"
-
-[matrix]
-framework = ["fastapi"]
-server = ["uvicorn"]
-model = ["iris-rf"]
-format = ["onnx"]
-
-[slo]
-p99_ms = 200.0
-
-[measure]
-users = 2
-warmup_s = 0.5
-window_s = 1.0
-stability_windows = 1
-max_windows = 1
-max_stability_s = 4.0
-common_rate_rps = 20.0
-common_duration_s = 1.0
-pin = false
-
-[search]
-step_s = 1.0
-step_warmup_s = 0.0
-max_probes = 2
-max_expansions = 0
-min_step_requests = 0
-repeats = 0
-"""
+TINY_REMOTE = tiny_matrix("tiny-remote", "pin = false")
 
 
 def test_compare_is_the_master_of_remote_workers_for_every_run(tmp_path: Path, zoo_dir: Path) -> None:
