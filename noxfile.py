@@ -68,7 +68,7 @@ def overhead(session: nox.Session) -> None:
     in the output). `-- --handler-styles`: + inline vs threadpool; `-- --min-ratio 0.9`: exit 1 below it."""
     _install(session)
     session.run("deploybench", "build", "--models", "iris-rf,iris-mlp,resnet18", "--formats", "onnx")
-    session.run("python", "-m", "bench.overhead", *session.posargs)
+    session.run("python", "-m", "deploybench.bench.overhead", *session.posargs)
 
 
 @nox.session(python="3.11")

@@ -17,10 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from bench.harness import PredictorCache
-from bench.profiles import Profile, select_profile
-from bench.suite import (
+from deploybench.bench.harness import PredictorCache
+from deploybench.bench.profiles import Profile, select_profile
+from deploybench.bench.suite import (
     UserBenchModel,
     load_cases_for,
     noop_cases,
@@ -28,6 +27,7 @@ from bench.suite import (
     preprocess_cases_for,
     read_user_models,
 )
+
 from deploybench.io import parse_csv
 from deploybench.paths import zoo_dir as default_zoo
 

@@ -3,7 +3,7 @@
 One record per model (its predict and load cases) and one for the model-independent cases (image
 pre-processing, harness overhead). Every series keeps its raw samples in integer ns (``samples_ns``: full
 timer resolution); percentiles are exact (deploybench.stats.summarize_samples). pytest-benchmark stores
-seconds per round; with ``iterations=1`` (bench.harness.measure) a round is one call.
+seconds per round; with ``iterations=1`` (deploybench.bench.harness.measure) a round is one call.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from deploybench.bench.profiles import Case, Profile
 
-from bench.profiles import Case, Profile
 from deploybench.record import RecordWarning, RunRecord, Series
 from deploybench.stats import few_samples_percentiles, summarize_samples
 

@@ -9,9 +9,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from bench.profiles import Case, Profile, calibrated_rounds
-from bench.suite import UserBenchModel
-from targets.predictors import load_predictor
+from deploybench.bench.profiles import Case, Profile, calibrated_rounds
+from deploybench.bench.suite import UserBenchModel
+from deploybench.targets.predictors import load_predictor
 
 MAX_WARMUP_CALLS = 1000
 

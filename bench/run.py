@@ -1,5 +1,5 @@
 """Run the pytest-benchmark suite in bench/ and convert its results to RunRecords (``run_bench``); behind
-``deploybench bench`` (``commands.bench``, which also writes the report):
+``deploybench bench`` (``deploybench.commands.bench``, which also writes the report):
 
     deploybench bench                      # quick profile (about 5 minutes on 2 cores)
     deploybench bench --full               # every model x format x batch x threads, more rounds
@@ -24,9 +24,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench.convert import records_from_benchmark_json
-from bench.profiles import Profile
-from bench.suite import UserBenchModel, all_cases, save_user_models, zoo_models
+from deploybench.bench.convert import records_from_benchmark_json
+from deploybench.bench.profiles import Profile
+from deploybench.bench.suite import UserBenchModel, all_cases, save_user_models, zoo_models
+
 from deploybench.env import capture_env
 from deploybench.io import utc_now, utc_stamp
 from deploybench.record import RunRecord

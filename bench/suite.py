@@ -10,12 +10,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from deploybench.bench.profiles import Case, Profile, load_cases, predict_cases, preprocess_cases
+from deploybench.targets.catalog import MODELS, ModelSpec
+from deploybench.targets.modelfile import (
+    UserModel,
+    UserModelInfo,
+    image_transform,
+    open_model_file,
+    probe_batch,
+)
 
-from bench.profiles import Case, Profile, load_cases, predict_cases, preprocess_cases
 from deploybench.errors import UsageError
 from deploybench.io import read_json_object, write_json_atomic
-from targets.catalog import MODELS, ModelSpec
-from targets.modelfile import UserModel, UserModelInfo, image_transform, open_model_file, probe_batch
 
 
 @dataclass(frozen=True)
@@ -46,7 +52,8 @@ class UserBenchModel:
                          tuple(m.files), "user", "user model file")  # fmt: skip
 
     def batch(self, n: int, seed: int = 0) -> np.ndarray:
-        """A deterministic input batch of ``n`` items (the probe distribution of targets.modelfile)."""
+        """A deterministic input batch of ``n`` items (the probe distribution of
+        ``deploybench.targets.modelfile``)."""
         shape = list(self.model.input_shape or ())
         transform = image_transform(self.model, shape) if self.task == "image" else None
         return probe_batch(self.task, shape, n, transform, seed)

@@ -6,11 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bench.harness import measure
-from bench.profiles import Case, Profile
-from bench.suite import UserBenchModel, path_size_bytes
-from targets.catalog import artifact_entry
-from targets.predictors import load_predictor
+from deploybench.bench.harness import measure
+from deploybench.bench.profiles import Case, Profile
+from deploybench.bench.suite import UserBenchModel, path_size_bytes
+from deploybench.targets.catalog import artifact_entry
+from deploybench.targets.predictors import load_predictor
 
 
 def test_load(

@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-
-from bench.harness import PredictorCache, measure, torch_threads
-from bench.profiles import Case, Profile
-from targets.catalog import MODELS
-from targets.zoo import sample_inputs
+from deploybench.bench.harness import PredictorCache, measure, torch_threads
+from deploybench.bench.profiles import Case, Profile
+from deploybench.targets.catalog import MODELS
+from deploybench.targets.zoo import sample_inputs
 
 
 def test_predict(

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.harness import measure
-from bench.profiles import Case, Profile
-from bench.suite import synthetic_jpeg
-from targets.preprocess import decode_image, preprocess_image
+from deploybench.bench.harness import measure
+from deploybench.bench.profiles import Case, Profile
+from deploybench.bench.suite import synthetic_jpeg
+from deploybench.targets.preprocess import decode_image, preprocess_image
 
 
 def test_preprocess(benchmark: Any, preprocess_case: Case, bench_profile: Profile) -> None:

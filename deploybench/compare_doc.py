@@ -1,6 +1,6 @@
 """The compare document (``compare.json``): what `deploybench compare` measured, choice by choice, and how the
-choices rank. Written by the compare runner (``decisions.compare.run``), read by its renderer
-(``reports.compare_render``) and by ``deploybench compare --report``.
+choices rank. Written by the compare runner (``deploybench.decisions.compare.run``), read by its renderer
+(``deploybench.reports.compare_render``) and by ``deploybench compare --report``.
 
 Format history (``schema_version``): 1, the first version; later additions that default to the old
 meaning (absent = a zoo or started choice): ``Choice.url`` / ``Choice.name`` (an external choice, measured by

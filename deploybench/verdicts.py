@@ -1,5 +1,6 @@
 """The result of a gate or A/B comparison: one ``Row`` per rule and series, with its verdict. Computed by
-``decisions.gate.judge`` and ``decisions.ab``, rendered by ``reports.gate_render``."""
+``deploybench.decisions.gate.judge`` and ``deploybench.decisions.ab``, rendered by
+``deploybench.reports.gate_render``."""
 
 from __future__ import annotations
 

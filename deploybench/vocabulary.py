@@ -14,7 +14,7 @@ DEFAULT_SERVER: dict[str, str] = {fw: servers[0] for fw, servers in FRAMEWORK_SE
 
 # Where a FastAPI target runs the inference: "inline" in the event loop (an ``async def`` endpoint calling
 # the model, as the seed writes it), or "threadpool" (a ``def`` endpoint: a hop to a worker thread, the loop
-# stays free). "auto" picks per model kind (targets.serve.TargetConfig.resolved_handler). Flask's
+# stays free). "auto" picks per model kind (deploybench.targets.serve.TargetConfig.resolved_handler). Flask's
 # counterpart is the server: gunicorn-sync vs gunicorn-gthread.
 HANDLER_STYLES: tuple[str, ...] = ("auto", "inline", "threadpool")
 

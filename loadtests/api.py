@@ -11,7 +11,7 @@ the first request, exit code 2, naming the file and line. ``deploybench load --u
 scenario headless and checks the URL answers first.
 
 For several endpoints, custom logic or per-request payloads, write your own locustfile with a
-``loadtests.user.DeployBenchUser`` subclass (README, "Load-test your own API").
+``deploybench.loadtests.user.DeployBenchUser`` subclass (README, "Load-test your own API").
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ import itertools
 import sys
 from typing import Any
 
+from deploybench.loadtests.common import DeployBenchUser, register
+from deploybench.loadtests.payloads import RequestSpec, request_spec
 from locust import events, task
 
 from deploybench.errors import UsageError
-from loadtests.common import DeployBenchUser, register
-from loadtests.payloads import RequestSpec, request_spec
 
 PLUGIN = register()  # deploybench's options and measurement hooks on Locust's events
 

@@ -48,6 +48,18 @@ from typing import Any
 import gevent
 import gevent.event
 import psutil
+from deploybench.loadtests.core import (
+    DRAIN_TIMEOUT_S,
+    GENERATOR_BOUND_PERCENT,
+    LoadOptions,
+    base_config,
+    cpu_usage,
+    fill_record,
+    new_record,
+    process_cpu_s,
+    scenario_options,
+)
+from deploybench.loadtests.payloads import HEADERS_ENV
 from locust import FastHttpUser, constant, events
 from locust.exception import StopUser
 from locust.runners import MasterRunner, WorkerRunner
@@ -69,18 +81,6 @@ from deploybench.paths import results_dir as default_results_dir
 from deploybench.procs import fetch_health
 from deploybench.record import RunRecord, make_run_id
 from deploybench.vocabulary import LOAD_MODELS
-from loadtests.core import (
-    DRAIN_TIMEOUT_S,
-    GENERATOR_BOUND_PERCENT,
-    LoadOptions,
-    base_config,
-    cpu_usage,
-    fill_record,
-    new_record,
-    process_cpu_s,
-    scenario_options,
-)
-from loadtests.payloads import HEADERS_ENV
 
 logger = logging.getLogger("deploybench.load")
 
@@ -673,7 +673,8 @@ _registered = False
 
 def register() -> Plugin:
     """Hook deploybench's options and ``PLUGIN`` into Locust's events (idempotent; eight listeners). Every
-    locustfile of ours calls it when imported (the built-in scenarios, ``loadtests.user`` for yours);
+    locustfile of ours calls it when imported (the built-in scenarios, ``deploybench.loadtests.user`` for
+    yours);
     importing this module alone registers nothing."""
     global _registered
     if not _registered:

@@ -1,5 +1,6 @@
 """The engine-neutral half of a load run: options, the record's config, the generator's headroom, the warnings
-and the save. Locust-free: the Locust adapter (``loadtests.common``) and the lean engine (``loadtests.lean``)
+and the save. Locust-free: the Locust adapter (``deploybench.loadtests.common``) and the lean engine
+(``deploybench.loadtests.lean``)
 both feed a ``deploybench.measure.Measurement`` and hand it here.
 
 Generator headroom (measured, never assumed): every generator process reports its CPU time over the run
@@ -19,6 +20,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from deploybench.loadtests.payloads import HEADERS_ENV, merge_headers
+
 from deploybench.errors import UsageError
 from deploybench.io import utc_now
 from deploybench.measure import DROPPED, NOT_SENT, UNFINISHED, Measurement
@@ -27,7 +30,6 @@ from deploybench.procs import fetch_health
 from deploybench.record import RunRecord
 from deploybench.stats import few_samples_percentiles
 from deploybench.vocabulary import LOAD_MODELS, OPEN_LOOP_MODELS
-from loadtests.payloads import HEADERS_ENV, merge_headers
 
 GENERATOR_BOUND_PERCENT = 85.0  # of one core
 DRAIN_TIMEOUT_S = 5.0  # open loop: after the window closes, how long requests in flight may still answer

@@ -13,11 +13,8 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from locust import events, task
-
-from deploybench.errors import UsageError
-from loadtests.common import DeployBenchUser, register
-from loadtests.payloads import (
+from deploybench.loadtests.common import DeployBenchUser, register
+from deploybench.loadtests.payloads import (
     BOUNDARY,
     KINDS,
     base64_body,
@@ -27,6 +24,9 @@ from loadtests.payloads import (
     parse_size,
     payload_rng,
 )
+from locust import events, task
+
+from deploybench.errors import UsageError
 
 PLUGIN = register()  # deploybench's options and measurement hooks on Locust's events
 

@@ -20,13 +20,15 @@ Why this design (figures measured on this project's 2-core machine, README "Load
   mean ~0.5 ms of send delay to every corrected latency.
 
 The measurement is the engine-neutral one (``deploybench.measure`` + ``deploybench.pacer`` +
-``loadtests.core``), fed exactly as the Locust path feeds it: intended-time coordinated-omission correction,
+``deploybench.loadtests.core``), fed exactly as the Locust path feeds it: intended-time coordinated-omission
+correction,
 per-endpoint HdrHistograms, 1 s blocks, ``dropped`` / ``not-sent`` / ``unfinished`` slots, Server-Timing and
 errors by kind. Open loop, the connections are the senders: a slot is taken only when a connection is free
 (as a Locust user takes one), so a slot waits in the schedule, late, when every connection is busy, and is
 dropped past ``--max-lag``.
 
-One process per generator core: ``run_lean`` starts ``processes`` copies of ``python -m loadtests.lean``
+One process per generator core: ``run_lean`` starts ``processes`` copies of ``python -m
+deploybench.loadtests.lean``
 (each pinned to its core when CPUs are given), each with its share of the rate (constant schedules offset, so
 the merged arrivals stay evenly spaced; Poisson schedules seeded apart) and of the connections. Each writes a
 snapshot of its measurement (``Measurement.to_wire``) to its own state file every ``save_interval_s`` and a
@@ -57,14 +59,7 @@ from typing import Any
 
 import httptools
 import numpy as np
-
-from deploybench.env import capture_env, pinned_argv
-from deploybench.io import write_atomic
-from deploybench.measure import DROPPED, NOT_SENT, UNFINISHED, Measurement, error_kind
-from deploybench.pacer import NS_PER_S, ArrivalSchedule
-from deploybench.procs import STOP_GRACE_S, signal_group, stop_process_group
-from deploybench.vocabulary import OPEN_LOOP_MODELS
-from loadtests.core import (
+from deploybench.loadtests.core import (
     DRAIN_TIMEOUT_S,
     LoadOptions,
     base_config,
@@ -74,7 +69,7 @@ from loadtests.core import (
     new_record,
     process_cpu_s,
 )
-from loadtests.payloads import (
+from deploybench.loadtests.payloads import (
     BOUNDARY,
     HEADERS_ENV,
     KINDS,
@@ -89,6 +84,13 @@ from loadtests.payloads import (
     request_spec,
     row_width,
 )
+
+from deploybench.env import capture_env, pinned_argv
+from deploybench.io import write_atomic
+from deploybench.measure import DROPPED, NOT_SENT, UNFINISHED, Measurement, error_kind
+from deploybench.pacer import NS_PER_S, ArrivalSchedule
+from deploybench.procs import STOP_GRACE_S, signal_group, stop_process_group
+from deploybench.vocabulary import OPEN_LOOP_MODELS
 
 ENGINE = "lean"
 STATE_POLL_S = 0.2  # the parent checks its generator processes (and the target) this often
@@ -713,7 +715,8 @@ def _server_timing_columns(timings: list[bytes | None]) -> dict[str, np.ndarray]
 
 
 def run_engine(spec: EngineSpec, plan: RequestPlan | None = None) -> dict[str, Any]:
-    """Run one generator process's share to the end (in this process: ``python -m loadtests.lean`` runs it for
+    """Run one generator process's share to the end (in this process: ``python -m
+    deploybench.loadtests.lean`` runs it for
     ``run_lean``, the overhead benchmark calls it directly with its own ``plan``); returns the final
     snapshot (also saved to ``spec.state_path`` when set)."""
     try:
@@ -761,10 +764,11 @@ def raw_request_plan(label: str, raw: bytes) -> RequestPlan:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m loadtests.lean SPEC.json``: run one generator process (started by ``run_lean``)."""
+    """``python -m deploybench.loadtests.lean SPEC.json``: run one generator process (started by
+    ``run_lean``)."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m loadtests.lean SPEC.json", file=sys.stderr)
+        print("usage: python -m deploybench.loadtests.lean SPEC.json", file=sys.stderr)
         return 2
     spec = EngineSpec(**json.loads(Path(args[0]).read_text()))
     run_engine(spec)
@@ -854,8 +858,8 @@ def run_lean(
                 )  # fmt: skip
                 spec_path = work / f"spec-{i}.json"
                 write_atomic(spec_path, spec_json(spec))
-                cmd = pinned_argv([sys.executable, "-P", "-m", "loadtests.lean", str(spec_path)], cpus,
-                                  sys.executable)  # fmt: skip
+                argv = [sys.executable, "-P", "-m", "deploybench.loadtests.lean", str(spec_path)]
+                cmd = pinned_argv(argv, cpus, sys.executable)
                 procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
                                               process_group=0))  # fmt: skip
             save("running")

@@ -1,4 +1,5 @@
-"""Headless runner behind ``deploybench load`` (``commands.load``): start a target, wait for health, run a
+"""Headless runner behind ``deploybench load`` (``deploybench.commands.load``): start a target, wait for
+health, run a
 Locust scenario as a bounded subprocess, stop the target, return the run record.
 
     deploybench load --framework fastapi --server uvicorn --model iris-rf --format onnx --scenario tabular \\
@@ -32,6 +33,11 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
+from deploybench.loadtests.core import LoadOptions
+from deploybench.loadtests.lean import run_lean
+from deploybench.loadtests.payloads import HEADERS_ENV, parse_headers, request_spec
+from deploybench.targets.serve import ServerProcess
+
 from deploybench.env import own_cpus, pinned_argv
 from deploybench.errors import TargetError, UsageError
 from deploybench.io import utc_now
@@ -39,10 +45,6 @@ from deploybench.paths import results_dir as default_results_dir
 from deploybench.procs import signal_group, tail_text
 from deploybench.record import RunRecord, load_record, make_run_id
 from deploybench.vocabulary import ENGINES, LOAD_MODELS, OPEN_LOOP_MODELS, SCENARIOS
-from loadtests.core import LoadOptions
-from loadtests.lean import run_lean
-from loadtests.payloads import HEADERS_ENV, parse_headers, request_spec
-from targets.serve import ServerProcess
 
 SCENARIO_DIR = Path(__file__).resolve().parent
 PROJECT_ROOT = SCENARIO_DIR.parent  # holds this copy of the packages: a checkout or site-packages
@@ -76,8 +78,8 @@ def user_locustfile(path: str | os.PathLike[str]) -> Path:
         raise UsageError(f"--locustfile {path}: cannot read it ({exc.strerror or exc})") from None
     if "DeployBenchUser" not in text:
         raise UsageError(
-            f"--locustfile {path}: no DeployBenchUser in it; subclass it (from loadtests.user import "
-            "DeployBenchUser) so the run is measured and recorded"
+            f"--locustfile {path}: no DeployBenchUser in it; subclass it "
+            "(from deploybench.loadtests.user import DeployBenchUser) so the run is measured and recorded"
         )
     return p
 
@@ -151,7 +153,8 @@ def _target_info(target: Any) -> tuple[dict[str, Any], str | None]:
 def run_load(target: Any, scenario: str, **options: Any) -> RunRecord:
     """Run one load test and return its record (also saved at ``record_path`` or in ``results_dir``).
 
-    ``target``: a ``targets.serve.TargetConfig`` (started with ServerProcess and stopped afterwards), the URL
+    ``target``: a ``deploybench.targets.serve.TargetConfig`` (started with ServerProcess and stopped
+    afterwards), the URL
     of an already running server, or an object with ``start()/stop()/is_alive()/url`` (e.g. the tests'
     known-latency server), which is started and stopped here.
     ``options`` are those of ``run_load_to_file``: duration_s (required), warmup_s, users, rate_rps,

@@ -12,10 +12,9 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+from deploybench.loadtests.common import DeployBenchUser, fetch_health, register
+from deploybench.loadtests.payloads import make_payload, payload_rng, row_width
 from locust import events, task
-
-from loadtests.common import DeployBenchUser, fetch_health, register
-from loadtests.payloads import make_payload, payload_rng, row_width
 
 PLUGIN = register()  # deploybench's options and measurement hooks on Locust's events
 

@@ -5,7 +5,7 @@ Subclass :class:`DeployBenchUser` in your locustfile and send every request with
     # my_api.py
     from locust import task
 
-    from loadtests.user import DeployBenchUser
+    from deploybench.loadtests.user import DeployBenchUser
 
 
     class MyApiUser(DeployBenchUser):
@@ -30,7 +30,7 @@ keyword arguments (``json=``, ``data=``, ``headers=``, ``name=``, ``catch_respon
 
 from __future__ import annotations
 
-from loadtests.common import DeployBenchUser, register
+from deploybench.loadtests.common import DeployBenchUser, register
 
 PLUGIN = register()  # deploybench's options and measurement hooks on Locust's events
 

@@ -1,7 +1,9 @@
 """Render a compare document (``compare.json``) as Markdown + one self-contained HTML file (embedded PNGs).
 
-Reads the document only (never re-measures). Reuses the document model and formatting of ``reports.render``
-(plots: ``reports.plots``) so compare reports look like every other deploybench report. The Markdown links the
+Reads the document only (never re-measures). Reuses the document model and formatting of
+``deploybench.reports.render``
+(plots: ``deploybench.reports.plots``) so compare reports look like every other deploybench report. The
+Markdown links the
 PNG files written under ``plots/``; the HTML embeds them.
 """
 
@@ -11,9 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from deploybench.compare_doc import ChoiceResult, CompareRun, describe_split, places, rank, verdict
-from deploybench.io import write_atomic
-from reports.render import (
+from deploybench.reports.render import (
     Block,
     Bullets,
     Heading,
@@ -26,6 +26,9 @@ from reports.render import (
     fmt_ms,
     fmt_rate,
 )
+
+from deploybench.compare_doc import ChoiceResult, CompareRun, describe_split, places, rank, verdict
+from deploybench.io import write_atomic
 
 RANK_HEADERS = [
     "#",
@@ -338,7 +341,9 @@ def _env_rows(env: dict[str, Any]) -> list[list[str]]:
 
 def build_blocks(run: CompareRun, *, plots: bool = True) -> list[Block]:
     if plots:
-        from reports import plots as plotting  # import cost: matplotlib, only when images are wanted
+        from deploybench.reports import (
+            plots as plotting,  # import cost: matplotlib, only when images are wanted
+        )
 
     cfg = run.config
     blocks: list[Block] = [Heading(1, f"deploybench compare: {cfg.get('name', '?')}")]

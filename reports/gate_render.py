@@ -121,7 +121,8 @@ def write_outputs(result: GateResult, markdown: str | None, json_path: str | Non
 
 
 def render_calibration(doc: dict[str, Any]) -> str:
-    """The A/A calibration of ``decisions.ab.calibrate``: noise floor and detectable change per rule."""
+    """The A/A calibration of ``deploybench.decisions.ab.calibrate``: noise floor and detectable change per
+    rule."""
     gate_rounds = doc["gate_rounds"]
     headers = ["rule", "series", "A/A change", "noise (1 round, sd)", f"CI ± ({gate_rounds} rounds)",
                f"90% detects ({gate_rounds} rounds)", "rounds for 1.5x limit"]  # fmt: skip

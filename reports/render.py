@@ -5,7 +5,7 @@ Both Markdown and HTML are emitted from one small document model (headings, para
 images), so the two formats always show the same figures. Noise warnings are rendered in a ``notes``
 column on the row they concern, with their message and hint listed right under the table.
 
-CLI: ``deploybench report RECORDS... --out DIR --format md,html,csv,json`` (``commands.report``).
+CLI: ``deploybench report RECORDS... --out DIR --format md,html,csv,json`` (``deploybench.commands.report``).
 """
 
 from __future__ import annotations
@@ -362,7 +362,9 @@ def build_document(
     records: Sequence[RunRecord], *, title: str = "deploybench report", plots: bool = False
 ) -> list[Block]:
     if plots:
-        from reports import plots as plotting  # import cost: matplotlib, only when images are wanted
+        from deploybench.reports import (
+            plots as plotting,  # import cost: matplotlib, only when images are wanted
+        )
 
     blocks: list[Block] = [Heading(1, title)]
     blocks.append(Para(f"{len(records)} record(s): " + ", ".join(f"`{r.run_id}`" for r in records)))

@@ -1,5 +1,6 @@
 """The model catalog: which models exist (``MODELS``), their formats, and where a built zoo keeps each
-artifact (the manifest written by ``targets.zoo.build_zoo``). Cheap to import: no model library."""
+artifact (the manifest written by ``deploybench.targets.zoo.build_zoo``). Cheap to import: no model
+library."""
 
 from __future__ import annotations
 

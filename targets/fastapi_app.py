@@ -1,7 +1,9 @@
-"""The FastAPI reference target: a thin ASGI adapter over ``targets.service.Service``.
+"""The FastAPI reference target: a thin ASGI adapter over ``deploybench.targets.service.Service``.
 
-uvicorn loads ``targets.fastapi_app:app_from_env`` (``--factory``) in each worker; gunicorn with uvicorn
-workers loads ``targets.fastapi_app:app_from_env()``. The body is read on the event loop (bounded by
+uvicorn loads ``deploybench.targets.fastapi_app:app_from_env`` (``--factory``) in each worker; gunicorn with
+uvicorn
+workers loads ``deploybench.targets.fastapi_app:app_from_env()``. The body is read on the event loop (bounded
+by
 max_body_bytes); the CPU work then runs where the handler style (``TargetConfig.handler``, resolved by
 ``TargetConfig.resolved_handler``) puts it:
 
@@ -30,15 +32,9 @@ import time
 from typing import Any
 
 from anyio import to_thread
-from fastapi import FastAPI, Request
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.requests import ClientDisconnect
-from starlette.responses import Response
-
-from deploybench import __version__
-from targets.preprocess import InputError
-from targets.serve import TargetConfig, config_from_env
-from targets.service import (
+from deploybench.targets.preprocess import InputError
+from deploybench.targets.serve import TargetConfig, config_from_env
+from deploybench.targets.service import (
     PREDICT,
     PREDICT_IMAGE,
     PREDICT_IMAGE_BASE64,
@@ -47,6 +43,12 @@ from targets.service import (
     http_error_reply,
     load_service,
 )
+from fastapi import FastAPI, Request
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+from starlette.responses import Response
+
+from deploybench import __version__
 
 
 def _respond(reply: Reply) -> Response:

@@ -1,17 +1,15 @@
-"""The Flask reference target: a thin WSGI adapter over ``targets.service.Service``.
+"""The Flask reference target: a thin WSGI adapter over ``deploybench.targets.service.Service``.
 
-gunicorn loads ``targets.flask_app:app_from_env()`` in each worker (no --preload), so every worker loads and
+gunicorn loads ``deploybench.targets.flask_app:app_from_env()`` in each worker (no --preload), so every
+worker loads and
 warms up its own model before it accepts a request.
 """
 
 from __future__ import annotations
 
-from flask import Flask, Request, Response, request
-from werkzeug.exceptions import HTTPException
-
-from targets.preprocess import InputError
-from targets.serve import TargetConfig, config_from_env
-from targets.service import (
+from deploybench.targets.preprocess import InputError
+from deploybench.targets.serve import TargetConfig, config_from_env
+from deploybench.targets.service import (
     PREDICT,
     PREDICT_IMAGE,
     PREDICT_IMAGE_BASE64,
@@ -20,6 +18,8 @@ from targets.service import (
     http_error_reply,
     load_service,
 )
+from flask import Flask, Request, Response, request
+from werkzeug.exceptions import HTTPException
 
 
 def _respond(reply: Reply) -> Response:

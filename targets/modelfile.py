@@ -39,10 +39,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from deploybench.vocabulary import MODEL_FORMATS
-from targets.catalog import MODELS, ArtifactError, ModelSpec, sha256_file
-from targets.predictors import (
+from deploybench.targets.catalog import MODELS, ArtifactError, ModelSpec, sha256_file
+from deploybench.targets.predictors import (
     ExportedProgramPredictor,
     OnnxPredictor,
     Predictor,
@@ -51,7 +49,9 @@ from targets.predictors import (
     TorchScriptPredictor,
     check_pickle_trust,
 )
-from targets.preprocess import IMAGENET_MEAN, IMAGENET_STD, ImageTransform
+from deploybench.targets.preprocess import IMAGENET_MEAN, IMAGENET_STD, ImageTransform
+
+from deploybench.vocabulary import MODEL_FORMATS
 
 
 class ModelFileError(ArtifactError):
@@ -321,7 +321,7 @@ class UserModel:
             check_pickle_trust(Path(self.files["pickle"]), self.trust_pickle, user_file=True)
 
     def target_options(self, fmt: str) -> dict[str, Any]:
-        """``targets.serve.TargetConfig`` keyword arguments serving this model's ``fmt`` file."""
+        """``deploybench.targets.serve.TargetConfig`` keyword arguments serving this model's ``fmt`` file."""
         return {
             "model": self.name,
             "format": fmt,

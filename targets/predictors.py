@@ -10,13 +10,14 @@ result is float32 ``(n, n_classes)`` probabilities. One class per format family:
 - ``ExportedProgramPredictor`` torch.export program, ``torch.export.load(...).module()`` (format "pt2")
 
 Pickled artifacts execute code when loaded, so they are only loaded after their sha256 matched the zoo
-manifest, or for a user's own file (``targets.modelfile``) the sha256 the user vouched for with
+manifest, or for a user's own file (``deploybench.targets.modelfile``) the sha256 the user vouched for with
 ``--trust-pickle`` (else ArtifactError). Each class imports its own library on first use: an ONNX predictor
 never imports torch.
 
 A user's file is opened with a provisional ``ModelSpec`` (input shape and classes unknown); what the model
 declares about itself is read with ``declared_input_shape`` / ``declared_class_names`` and the final spec is
-set by ``targets.modelfile``. Its output is normalised to probabilities: ``softmax_output`` applies a softmax
+set by ``deploybench.targets.modelfile``. Its output is normalised to probabilities: ``softmax_output``
+applies a softmax
 to models that return logits (rows that are not already non-negative and summing to 1).
 """
 
@@ -31,8 +32,14 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-
-from targets.catalog import ArtifactError, ModelSpec, artifact_entry, check_format, get_spec, sha256_file
+from deploybench.targets.catalog import (
+    ArtifactError,
+    ModelSpec,
+    artifact_entry,
+    check_format,
+    get_spec,
+    sha256_file,
+)
 
 
 @contextlib.contextmanager
@@ -106,7 +113,7 @@ class Predictor(ABC):
         intra_op_threads: int | None = None,
         spec: ModelSpec | None = None,
     ):
-        # ``spec`` given: a user's file (targets.modelfile), else a zoo model of the catalog
+        # ``spec`` given: a user's file (deploybench.targets.modelfile), else a zoo model of the catalog
         self.user_file = spec is not None
         self.spec: ModelSpec = spec if spec is not None else get_spec(model)
         self.model = model
@@ -373,7 +380,7 @@ def open_predictor(
     *,
     expected_sha256: str | None = None,
     intra_op_threads: int | None = None,
-) -> Predictor:  # a zoo artifact; a user's file: targets.modelfile
+) -> Predictor:  # a zoo artifact; a user's file: deploybench.targets.modelfile
     """Load one artifact file directly (no manifest). Pickles need ``expected_sha256``."""
     spec = get_spec(model)
     check_format(spec, fmt)

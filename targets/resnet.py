@@ -132,7 +132,7 @@ ARCHITECTURES = {"resnet18": resnet18, "resnet50": resnet50}
 class IrisMLP(nn.Module):
     """4 -> 16 -> 3 (ReLU) with the feature standardisation inside: raw iris features in, probabilities out.
 
-    Lives here (not in targets.zoo) so that importing the zoo's metadata never imports torch.
+    Lives here (not in deploybench.targets.zoo) so that importing the zoo's metadata never imports torch.
     """
 
     def __init__(self, mean: Tensor | None = None, std: Tensor | None = None):

@@ -5,7 +5,7 @@ reads the real port from it and hands it to the server as an inherited file desc
 gunicorn ``--bind fd://N``): no other process can take the port between choosing and serving it. It runs the
 server in its own process group, then polls ``GET /health`` against a deadline until every worker has loaded
 + warmed up its model; ``stop()`` sends SIGTERM to the group and SIGKILL after a grace period.
-``deploybench serve`` (``commands.serve``) does the same in the foreground.
+``deploybench serve`` (``deploybench.commands.serve``) does the same in the foreground.
 """
 
 from __future__ import annotations
@@ -25,6 +25,15 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from deploybench.targets.catalog import MODELS, ArtifactError
+from deploybench.targets.modelfile import (
+    UserModel,
+    UserModelInfo,
+    default_model_name,
+    inspect_user_model,
+    resolve_format,
+)
+
 from deploybench import paths
 from deploybench.env import pinned_argv
 from deploybench.errors import TargetError, UsageError
@@ -36,8 +45,6 @@ from deploybench.vocabulary import (
     HANDLER_STYLES,
     READY_DIR_ENV,
 )
-from targets.catalog import MODELS, ArtifactError
-from targets.modelfile import UserModel, UserModelInfo, default_model_name, inspect_user_model, resolve_format
 
 LOG_TAIL_CHARS = 4000
 LISTEN_BACKLOG = 2048  # what gunicorn and uvicorn use by default
@@ -75,7 +82,7 @@ class TargetConfig:
 
     The model is a zoo model (``model``, ``format``) or a user's file (``model_file``; ``model`` is then its
     name, default the file's stem, and ``format`` comes from its extension unless given); the other
-    ``model_file`` options are those of ``targets.modelfile.UserModel``."""
+    ``model_file`` options are those of ``deploybench.targets.modelfile.UserModel``."""
 
     framework: str = "fastapi"  # "flask" | "fastapi"
     server: str = (
@@ -93,7 +100,7 @@ class TargetConfig:
     limits: Limits = field(default_factory=Limits)
     inject_delay_ms: float = 0.0  # deliberate extra service time, counted in the "infer" stage
     handler: str = "auto"  # FastAPI: "inline" | "threadpool" | "auto" (deploybench.vocabulary.HANDLER_STYLES)
-    # a user's model file instead of a zoo model (targets.modelfile)
+    # a user's model file instead of a zoo model (deploybench.targets.modelfile)
     model_file: str | None = None
     input_shape: list[int] | None = None  # per item, when the model does not declare it
     sample_input: str | None = None  # .npy / .json batch (shape + warm-up input)
@@ -288,14 +295,17 @@ def server_command(config: TargetConfig, port: int, *, fd: int | None = None) ->
     if config.server == "uvicorn":
         listen = ["--fd", str(fd)] if fd is not None else ["--host", config.host, "--port", str(port)]
         return [
-            sys.executable, "-m", "uvicorn", "--factory", "targets.fastapi_app:app_from_env",
+            sys.executable, "-m", "uvicorn", "--factory", "deploybench.targets.fastapi_app:app_from_env",
             *listen, "--workers", str(config.workers),
             "--timeout-keep-alive", f"{lim.keep_alive_s:g}", "--no-access-log", "--log-level", "warning",
         ]  # fmt: skip
     worker_class, app = {
-        "gunicorn-sync": ("sync", "targets.flask_app:app_from_env()"),
-        "gunicorn-gthread": ("gthread", "targets.flask_app:app_from_env()"),
-        "gunicorn-uvicorn": ("uvicorn_worker.UvicornWorker", "targets.fastapi_app:app_from_env()"),
+        "gunicorn-sync": ("sync", "deploybench.targets.flask_app:app_from_env()"),
+        "gunicorn-gthread": ("gthread", "deploybench.targets.flask_app:app_from_env()"),
+        "gunicorn-uvicorn": (
+            "uvicorn_worker.UvicornWorker",
+            "deploybench.targets.fastapi_app:app_from_env()",
+        ),
     }[config.server]
     host = f"[{config.host}]" if ":" in config.host else config.host
     bind = f"fd://{fd}" if fd is not None else f"{host}:{port}"

@@ -17,16 +17,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-from python_multipart.exceptions import MultipartParseError
-from python_multipart.multipart import MultipartParser, parse_options_header
-
-from deploybench import __version__
-from deploybench.errors import TargetError
-from deploybench.vocabulary import READY_DIR_ENV
-from targets.catalog import MODELS
-from targets.modelfile import image_transform, input_spec, inspect_user_model, sample_batch
-from targets.predictors import load_predictor
-from targets.preprocess import (
+from deploybench.targets.catalog import MODELS
+from deploybench.targets.modelfile import image_transform, input_spec, inspect_user_model, sample_batch
+from deploybench.targets.predictors import load_predictor
+from deploybench.targets.preprocess import (
     MAX_FEATURE_VALUE,
     N_IRIS_FEATURES,
     ZOO_IMAGE_TRANSFORM,
@@ -38,8 +32,14 @@ from targets.preprocess import (
     top_k,
     validate_features,
 )
-from targets.serve import TargetConfig
-from targets.zoo import sample_inputs
+from deploybench.targets.serve import TargetConfig
+from deploybench.targets.zoo import sample_inputs
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
+
+from deploybench import __version__
+from deploybench.errors import TargetError
+from deploybench.vocabulary import READY_DIR_ENV
 
 log = logging.getLogger("deploybench.target")
 
@@ -194,7 +194,8 @@ class Service:
 
     @classmethod
     def _load_model_file(cls, config: TargetConfig) -> Service:
-        """A user's file (targets.modelfile), inspected as the launcher did; the pickle opt-in re-checked."""
+        """A user's file (``deploybench.targets.modelfile``), inspected as the launcher did; the pickle opt-in
+        re-checked."""
         um = config.user_model()
         info, predictors = inspect_user_model(um, intra_op_threads=config.intra_op_threads)
         transform = image_transform(um, info.input_shape) if info.task == "image" else None

@@ -1,4 +1,5 @@
-"""The model zoo build: export each model of the catalog (``targets.catalog``) to every format exactly once.
+"""The model zoo build: export each model of the catalog (``deploybench.targets.catalog``) to every format
+exactly once.
 
 ``build_zoo`` writes ``zoo_dir/<model>/model.<ext>`` plus ``zoo_dir/manifest.json`` (sha256, size_bytes,
 export time, library versions and a parity check against the in-memory reference model, per artifact).
@@ -28,12 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from deploybench import paths
-from deploybench.errors import UsageError
-from deploybench.io import utc_now, write_atomic
-from deploybench.vocabulary import MODEL_FORMATS
-from targets.catalog import (
+from deploybench.targets.catalog import (
     MANIFEST_SCHEMA_VERSION,
     MODELS,
     ArtifactError,
@@ -45,7 +41,12 @@ from targets.catalog import (
     manifest_path,
     sha256_file,
 )
-from targets.predictors import open_predictor, quiet_jit_deprecation
+from deploybench.targets.predictors import open_predictor, quiet_jit_deprecation
+
+from deploybench import paths
+from deploybench.errors import UsageError
+from deploybench.io import utc_now, write_atomic
+from deploybench.vocabulary import MODEL_FORMATS
 
 # Bump when an export recipe changes: every artifact built by an older recipe is then rebuilt.
 RECIPE_VERSION = 1
@@ -261,8 +262,7 @@ def _train_iris_rf() -> tuple[Any, dict[str, Any]]:
 
 def _train_iris_mlp() -> tuple[Any, dict[str, Any]]:
     import torch  # import cost: torch (~1 s), only builds need it
-
-    from targets.resnet import IrisMLP  # import cost: targets.resnet imports torch
+    from deploybench.targets.resnet import IrisMLP  # import cost: deploybench.targets.resnet imports torch
 
     epochs, lr = 300, 0.05
     x_train, x_test, y_train, y_test = iris_split()
@@ -303,8 +303,10 @@ def _train_iris_mlp() -> tuple[Any, dict[str, Any]]:
 
 def _make_resnet(model: str, weights: tuple[dict[str, Any], str, Path] | None) -> tuple[Any, dict[str, Any]]:
     import torch  # import cost: torch (~1 s), only builds need it
-
-    from targets.resnet import ARCHITECTURES, SoftmaxHead  # import cost: targets.resnet imports torch
+    from deploybench.targets.resnet import (  # import cost: deploybench.targets.resnet imports torch
+        ARCHITECTURES,
+        SoftmaxHead,
+    )
 
     torch.manual_seed(SEED)
     net = ARCHITECTURES[model]()

@@ -56,8 +56,9 @@ def zoo_dir() -> Path:
 
     CI runs `deploybench build --quiet` first, so this only checks hashes; up-to-date artifacts are reused.
     """
+    from deploybench.targets.zoo import build_zoo
+
     from deploybench import paths
-    from targets.zoo import build_zoo
 
     root = paths.zoo_dir().resolve()
     build_zoo(root)

@@ -1,4 +1,4 @@
-"""``python -m bench.overhead``: the standing overhead benchmark (``nox -s overhead``).
+"""``python -m deploybench.bench.overhead``: the standing overhead benchmark (``nox -s overhead``).
 
 Writes ``results/overhead/<stamp>/overhead.json`` + ``overhead.md`` (and ``handler-styles.*`` with
 ``--handler-styles``) and prints the Markdown; each row is also appended to ``*.rows.jsonl`` as soon as it
@@ -16,10 +16,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.overhead.engines import EngineOptions, run_engines
-from bench.overhead.loadgen import default_generator, wrk_path
-from bench.overhead.report import engines_markdown, handler_styles_markdown, overhead_markdown
-from bench.overhead.runner import (
+from deploybench.bench.overhead.engines import EngineOptions, run_engines
+from deploybench.bench.overhead.loadgen import default_generator, wrk_path
+from deploybench.bench.overhead.report import engines_markdown, handler_styles_markdown, overhead_markdown
+from deploybench.bench.overhead.runner import (
     DEFAULT_MODELS,
     DEFAULT_MODES,
     SWEEP_CONNECTIONS,
@@ -28,7 +28,7 @@ from bench.overhead.runner import (
     run_handler_styles,
     run_overhead,
 )
-from targets.catalog import MODELS
+from deploybench.targets.catalog import MODELS
 
 
 def _modes(text: str | None) -> tuple[tuple[str, str, str], ...]:
@@ -45,7 +45,9 @@ def _modes(text: str | None) -> tuple[tuple[str, str, str], ...]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench.overhead", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m deploybench.bench.overhead", description=__doc__.split("\n\n")[0]
+    )
     p.add_argument("--models", default=",".join(DEFAULT_MODELS), help="zoo models (ONNX), comma-separated")
     p.add_argument(
         "--modes",
@@ -109,11 +111,13 @@ def main(argv: list[str] | None = None) -> int:
     models = tuple(m.strip() for m in args.models.split(",") if m.strip())
     unknown = [m for m in models if m not in MODELS]
     if unknown:
-        print(f"python -m bench.overhead: unknown model(s) {unknown}", file=sys.stderr)
+        print(f"python -m deploybench.bench.overhead: unknown model(s) {unknown}", file=sys.stderr)
         return 2
     generator = args.generator or default_generator()
     if generator == "wrk" and wrk_path() is None:
-        print("python -m bench.overhead: --generator wrk, but wrk is not on PATH", file=sys.stderr)
+        print(
+            "python -m deploybench.bench.overhead: --generator wrk, but wrk is not on PATH", file=sys.stderr
+        )
         return 2
     if generator == "python":
         generator = "lean"
@@ -141,8 +145,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             rates = tuple(float(r) for r in args.rates.split(",") if r.strip())
         except ValueError:
-            print(f"python -m bench.overhead: --rates {args.rates!r}: write rps values, e.g. 2000,4000",
-                  file=sys.stderr)  # fmt: skip
+            print(f"python -m deploybench.bench.overhead: --rates {args.rates!r}: write rps values, "
+                  "e.g. 2000,4000", file=sys.stderr)  # fmt: skip
             return 2
         eng = EngineOptions(rates_rps=rates, duration_s=args.duration, rounds=args.rounds, out_dir=out,
                             zoo_dir=str(args.zoo) if args.zoo else None, wrk=generator == "wrk")  # fmt: skip

@@ -2,13 +2,14 @@
 same pinned target (FastAPI + uvicorn serving iris-mlp ONNX on CPU 1, the generator on CPU 0), open loop at
 fixed rates and closed loop, rounds interleaved.
 
-    python -m bench.overhead --engines [--rates 2000,4000] [--duration 10] [--rounds 3]
+    python -m deploybench.bench.overhead --engines [--rates 2000,4000] [--duration 10] [--rounds 3]
 
-Each lean / Locust run is a real ``deploybench load`` run (``loadtests.runner.run_load``): the generator's
+Each lean / Locust run is a real ``deploybench load`` run (``deploybench.loadtests.runner.run_load``): the
+generator's
 CPU per request and busy share come from its record (``config.generator_headroom``: user + system CPU time of
 every generator process over its run, divided by the requests it sent). wrk (closed loop only: it has no
 open loop; when on PATH) is measured the same way, from its child-process CPU time (``getrusage``). Nothing
-is printed here: the rows are returned and rendered by ``bench.overhead.report``.
+is printed here: the rows are returned and rendered by ``deploybench.bench.overhead.report``.
 """
 
 from __future__ import annotations
@@ -21,11 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.overhead.loadgen import Request, run_wrk, wrk_path
+from deploybench.bench.overhead.loadgen import Request, run_wrk, wrk_path
+from deploybench.loadtests.runner import run_load
+from deploybench.targets.serve import ServerProcess, TargetConfig
+
 from deploybench.env import capture_env
 from deploybench.record import RunRecord
-from loadtests.runner import run_load
-from targets.serve import ServerProcess, TargetConfig
 
 SERVER_CPUS = [1]
 GENERATOR_CPUS = [0]

@@ -2,7 +2,8 @@
 
 - ``wrk`` (when on PATH): closed loop, ``-t1 -cC -dD``; a Lua ``done`` hook reports the request count,
   errors and latency percentiles in µs (wrk's own histogram).
-- ``lean``: the in-project fallback, the lean load engine (``loadtests.lean``: uvloop + httptools, the
+- ``lean``: the in-project fallback, the lean load engine (``deploybench.loadtests.lean``: uvloop +
+httptools, the
   engine-neutral measurement core), closed loop with C connections, or open loop at a fixed rate (latency
   counted from each request's intended send time, so a stalled server is not hidden by coordinated
   omission). It costs a few times wrk's CPU per request (README "Load engines"); the output says which
@@ -23,10 +24,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from deploybench.loadtests.lean import EngineSpec, raw_request_plan, run_engine
+
 from deploybench.env import pinned_argv
 from deploybench.measure import Measurement
 from deploybench.stats import summarize_histogram
-from loadtests.lean import EngineSpec, raw_request_plan, run_engine
 
 WRK_TIMEOUT_MARGIN_S = 30.0
 _WRK_JSON = re.compile(r"^DEPLOYBENCH_WRK (\{.*\})$", re.MULTILINE)
@@ -160,7 +162,8 @@ def run_python(
     duration_s: float,
     rate_rps: float | None = None,
 ) -> LoadResult:
-    """The in-project generator, the lean load engine (``loadtests.lean``) run in this process: closed loop
+    """The in-project generator, the lean load engine (``deploybench.loadtests.lean``) run in this process:
+    closed loop
     with ``connections``, or open loop at ``rate_rps`` (then ``connections`` senders; a slot waits for a free
     one, latency from its intended send time, unsent slots errors)."""
     hostport = url.split("//", 1)[1].split("/", 1)[0]

@@ -1,11 +1,12 @@
 """A minimal FastAPI app, as small as the seed writes it: parse the JSON (or the upload), run the model inline
 in an ``async def`` endpoint, return the prediction and its probabilities. No limits, no timing header, no
-deadline: the yardstick our FastAPI target is measured against (``bench.overhead.runner``). With
+deadline: the yardstick our FastAPI target is measured against (``deploybench.bench.overhead.runner``). With
 DEPLOYBENCH_MINIMAL_HANDLER=threadpool the endpoints are plain ``def`` (FastAPI runs them in its threadpool):
 the yardstick of our target's threadpool handler style.
 
-Served with ``uvicorn --factory bench.overhead.minimal_fastapi:create_app`` (or gunicorn + uvicorn worker);
-the model comes from the environment (``bench.overhead.minimal_model``).
+Served with ``uvicorn --factory deploybench.bench.overhead.minimal_fastapi:create_app`` (or gunicorn +
+uvicorn worker);
+the model comes from the environment (``deploybench.bench.overhead.minimal_model``).
 """
 
 from __future__ import annotations
@@ -14,11 +15,10 @@ import io
 import os
 
 import numpy as np
+from deploybench.bench.overhead.minimal_model import HANDLER_ENV, MinimalModel, load_from_env
 from fastapi import FastAPI, File, UploadFile
 from PIL import Image
 from pydantic import BaseModel
-
-from bench.overhead.minimal_model import HANDLER_ENV, MinimalModel, load_from_env
 
 
 class IrisRequest(BaseModel):

@@ -1,6 +1,7 @@
 """A minimal Flask app, as small as the seed writes it: ``request.get_json()``, run the model, ``jsonify`` the
 prediction and its probabilities. No limits, no timing header: the yardstick our Flask target is measured
-against (``bench.overhead.runner``). Served with ``gunicorn 'bench.overhead.minimal_flask:create_app()'``.
+against (``deploybench.bench.overhead.runner``). Served with ``gunicorn
+'deploybench.bench.overhead.minimal_flask:create_app()'``.
 """
 
 from __future__ import annotations
@@ -8,10 +9,9 @@ from __future__ import annotations
 import io
 
 import numpy as np
+from deploybench.bench.overhead.minimal_model import MinimalModel, load_from_env
 from flask import Flask, jsonify, request
 from PIL import Image
-
-from bench.overhead.minimal_model import MinimalModel, load_from_env
 
 
 def create_app() -> Flask:

@@ -6,7 +6,7 @@ minimal, target, ...) so drift on the machine hits both alike.
 and P50/P99 (medians over the rounds) and the ratios target / minimal. ``run_handler_styles(...)`` compares
 the FastAPI handler styles (inline vs threadpool) of our target on each model: the highest closed-loop
 throughput whose P99 meets the model's SLO, and the P99 at one common open-loop rate. Nothing is printed:
-``bench.overhead.report`` renders, ``python -m bench.overhead`` writes the files.
+``deploybench.bench.overhead.report`` renders, ``python -m deploybench.bench.overhead`` writes the files.
 """
 
 from __future__ import annotations
@@ -25,16 +25,22 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
+from deploybench.bench.overhead.loadgen import LoadResult, Request, default_generator, run_load, run_python
+from deploybench.bench.overhead.minimal_model import HANDLER_ENV, MODEL_NAME_ENV, MODEL_PATH_ENV
+from deploybench.targets.catalog import MODELS
+from deploybench.targets.serve import (
+    STOP_GRACE_S,
+    ServerProcess,
+    TargetConfig,
+    bind_listener,
+    stop_process_group,
+)
 from PIL import Image
 
-from bench.overhead.loadgen import LoadResult, Request, default_generator, run_load, run_python
-from bench.overhead.minimal_model import HANDLER_ENV, MODEL_NAME_ENV, MODEL_PATH_ENV
 from deploybench import paths
 from deploybench.env import pinned_argv
 from deploybench.errors import TargetError
 from deploybench.procs import fetch_health, process_tree_cpu_s, tail_text
-from targets.catalog import MODELS
-from targets.serve import STOP_GRACE_S, ServerProcess, TargetConfig, bind_listener, stop_process_group
 
 FORMAT = "onnx"  # the artifact both sides serve
 DEFAULT_MODELS: tuple[str, ...] = ("iris-rf", "resnet18")
@@ -52,7 +58,7 @@ SLO_MS: dict[str, float] = {"tabular": 10.0, "image": 250.0}
 SWEEP_CONNECTIONS: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
 BOUNDARY = "deploybench-overhead-boundary"
 READY_TIMEOUT_S = 120.0
-FASTAPI_APP = "bench.overhead.minimal_fastapi:create_app"
+FASTAPI_APP = "deploybench.bench.overhead.minimal_fastapi:create_app"
 
 
 @dataclass
@@ -96,7 +102,8 @@ def model_request(model: str) -> Request:
 
 # -- the minimal apps as server processes ------------------------------------------------------------------
 class MinimalServer:
-    """A minimal app (``bench.overhead.minimal_fastapi`` / ``minimal_flask``) served by the same server
+    """A minimal app (``deploybench.bench.overhead.minimal_fastapi`` / ``minimal_flask``) served by the same
+    server
     as the target it is the yardstick of, on an inherited listening socket (a free loopback port)."""
 
     def __init__(self, config: TargetConfig, handler: str, threads: int) -> None:
@@ -125,8 +132,8 @@ class MinimalServer:
                 "--no-access-log", "--log-level", "warning",
             ]  # fmt: skip
         worker_class, app = {
-            "gunicorn-sync": ("sync", "bench.overhead.minimal_flask:create_app()"),
-            "gunicorn-gthread": ("gthread", "bench.overhead.minimal_flask:create_app()"),
+            "gunicorn-sync": ("sync", "deploybench.bench.overhead.minimal_flask:create_app()"),
+            "gunicorn-gthread": ("gthread", "deploybench.bench.overhead.minimal_flask:create_app()"),
             "gunicorn-uvicorn": ("uvicorn_worker.UvicornWorker", f"{FASTAPI_APP}()"),
         }[self.config.server]
         cmd = [

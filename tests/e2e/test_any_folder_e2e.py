@@ -11,10 +11,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from deploybench.targets.zoo import build_zoo
 
 from deploybench import paths
 from deploybench.record import load_record
-from targets.zoo import build_zoo
 from tests.support.known_latency import KnownLatencyServer
 
 pytestmark = pytest.mark.e2e  # every test here runs the CLI, Locust and a server
@@ -65,7 +65,7 @@ def test_results_default_to_dot_results_and_every_relative_path_is_the_callers(t
     relative --record is written there."""
     (tmp_path / "rows.jsonl").write_text('{"features": [5.1, 3.5, 1.4, 0.2]}\n')
     (tmp_path / "mine.py").write_text(
-        "from locust import task\nfrom loadtests.user import DeployBenchUser\n\n\n"
+        "from locust import task\nfrom deploybench.loadtests.user import DeployBenchUser\n\n\n"
         "class Mine(DeployBenchUser):\n    scenario = 'mine'\n\n    @task\n    def hit(self) -> None:\n"
         "        self.send('GET', '/health', name='/health')\n"
     )

@@ -13,13 +13,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from deploybench.bench.convert import noise_warnings, records_from_benchmark_json, series_from_benchmark
+from deploybench.bench.profiles import (
+    PROFILES,
+    Case,
+    Profile,
+    calibrated_rounds,
+    predict_cases,
+    select_profile,
+)
+from deploybench.reports.render import render_markdown
+from deploybench.targets.zoo import MODELS
 
-from bench.convert import noise_warnings, records_from_benchmark_json, series_from_benchmark
-from bench.profiles import PROFILES, Case, Profile, calibrated_rounds, predict_cases, select_profile
 from deploybench.errors import UsageError
 from deploybench.record import load_records
-from reports.render import render_markdown
-from targets.zoo import MODELS
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -146,7 +153,7 @@ def test_records_from_benchmark_json_groups_and_flags_missing_cases() -> None:
 
 def test_failed_case_fails_only_its_own_record() -> None:
     """One failed pytest case: only the record missing a case is "failed"; the others stay "complete"."""
-    from bench.run import record_status
+    from deploybench.bench.run import record_status
 
     expected = [Case("predict", "iris-rf", "onnx", 1, 1), Case("predict", "iris-mlp", "onnx", 1, 1)]
     data = {"benchmarks": [_bench(expected[0], [20] * 150)]}  # the iris-mlp case failed
@@ -163,7 +170,7 @@ def test_failed_case_fails_only_its_own_record() -> None:
 # -- end to end ------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def iris_zoo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from targets.zoo import build_zoo
+    from deploybench.targets.zoo import build_zoo
 
     root = tmp_path_factory.mktemp("zoo")
     build_zoo(root, models=["iris-rf"])
@@ -172,7 +179,7 @@ def iris_zoo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _cli(*args: str, timeout_s: float = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "commands.cli", *args],
+        [sys.executable, "-m", "deploybench", *args],
         cwd=REPO, capture_output=True, text=True, timeout=timeout_s, check=False,
     )  # fmt: skip
 
@@ -256,7 +263,7 @@ def test_bench_bad_input_exits_2(tmp_path: Path, iris_zoo: Path) -> None:
 def test_bench_interrupted_keeps_finished_cases(tmp_path: Path, iris_zoo: Path) -> None:
     """Ctrl-C (SIGINT to the bench command) mid-run: finished cases are saved, status "interrupted"."""
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "commands.cli", "bench", "--profile", "tiny", "--models", "iris-rf",
+    cmd = [sys.executable, "-m", "deploybench", "bench", "--profile", "tiny", "--models", "iris-rf",
            "--zoo", str(iris_zoo), "--out", str(out)]  # fmt: skip
     # SIGINT back to its default in the child: a test run started in the background (`cmd &` in a script)
     # ignores SIGINT, and an ignored signal stays ignored across exec, so Ctrl-C would never arrive.

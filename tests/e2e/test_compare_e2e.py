@@ -13,14 +13,14 @@ from pathlib import Path
 
 import psutil
 import pytest
+from deploybench.reports.compare_render import write_report
 
-from commands.cli import main
-from decisions.compare.config import CompareConfig, expand, zoo_catalog
-from decisions.compare.driver import RealDriver, core_split
-from decisions.compare.run import run_matrix
+from deploybench.commands.cli import main
 from deploybench.compare_doc import Choice, describe_split, load_compare
+from deploybench.decisions.compare.config import CompareConfig, expand, zoo_catalog
+from deploybench.decisions.compare.driver import RealDriver, core_split
+from deploybench.decisions.compare.run import run_matrix
 from deploybench.record import load_record
-from reports.compare_render import write_report
 from tests.support.tiny_matrix import tiny_matrix
 
 pytestmark = pytest.mark.e2e  # starts real targets and Locust

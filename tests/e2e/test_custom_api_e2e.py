@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from deploybench.loadtests.payloads import make_images
 
-from commands.cli import main as cli_main
+from deploybench.commands.cli import main as cli_main
 from deploybench.record import load_record
 from deploybench.stats import decode_histogram
-from loadtests.payloads import make_images
 from tests.support.known_latency import KnownLatencyServer
 
 pytestmark = pytest.mark.e2e  # every test here runs Locust
@@ -177,7 +177,7 @@ def test_image_folder_goes_out_as_multipart_uploads(
 MY_API = """
 from locust import task
 
-from loadtests.user import DeployBenchUser
+from deploybench.loadtests.user import DeployBenchUser
 
 
 class MyApiUser(DeployBenchUser):

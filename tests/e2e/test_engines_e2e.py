@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from commands.cli import main as cli_main
+from deploybench.commands.cli import main as cli_main
 from deploybench.record import load_record
 from deploybench.stats import decode_histogram
 from tests.support.known_latency import KnownLatencyServer
@@ -24,7 +24,7 @@ from tests.support.waiting import kill_leftovers, wait_until
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
-DEPLOYBENCH = [sys.executable, "-m", "commands.cli"]
+DEPLOYBENCH = [sys.executable, "-m", "deploybench"]
 
 
 @pytest.fixture
@@ -71,7 +71,7 @@ def test_an_engine_refuses_what_it_cannot_run(
     message: str,
 ) -> None:  # fmt: skip
     locustfile = tmp_path / "mine.py"
-    locustfile.write_text("from loadtests.user import DeployBenchUser\n")
+    locustfile.write_text("from deploybench.loadtests.user import DeployBenchUser\n")
     argv = ["load", "--url", server_20ms.url, "--duration", "1", "--out", str(tmp_path)]
     argv += [str(locustfile) if a == "LOCUSTFILE" else a for a in args]
     try:

@@ -25,14 +25,14 @@ from pathlib import Path
 
 import psutil
 import pytest
+from deploybench.loadtests.runner import run_load
+from deploybench.targets import serve
+from deploybench.targets.serve import ServerProcess, TargetConfig
+from deploybench.targets.zoo import build_zoo
 
 from deploybench import paths
 from deploybench.errors import TargetError
 from deploybench.record import load_record
-from loadtests.runner import run_load
-from targets import serve
-from targets.serve import ServerProcess, TargetConfig
-from targets.zoo import build_zoo
 from tests.support.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -174,7 +174,7 @@ def cli(args: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
     """`deploybench ARGS` in its own process group; always stopped."""
     with log.open("wb") as fh:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "commands.cli", *args], cwd=REPO, stdout=fh, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "deploybench", *args], cwd=REPO, stdout=fh, stderr=subprocess.STDOUT,
             start_new_session=True,
             # SIGINT back to its default: a test run started in the background (`cmd &` in a script)
             # ignores SIGINT, and an ignored signal stays ignored across exec, so Ctrl-C would never arrive.

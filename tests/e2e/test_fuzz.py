@@ -28,6 +28,8 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
+from deploybench.targets.serve import Limits, ServerProcess, TargetConfig
+from deploybench.targets.zoo import build_zoo
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -39,8 +41,6 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from deploybench import paths
-from targets.serve import Limits, ServerProcess, TargetConfig
-from targets.zoo import build_zoo
 
 pytestmark = pytest.mark.e2e
 

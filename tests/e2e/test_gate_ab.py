@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from commands.cli import main
-from decisions.ab import ab_gate, run_ab
-from decisions.gate.rules import DEFAULT_RULES, parse_rules
+from deploybench.commands.cli import main
+from deploybench.decisions.ab import ab_gate, run_ab
+from deploybench.decisions.gate.rules import DEFAULT_RULES, parse_rules
 from deploybench.record import load_record
 
 pytestmark = pytest.mark.e2e  # git worktrees and measurement processes
@@ -175,8 +175,8 @@ import numpy as np
 from deploybench.paths import zoo_dir
 from deploybench.env import capture_env
 from deploybench.record import RunRecord, Series
-from targets.predictors import load_predictor
-from targets.zoo import sample_inputs
+from deploybench.targets.predictors import load_predictor
+from deploybench.targets.zoo import sample_inputs
 
 out = Path(sys.argv[1])
 zoo = zoo_dir().resolve()

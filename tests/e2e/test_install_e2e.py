@@ -54,16 +54,26 @@ def test_pip_install_into_a_fresh_venv_and_run_from_another_folder(tmp_path: Pat
     work = tmp_path / "elsewhere"
     work.mkdir()
     db = str(venv / "bin" / "deploybench")
-    where = run([str(venv / "bin" / "python"), "-c", "import loadtests, commands; print(loadtests.__file__)"],
-                work, env, 60).stdout.strip()  # fmt: skip
-    site = Path(where).parent.parent
+    probe = (
+        "import deploybench.loadtests, deploybench.commands.cli as c; print(deploybench.loadtests.__file__)"
+    )
+    where = run([str(venv / "bin" / "python"), "-c", probe], work, env, 60).stdout.strip()
+    site = Path(where).parent.parent.parent
     assert site.is_relative_to(venv) and site.name == "site-packages", where  # not the checkout
     assert not (site / "deploybench" / "__init__.py").is_symlink()
+    # one installed namespace: the wheel claims no generic top-level name (targets, commands, bench, ...)
+    (dist_info,) = site.glob("deploybench-*.dist-info")
+    assert (dist_info / "top_level.txt").read_text().split() == ["deploybench"]
+    record = (dist_info / "RECORD").read_text().splitlines()
+    tops = {line.split("/", 1)[0] for line in record if "/" in line} - {dist_info.name}
+    assert tops == {"deploybench"} | ({"../../../bin"} & tops) | ({"__pycache__"} & tops), tops
+    for name in ("targets", "loadtests", "bench", "reports", "decisions", "commands"):
+        assert not (site / name).exists(), name
 
     version = run([db, "--version"], work, env, 60).stdout
     assert version.startswith("deploybench ")
     image = Path(run([db, "locustfile", "image"], work, env, 60).stdout.strip())
-    assert image == site / "loadtests" / "image.py" and image.is_file()
+    assert image == site / "deploybench" / "loadtests" / "image.py" and image.is_file()
     assert (venv / "bin" / "locust").is_file()  # `locust -f "$(deploybench locustfile image)"` works here
 
     run([db, "build", "--models", "iris-rf", "--formats", "onnx", "--quiet"], work, env, 600)

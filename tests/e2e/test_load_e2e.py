@@ -18,11 +18,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from deploybench.loadtests.runner import run_load, run_load_to_file
 
-from commands.cli import main as cli_main
+from deploybench.commands.cli import main as cli_main
 from deploybench.record import load_record
 from deploybench.stats import decode_histogram
-from loadtests.runner import run_load, run_load_to_file
 from tests.support.known_latency import KnownLatencyServer
 from tests.support.waiting import kill_leftovers, wait_until
 
@@ -307,7 +307,7 @@ def test_open_loop_past_capacity_drops_late_sends(tmp_path: Path, capsys: pytest
 
 
 def test_locust_image_headless_against_a_real_target(tmp_path: Path) -> None:
-    from targets.serve import ServerProcess, TargetConfig
+    from deploybench.targets.serve import ServerProcess, TargetConfig
 
     cfg = TargetConfig(framework="fastapi", server="uvicorn", model="resnet18", format="onnx")
     with ServerProcess(cfg, log_path=tmp_path / "server.log") as srv:
@@ -395,9 +395,8 @@ def test_runner_starts_and_stops_a_target_config_with_pinned_generator(
     """The headless runner path the other commands use: start a TargetConfig, wait for health, run, stop.
     The generator runs on CPU 0 only and the record says so; the target's process group is gone after."""
     import psutil
-
-    from targets.serve import TargetConfig
-    from targets.zoo import build_zoo
+    from deploybench.targets.serve import TargetConfig
+    from deploybench.targets.zoo import build_zoo
 
     zoo = build_zoo(models=["iris-rf"], formats=["onnx"])["zoo_dir"]
     config = TargetConfig(framework="fastapi", server="uvicorn", model="iris-rf", format="onnx",

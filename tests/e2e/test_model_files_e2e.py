@@ -19,14 +19,14 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from deploybench.loadtests.runner import run_load
+from deploybench.targets.modelfile import UserModel, image_transform, inspect_user_model
+from deploybench.targets.serve import ServerProcess, TargetConfig
 from PIL import Image
 
-from commands.cli import main
+from deploybench.commands.cli import main
 from deploybench.compare_doc import load_compare
 from deploybench.record import load_record, load_records
-from loadtests.runner import run_load
-from targets.modelfile import UserModel, image_transform, inspect_user_model
-from targets.serve import ServerProcess, TargetConfig
 from tests.support.servers import started_together
 from tests.support.user_models import DigitsModels, shared_digits_models
 
@@ -289,7 +289,7 @@ def test_bad_model_files_exit_2_with_one_line(
     paths = {"rf_onnx": m.rf_onnx, "cnn_torchscript": m.cnn_torchscript, "rf_joblib": m.rf_joblib}
     argv = [a.format(**paths) for a in args]
     proc = subprocess.run(
-        [sys.executable, "-m", "commands.cli", "serve", "--port", "0", *argv],
+        [sys.executable, "-m", "deploybench", "serve", "--port", "0", *argv],
         cwd=REPO, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 2, (proc.stdout, proc.stderr)

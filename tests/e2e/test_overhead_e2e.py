@@ -1,4 +1,5 @@
-"""The standing overhead benchmark (``python -m bench.overhead``, ``nox -s overhead``), run tiny: one model,
+"""The standing overhead benchmark (``python -m deploybench.bench.overhead``, ``nox -s overhead``), run tiny:
+one model,
 1 s per run. Checks what it writes (JSON rows + Markdown), never a speed."""
 
 from __future__ import annotations
@@ -10,9 +11,9 @@ from pathlib import Path
 
 import psutil
 import pytest
+from deploybench.targets.zoo import build_zoo
 
 from deploybench import paths
-from targets.zoo import build_zoo
 
 pytestmark = pytest.mark.e2e
 
@@ -31,8 +32,8 @@ def zoo() -> Path:
 def run_bench(zoo: Path, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     before = {p.pid for p in psutil.Process().children(recursive=True)}
     r = subprocess.run(
-        [sys.executable, "-m", "bench.overhead", "--models", "iris-rf", "--duration", "1", "--rounds", "1",
-         "--zoo", str(zoo), "--out", str(out), *extra],
+        [sys.executable, "-m", "deploybench.bench.overhead", "--models", "iris-rf", "--duration", "1",
+         "--rounds", "1", "--zoo", str(zoo), "--out", str(out), *extra],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     left = {p.pid for p in psutil.Process().children(recursive=True)} - before

@@ -25,11 +25,11 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+from deploybench.loadtests.runner import run_load
+from deploybench.targets.serve import Limits, ServerProcess, TargetConfig
+from deploybench.targets.zoo import build_zoo
 
 from deploybench import paths
-from loadtests.runner import run_load
-from targets.serve import Limits, ServerProcess, TargetConfig
-from targets.zoo import build_zoo
 
 pytestmark = pytest.mark.e2e  # starts real targets
 

@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from deploybench.reports.render import render_markdown
 
 from deploybench.record import load_records
-from reports.render import render_markdown
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 REPO = Path(__file__).resolve().parents[2]
@@ -26,7 +26,7 @@ RECORD_FILES = [
 @pytest.mark.e2e
 def test_report_command_as_a_process(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "commands.cli", "report", *map(str, RECORD_FILES), "--out", str(tmp_path)],
+        [sys.executable, "-m", "deploybench", "report", *map(str, RECORD_FILES), "--out", str(tmp_path)],
         cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr

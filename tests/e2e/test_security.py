@@ -16,12 +16,12 @@ import httpx
 import numpy as np
 import psutil
 import pytest
+from deploybench.targets.predictors import load_predictor
+from deploybench.targets.serve import ServerProcess, TargetConfig, bind_listener, server_command
+from deploybench.targets.zoo import ArtifactError, build_zoo, load_manifest, sha256_file
 
 from deploybench import paths
 from deploybench.errors import TargetError
-from targets.predictors import load_predictor
-from targets.serve import ServerProcess, TargetConfig, bind_listener, server_command
-from targets.zoo import ArtifactError, build_zoo, load_manifest, sha256_file
 
 PICKLES = {"iris-rf": "pickle", "iris-mlp": "pickle"}  # joblib (scikit-learn) and torch.save (nn.Module)
 
@@ -96,7 +96,7 @@ def _listen_addresses(pid: int) -> set[tuple[str, int]]:
 def test_default_bind_is_loopback_only() -> None:
     import argparse
 
-    from commands import serve
+    from deploybench.commands import serve
 
     assert TargetConfig().host == "127.0.0.1"
     parser = argparse.ArgumentParser()
@@ -136,11 +136,10 @@ class _FailingPredictor:
 
 
 def test_apps_are_never_in_debug_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    from deploybench.targets import fastapi_app, flask_app
+    from deploybench.targets.serve import server_env
+    from deploybench.targets.service import Service
     from fastapi.testclient import TestClient
-
-    from targets import fastapi_app, flask_app
-    from targets.serve import server_env
-    from targets.service import Service
 
     monkeypatch.setenv("FLASK_DEBUG", "1")  # what a user might have in their shell
     assert "FLASK_DEBUG" not in server_env(TargetConfig())

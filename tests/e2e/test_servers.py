@@ -20,13 +20,9 @@ import httpx
 import numpy as np
 import psutil
 import pytest
-from PIL import Image
-
-from deploybench import paths
-from deploybench.errors import TargetError, UsageError
-from targets.predictors import load_predictor
-from targets.preprocess import CROP_PX, IMAGENET_MEAN, IMAGENET_STD, preprocess_image
-from targets.serve import (
+from deploybench.targets.predictors import load_predictor
+from deploybench.targets.preprocess import CROP_PX, IMAGENET_MEAN, IMAGENET_STD, preprocess_image
+from deploybench.targets.serve import (
     FRAMEWORK_SERVERS,
     Limits,
     ServerProcess,
@@ -34,7 +30,11 @@ from targets.serve import (
     bind_listener,
     server_command,
 )
-from targets.zoo import build_zoo
+from deploybench.targets.zoo import build_zoo
+from PIL import Image
+
+from deploybench import paths
+from deploybench.errors import TargetError, UsageError
 from tests.support.servers import started_together
 from tests.support.waiting import wait_until
 
@@ -337,10 +337,9 @@ def test_image_base64_plain_and_data_url(image_target, resnet18_onnx) -> None:
 
 def test_openapi_identical_on_both_frameworks(zoo: Path) -> None:
     """Both frameworks publish the same document (only the title differs)."""
+    from deploybench.targets import fastapi_app, flask_app
+    from deploybench.targets.service import Service
     from fastapi.testclient import TestClient
-
-    from targets import fastapi_app, flask_app
-    from targets.service import Service
 
     docs = []
     for module in (flask_app, fastapi_app):
@@ -368,10 +367,9 @@ class StubPredictor:
 
 
 def test_catch_all_turns_unexpected_errors_into_json_500() -> None:
+    from deploybench.targets import fastapi_app, flask_app
+    from deploybench.targets.service import Service
     from fastapi.testclient import TestClient
-
-    from targets import fastapi_app, flask_app
-    from targets.service import Service
 
     for module in (flask_app, fastapi_app):
         cfg = TargetConfig(framework="flask" if module is flask_app else "fastapi", model="iris-rf")
@@ -389,10 +387,9 @@ def test_catch_all_turns_unexpected_errors_into_json_500() -> None:
 
 
 def test_head_health_is_answered_by_both_frameworks() -> None:
+    from deploybench.targets import fastapi_app, flask_app
+    from deploybench.targets.service import Service
     from fastapi.testclient import TestClient
-
-    from targets import fastapi_app, flask_app
-    from targets.service import Service
 
     for module in (flask_app, fastapi_app):
         cfg = TargetConfig(framework="flask" if module is flask_app else "fastapi", model="iris-rf")
@@ -407,8 +404,8 @@ def test_fastapi_client_disconnect_mid_body_is_not_an_internal_error() -> None:
     """A client that goes away mid-upload (e.g. Locust stopping users) must not count as a server error."""
     import asyncio
 
-    from targets import fastapi_app
-    from targets.service import Service
+    from deploybench.targets import fastapi_app
+    from deploybench.targets.service import Service
 
     cfg = TargetConfig(framework="fastapi", model="iris-rf")
     svc = Service(cfg, StubPredictor(), task="tabular", class_names=["a", "b", "c"])
@@ -649,7 +646,7 @@ def test_serve_cli_foreground_and_sigterm(zoo: Path, tmp_path: Path) -> None:
     reserve.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     reserve.bind(("127.0.0.1", 0))
     port = reserve.getsockname()[1]
-    cmd = [sys.executable, "-m", "commands.cli", "serve", "--framework", "flask",
+    cmd = [sys.executable, "-m", "deploybench", "serve", "--framework", "flask",
            "--server", "gunicorn-gthread", "--threads", "2", "--model", "iris-rf",
            "--format", "onnx", "--port", str(port), "--zoo", str(zoo), "--log", str(log)]  # fmt: skip
     proc = subprocess.Popen(
@@ -677,7 +674,7 @@ def test_serve_cli_foreground_and_sigterm(zoo: Path, tmp_path: Path) -> None:
 @e2e
 def test_serve_cli_bad_input_exits_2() -> None:
     r = subprocess.run(
-        [sys.executable, "-m", "commands.cli", "serve", "--framework", "flask", "--server", "uvicorn"],
+        [sys.executable, "-m", "deploybench", "serve", "--framework", "flask", "--server", "uvicorn"],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert r.returncode == 2

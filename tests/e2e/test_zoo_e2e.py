@@ -15,7 +15,7 @@ pytestmark = pytest.mark.e2e  # every test here starts a Python process
 def test_sample_inputs_import_neither_sklearn_nor_torch() -> None:
     """A fresh interpreter (this one has imported both already)."""
     code = (
-        "import sys; from targets.zoo import sample_inputs; sample_inputs('iris-rf', 2); "
+        "import sys; from deploybench.targets.zoo import sample_inputs; sample_inputs('iris-rf', 2); "
         "print('sklearn' in sys.modules, 'torch' in sys.modules)"
     )
     proc = subprocess.run(
@@ -26,7 +26,16 @@ def test_sample_inputs_import_neither_sklearn_nor_torch() -> None:
 
 def test_cli_console_script_exit_code(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "commands.cli", "build", "--models", "nope", "--zoo-dir", str(tmp_path)],
+        [
+            sys.executable,
+            "-m",
+            "deploybench.commands.cli",
+            "build",
+            "--models",
+            "nope",
+            "--zoo-dir",
+            str(tmp_path),
+        ],
         capture_output=True,
         text=True,
         timeout=60,

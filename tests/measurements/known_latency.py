@@ -12,8 +12,9 @@ import sys
 import tempfile
 from typing import Any
 
-from bench.overhead.loadgen import Request, run_wrk
-from loadtests.runner import run_load
+from deploybench.bench.overhead.loadgen import Request, run_wrk
+from deploybench.loadtests.runner import run_load
+
 from tests.support.known_latency import KnownLatencyServer
 
 BODY = Request("/predict", b'{"features": [5.1, 3.5, 1.4, 0.2]}', "application/json")

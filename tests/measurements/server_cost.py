@@ -20,9 +20,10 @@ import tempfile
 from collections.abc import Callable
 from typing import Any
 
-from bench.overhead.loadgen import Request, run_wrk
-from loadtests.runner import run_load
-from targets.serve import ServerProcess, TargetConfig
+from deploybench.bench.overhead.loadgen import Request, run_wrk
+from deploybench.loadtests.runner import run_load
+from deploybench.targets.serve import ServerProcess, TargetConfig
+
 from tests.measurements.cpu import busy_share, cpu_ticks
 
 BODY = Request("/predict", b'{"features": [5.1, 3.5, 1.4, 0.2]}', "application/json")

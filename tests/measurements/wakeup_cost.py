@@ -14,8 +14,7 @@ import sys
 import time
 
 import uvloop
-
-from loadtests.lean import PreciseTimer
+from deploybench.loadtests.lean import PreciseTimer
 
 
 def cpu_s() -> float:

@@ -11,8 +11,8 @@ import json
 import sys
 from typing import Any
 
-from bench.overhead.loadgen import Request, run_wrk
-from targets.serve import ServerProcess, TargetConfig
+from deploybench.bench.overhead.loadgen import Request, run_wrk
+from deploybench.targets.serve import ServerProcess, TargetConfig
 
 BODY = Request("/predict", b'{"features": [5.1, 3.5, 1.4, 0.2]}', "application/json")
 

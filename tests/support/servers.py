@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from targets.serve import ServerProcess
+from deploybench.targets.serve import ServerProcess
 
 
 @contextlib.contextmanager

@@ -18,10 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from deploybench.targets.catalog import sha256_file
+from deploybench.targets.predictors import quiet_jit_deprecation
 from PIL import Image
-
-from targets.catalog import sha256_file
-from targets.predictors import quiet_jit_deprecation
 
 CNN_EPOCHS = 80
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from decisions.ab import ab_gate
-from decisions.gate.judge import gate
-from decisions.gate.rules import parse_rules
+from deploybench.decisions.ab import ab_gate
+from deploybench.decisions.gate.judge import gate
+from deploybench.decisions.gate.rules import parse_rules
 from deploybench.errors import UsageError
 from deploybench.record import RunRecord, Series
 

@@ -8,8 +8,7 @@ import signal
 from types import SimpleNamespace
 
 import pytest
-
-from bench.conftest import _CtrlC
+from deploybench.bench.conftest import _CtrlC
 
 
 def test_the_first_ctrl_c_asks_the_session_to_stop_after_the_running_case() -> None:

@@ -11,19 +11,10 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from deploybench.reports.compare_render import ranked_table_markdown, write_report
 
-from commands.cli import main
-from commands.compare import progress_line
-from decisions.compare.config import (
-    CONFIG_DIR,
-    CompareConfig,
-    ModelInfo,
-    apply_overrides,
-    expand,
-    load_config,
-)
-from decisions.compare.driver import RealDriver, check_pin_possible, core_split
-from decisions.compare.run import run_matrix
+from deploybench.commands.cli import main
+from deploybench.commands.compare import progress_line
 from deploybench.compare_doc import (
     Choice,
     ChoiceResult,
@@ -34,10 +25,19 @@ from deploybench.compare_doc import (
     places,
     rank,
 )
+from deploybench.decisions.compare.config import (
+    CONFIG_DIR,
+    CompareConfig,
+    ModelInfo,
+    apply_overrides,
+    expand,
+    load_config,
+)
+from deploybench.decisions.compare.driver import RealDriver, check_pin_possible, core_split
+from deploybench.decisions.compare.run import run_matrix
 from deploybench.errors import TargetError, UsageError
 from deploybench.record import RecordWarning, RunRecord, Series
 from deploybench.stats import encode_histogram, new_histogram, record_us, summarize_histogram
-from reports.compare_render import ranked_table_markdown, write_report
 
 CATALOG = {
     "iris-rf": ModelInfo("tabular", ("pickle", "onnx")),
@@ -162,7 +162,7 @@ URLS = ["--url", "current=http://127.0.0.1:8000", "--url", "candidate=http://127
 def compare_args(*argv: str):
     import argparse
 
-    import commands.compare as compare_cmd
+    import deploybench.commands.compare as compare_cmd
 
     parser = argparse.ArgumentParser()
     compare_cmd.add_arguments(parser)
@@ -170,7 +170,7 @@ def compare_args(*argv: str):
 
 
 def test_url_alone_measures_only_the_urls_with_the_default_settings():
-    from commands.compare import resolve_config
+    from deploybench.commands.compare import resolve_config
 
     cfg = resolve_config(compare_args(*URLS, "--slo-ms", "20", "--repeats", "1"))
     assert [(u.name, u.url) for u in cfg.urls] == [
@@ -196,7 +196,7 @@ def test_url_alone_measures_only_the_urls_with_the_default_settings():
     ],
 )
 def test_url_joins_the_matrix_of_a_config_or_a_matrix_override(extra, n_matrix):
-    from commands.compare import resolve_config
+    from deploybench.commands.compare import resolve_config
 
     cfg = resolve_config(compare_args(*URLS, *extra))
     choices, _skipped, _scenario = expand(cfg, CATALOG, {"current": "tabular", "candidate": "tabular"})
@@ -207,7 +207,7 @@ def test_url_joins_the_matrix_of_a_config_or_a_matrix_override(extra, n_matrix):
 
 
 def test_dry_run_of_url_alone_lists_just_the_urls(monkeypatch, capsys):
-    import commands.compare as compare_cmd
+    import deploybench.commands.compare as compare_cmd
 
     monkeypatch.setattr(compare_cmd, "fetch_health", lambda url: {"task": "tabular"})
     assert main(["compare", "--dry-run", *URLS]) == 0
@@ -408,7 +408,7 @@ def test_report_has_ranked_table_sentence_plots_warnings_and_env(tmp_path):
 def test_latency_throughput_lines_join_each_choices_points_in_order_of_rate(monkeypatch):
     """The chart's line runs along its x axis (achieved rps), whatever order the probes ran in; past
     saturation a higher offered rate achieved less (3000 offered: 2100 achieved; 2500 offered: 2400)."""
-    from reports import plots  # import cost: matplotlib
+    from deploybench.reports import plots  # import cost: matplotlib
 
     def choice(fw: str, run_order: list[tuple[float, float, int, bool]], common_offered: float | None):
         r = ChoiceResult(Choice(fw, "uvicorn" if fw == "fastapi" else "gunicorn-sync", "iris-rf", "onnx"))
@@ -522,7 +522,7 @@ def test_pin_drives_the_pinning_of_server_and_generator(monkeypatch, tmp_path):
     """The driver asks for the split ``core_split`` gives: on 3 CPUs the server on CPU 2, the generator on
     CPU 0 (in-process fakes record the requests; tests/e2e/test_compare_e2e.py checks the affinities the OS
     actually applied on 2 CPUs)."""
-    import decisions.compare.driver as driver_module
+    import deploybench.decisions.compare.driver as driver_module
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2})
     check_pin_possible()  # no error
@@ -597,7 +597,7 @@ def test_p999_few_samples_and_overload_warnings_of_failing_probes_stay_off_the_c
 
 
 def test_the_driver_passes_the_handler_style_to_the_target(monkeypatch, tmp_path):
-    import decisions.compare.driver as driver_module
+    import deploybench.decisions.compare.driver as driver_module
 
     asked: dict[str, object] = {}
 
@@ -840,7 +840,7 @@ def test_remote_workers_need_locust_and_a_fixed_master_address():
 def test_compare_expect_workers_on_the_command_line(monkeypatch, capsys, tmp_path):
     """--expect-workers implies the Locust engine; with --engine lean it is a usage error (exit 2, before
     anything starts); the driver then asks every run for the master and its workers, no local processes."""
-    import decisions.compare.driver as driver_module
+    import deploybench.decisions.compare.driver as driver_module
 
     out = tmp_path / "out"
     argv = [

@@ -10,29 +10,8 @@ import re
 from pathlib import Path
 
 import pytest
+from deploybench.reports.compare_render import ranked_rows
 
-from decisions.compare.config import (
-    CompareConfig,
-    ModelInfo,
-    expand,
-    load_config,
-    open_loop_users,
-    step_duration_s,
-)
-from decisions.compare.power import main as power_main
-from decisions.compare.power import pooled_log_sd, separation_rate
-from decisions.compare.run import figures_from_record, rate_measurement
-from decisions.compare.saturation import (
-    RateMeasurement,
-    SaturationResult,
-    SloRules,
-    dither_factors,
-    dithered_search,
-    evaluate,
-    final_cell_log,
-    refine_search,
-    repeat_bracket,
-)
 from deploybench.compare_doc import (
     Choice,
     ChoiceResult,
@@ -43,9 +22,30 @@ from deploybench.compare_doc import (
     ratio_interval,
     verdict,
 )
+from deploybench.decisions.compare.config import (
+    CompareConfig,
+    ModelInfo,
+    expand,
+    load_config,
+    open_loop_users,
+    step_duration_s,
+)
+from deploybench.decisions.compare.power import main as power_main
+from deploybench.decisions.compare.power import pooled_log_sd, separation_rate
+from deploybench.decisions.compare.run import figures_from_record, rate_measurement
+from deploybench.decisions.compare.saturation import (
+    RateMeasurement,
+    SaturationResult,
+    SloRules,
+    dither_factors,
+    dithered_search,
+    evaluate,
+    final_cell_log,
+    refine_search,
+    repeat_bracket,
+)
 from deploybench.errors import UsageError
 from deploybench.record import RecordWarning, RunRecord, Series
-from reports.compare_render import ranked_rows
 
 SLO_US = 50_000
 CATALOG = {
@@ -396,7 +396,7 @@ def test_low_rates_get_longer_steps_and_high_rates_enough_senders():
 
 
 def test_a_wide_coarse_bracket_gets_more_bisections_per_repeat():
-    from decisions.compare.run import repeat_probes
+    from deploybench.decisions.compare.run import repeat_probes
 
     assert repeat_probes((100 / 1.1, 132.0), 2, 0.20) == 2  # the usual widened 20% bracket
     assert repeat_probes((293.0, 710.0), 2, 0.20) == 4  # a 100% coarse bracket: cells of ~10% again
@@ -405,7 +405,7 @@ def test_a_wide_coarse_bracket_gets_more_bisections_per_repeat():
 
 
 # ---------------------------------------------------------------------------------------------------------
-# The power of the tie rule (decisions.compare.power)
+# The power of the tie rule (deploybench.decisions.compare.power)
 # ---------------------------------------------------------------------------------------------------------
 
 

@@ -11,12 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from deploybench.reports.gate_render import render_markdown, render_table
 
-from commands.cli import main
-from decisions.gate.baseline import env_hash, find_baseline, save_baseline
-from decisions.gate.judge import gate
-from decisions.gate.matching import IncomparableError
-from decisions.gate.rules import (
+from deploybench.commands.cli import main
+from deploybench.decisions.gate.baseline import env_hash, find_baseline, save_baseline
+from deploybench.decisions.gate.judge import gate
+from deploybench.decisions.gate.matching import IncomparableError
+from deploybench.decisions.gate.rules import (
     DEFAULT_RULES,
     RuleError,
     load_rules_file,
@@ -34,7 +35,6 @@ from deploybench.stats import (
     record_us,
     summarize_histogram,
 )
-from reports.gate_render import render_markdown, render_table
 
 ENV = capture_env()
 CONFIG = {"model": "iris-rf", "format": "onnx", "framework": "fastapi", "server": "uvicorn", "workers": 1}
@@ -481,7 +481,7 @@ def test_current_with_no_data_is_a_regression() -> None:
 
 
 def test_folder_of_only_other_json_refused_after_a_folder_with_skips(tmp_path: Path) -> None:
-    from decisions.gate.matching import load_inputs
+    from deploybench.decisions.gate.matching import load_inputs
     from deploybench.errors import UsageError
 
     a, b = tmp_path / "a", tmp_path / "b"

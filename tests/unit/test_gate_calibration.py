@@ -14,12 +14,13 @@ import subprocess
 
 import numpy as np
 import pytest
+from deploybench.reports.gate_render import render_calibration, render_table
 from scipy.signal import lfilter
 
-from decisions.ab import ab_gate, calibrate
-from decisions.gate.judge import gate
-from decisions.gate.rules import DEFAULT_RULES, parse_rules
-from decisions.gate.trials import ARMS, SIDE_SCRIPT, _summary, arm_order, main
+from deploybench.decisions.ab import ab_gate, calibrate
+from deploybench.decisions.gate.judge import gate
+from deploybench.decisions.gate.rules import DEFAULT_RULES, parse_rules
+from deploybench.decisions.gate.trials import ARMS, SIDE_SCRIPT, _summary, arm_order, main
 from deploybench.record import RunRecord, Series
 from deploybench.stats import (
     Blocks,
@@ -33,7 +34,6 @@ from deploybench.stats import (
     seeded_rng,
     summarize_samples,
 )
-from reports.gate_render import render_calibration, render_table
 
 ENV = {"cpu_model": "Sim CPU", "cpu_count": 2, "python": "3.11.7", "platform": "Linux-x86_64"}
 CONFIG = {"model": "iris-rf", "format": "onnx", "scenario": "tabular", "load_model": "closed", "users": 1}
@@ -301,7 +301,8 @@ def test_calibrate_reports_noise_floor_and_detectable_change() -> None:
         calibrate(rounds[:2], RULES, gate_rounds=4)
 
 
-# -- the trial script (python -m decisions.gate.trials) ----------------------------------------------------
+# -- the trial script (python -m deploybench.decisions.gate.trials)
+# ----------------------------------------------------
 def test_trials_summary_and_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
     trial = {"p50_change": 0.15, "regressions": [], "methods": []}
     outcome = {"aa": [{**trial, "exit_code": 0}] * 19 + [{**trial, "exit_code": 1}],

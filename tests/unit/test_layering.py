@@ -17,6 +17,7 @@ import ast
 import io
 import sys
 import tokenize
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,11 +35,25 @@ ALLOWED: dict[str, set[str]] = {
 }
 PACKAGES = tuple(ALLOWED)
 COST_NOTE = "import cost"
+# Where each installed package's code lives in the repository: pyproject's package-dir (the wheel's layout),
+# plus deploybench itself (commands/ and decisions/ are folders inside it).
+PACKAGE_DIRS: dict[str, str] = {
+    "deploybench": "deploybench",
+    **tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"],
+}
+
+
+def layer_of(module: str) -> str:
+    """``deploybench.targets.zoo`` -> ``targets``; ``deploybench.stats`` -> ``deploybench`` (the core)."""
+    if module == "deploybench.__main__":  # `python -m deploybench`: the command line's entry point
+        return "commands"
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[0] == "deploybench" and parts[1] in ALLOWED else parts[0]
 
 
 @dataclass(frozen=True)
 class Import:
-    importer: str  # the importing module, e.g. "decisions.gate.judge"
+    importer: str  # the importing module, e.g. "deploybench.decisions.gate.judge"
     target: str  # what it imports, resolved to a module name where it is a project module
     path: Path
     line: int
@@ -47,16 +62,23 @@ class Import:
 
 
 def module_name(root: Path, path: Path) -> str:
-    parts = list(path.relative_to(root).with_suffix("").parts)
+    """The installed name of a file: ``targets/zoo.py`` -> ``deploybench.targets.zoo`` (``PACKAGE_DIRS``)."""
+    rel = path.relative_to(root).with_suffix("")
+    for package, folder in PACKAGE_DIRS.items():
+        if rel.parts[0] == folder:
+            parts = [package, *rel.parts[1:]]
+            break
+    else:
+        parts = list(rel.parts)
     if parts[-1] == "__init__":
         parts.pop()
     return ".".join(parts)
 
 
-def project_files(root: Path, packages: tuple[str, ...] = PACKAGES) -> dict[str, Path]:
+def project_files(root: Path) -> dict[str, Path]:
     files: dict[str, Path] = {}
-    for pkg in packages:
-        for path in sorted((root / pkg).rglob("*.py")):
+    for folder in PACKAGE_DIRS.values():
+        for path in sorted((root / folder).rglob("*.py")):
             if "__pycache__" not in path.parts:
                 files[module_name(root, path)] = path
     return files
@@ -141,8 +163,8 @@ def resolve(target: str, modules: set[str]) -> str | None:
     return None
 
 
-def scan(root: Path, packages: tuple[str, ...] = PACKAGES) -> tuple[dict[str, Path], list[Import]]:
-    files = project_files(root, packages)
+def scan(root: Path) -> tuple[dict[str, Path], list[Import]]:
+    files = project_files(root)
     modules = set(files)
     imports = [imp for path in files.values() for imp in scan_file(root, path, modules)]
     return files, imports
@@ -215,9 +237,9 @@ def _cycle_path(graph: dict[str, set[str]], component: set[str], start: str) -> 
     return [start]
 
 
-def check(root: Path, packages: tuple[str, ...] = PACKAGES) -> list[str]:
+def check(root: Path) -> list[str]:
     """Every violation of the three rules under ``root``, as readable lines (empty: all good)."""
-    files, imports = scan(root, packages)
+    files, imports = scan(root)
     modules = set(files)
     problems: list[str] = []
     for cycle in find_cycles(graph_of(imports, modules)):
@@ -226,7 +248,7 @@ def check(root: Path, packages: tuple[str, ...] = PACKAGES) -> list[str]:
         target = resolve(imp.target, modules)
         where = f"{imp.path.relative_to(root)}:{imp.line}"
         if target is not None:
-            src, dst = imp.importer.split(".")[0], target.split(".")[0]
+            src, dst = layer_of(imp.importer), layer_of(target)
             if dst != src and dst not in ALLOWED[src]:
                 allowed = ", ".join(sorted(ALLOWED[src])) or "nothing outside itself"
                 problems.append(
@@ -250,12 +272,13 @@ def test_the_scan_sees_the_whole_project() -> None:
     """Guard against a vacuous pass: the scan finds every package and the edges that must exist."""
     files, imports = scan(REPO)
     graph = graph_of(imports, set(files))
-    assert {m.split(".")[0] for m in files} == set(PACKAGES)
+    assert {layer_of(m) for m in files} == set(PACKAGES)
+    assert {m.split(".")[0] for m in files} == {"deploybench"}  # one installed namespace
     assert len(files) > 60
     assert "deploybench.record" in graph["deploybench.stats"]
-    assert "targets.predictors" in graph["targets.zoo"]
-    assert "deploybench.compare_doc" in graph["reports.compare_render"]
-    assert "decisions.gate.judge" in graph["decisions.ab"]
+    assert "deploybench.targets.predictors" in graph["deploybench.targets.zoo"]
+    assert "deploybench.compare_doc" in graph["deploybench.reports.compare_render"]
+    assert "deploybench.decisions.gate.judge" in graph["deploybench.decisions.ab"]
     local = [imp for imp in imports if imp.local]
     assert any(imp.target == "torch" for imp in local)  # lazy torch imports are seen (and explained)
     assert not graph["deploybench.io"] - {"deploybench.errors"}
@@ -272,9 +295,9 @@ def write(root: Path, files: dict[str, str]) -> None:
 def test_checker_catches_cycles_upward_imports_and_unexplained_lazy_imports(tmp_path: Path) -> None:
     write(tmp_path, {
         "deploybench/__init__.py": "",
-        "deploybench/base.py": "from reports import table\n",  # upward: the core imports a renderer
+        "deploybench/base.py": "from deploybench.reports import table\n",  # upward: the core imports reports
         "targets/__init__.py": "",
-        "targets/x.py": "from targets import y\n",  # a cycle through a relative import ...
+        "targets/x.py": "from deploybench.targets import y\n",  # a cycle through a relative import ...
         "targets/y.py": "def f():\n    from . import x  # import cost: none, hides the cycle\n",
         "reports/__init__.py": "",
         "reports/table.py": (
@@ -285,17 +308,26 @@ def test_checker_catches_cycles_upward_imports_and_unexplained_lazy_imports(tmp_
             "    import matplotlib.pyplot\n"  # in the block under the comment
             "    return json, matplotlib\n"
         ),
-        "decisions/__init__.py": "",
-        "decisions/pick.py": "import importlib\nCLI = importlib.import_module('commands.cli')\n",
-        "commands/__init__.py": "",
-        "commands/cli.py": "import deploybench.base as b\n",
+        "deploybench/decisions/__init__.py": "",
+        "deploybench/decisions/pick.py": (
+            "import importlib\nCLI = importlib.import_module('deploybench.commands.cli')\n"
+        ),
+        "deploybench/commands/__init__.py": "",
+        "deploybench/commands/cli.py": "import deploybench.base as b\n",
     })  # fmt: skip
     problems = check(tmp_path)
-    assert "import cycle: targets.x -> targets.y -> targets.x" in problems
+    assert "import cycle: deploybench.targets.x -> deploybench.targets.y -> deploybench.targets.x" in problems
     upward = [p for p in problems if "upward import" in p]
     assert len(upward) == 2
-    assert any("deploybench/base.py:1: upward import deploybench.base -> reports.table" in p for p in upward)
-    assert any("decisions/pick.py:2: upward import decisions.pick -> commands.cli" in p for p in upward)
+    assert any(
+        "deploybench/base.py:1: upward import deploybench.base -> deploybench.reports.table" in p
+        for p in upward
+    )
+    assert any(
+        "deploybench/decisions/pick.py:2: upward import deploybench.decisions.pick -> "
+        "deploybench.commands.cli" in p
+        for p in upward
+    )
     lazy = [p for p in problems if "function-local import" in p]
     assert lazy == [
         "reports/table.py:2: function-local import of json without an '# import cost: ...' comment "
@@ -310,9 +342,11 @@ def test_checker_passes_a_clean_tree(tmp_path: Path) -> None:
         "deploybench/a.py": "import json\n",
         "targets/__init__.py": "",
         "targets/t.py": "from deploybench import a\nfrom deploybench.a import json\n",
-        "commands/__init__.py": "",
-        "commands/c.py": "from targets.t import a\n\ndef run():\n    import torch  # import cost: torch\n",
+        "deploybench/commands/__init__.py": "",
+        "deploybench/commands/c.py": (
+            "from deploybench.targets.t import a\n\ndef run():\n    import torch  # import cost: torch\n"
+        ),
     })  # fmt: skip
     assert check(tmp_path) == []
     files, imports = scan(tmp_path)
-    assert graph_of(imports, set(files))["targets.t"] == {"deploybench.a"}
+    assert graph_of(imports, set(files))["deploybench.targets.t"] == {"deploybench.a"}

@@ -12,11 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from commands.cli import main as cli_main
-from deploybench.errors import UsageError
-from loadtests import runner
-from loadtests.payloads import (
+from deploybench.loadtests import runner
+from deploybench.loadtests.payloads import (
     BOUNDARY,
     HEADERS_ENV,
     MULTIPART_CONTENT_TYPE,
@@ -27,6 +24,9 @@ from loadtests.payloads import (
     parse_headers,
     request_spec,
 )
+
+from deploybench.commands.cli import main as cli_main
+from deploybench.errors import UsageError
 
 
 # -- headers -------------------------------------------------------------------------------------------
@@ -231,7 +231,7 @@ def test_user_locustfile_and_api_options_are_made_absolute(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "mine.py").write_text("from loadtests.user import DeployBenchUser\n")
+    (tmp_path / "mine.py").write_text("from deploybench.loadtests.user import DeployBenchUser\n")
     (tmp_path / "rows.jsonl").write_text('{"a": 1}\n{"a": 2}\n')
     assert runner.user_locustfile("mine.py") == tmp_path / "mine.py"
     options = {"path": "/v1", "payload": "rows.jsonl"}

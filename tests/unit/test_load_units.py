@@ -147,7 +147,7 @@ def test_error_kind() -> None:
 
 
 def test_image_scenario_option_parsing() -> None:
-    from loadtests.payloads import make_images, parse_mix, parse_size
+    from deploybench.loadtests.payloads import make_images, parse_mix, parse_size
 
     assert parse_mix("multipart=3, base64=1") == {"multipart": 3.0, "base64": 1.0}
     assert parse_mix("multipart") == {"multipart": 1.0}

@@ -1,4 +1,5 @@
-"""A user's own model file (``targets.modelfile``), in-process: formats from extension and contents, input
+"""A user's own model file (``deploybench.targets.modelfile``), in-process: formats from extension and
+contents, input
 shapes from the model or the options, classes, logits -> softmax, the pickle opt-in, both apps serving it
 with identical JSON, the ``--model-file`` options and their one-line errors (exit code 2), compare matrices
 with ``[[models]]`` / ``[[urls]]``, and the bench catalog. The models are made here, at run time; the
@@ -18,28 +19,12 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
-from bench.profiles import PROFILES
-from bench.suite import UserBenchModel, predict_cases_for, zoo_models
-from commands.cli import main
-from commands.model_options import add_model_file_arguments, model_file_options, user_model_from_args
-from decisions.compare.config import (
-    CompareConfig,
-    expand,
-    inspect_models,
-    load_config,
-    user_catalog,
-    zoo_catalog,
-)
-from decisions.compare.driver import RealDriver
-from decisions.compare.run import run_choice
-from deploybench.compare_doc import Choice, ChoiceResult, CompareRun, best_sentence, load_compare
-from deploybench.errors import UsageError
-from reports.compare_render import build_blocks
-from reports.render import blocks_to_markdown
-from targets.catalog import ArtifactError, sha256_file
-from targets.modelfile import (
+from deploybench.bench.profiles import PROFILES
+from deploybench.bench.suite import UserBenchModel, predict_cases_for, zoo_models
+from deploybench.reports.compare_render import build_blocks
+from deploybench.reports.render import blocks_to_markdown
+from deploybench.targets.catalog import ArtifactError, sha256_file
+from deploybench.targets.modelfile import (
     ModelFileError,
     UserModel,
     default_model_name,
@@ -50,10 +35,30 @@ from targets.modelfile import (
     resolve_format,
     sniff,
 )
-from targets.predictors import quiet_jit_deprecation
-from targets.preprocess import ZOO_IMAGE_TRANSFORM, ImageTransform, InputError, validate_features
-from targets.serve import TargetConfig
-from targets.service import Service
+from deploybench.targets.predictors import quiet_jit_deprecation
+from deploybench.targets.preprocess import ZOO_IMAGE_TRANSFORM, ImageTransform, InputError, validate_features
+from deploybench.targets.serve import TargetConfig
+from deploybench.targets.service import Service
+from PIL import Image
+
+from deploybench.commands.cli import main
+from deploybench.commands.model_options import (
+    add_model_file_arguments,
+    model_file_options,
+    user_model_from_args,
+)
+from deploybench.compare_doc import Choice, ChoiceResult, CompareRun, best_sentence, load_compare
+from deploybench.decisions.compare.config import (
+    CompareConfig,
+    expand,
+    inspect_models,
+    load_config,
+    user_catalog,
+    zoo_catalog,
+)
+from deploybench.decisions.compare.driver import RealDriver
+from deploybench.decisions.compare.run import run_choice
+from deploybench.errors import UsageError
 
 
 class TinyImageNet(torch.nn.Module):
@@ -283,9 +288,8 @@ def test_a_trusted_torch_module_pickle_loads_and_says_so(files: dict[str, Path])
 
 # -- served: both apps, identical JSON -----------------------------------------------------------------------
 def _clients(config_kwargs: dict[str, Any]) -> dict[str, Any]:
+    from deploybench.targets import fastapi_app, flask_app
     from fastapi.testclient import TestClient
-
-    from targets import fastapi_app, flask_app
 
     out = {}
     for module, fw in ((flask_app, "flask"), (fastapi_app, "fastapi")):

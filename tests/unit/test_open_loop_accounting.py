@@ -12,6 +12,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from deploybench.loadtests.core import add_warnings, offered_rps
 
 from deploybench.measure import (
     DROPPED,
@@ -23,7 +24,6 @@ from deploybench.measure import (
 )
 from deploybench.pacer import NS_PER_S, ArrivalSchedule, schedule_seed
 from deploybench.stats import decode_histogram, merge_histograms, summarize_histogram
-from loadtests.core import add_warnings, offered_rps
 
 # Importing locust runs gevent's monkey.patch_all(): in the test process (ssl already imported) that breaks
 # ssl and would turn every thread of the other in-process tests into a greenlet. Locust's own switch skips it
@@ -31,11 +31,10 @@ from loadtests.core import add_warnings, offered_rps
 _skip = os.environ.get("LOCUST_SKIP_MONKEY_PATCH")
 os.environ["LOCUST_SKIP_MONKEY_PATCH"] = "1"
 try:
+    import deploybench.loadtests.common as common
+    from deploybench.loadtests.common import DeployBenchUser, LoadOptions, Plugin, assignments
     from locust.exception import StopUser
     from locust.runners import MasterRunner, WorkerRunner
-
-    import loadtests.common as common
-    from loadtests.common import DeployBenchUser, LoadOptions, Plugin, assignments
 finally:
     if _skip is None:
         del os.environ["LOCUST_SKIP_MONKEY_PATCH"]
@@ -53,7 +52,7 @@ def simulate(offered_rps: float, capacity_rps: float, senders: int, max_lag_s: f
     """``senders`` senders take slots of a constant schedule; one server answers one request at a time in
     1/capacity s. The window is [T0, T0 + window_s) (no warm-up); at its end the schedule closes (pending
     slots: not-sent), requests in flight get ``drain_s`` to answer, then the counts are sealed. The same
-    sequence as loadtests.common (DeployBenchUser.send, Plugin.finish_window)."""
+    sequence as deploybench.loadtests.common (DeployBenchUser.send, Plugin.finish_window)."""
     end = T0 + round(window_s * NS_PER_S)
     service = round(NS_PER_S / capacity_rps)
     sched = ArrivalSchedule(offered_rps, "constant", max_lag_s=max_lag_s, window_start_ns=T0)
@@ -488,11 +487,11 @@ def test_a_worker_without_a_fresh_assignment_is_refused_and_sends_nothing(
 def test_payload_choice_is_reproducible(monkeypatch: pytest.MonkeyPatch) -> None:
     """Before: random.Random(seed * 1_000_003 + id(self) % 1000): a memory address, so a rerun with the same
     --seed chose other payloads. Now (seed, generator index, spawn number)."""
-    from loadtests.tabular import TabularUser
+    from deploybench.loadtests.tabular import TabularUser
 
     plugin = Plugin()
     monkeypatch.setattr(common, "PLUGIN", plugin)
-    monkeypatch.setattr("loadtests.tabular.PLUGIN", plugin)
+    monkeypatch.setattr("deploybench.loadtests.tabular.PLUGIN", plugin)
 
     def run(seed: int) -> list[list[Any]]:
         plugin._user_seq = 0  # a new test

@@ -70,5 +70,29 @@ def test_ci_runs_exactly_the_readme_test_command_in_a_venv_of_its_own() -> None:
 
 def test_configs_ship_as_package_data() -> None:
     data = PYPROJECT["tool"]["setuptools"]["package-data"]
-    assert data["decisions.compare"] == ["configs/*.toml"]
-    assert list((ROOT / "decisions" / "compare" / "configs").glob("*.toml"))
+    assert data["deploybench.decisions.compare"] == ["configs/*.toml"]
+    assert list((ROOT / "deploybench" / "decisions" / "compare" / "configs").glob("*.toml"))
+    assert PYPROJECT["tool"]["setuptools"]["package-data"]["deploybench.targets"] == ["data/*"]
+
+
+def test_one_installed_namespace_lists_every_package_folder() -> None:
+    """The wheel's only top-level name is deploybench: the design's folders map to its subpackages, and the
+    explicit package list names every folder with an __init__.py (a new subpackage must be added there)."""
+    tool = PYPROJECT["tool"]["setuptools"]
+    dirs = {"deploybench": "deploybench", **tool["package-dir"]}
+    assert dirs == {
+        "deploybench": "deploybench",
+        "deploybench.targets": "targets",
+        "deploybench.loadtests": "loadtests",
+        "deploybench.bench": "bench",
+        "deploybench.reports": "reports",
+    }
+    on_disk = set()
+    for package, folder in dirs.items():
+        for init in (ROOT / folder).rglob("__init__.py"):
+            on_disk.add(".".join([package, *init.parent.relative_to(ROOT / folder).parts]))
+    assert set(tool["packages"]) == on_disk
+    assert all(p.split(".")[0] == "deploybench" for p in tool["packages"])
+    assert PYPROJECT["project"]["scripts"] == {"deploybench": "deploybench.commands.cli:main"}
+    for generic in ("commands", "decisions"):
+        assert not (ROOT / generic).exists(), f"{generic}/ lives in deploybench/ now"

@@ -161,7 +161,7 @@ def test_malformed_record_is_a_usage_error_on_the_cli(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Exit 2 with a message (not a traceback and exit 1, which CI would read as a regression)."""
-    from commands.cli import main
+    from deploybench.commands.cli import main
 
     good = tmp_path / "good.json"
     rec = _record()
@@ -175,7 +175,7 @@ def test_malformed_record_is_a_usage_error_on_the_cli(
 
 
 def test_malformed_baseline_config_json_is_a_usage_error(tmp_path: Path) -> None:
-    from decisions.gate.baseline import find_baseline, save_baseline
+    from deploybench.decisions.gate.baseline import find_baseline, save_baseline
 
     store = tmp_path / "store"
     rec = _record()

@@ -14,10 +14,7 @@ import re
 from pathlib import Path
 
 import pytest
-
-from commands.cli import main as cli_main
-from deploybench.record import load_records
-from reports.render import (
+from deploybench.reports.render import (
     CSV_COLUMNS,
     expand_record_paths,
     fmt_bytes,
@@ -28,6 +25,9 @@ from reports.render import (
     write_csv,
     write_report,
 )
+
+from deploybench.commands.cli import main as cli_main
+from deploybench.record import load_records
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 RECORD_FILES = [

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from decisions.compare.saturation import (
+from deploybench.decisions.compare.saturation import (
     RateMeasurement,
     SloRules,
     Window,

@@ -11,12 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from commands.cli import main
-from deploybench.errors import UsageError
-from targets import zoo
-from targets.predictors import PREDICTOR_CLASSES, load_predictor, open_predictor
-from targets.zoo import (
+from deploybench.targets import zoo
+from deploybench.targets.predictors import PREDICTOR_CLASSES, load_predictor, open_predictor
+from deploybench.targets.zoo import (
     MODELS,
     SEEDED_RANDOM,
     ArtifactError,
@@ -28,6 +25,9 @@ from targets.zoo import (
     sample_inputs,
     sha256_file,
 )
+
+from deploybench.commands.cli import main
+from deploybench.errors import UsageError
 
 ALL_ARTIFACTS = [(m, f) for m, spec in MODELS.items() for f in spec.formats]
 
@@ -110,7 +110,7 @@ TORCHVISION_SHAPES = {
 
 @pytest.mark.parametrize("name", ["resnet18", "resnet50"])
 def test_resnet_state_dict_uses_torchvision_names(name: str) -> None:
-    from targets.resnet import ARCHITECTURES
+    from deploybench.targets.resnet import ARCHITECTURES
 
     net = ARCHITECTURES[name]()
     state = net.state_dict()
@@ -185,8 +185,7 @@ def test_manifest_describes_every_artifact(zoo_dir: Path) -> None:
 
 def _seeded_resnet18_state(seed: int) -> dict:
     import torch
-
-    from targets.resnet import resnet18
+    from deploybench.targets.resnet import resnet18
 
     torch.manual_seed(seed)
     net = resnet18()
@@ -200,8 +199,7 @@ def _seeded_resnet18_state(seed: int) -> dict:
 
 def test_user_weights_round_trip_through_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     import torch
-
-    from targets.resnet import SoftmaxHead, resnet18
+    from deploybench.targets.resnet import SoftmaxHead, resnet18
 
     state = _seeded_resnet18_state(123)
     weights = tmp_path / "resnet18-user.pth"

@@ -1,5 +1,7 @@
-"""`deploybench bench`: run the in-process micro-benchmarks (``bench.run``), write their records and a
-report (``reports.render``). ``--model-file`` (repeatable: the same model in several formats) benchmarks
+"""`deploybench bench`: run the in-process micro-benchmarks (``deploybench.bench.run``), write their records
+and a
+report (``deploybench.reports.render``). ``--model-file`` (repeatable: the same model in several formats)
+benchmarks
 your model's files like zoo artifacts (alone, or with the zoo models named by ``--models``)."""
 
 from __future__ import annotations
@@ -7,15 +9,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bench.profiles import PROFILES, select_profile
-from bench.run import run_bench
-from bench.suite import UserBenchModel, check_selection
-from commands.model_options import add_model_file_arguments, user_model_from_args
+from deploybench.bench.profiles import PROFILES, select_profile
+from deploybench.bench.run import run_bench
+from deploybench.bench.suite import UserBenchModel, check_selection
+from deploybench.commands.model_options import add_model_file_arguments, user_model_from_args
 from deploybench.io import parse_csv
 from deploybench.paths import results_dir, zoo_dir
-from reports.render import parse_formats, write_report
-from targets.catalog import MODELS, load_manifest
-from targets.modelfile import inspect_user_model
+from deploybench.reports.render import parse_formats, write_report
+from deploybench.targets.catalog import MODELS, load_manifest
+from deploybench.targets.modelfile import inspect_user_model
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -13,7 +13,8 @@
 3. Per round and series, ``candidate / base`` of each rule's statistic (difference for absolute rules): the
    paired rounds are the independent units. The change is the geometric mean over rounds, its CI and
    one-sided p-value a paired t over rounds (``deploybench.stats.paired_estimate``); verdicts, the Holm
-   correction over all rules x series and exit codes as ``deploybench gate`` (``decisions.gate.judge``):
+   correction over all rules x series and exit codes as ``deploybench gate``
+   (``deploybench.decisions.gate.judge``):
    0 pass, 1 regression, 2 usage error / incomparable (different configs between the sides, a failed or
    timed-out measurement, no records written).
 
@@ -44,8 +45,8 @@ from typing import Any
 
 import numpy as np
 
-from decisions.gate.judge import LOST, apply_estimate, change, finalize, metric_unit, point_value
-from decisions.gate.matching import (
+from deploybench.decisions.gate.judge import LOST, apply_estimate, change, finalize, metric_unit, point_value
+from deploybench.decisions.gate.matching import (
     check_env,
     check_records,
     config_identity,
@@ -53,7 +54,7 @@ from decisions.gate.matching import (
     pair_groups,
     pair_series,
 )
-from decisions.gate.rules import Rule
+from deploybench.decisions.gate.rules import Rule
 from deploybench.errors import UsageError
 from deploybench.paths import zoo_dir
 from deploybench.procs import stop_process_group, tail_text
@@ -302,7 +303,8 @@ def ab_gate(
     series_filter: Sequence[str] = (),
 ) -> GateResult:
     """Paired rounds as the units: per-round candidate/base ratios (differences for absolute rules) ->
-    change, paired t interval, one-sided p-value; Holm over all rows (``decisions.gate.judge.finalize``)."""
+    change, paired t interval, one-sided p-value; Holm over all rows
+    (``deploybench.decisions.gate.judge.finalize``)."""
     result = GateResult(confidence=confidence, title=f"A/B gate ({len(rounds)} rounds)")
     values, labels = _round_values(rounds, rules, result, force, series_filter)
     rule_by_text = {r.text: r for r in rules}

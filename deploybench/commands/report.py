@@ -1,5 +1,5 @@
 """`deploybench report`: render run records as Markdown, HTML (+PNG plots), CSV and JSON
-(``reports.render``)."""
+(``deploybench.reports.render``)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 from deploybench.paths import results_dir
 from deploybench.record import load_records
-from reports.render import expand_record_paths, parse_formats, write_report
+from deploybench.reports.render import expand_record_paths, parse_formats, write_report
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

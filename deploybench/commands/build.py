@@ -14,9 +14,9 @@ from typing import Any
 from deploybench import paths
 from deploybench.errors import UsageError
 from deploybench.io import parse_csv
+from deploybench.targets.catalog import MODELS, manifest_path
+from deploybench.targets.zoo import ParityError, build_zoo
 from deploybench.vocabulary import MODEL_FORMATS
-from targets.catalog import MODELS, manifest_path
-from targets.zoo import ParityError, build_zoo
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -22,11 +22,11 @@ import subprocess
 import sys
 import time
 
-from commands.args import cpu_list, host_port
+from deploybench.commands.args import cpu_list, host_port
 from deploybench.env import pinned_argv
 from deploybench.errors import UsageError
-from loadtests.payloads import parse_headers
-from loadtests.runner import RUNNER_SCENARIOS, locust_env, scenario_file, user_locustfile
+from deploybench.loadtests.payloads import parse_headers
+from deploybench.loadtests.runner import RUNNER_SCENARIOS, locust_env, scenario_file, user_locustfile
 
 KEEP_MIN_RUN_S = 1.0  # --keep: a Locust worker that exits sooner never ran (e.g. a broken locustfile)
 

@@ -1,17 +1,17 @@
 """`deploybench gate`: compare current records with a baseline under rules; exit 1 on a regression.
 The rule and significance options are shared with `deploybench ab`. Significance comes from runs (2+ on a
 side), else from time blocks within one run (which cannot see drift between the runs: said in the output);
-see ``decisions.gate.judge``."""
+see ``deploybench.decisions.gate.judge``."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from decisions.gate.baseline import DEFAULT_BASELINE, resolve_baseline
-from decisions.gate.judge import gate
-from decisions.gate.matching import latest_runs, load_inputs
-from decisions.gate.rules import (
+from deploybench.decisions.gate.baseline import DEFAULT_BASELINE, resolve_baseline
+from deploybench.decisions.gate.judge import gate
+from deploybench.decisions.gate.matching import latest_runs, load_inputs
+from deploybench.decisions.gate.rules import (
     DEFAULT_BOOTSTRAP,
     DEFAULT_RULES,
     Rule,
@@ -21,8 +21,8 @@ from decisions.gate.rules import (
 )
 from deploybench.errors import UsageError
 from deploybench.paths import results_dir
+from deploybench.reports.gate_render import render_table, write_outputs
 from deploybench.verdicts import DEFAULT_CONFIDENCE
-from reports.gate_render import render_table, write_outputs
 
 
 def add_rule_arguments(parser: argparse.ArgumentParser) -> None:

@@ -14,17 +14,35 @@ from deploybench.errors import UsageError
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "build": ("commands.build", "build every model x format into the zoo, with a manifest"),
-    "serve": ("commands.serve", "start a Flask or FastAPI target under gunicorn/uvicorn"),
-    "load": ("commands.load", "start a target (or use --url), run a load scenario, write a run record"),
-    "worker": ("commands.worker", "a Locust worker for a `deploybench load --expect-workers` master"),
-    "locustfile": ("commands.locustfile", "print the path of a built-in Locust scenario (for locust -f)"),
-    "bench": ("commands.bench", "run the in-process micro-benchmarks and write records + report"),
-    "report": ("commands.report", "render run records as Markdown, HTML (+PNG plots), CSV, JSON"),
-    "gate": ("commands.gate", "compare records with a baseline under rules; exit 1 on a regression"),
-    "baseline": ("commands.baseline", "save or show the baseline records, keyed by environment"),
-    "ab": ("commands.ab", "same-job A/B: measure a base git ref and the working tree interleaved, then gate"),
-    "compare": ("commands.compare", "run a matrix of deployment choices and rank them under a P99 SLO"),
+    "build": ("deploybench.commands.build", "build every model x format into the zoo, with a manifest"),
+    "serve": ("deploybench.commands.serve", "start a Flask or FastAPI target under gunicorn/uvicorn"),
+    "load": (
+        "deploybench.commands.load",
+        "start a target (or use --url), run a load scenario, write a run record",
+    ),
+    "worker": (
+        "deploybench.commands.worker",
+        "a Locust worker for a `deploybench load --expect-workers` master",
+    ),
+    "locustfile": (
+        "deploybench.commands.locustfile",
+        "print the path of a built-in Locust scenario (for locust -f)",
+    ),
+    "bench": ("deploybench.commands.bench", "run the in-process micro-benchmarks and write records + report"),
+    "report": ("deploybench.commands.report", "render run records as Markdown, HTML (+PNG plots), CSV, JSON"),
+    "gate": (
+        "deploybench.commands.gate",
+        "compare records with a baseline under rules; exit 1 on a regression",
+    ),
+    "baseline": ("deploybench.commands.baseline", "save or show the baseline records, keyed by environment"),
+    "ab": (
+        "deploybench.commands.ab",
+        "same-job A/B: measure a base git ref and the working tree interleaved, then gate",
+    ),
+    "compare": (
+        "deploybench.commands.compare",
+        "run a matrix of deployment choices and rank them under a P99 SLO",
+    ),
 }
 
 

@@ -1,5 +1,6 @@
 """Latency regression gate: compare current run records with a baseline under declarative rules
-(``decisions.gate.rules``); the public judging API that ``deploybench gate`` and ``deploybench ab`` share.
+(``deploybench.decisions.gate.rules``); the public judging API that ``deploybench gate`` and ``deploybench
+ab`` share.
 
 Significance comes only from independent units, never from requests treated as independent (requests of a
 load run queue behind each other; consecutive micro-benchmark calls share the machine's state):
@@ -12,7 +13,7 @@ load run queue behind each other; consecutive micro-benchmark calls share the ma
   recomputed from the merged counts of the resampled blocks, t reference with df = blocks - 1. This covers
   the noise within each run, *not* a change of the machine between the two runs (said in the output);
   fewer than ``MIN_BLOCKS`` blocks, or an old record without blocks: no significance can be claimed;
-- A/B rounds (``decisions.ab``): the paired rounds are the units.
+- A/B rounds (``deploybench.decisions.ab``): the paired rounds are the units.
 
 Verdict (``finalize``): every row with a p-value joins one Holm family (all rules x series of the gate
 call; a statistic with no variation and no change, e.g. no errors on either side, cannot become
@@ -24,7 +25,8 @@ change exactly at the limit is caught about half the time by any rule of this ki
 carries ``detectable``, the change caught 9 times in 10 at the measured noise, and the result notes rules
 that cannot reach 1.5x their limit. Never retried: one evaluation, one verdict.
 
-Comparability (``decisions.gate.matching``): series are matched by name + params; record groups by config
+Comparability (``deploybench.decisions.gate.matching``): series are matched by name + params; record groups
+by config
 and kind. Different configs, environments or incomplete records are refused (exit 2) unless ``force`` (then
 compared, with a note). Exit codes: 0 pass, 1 regression, 2 usage error or incomparable input.
 """
@@ -36,8 +38,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from decisions.gate.matching import IncomparableError, check_env, check_records, pair_groups, pair_series
-from decisions.gate.rules import DEFAULT_BOOTSTRAP, LATENCY_METRICS, Rule
+from deploybench.decisions.gate.matching import (
+    IncomparableError,
+    check_env,
+    check_records,
+    pair_groups,
+    pair_series,
+)
+from deploybench.decisions.gate.rules import DEFAULT_BOOTSTRAP, LATENCY_METRICS, Rule
 from deploybench.errors import UsageError
 from deploybench.record import RunRecord, Series
 from deploybench.stats import (

@@ -1,6 +1,6 @@
 """Matrix files for `deploybench compare`: parse + validate a TOML config, expand it into choices.
 
-A config file (see the built-in ones, ``decisions/compare/configs/*.toml``) has four tables, every key
+A config file (see the built-in ones, ``deploybench/decisions/compare/configs/*.toml``) has four tables, every key
 optional (defaults below)::
 
     name = "quick"
@@ -43,7 +43,8 @@ optional (defaults below)::
     name = "digits"                # default: the first file's stem
     files = { onnx = "digits.onnx", pickle = "digits.joblib" }  # format = path (relative to this file),
                                    # or a list of paths (formats from the extensions); every file is a choice
-    trust_pickle = "<sha256>"      # the opt-in to unpickle its pickle file (see targets.modelfile)
+    trust_pickle = "<sha256>"      # the opt-in to unpickle its pickle file (see
+    deploybench.targets.modelfile)
     input_shape = [64]             # only when no file declares it; also sample_input, labels, mean, std,
                                    # resize_px (as the --model-file options)
 
@@ -90,17 +91,8 @@ from typing import Any
 from deploybench.compare_doc import Choice, Skipped
 from deploybench.errors import UsageError
 from deploybench.io import parse_host_port
-from deploybench.vocabulary import (
-    ENGINES,
-    FRAMEWORK_SERVERS,
-    HANDLER_STYLES,
-    MODEL_FORMATS,
-    OPEN_LOOP_MODELS,
-    SERVERS,
-    TASKS,
-)
-from targets.catalog import MODELS
-from targets.modelfile import (
+from deploybench.targets.catalog import MODELS
+from deploybench.targets.modelfile import (
     NAME_RE,
     ModelFileError,
     UserModel,
@@ -110,6 +102,15 @@ from targets.modelfile import (
     parse_floats,
     parse_shape,
     resolve_format,
+)
+from deploybench.vocabulary import (
+    ENGINES,
+    FRAMEWORK_SERVERS,
+    HANDLER_STYLES,
+    MODEL_FORMATS,
+    OPEN_LOOP_MODELS,
+    SERVERS,
+    TASKS,
 )
 
 # The built-in matrix files, shipped as package data (``--config quick`` = configs/quick.toml).

@@ -5,7 +5,7 @@ Layout (a folder, ``baselines/`` by default)::
     baselines/
       <env-hash>/                  # sha256 of deploybench.env.env_key(env): CPU, cores, Python, libraries
         env.json                   # the key fields (readable), plus the hostname it was saved from
-        <config-slug>-<hash>/      # one per config (decisions.gate.matching.config_identity)
+        <config-slug>-<hash>/      # one per config (deploybench.decisions.gate.matching.config_identity)
           config.json
           runs/<run_id>.json       # one or more records: several runs = repeated-run baseline
 
@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from decisions.gate.matching import (
+from deploybench.decisions.gate.matching import (
     IncomparableError,
     config_identity,
     describe_identity,

@@ -9,7 +9,8 @@ Per choice (``Choice``: framework x server x model x format x workers x threads)
 2. warm up, then closed-loop windows until consecutive windows agree (or a max duration): the closed-loop
    throughput seeds the search bounds;
 3. an open-loop run at the matrix's common rate: P50/P95/P99, errors and server CPU at the same load for all;
-4. the coarse saturation search (``decisions.compare.saturation``): short open-loop runs, bisection over the
+4. the coarse saturation search (``deploybench.decisions.compare.saturation``): short open-loop runs,
+bisection over the
    arrival rate, for the highest rate whose corrected P99 meets the SLO with errors <= 1% (dropped and
    never-sent slots included) and >= 95% of the scheduled requests succeeding;
 5. ``search.repeats`` repeated searches inside the coarse bracket (widened): R independent estimates, whose
@@ -42,8 +43,19 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from decisions.compare.config import CompareConfig, open_loop_users, step_duration_s
-from decisions.compare.driver import (
+from deploybench.compare_doc import (
+    SUMMARY_NAME,
+    Choice,
+    ChoiceResult,
+    CompareRun,
+    LoadFigures,
+    RateInterval,
+    Skipped,
+    rank,
+    verdict,
+)
+from deploybench.decisions.compare.config import CompareConfig, open_loop_users, step_duration_s
+from deploybench.decisions.compare.driver import (
     Driver,
     Target,
     core_split,
@@ -51,7 +63,7 @@ from decisions.compare.driver import (
     process_tree_cpu_s,
     resolve_pin,
 )
-from decisions.compare.saturation import (
+from deploybench.decisions.compare.saturation import (
     RateMeasurement,
     RatePoint,
     RepeatEstimate,
@@ -65,17 +77,6 @@ from decisions.compare.saturation import (
     measure_until_stable,
     repeat_bracket,
     saturation_search,
-)
-from deploybench.compare_doc import (
-    SUMMARY_NAME,
-    Choice,
-    ChoiceResult,
-    CompareRun,
-    LoadFigures,
-    RateInterval,
-    Skipped,
-    rank,
-    verdict,
 )
 from deploybench.env import capture_env
 from deploybench.errors import TargetError, UsageError

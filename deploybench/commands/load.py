@@ -1,5 +1,5 @@
 """`deploybench load`: start a target (or use --url of any HTTP service), run a Locust scenario headless,
-write a run record (``loadtests.runner``); prints one line per endpoint and the record's path.
+write a run record (``deploybench.loadtests.runner``); prints one line per endpoint and the record's path.
 
 Your own API: ``--url`` with ``--path``, ``--method``, ``--header`` (repeatable) and ``--payload`` (a JSON
 lines file or a folder of images) runs the ``api`` scenario; ``--locustfile`` runs your own
@@ -13,18 +13,18 @@ import os
 from pathlib import Path
 from typing import Any
 
-from commands.args import cpu_list, host_port
-from commands.model_options import add_model_file_arguments, model_file_options
+from deploybench.commands.args import cpu_list, host_port
+from deploybench.commands.model_options import add_model_file_arguments, model_file_options
 from deploybench.errors import UsageError
-from deploybench.vocabulary import ENGINES, FRAMEWORKS, HANDLER_STYLES, LOAD_MODELS
-from loadtests.payloads import parse_headers
-from loadtests.runner import (
+from deploybench.loadtests.payloads import parse_headers
+from deploybench.loadtests.runner import (
     API_OPTIONS,
     RUNNER_SCENARIOS,
     format_summary,
     run_load_to_file,
 )
-from targets.serve import TargetConfig, inspect_model_file
+from deploybench.targets.serve import TargetConfig, inspect_model_file
+from deploybench.vocabulary import ENGINES, FRAMEWORKS, HANDLER_STYLES, LOAD_MODELS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -122,7 +122,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     api.add_argument("--multipart-field", help="form field of the image uploads (default file)")
     api.add_argument(
         "--locustfile",
-        help="your own Locust file (users subclass loadtests.user.DeployBenchUser) instead of --scenario",
+        help="your own Locust file (users subclass deploybench.loadtests.user.DeployBenchUser) "
+        "instead of --scenario",
     )
     add_model_file_arguments(parser)
 

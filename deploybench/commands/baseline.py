@@ -1,12 +1,12 @@
 """`deploybench baseline save|show`: store records as the baseline of their environment + config, or list
-the store (``decisions.gate.baseline``)."""
+the store (``deploybench.decisions.gate.baseline``)."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from decisions.gate.baseline import (
+from deploybench.decisions.gate.baseline import (
     DEFAULT_BASELINE,
     env_hash,
     how_to_create,
@@ -14,7 +14,7 @@ from decisions.gate.baseline import (
     render_store,
     save_baseline,
 )
-from decisions.gate.matching import latest_runs, load_inputs
+from deploybench.decisions.gate.matching import latest_runs, load_inputs
 from deploybench.env import capture_env
 from deploybench.errors import UsageError
 

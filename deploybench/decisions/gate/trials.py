@@ -1,6 +1,7 @@
 """Measure the gate's error rates on this machine: K trials of each gate mode, A/A and with a true slowdown.
 
-``python -m decisions.gate.trials --trials 20`` (run it on a quiet machine). Wall time on 2 cores: one load
+``python -m deploybench.decisions.gate.trials --trials 20`` (run it on a quiet machine). Wall time on 2
+cores: one load
 run ~7 s; an A/B trial number is 3 x ``--rounds`` runs (10 rounds: ~210 s) and gives one A/A and one
 slowdown trial; a single-run trial is one run; so 20 trials of each kind take ~70 min for ``ab`` and ~5 min
 for ``single`` (+1 min to set the delay).
@@ -38,10 +39,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from decisions.ab import ab_gate, measure_once, repo_root, shared_zoo
-from decisions.gate.baseline import resolve_baseline, save_baseline
-from decisions.gate.judge import gate
-from decisions.gate.rules import DEFAULT_RULES, parse_rules
+from deploybench.decisions.ab import ab_gate, measure_once, repo_root, shared_zoo
+from deploybench.decisions.gate.baseline import resolve_baseline, save_baseline
+from deploybench.decisions.gate.judge import gate
+from deploybench.decisions.gate.rules import DEFAULT_RULES, parse_rules
 from deploybench.errors import UsageError
 from deploybench.io import utc_stamp, write_json_atomic
 from deploybench.record import RunRecord, load_records
@@ -217,7 +218,7 @@ def _summary(mode: str, what: str, outcome: dict[str, list[dict[str, Any]]]) -> 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m decisions.gate.trials", description=__doc__.split("\n")[0]
+        prog="python -m deploybench.decisions.gate.trials", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--trials", type=int, default=20, help="trials per mode and kind (default 20)")
     parser.add_argument("--modes", default="ab,single", help="ab, single or both (default ab,single)")

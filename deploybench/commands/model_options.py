@@ -1,10 +1,11 @@
 """The ``--model-file`` options shared by ``serve``, ``load``, ``bench`` and ``compare``: your own model
 file (ONNX, scikit-learn joblib/pickle, TorchScript, torch.export .pt2) instead of a zoo model
-(``targets.modelfile`` has the rules: format, input shape, classes, the pickle opt-in).
+(``deploybench.targets.modelfile`` has the rules: format, input shape, classes, the pickle opt-in).
 
 A command adds them with ``add_model_file_arguments(parser)`` and turns them into ``TargetConfig`` keyword
 arguments with ``model_file_options(args)`` (``{}`` without ``--model-file``), or into a
-``targets.modelfile.UserModel`` (several files = several formats of one model) with ``user_model_from_args``.
+``deploybench.targets.modelfile.UserModel`` (several files = several formats of one model) with
+``user_model_from_args``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from deploybench.errors import UsageError
-from targets.modelfile import UserModel, default_model_name, parse_floats, parse_shape, resolve_format
+from deploybench.targets.modelfile import (
+    UserModel,
+    default_model_name,
+    parse_floats,
+    parse_shape,
+    resolve_format,
+)
 
 
 def add_model_file_arguments(parser: argparse.ArgumentParser, *, several: bool = False) -> None:
@@ -116,7 +123,7 @@ def user_model_from_args(args: argparse.Namespace, fmt: str | None = None) -> Us
     """The user model of ``--model-file`` (every file given: one per format), or None without it.
 
     ``fmt`` (``--format``) applies to a single file. Cheap checks only (files, formats, names, the pickle
-    opt-in); ``targets.modelfile.inspect_user_model`` loads it."""
+    opt-in); ``deploybench.targets.modelfile.inspect_user_model`` loads it."""
     check_no_stray_options(args)
     paths = _files(args)
     if not paths:

@@ -1,12 +1,13 @@
 """`deploybench compare`: run a matrix of deployment choices and rank them under a P99 SLO (see
-``decisions.compare.run``); ``--report DIR`` re-renders an earlier run's report.
+``deploybench.decisions.compare.run``); ``--report DIR`` re-renders an earlier run's report.
 
-``--model-file`` (repeatable: one model in several formats, with the ``commands.model_options`` options)
+``--model-file`` (repeatable: one model in several formats, with the ``deploybench.commands.model_options``
+options)
 compares your model's formats instead of the config's zoo models (add ``--model`` to keep those too);
 ``--url NAME=URL`` (repeatable) adds an already-running service as a choice (never started or stopped): to
 the matrix when one is asked for (``-c``, a matrix override or ``--model-file``), else it is the only kind of
 choice (``--url`` alone measures just the URLs, with the default file's settings). A matrix file does the same
-with ``[[models]]`` and ``[[urls]]`` (``decisions.compare.config``)."""
+with ``[[models]]`` and ``[[urls]]`` (``deploybench.decisions.compare.config``)."""
 
 from __future__ import annotations
 
@@ -17,9 +18,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from commands.args import csv_ints, csv_list
-from commands.model_options import add_model_file_arguments, user_model_from_args
-from decisions.compare.config import (
+from deploybench.commands.args import csv_ints, csv_list
+from deploybench.commands.model_options import add_model_file_arguments, user_model_from_args
+from deploybench.compare_doc import ChoiceResult, CompareRun, describe_split, load_compare
+from deploybench.decisions.compare.config import (
     SCENARIOS,
     CompareConfig,
     ModelInfo,
@@ -32,16 +34,15 @@ from decisions.compare.config import (
     validate,
     zoo_catalog,
 )
-from decisions.compare.driver import RealDriver, core_split, fetch_health, resolve_pin
-from decisions.compare.run import run_matrix
-from deploybench.compare_doc import ChoiceResult, CompareRun, describe_split, load_compare
+from deploybench.decisions.compare.driver import RealDriver, core_split, fetch_health, resolve_pin
+from deploybench.decisions.compare.run import run_matrix
 from deploybench.errors import UsageError
 from deploybench.io import utc_stamp
 from deploybench.paths import results_dir
 from deploybench.paths import zoo_dir as default_zoo_dir
+from deploybench.reports.compare_render import ranked_table_markdown, write_report
+from deploybench.targets.catalog import MODELS
 from deploybench.vocabulary import ENGINES
-from reports.compare_render import ranked_table_markdown, write_report
-from targets.catalog import MODELS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

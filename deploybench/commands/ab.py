@@ -1,5 +1,6 @@
 """`deploybench ab`: measure a base git ref and the working tree interleaved, then gate on the ratio
-(``decisions.ab``). Rule options as `deploybench gate`. ``--calibrate``: A/A rounds of the working tree, the
+(``deploybench.decisions.ab``). Rule options as `deploybench gate`. ``--calibrate``: A/A rounds of the
+working tree, the
 machine's noise floor and the change a gate of ``--gate-rounds`` rounds detects (exit 0)."""
 
 from __future__ import annotations
@@ -9,14 +10,14 @@ import os
 import sys
 from pathlib import Path
 
-from commands.gate import add_rule_arguments, rules_from_args
-from decisions.ab import ab_gate, calibrate, run_ab
+from deploybench.commands.gate import add_rule_arguments, rules_from_args
+from deploybench.decisions.ab import ab_gate, calibrate, run_ab
 from deploybench.errors import UsageError
 from deploybench.io import utc_stamp, write_json_atomic
+from deploybench.loadtests.runner import ENGINE_ENV
 from deploybench.paths import results_dir
+from deploybench.reports.gate_render import render_calibration, render_table, write_outputs
 from deploybench.vocabulary import ENGINES
-from loadtests.runner import ENGINE_ENV
-from reports.gate_render import render_calibration, render_table, write_outputs
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from loadtests.runner import RUNNER_SCENARIOS, SCENARIO_DIR, scenario_file
+from deploybench.loadtests.runner import RUNNER_SCENARIOS, SCENARIO_DIR, scenario_file
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

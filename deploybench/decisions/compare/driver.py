@@ -1,8 +1,9 @@
 """How `deploybench compare` drives targets and load: the ``Driver`` interface (so the orchestration in
-``decisions.compare.run`` is testable with fakes) and ``RealDriver``, which starts real targets
-(``targets.serve``) and runs real load (``loadtests.runner``).
+``deploybench.decisions.compare.run`` is testable with fakes) and ``RealDriver``, which starts real targets
+(``deploybench.targets.serve``) and runs real load (``deploybench.loadtests.runner``).
 
-Choices of the user's own model files are served from their files (``targets.modelfile``); external choices
+Choices of the user's own model files are served from their files (``deploybench.targets.modelfile``);
+external choices
 (``[[urls]]``) are services already running: ``start`` only checks that their /health answers, and nothing
 stops them. A model whose requests the built-in scenarios cannot make (a user's tabular model: F features,
 not iris's 4) is loaded with the ``api`` scenario and generated request bodies of its input spec (the
@@ -20,16 +21,16 @@ from typing import Any, Protocol
 import numpy as np
 import psutil
 
-from decisions.compare.config import CompareConfig, master_address
 from deploybench import procs
 from deploybench.compare_doc import Choice
+from deploybench.decisions.compare.config import CompareConfig, master_address
 from deploybench.errors import TargetError, UsageError
 from deploybench.io import write_atomic
+from deploybench.loadtests.runner import run_load
 from deploybench.record import RunRecord
-from loadtests.runner import run_load
-from targets.catalog import MODELS
-from targets.modelfile import UserModelInfo, load_sample_input
-from targets.serve import ServerProcess, TargetConfig
+from deploybench.targets.catalog import MODELS
+from deploybench.targets.modelfile import UserModelInfo, load_sample_input
+from deploybench.targets.serve import ServerProcess, TargetConfig
 
 HEALTH_TIMEOUT_S = 5.0
 PAYLOAD_ROWS = 64  # distinct request bodies generated for a user's tabular model
@@ -124,8 +125,9 @@ def process_tree_cpu_s(pid: int) -> float | None:
 
 
 class RealDriver:
-    """Targets from ``targets.serve`` and load from ``loadtests.runner.run_load``. ``model_infos``: the
-    user's models of the matrix, inspected (``decisions.compare.config.inspect_models``)."""
+    """Targets from ``deploybench.targets.serve`` and load from ``deploybench.loadtests.runner.run_load``.
+    ``model_infos``: the
+    user's models of the matrix, inspected (``deploybench.decisions.compare.config.inspect_models``)."""
 
     def __init__(
         self,

@@ -1,6 +1,8 @@
-"""`deploybench serve`: start one target (``targets.serve.ServerProcess``) in the foreground until Ctrl-C or
+"""`deploybench serve`: start one target (``deploybench.targets.serve.ServerProcess``) in the foreground
+until Ctrl-C or
 SIGTERM. The model is a zoo model (``--model``, ``--format``) or your own file (``--model-file``, see
-``commands.model_options``); a model file is loaded and inspected here first, so a bad one is a one-line
+``deploybench.commands.model_options``); a model file is loaded and inspected here first, so a bad one is a
+one-line
 error (exit code 2) before any server starts."""
 
 from __future__ import annotations
@@ -12,12 +14,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from commands.args import cpu_list
-from commands.model_options import add_model_file_arguments, model_file_options
+from deploybench.commands.args import cpu_list
+from deploybench.commands.model_options import add_model_file_arguments, model_file_options
 from deploybench.errors import TargetError
+from deploybench.targets.modelfile import UserModelInfo
+from deploybench.targets.serve import Limits, ServerProcess, TargetConfig, inspect_model_file
 from deploybench.vocabulary import FRAMEWORK_SERVERS, HANDLER_STYLES, SERVERS
-from targets.modelfile import UserModelInfo
-from targets.serve import Limits, ServerProcess, TargetConfig, inspect_model_file
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

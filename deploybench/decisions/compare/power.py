@@ -11,8 +11,8 @@ power (at gap 0: the false-separation rate).
 log estimates (every complete choice with 2 or more repeats, pooled over all the folders) and their median
 floor (``--only TEXT``: only the choices whose id contains it). Usage::
 
-    python -m decisions.compare.power --from results/compare/<stamp>-quick --gap 0.05,0.12,0.25
-    python -m decisions.compare.power --log-sd 0.09 --floor-log 0.038 --repeats 3,5,8,15
+    python -m deploybench.decisions.compare.power --from results/compare/<stamp>-quick --gap 0.05,0.12,0.25
+    python -m deploybench.decisions.compare.power --log-sd 0.09 --floor-log 0.038 --repeats 3,5,8,15
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def _numbers(text: str, kind: type, what: str) -> list:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m decisions.compare.power", description=__doc__.split("\n")[0]
+        prog="python -m deploybench.decisions.compare.power", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--from", dest="dirs", nargs="+", type=Path, help="compare result folders")
     parser.add_argument("--only", default="", help="with --from: only choices whose id contains this text")
