@@ -63,7 +63,8 @@ PROFILES: dict[str, Profile] = {
     "quick": Profile(
         name="quick",
         description=(
-            "about 5 minutes on 2 cores: every model x format; tabular batch 1/8/64/512 at 1 thread "
+            "74 s of benchmarks on 2 cores (docs/measurements/micro-benchmarks.md): every model x format; "
+            "tabular batch 1/8/64/512 at 1 thread "
             "(+ all cores at 512); image batch 1 at 1 thread and all cores, batch 8 at all cores; "
             "1 s per case, 5..1000 rounds, warm-up >= 3 calls and 0.2 s, 3 loads per artifact"
         ),

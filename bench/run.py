@@ -1,7 +1,7 @@
 """Run the pytest-benchmark suite in bench/ and convert its results to RunRecords (``run_bench``); behind
 ``deploybench bench`` (``deploybench.commands.bench``, which also writes the report):
 
-    deploybench bench                      # quick profile (about 5 minutes on 2 cores)
+    deploybench bench                      # quick profile (74 s of benchmarks on 2 cores)
     deploybench bench --full               # every model x format x batch x threads, more rounds
     deploybench bench --profile tiny --models iris-rf   # seconds (tests)
     deploybench bench --model-file m.onnx --model-file m.joblib --trust-pickle SHA256   # your model's formats

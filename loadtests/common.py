@@ -674,8 +674,7 @@ _registered = False
 def register() -> Plugin:
     """Hook deploybench's options and ``PLUGIN`` into Locust's events (idempotent; eight listeners). Every
     locustfile of ours calls it when imported (the built-in scenarios, ``deploybench.loadtests.user`` for
-    yours);
-    importing this module alone registers nothing."""
+    yours); importing this module alone registers nothing."""
     global _registered
     if not _registered:
         _registered = True

@@ -1,7 +1,6 @@
 """The engine-neutral half of a load run: options, the record's config, the generator's headroom, the warnings
 and the save. Locust-free: the Locust adapter (``deploybench.loadtests.common``) and the lean engine
-(``deploybench.loadtests.lean``)
-both feed a ``deploybench.measure.Measurement`` and hand it here.
+(``deploybench.loadtests.lean``) both feed a ``deploybench.measure.Measurement`` and hand it here.
 
 Generator headroom (measured, never assumed): every generator process reports its CPU time over the run
 (user + system, ``cpu_s``), its wall time and the requests it completed, so the record carries the generator's

@@ -21,18 +21,17 @@ Why this design (figures measured on this project's 2-core machine, README "Load
 
 The measurement is the engine-neutral one (``deploybench.measure`` + ``deploybench.pacer`` +
 ``deploybench.loadtests.core``), fed exactly as the Locust path feeds it: intended-time coordinated-omission
-correction,
-per-endpoint HdrHistograms, 1 s blocks, ``dropped`` / ``not-sent`` / ``unfinished`` slots, Server-Timing and
-errors by kind. Open loop, the connections are the senders: a slot is taken only when a connection is free
-(as a Locust user takes one), so a slot waits in the schedule, late, when every connection is busy, and is
-dropped past ``--max-lag``.
+correction, per-endpoint HdrHistograms, 1 s blocks, ``dropped`` / ``not-sent`` / ``unfinished`` slots,
+Server-Timing and errors by kind. Open loop, the connections are the senders: a slot is taken only when a
+connection is free (as a Locust user takes one), so a slot waits in the schedule, late, when every connection
+is busy, and is dropped past ``--max-lag``.
 
 One process per generator core: ``run_lean`` starts ``processes`` copies of ``python -m
-deploybench.loadtests.lean``
-(each pinned to its core when CPUs are given), each with its share of the rate (constant schedules offset, so
-the merged arrivals stay evenly spaced; Poisson schedules seeded apart) and of the connections. Each writes a
-snapshot of its measurement (``Measurement.to_wire``) to its own state file every ``save_interval_s`` and a
-final one when it ends; the parent merges them exactly (histograms added) into the run record.
+deploybench.loadtests.lean`` (each pinned to its core when CPUs are given), each with its share of the rate
+(constant schedules offset, so the merged arrivals stay evenly spaced; Poisson schedules seeded apart) and of
+the connections. Each writes a snapshot of its measurement (``Measurement.to_wire``) to its own state file
+every ``save_interval_s`` and a final one when it ends; the parent merges them exactly (histograms added) into
+the run record.
 """
 
 from __future__ import annotations
@@ -716,9 +715,8 @@ def _server_timing_columns(timings: list[bytes | None]) -> dict[str, np.ndarray]
 
 def run_engine(spec: EngineSpec, plan: RequestPlan | None = None) -> dict[str, Any]:
     """Run one generator process's share to the end (in this process: ``python -m
-    deploybench.loadtests.lean`` runs it for
-    ``run_lean``, the overhead benchmark calls it directly with its own ``plan``); returns the final
-    snapshot (also saved to ``spec.state_path`` when set)."""
+    deploybench.loadtests.lean`` runs it for ``run_lean``, the overhead benchmark calls it directly with its
+    own ``plan``); returns the final snapshot (also saved to ``spec.state_path`` when set)."""
     try:
         import uvloop  # import cost: only the generator process needs it
 

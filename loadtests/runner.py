@@ -1,6 +1,5 @@
 """Headless runner behind ``deploybench load`` (``deploybench.commands.load``): start a target, wait for
-health, run a
-Locust scenario as a bounded subprocess, stop the target, return the run record.
+health, run a Locust scenario as a bounded subprocess, stop the target, return the run record.
 
     deploybench load --framework fastapi --server uvicorn --model iris-rf --format onnx --scenario tabular \\
         --duration 10 --users 8 | --rate 200 --load-model poisson --out results/
@@ -154,14 +153,13 @@ def run_load(target: Any, scenario: str, **options: Any) -> RunRecord:
     """Run one load test and return its record (also saved at ``record_path`` or in ``results_dir``).
 
     ``target``: a ``deploybench.targets.serve.TargetConfig`` (started with ServerProcess and stopped
-    afterwards), the URL
-    of an already running server, or an object with ``start()/stop()/is_alive()/url`` (e.g. the tests'
-    known-latency server), which is started and stopped here.
-    ``options`` are those of ``run_load_to_file``: duration_s (required), warmup_s, users, rate_rps,
-    load_model, results_dir, record_path, generator_cpus, processes (> 0 runs Locust as a master with that
-    many worker processes, histograms merged), model, seed, max_lag_s, ready_timeout_s, scenario_options
-    (batch_size for tabular; payload_mix, image_size, image_format, image_count for image; path, method,
-    payload, multipart_field for api), locustfile (your own scenario), headers and check_url.
+    afterwards), the URL of an already running server, or an object with ``start()/stop()/is_alive()/url``
+    (e.g. the tests' known-latency server), which is started and stopped here. ``options`` are those of
+    ``run_load_to_file``: duration_s (required), warmup_s, users, rate_rps, load_model, results_dir,
+    record_path, generator_cpus, processes (> 0 runs Locust as a master with that many worker processes,
+    histograms merged), model, seed, max_lag_s, ready_timeout_s, scenario_options (batch_size for tabular;
+    payload_mix, image_size, image_format, image_count for image; path, method, payload, multipart_field for
+    api), locustfile (your own scenario), headers and check_url.
     """
     record, _ = run_load_to_file(target, scenario, **options)
     return record

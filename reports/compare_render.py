@@ -1,10 +1,8 @@
 """Render a compare document (``compare.json``) as Markdown + one self-contained HTML file (embedded PNGs).
 
 Reads the document only (never re-measures). Reuses the document model and formatting of
-``deploybench.reports.render``
-(plots: ``deploybench.reports.plots``) so compare reports look like every other deploybench report. The
-Markdown links the
-PNG files written under ``plots/``; the HTML embeds them.
+``deploybench.reports.render`` (plots: ``deploybench.reports.plots``) so compare reports look like every other
+deploybench report. The Markdown links the PNG files written under ``plots/``; the HTML embeds them.
 """
 
 from __future__ import annotations

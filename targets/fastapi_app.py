@@ -1,11 +1,9 @@
 """The FastAPI reference target: a thin ASGI adapter over ``deploybench.targets.service.Service``.
 
 uvicorn loads ``deploybench.targets.fastapi_app:app_from_env`` (``--factory``) in each worker; gunicorn with
-uvicorn
-workers loads ``deploybench.targets.fastapi_app:app_from_env()``. The body is read on the event loop (bounded
-by
-max_body_bytes); the CPU work then runs where the handler style (``TargetConfig.handler``, resolved by
-``TargetConfig.resolved_handler``) puts it:
+uvicorn workers loads ``deploybench.targets.fastapi_app:app_from_env()``. The body is read on the event loop
+(bounded by max_body_bytes); the CPU work then runs where the handler style (``TargetConfig.handler``,
+resolved by ``TargetConfig.resolved_handler``) puts it:
 
 - ``inline``: in the event loop, as an ``async def`` endpoint calling the model does (the seed's style). No
   thread hop; but a long inference blocks the loop, and nothing can interrupt it. The request deadline

@@ -1,8 +1,7 @@
 """The Flask reference target: a thin WSGI adapter over ``deploybench.targets.service.Service``.
 
 gunicorn loads ``deploybench.targets.flask_app:app_from_env()`` in each worker (no --preload), so every
-worker loads and
-warms up its own model before it accepts a request.
+worker loads and warms up its own model before it accepts a request.
 """
 
 from __future__ import annotations

@@ -17,8 +17,7 @@ never imports torch.
 A user's file is opened with a provisional ``ModelSpec`` (input shape and classes unknown); what the model
 declares about itself is read with ``declared_input_shape`` / ``declared_class_names`` and the final spec is
 set by ``deploybench.targets.modelfile``. Its output is normalised to probabilities: ``softmax_output``
-applies a softmax
-to models that return logits (rows that are not already non-negative and summing to 1).
+applies a softmax to models that return logits (rows that are not already non-negative and summing to 1).
 """
 
 from __future__ import annotations
@@ -59,7 +58,7 @@ PICKLE_RISK = (
 )
 TRUST_PICKLE_HINT = (
     "If you trust this file, opt in with --trust-pickle SHA256 (TOML: trust_pickle), giving the sha256 you "
-    "expect it to have; see the README's 'Security and the pickle risk'"
+    "expect it to have; see docs/guides/your-model.md, 'Pickles and the security risk'"
 )
 
 

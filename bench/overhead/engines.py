@@ -5,11 +5,10 @@ fixed rates and closed loop, rounds interleaved.
     python -m deploybench.bench.overhead --engines [--rates 2000,4000] [--duration 10] [--rounds 3]
 
 Each lean / Locust run is a real ``deploybench load`` run (``deploybench.loadtests.runner.run_load``): the
-generator's
-CPU per request and busy share come from its record (``config.generator_headroom``: user + system CPU time of
-every generator process over its run, divided by the requests it sent). wrk (closed loop only: it has no
-open loop; when on PATH) is measured the same way, from its child-process CPU time (``getrusage``). Nothing
-is printed here: the rows are returned and rendered by ``deploybench.bench.overhead.report``.
+generator's CPU per request and busy share come from its record (``config.generator_headroom``: user + system
+CPU time of every generator process over its run, divided by the requests it sent). wrk (closed loop only: it
+has no open loop; when on PATH) is measured the same way, from its child-process CPU time (``getrusage``).
+Nothing is printed here: the rows are returned and rendered by ``deploybench.bench.overhead.report``.
 """
 
 from __future__ import annotations

@@ -163,9 +163,8 @@ def run_python(
     rate_rps: float | None = None,
 ) -> LoadResult:
     """The in-project generator, the lean load engine (``deploybench.loadtests.lean``) run in this process:
-    closed loop
-    with ``connections``, or open loop at ``rate_rps`` (then ``connections`` senders; a slot waits for a free
-    one, latency from its intended send time, unsent slots errors)."""
+    closed loop with ``connections``, or open loop at ``rate_rps`` (then ``connections`` senders; a slot waits
+    for a free one, latency from its intended send time, unsent slots errors)."""
     hostport = url.split("//", 1)[1].split("/", 1)[0]
     host, _, port_text = hostport.rpartition(":")
     raw = request.raw(host.strip("[]"), int(port_text))

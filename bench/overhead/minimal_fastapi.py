@@ -5,8 +5,7 @@ DEPLOYBENCH_MINIMAL_HANDLER=threadpool the endpoints are plain ``def`` (FastAPI 
 the yardstick of our target's threadpool handler style.
 
 Served with ``uvicorn --factory deploybench.bench.overhead.minimal_fastapi:create_app`` (or gunicorn +
-uvicorn worker);
-the model comes from the environment (``deploybench.bench.overhead.minimal_model``).
+uvicorn worker); the model comes from the environment (``deploybench.bench.overhead.minimal_model``).
 """
 
 from __future__ import annotations

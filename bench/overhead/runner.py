@@ -103,8 +103,7 @@ def model_request(model: str) -> Request:
 # -- the minimal apps as server processes ------------------------------------------------------------------
 class MinimalServer:
     """A minimal app (``deploybench.bench.overhead.minimal_fastapi`` / ``minimal_flask``) served by the same
-    server
-    as the target it is the yardstick of, on an inherited listening socket (a free loopback port)."""
+    server as the target it is the yardstick of, on an inherited listening socket (a free loopback port)."""
 
     def __init__(self, config: TargetConfig, handler: str, threads: int) -> None:
         self.config = config

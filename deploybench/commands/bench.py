@@ -1,8 +1,7 @@
 """`deploybench bench`: run the in-process micro-benchmarks (``deploybench.bench.run``), write their records
-and a
-report (``deploybench.reports.render``). ``--model-file`` (repeatable: the same model in several formats)
-benchmarks
-your model's files like zoo artifacts (alone, or with the zoo models named by ``--models``)."""
+and a report (``deploybench.reports.render``). ``--model-file`` (repeatable: the same model in several
+formats) benchmarks your model's files like zoo artifacts (alone, or with the zoo models named by
+``--models``)."""
 
 from __future__ import annotations
 

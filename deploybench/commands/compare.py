@@ -2,10 +2,9 @@
 ``deploybench.decisions.compare.run``); ``--report DIR`` re-renders an earlier run's report.
 
 ``--model-file`` (repeatable: one model in several formats, with the ``deploybench.commands.model_options``
-options)
-compares your model's formats instead of the config's zoo models (add ``--model`` to keep those too);
-``--url NAME=URL`` (repeatable) adds an already-running service as a choice (never started or stopped): to
-the matrix when one is asked for (``-c``, a matrix override or ``--model-file``), else it is the only kind of
+options) compares your model's formats instead of the config's zoo models (add ``--model`` to keep those too);
+``--url NAME=URL`` (repeatable) adds an already-running service as a choice (never started or stopped): to the
+matrix when one is asked for (``-c``, a matrix override or ``--model-file``), else it is the only kind of
 choice (``--url`` alone measures just the URLs, with the default file's settings). A matrix file does the same
 with ``[[models]]`` and ``[[urls]]`` (``deploybench.decisions.compare.config``)."""
 

@@ -1,9 +1,7 @@
 """`deploybench serve`: start one target (``deploybench.targets.serve.ServerProcess``) in the foreground
-until Ctrl-C or
-SIGTERM. The model is a zoo model (``--model``, ``--format``) or your own file (``--model-file``, see
-``deploybench.commands.model_options``); a model file is loaded and inspected here first, so a bad one is a
-one-line
-error (exit code 2) before any server starts."""
+until Ctrl-C or SIGTERM. The model is a zoo model (``--model``, ``--format``) or your own file
+(``--model-file``, see ``deploybench.commands.model_options``); a model file is loaded and inspected here
+first, so a bad one is a one-line error (exit code 2) before any server starts."""
 
 from __future__ import annotations
 
@@ -24,7 +22,12 @@ from deploybench.vocabulary import FRAMEWORK_SERVERS, HANDLER_STYLES, SERVERS
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     d, lim = TargetConfig(), Limits()
-    parser.add_argument("--framework", choices=sorted(FRAMEWORK_SERVERS), default=d.framework)
+    parser.add_argument(
+        "--framework",
+        choices=sorted(FRAMEWORK_SERVERS),
+        default=d.framework,
+        help="the web framework of the target",
+    )
     parser.add_argument(
         "--server",
         choices=SERVERS,
@@ -55,13 +58,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default=d.host, help="bind address (default 127.0.0.1: loopback only)")
     parser.add_argument("--port", type=int, default=8000, help="0 = pick a free port (default 8000)")
     parser.add_argument("--zoo", type=Path, default=None, help="model zoo folder (default artifacts/zoo)")
-    parser.add_argument("--max-body-bytes", type=int, default=lim.max_body_bytes)
-    parser.add_argument("--max-pixels", type=int, default=lim.max_pixels)
-    parser.add_argument("--max-batch", type=int, default=lim.max_batch)
-    parser.add_argument("--request-timeout-s", type=float, default=lim.request_timeout_s)
-    parser.add_argument("--keep-alive-s", type=float, default=lim.keep_alive_s)
+    parser.add_argument(
+        "--max-body-bytes", type=int, default=lim.max_body_bytes, help="larger request bodies get a 413"
+    )
+    parser.add_argument(
+        "--max-pixels",
+        type=int,
+        default=lim.max_pixels,
+        help="larger images get a 413, checked from the header before any pixel is decoded",
+    )
+    parser.add_argument(
+        "--max-batch", type=int, default=lim.max_batch, help='most rows in one {"instances": [...]} request'
+    )
+    parser.add_argument(
+        "--request-timeout-s",
+        type=float,
+        default=lim.request_timeout_s,
+        help="gunicorn --timeout: a worker silent this long is restarted",
+    )
+    parser.add_argument(
+        "--keep-alive-s",
+        type=float,
+        default=lim.keep_alive_s,
+        help="idle keep-alive of a connection (gunicorn --keep-alive, uvicorn --timeout-keep-alive)",
+    )
     parser.add_argument("--inject-delay-ms", type=float, default=0.0, help="deliberate extra service time")
-    parser.add_argument("--ready-timeout-s", type=float, default=120.0)
+    parser.add_argument(
+        "--ready-timeout-s",
+        type=float,
+        default=120.0,
+        help="give up when /health is not ready after this long",
+    )
     parser.add_argument("--log", type=Path, default=None, help="server log file (default: a temporary file)")
     add_model_file_arguments(parser)
 

@@ -1,6 +1,6 @@
 """Same-job A/B: measure a base git ref and the working tree interleaved on one machine, gate on the ratio.
 
-``deploybench ab --base-ref main --rounds 5 -- deploybench bench --profile tiny --out {out}``
+``deploybench ab --base-ref main -- deploybench bench --profile tiny --out {out}``
 
 1. ``git worktree add --detach`` the base ref into a temporary folder (removed at the end, always).
 2. Run the measurement command ``--rounds`` times on each side, interleaved and counterbalanced
@@ -14,9 +14,8 @@
    paired rounds are the independent units. The change is the geometric mean over rounds, its CI and
    one-sided p-value a paired t over rounds (``deploybench.stats.paired_estimate``); verdicts, the Holm
    correction over all rules x series and exit codes as ``deploybench gate``
-   (``deploybench.decisions.gate.judge``):
-   0 pass, 1 regression, 2 usage error / incomparable (different configs between the sides, a failed or
-   timed-out measurement, no records written).
+   (``deploybench.decisions.gate.judge``): 0 pass, 1 regression, 2 usage error / incomparable (different
+   configs between the sides, a failed or timed-out measurement, no records written).
 
 Calibration (``same_tree=True``, ``calibrate``): both sides measure the working tree (A/A), and the spread of
 the per-round change between rounds is the machine's noise floor for each rule's statistic; from it, the

@@ -1,6 +1,5 @@
 """The standing overhead benchmark (``python -m deploybench.bench.overhead``, ``nox -s overhead``), run tiny:
-one model,
-1 s per run. Checks what it writes (JSON rows + Markdown), never a speed."""
+one model, 1 s per run. Checks what it writes (JSON rows + Markdown), never a speed."""
 
 from __future__ import annotations
 

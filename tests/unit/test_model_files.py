@@ -1,8 +1,7 @@
 """A user's own model file (``deploybench.targets.modelfile``), in-process: formats from extension and
-contents, input
-shapes from the model or the options, classes, logits -> softmax, the pickle opt-in, both apps serving it
-with identical JSON, the ``--model-file`` options and their one-line errors (exit code 2), compare matrices
-with ``[[models]]`` / ``[[urls]]``, and the bench catalog. The models are made here, at run time; the
+contents, input shapes from the model or the options, classes, logits -> softmax, the pickle opt-in, both apps
+serving it with identical JSON, the ``--model-file`` options and their one-line errors (exit code 2), compare
+matrices with ``[[models]]`` / ``[[urls]]``, and the bench catalog. The models are made here, at run time; the
 end-to-end tests (real servers, load, benchmarks, compare) are in tests/e2e/test_model_files_e2e.py and
 test_compare_urls_e2e.py."""
 

@@ -1,7 +1,7 @@
 """Matrix files for `deploybench compare`: parse + validate a TOML config, expand it into choices.
 
-A config file (see the built-in ones, ``deploybench/decisions/compare/configs/*.toml``) has four tables, every key
-optional (defaults below)::
+A config file (see the built-in ones, ``deploybench/decisions/compare/configs/*.toml``) has four tables,
+every key optional (defaults below)::
 
     name = "quick"
     description = "..."

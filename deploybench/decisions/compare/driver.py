@@ -3,11 +3,10 @@
 (``deploybench.targets.serve``) and runs real load (``deploybench.loadtests.runner``).
 
 Choices of the user's own model files are served from their files (``deploybench.targets.modelfile``);
-external choices
-(``[[urls]]``) are services already running: ``start`` only checks that their /health answers, and nothing
-stops them. A model whose requests the built-in scenarios cannot make (a user's tabular model: F features,
-not iris's 4) is loaded with the ``api`` scenario and generated request bodies of its input spec (the
-/health ``input`` of an external choice); a user's image model gets images of its input size."""
+external choices (``[[urls]]``) are services already running: ``start`` only checks that their /health
+answers, and nothing stops them. A model whose requests the built-in scenarios cannot make (a user's tabular
+model: F features, not iris's 4) is loaded with the ``api`` scenario and generated request bodies of its input
+spec (the /health ``input`` of an external choice); a user's image model gets images of its input size."""
 
 from __future__ import annotations
 

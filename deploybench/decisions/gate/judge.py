@@ -26,9 +26,8 @@ carries ``detectable``, the change caught 9 times in 10 at the measured noise, a
 that cannot reach 1.5x their limit. Never retried: one evaluation, one verdict.
 
 Comparability (``deploybench.decisions.gate.matching``): series are matched by name + params; record groups
-by config
-and kind. Different configs, environments or incomplete records are refused (exit 2) unless ``force`` (then
-compared, with a note). Exit codes: 0 pass, 1 regression, 2 usage error or incomparable input.
+by config and kind. Different configs, environments or incomplete records are refused (exit 2) unless
+``force`` (then compared, with a note). Exit codes: 0 pass, 1 regression, 2 usage error or incomparable input.
 """
 
 from __future__ import annotations
