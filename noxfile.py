@@ -32,8 +32,8 @@ def _install(session: nox.Session, extras: str = "test") -> None:
 
 @nox.session(python="3.11")
 def tests(session: nox.Session) -> None:
-    """Unit, integration and end-to-end tests (real servers on loopback)."""
-    _install(session)
+    """Unit, integration and end-to-end tests (real servers on loopback), the docs' strict build too."""
+    _install(session, "test,docs")
     session.run("deploybench", "build", "--quiet")
     session.run("pytest", *(session.posargs or ["-q", "--durations=15"]))
 
@@ -44,6 +44,18 @@ def lint(session: nox.Session) -> None:
     session.install(*CONSTRAINTS, "ruff")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(python="3.11")
+def docs(session: nox.Session) -> None:
+    """The documentation site -> results/site (mkdocs-material, --strict: a broken link or page fails). The
+    CLI reference is checked against the parsers first. `-- serve`: preview at http://127.0.0.1:8000."""
+    _install(session, "docs")
+    session.run("python", "-m", "deploybench.commands.reference", "--check")
+    if session.posargs[:1] == ["serve"]:
+        session.run("mkdocs", "serve", "--strict", "-a", "127.0.0.1:8000")
+    else:
+        session.run("mkdocs", "build", "--strict", *session.posargs)
 
 
 @nox.session(python="3.11")
@@ -64,8 +76,8 @@ def bench(session: nox.Session) -> None:
 @nox.session(python="3.11")
 def overhead(session: nox.Session) -> None:
     """Our targets vs minimal apps (same framework, server, model, one generator, rounds interleaved) ->
-    results/overhead/<stamp>/overhead.{json,md}. wrk when on PATH, else an in-project Python generator (said
-    in the output). `-- --handler-styles`: + inline vs threadpool; `-- --min-ratio 0.9`: exit 1 below it."""
+    results/overhead/<stamp>/overhead.{json,md}. wrk when on PATH, else the lean load engine (said in
+    the output). `-- --handler-styles`: + inline vs threadpool; `-- --min-ratio 0.9`: exit 1 below it."""
     _install(session)
     session.run("deploybench", "build", "--models", "iris-rf,iris-mlp,resnet18", "--formats", "onnx")
     session.run("python", "-m", "deploybench.bench.overhead", *session.posargs)

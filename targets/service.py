@@ -259,8 +259,8 @@ class Service:
             raise InputError(
                 409,
                 "wrong-model-kind",
-                f"this target serves a {self.task} model ({self.config.model}); {route} is for {task} "
-                f"models — use {other}",
+                f"this target serves {'an' if self.task == 'image' else 'a'} {self.task} model "
+                f"({self.config.model}); {route} is for {task} models — use {other}",
             )
         got = media_type(content_type)
         if got != wanted:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from types import ModuleType
 
 from deploybench import __version__
 from deploybench.errors import UsageError
@@ -46,21 +47,27 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser(wanted: str | None = None) -> tuple[argparse.ArgumentParser, dict[str, ModuleType]]:
+    """The top-level parser with one sub-parser per command; only the ``wanted`` command's module is imported
+    and given its options (torch & co. are slow to import), every command's when ``wanted`` is ``"*"`` (the
+    CLI reference, ``deploybench.commands.reference``)."""
     parser = argparse.ArgumentParser(prog="deploybench", description=__doc__)
     parser.add_argument("--version", action="version", version=f"deploybench {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    argv = sys.argv[1:] if argv is None else argv
-    # Import only the module of the command asked for (torch & co. are slow to import).
-    wanted = next((a for a in argv if not a.startswith("-")), None)
-    modules = {}
+    modules: dict[str, ModuleType] = {}
     for name, (module_name, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        if name == wanted:
+        if wanted in (name, "*"):
             module = importlib.import_module(module_name)
             module.add_arguments(p)
             modules[name] = module
+    return parser, modules
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser, modules = build_parser(next((a for a in argv if not a.startswith("-")), None))
     args = parser.parse_args(argv)
     try:
         return int(modules[args.command].run(args) or 0)

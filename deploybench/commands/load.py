@@ -34,7 +34,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="an already running HTTP service, e.g. http://127.0.0.1:8000 or https://host/prefix "
         "(checked to accept connections before the load starts)",
     )
-    t.add_argument("--framework", choices=FRAMEWORKS)
+    t.add_argument(
+        "--framework",
+        choices=FRAMEWORKS,
+        help="the target's web framework (a target needs --framework, --server, and --model/--format or "
+        "--model-file)",
+    )
     t.add_argument("--server", help="gunicorn-sync | gunicorn-gthread (flask); uvicorn | gunicorn-uvicorn")
     t.add_argument(
         "--handler",
@@ -43,9 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     t.add_argument("--model", help="iris-rf, iris-mlp, resnet18, resnet50")
     t.add_argument("--format", help="pickle, onnx, torchscript, pt2")
-    t.add_argument("--workers", type=int, default=1)
-    t.add_argument("--threads", type=int, default=1)
-    t.add_argument("--intra-op-threads", type=int, default=1)
+    t.add_argument("--workers", type=int, default=1, help="the target's worker processes")
+    t.add_argument("--threads", type=int, default=1, help="threads per worker (gunicorn-gthread)")
+    t.add_argument("--intra-op-threads", type=int, default=1, help="model threads per worker")
     t.add_argument("--cpus", type=cpu_list, help="CPU affinity of the target, e.g. 1 or 0-1")
     t.add_argument("--zoo", help="model zoo folder (default artifacts/zoo)")
     t.add_argument(
@@ -65,7 +70,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     load.add_argument("--warmup", type=float, default=2.0, help="seconds excluded from the measurement")
     load.add_argument("--users", type=int, help="closed loop: users; open loop: senders (default derived)")
     load.add_argument("--rate", type=float, help="open loop: arrival rate, requests/s")
-    load.add_argument("--load-model", choices=LOAD_MODELS, default="closed")
+    load.add_argument(
+        "--load-model",
+        choices=LOAD_MODELS,
+        default="closed",
+        help="closed: --users send back-to-back; constant / poisson: an open loop at --rate, evenly spaced / "
+        "Poisson arrivals",
+    )
     load.add_argument("--max-lag", type=float, default=5.0, help="open loop: drop sends later than this (s)")
     load.add_argument(
         "--engine",
@@ -98,7 +109,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "machines)",
     )
     dist.add_argument("--master-port-file", help="write the port the master bound to this file")
-    load.add_argument("--seed", type=int, default=0)
+    load.add_argument("--seed", type=int, default=0, help="seed of the request payloads and Poisson arrivals")
     load.add_argument("--batch-size", type=int, help="tabular: rows per request")
     load.add_argument("--payload-mix", help="image: e.g. multipart=3,base64=1")
     load.add_argument("--image-size", help="image: WIDTHxHEIGHT (default 224x224)")

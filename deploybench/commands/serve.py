@@ -74,7 +74,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--request-timeout-s",
         type=float,
         default=lim.request_timeout_s,
-        help="gunicorn --timeout: a worker silent this long is restarted",
+        help="a request running longer gets a 503; under gunicorn also its --timeout (a worker silent this "
+        "long is restarted)",
     )
     parser.add_argument(
         "--keep-alive-s",

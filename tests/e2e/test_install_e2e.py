@@ -1,6 +1,7 @@
 """`pip install <checkout>` (not editable) into a fresh virtualenv, then the commands from a folder outside
-the checkout: configs are package data, relative paths are the caller's, results default to ./results, and
-the record carries the library versions actually installed.
+the checkout: the wheel claims one top-level name (deploybench), configs are package data, plain
+`locust -f "$(deploybench locustfile tabular)"` runs, relative paths are the caller's, results default to
+./results, and the record carries the library versions actually installed.
 
 Installs ~100 packages (torch, the CPU build, first: from $TORCH_INDEX_URL when set, as in the noxfile), so
 it is marked slow; CI runs it."""
@@ -78,6 +79,31 @@ def test_pip_install_into_a_fresh_venv_and_run_from_another_folder(tmp_path: Pat
 
     run([db, "build", "--models", "iris-rf", "--formats", "onnx", "--quiet"], work, env, 600)
     assert (work / "artifacts" / "zoo" / "manifest.json").is_file()  # the caller's ./artifacts/zoo
+
+    # plain Locust on a built-in scenario of the installed package, from outside the checkout
+    tabular = run([db, "locustfile", "tabular"], work, env, 60).stdout.strip()
+    assert Path(tabular).is_relative_to(site / "deploybench")
+    serve = subprocess.Popen(
+        [db, "serve", "--framework", "fastapi", "--model", "iris-rf", "--format", "onnx", "--port", "0"],
+        cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        assert serve.stdout is not None
+        lines = []
+        while not any(" at http://" in line for line in lines):  # printed once /health is ready
+            line = serve.stdout.readline()
+            assert line, "".join(lines)  # EOF: the server exited
+            lines.append(line)
+        url = next(line for line in lines if " at http://" in line).split(" at ", 1)[1].split()[0]
+        cmd = [str(venv / "bin" / "locust"), "-f", tabular, "--headless", "--host", url, "-u", "2", "-r", "2",
+               "-t", "2s", "--results-dir", "locust-out", "--only-summary"]  # fmt: skip
+        locust = run(cmd, work, env, 120)
+    finally:
+        serve.terminate()
+        serve.wait(timeout=60)
+    (record_path,) = (work / "locust-out").glob("*.json")
+    plain = load_record(record_path)
+    assert plain.config["scenario"] == "tabular" and plain.series[0].count > 0, locust.stdout[-2000:]
 
     load = run([db, "load", "--framework", "fastapi", "--server", "uvicorn", "--model", "iris-rf", "--format",
                 "onnx", "--scenario", "tabular", "--duration", "2", "--warmup", "0.5", "--users", "2",

@@ -31,7 +31,9 @@ def constraints() -> dict[str, Version]:
 def declared() -> list[Requirement]:
     project = PYPROJECT["project"]
     extras = project["optional-dependencies"]
-    return [Requirement(r) for r in [*project["dependencies"], *extras["test"], *extras["lint"]]]
+    return [
+        Requirement(r) for r in [*project["dependencies"], *(r for reqs in extras.values() for r in reqs)]
+    ]
 
 
 def test_requires_python_has_no_upper_cap() -> None:

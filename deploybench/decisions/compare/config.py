@@ -1,6 +1,6 @@
 """Matrix files for `deploybench compare`: parse + validate a TOML config, expand it into choices.
 
-A config file (see the built-in ones, ``deploybench/decisions/compare/configs/*.toml``) has four tables,
+A config file (see the built-in ones, ``deploybench/decisions/compare/configs/*.toml``) has these tables,
 every key optional (defaults below)::
 
     name = "quick"
