@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from deploybench.bench.harness import PredictorCache
 from deploybench.bench.profiles import Profile, select_profile
 from deploybench.bench.suite import (
@@ -27,7 +28,6 @@ from deploybench.bench.suite import (
     preprocess_cases_for,
     read_user_models,
 )
-
 from deploybench.io import parse_csv
 from deploybench.paths import zoo_dir as default_zoo
 

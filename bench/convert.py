@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from deploybench.bench.profiles import Case, Profile
 
+from deploybench.bench.profiles import Case, Profile
 from deploybench.record import RecordWarning, RunRecord, Series
 from deploybench.stats import few_samples_percentiles, summarize_samples
 

@@ -27,7 +27,6 @@ from typing import Any
 from deploybench.bench.convert import records_from_benchmark_json
 from deploybench.bench.profiles import Profile
 from deploybench.bench.suite import UserBenchModel, all_cases, save_user_models, zoo_models
-
 from deploybench.env import capture_env
 from deploybench.io import utc_now, utc_stamp
 from deploybench.record import RunRecord

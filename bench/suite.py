@@ -10,7 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from deploybench.bench.profiles import Case, Profile, load_cases, predict_cases, preprocess_cases
+from deploybench.errors import UsageError
+from deploybench.io import read_json_object, write_json_atomic
 from deploybench.targets.catalog import MODELS, ModelSpec
 from deploybench.targets.modelfile import (
     UserModel,
@@ -19,9 +22,6 @@ from deploybench.targets.modelfile import (
     open_model_file,
     probe_batch,
 )
-
-from deploybench.errors import UsageError
-from deploybench.io import read_json_object, write_json_atomic
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
 from deploybench.bench.harness import PredictorCache, measure, torch_threads
 from deploybench.bench.profiles import Case, Profile
 from deploybench.targets.catalog import MODELS

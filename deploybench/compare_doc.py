@@ -507,6 +507,17 @@ def _no_best(ranked: Sequence[ChoiceResult], slo: str) -> tuple[list[ChoiceResul
     return done, None
 
 
+def nothing_met_the_slo(results: Sequence[ChoiceResult]) -> str | None:
+    """Why a compare answered nothing (every choice failed, or none met the SLO at any rate tried), or None
+    when at least one choice has a max rate under the SLO. ``deploybench compare`` then exits 1."""
+    done = [r for r in results if r.status == "complete"]
+    if not done:
+        return "no choice completed"
+    if all(r.max_rps is None for r in done):
+        return "no choice met the SLO at any rate tried"
+    return None
+
+
 def verdict(ranked: Sequence[ChoiceResult], slo_p99_us: int, rel_tolerance: float = 0.10) -> str:
     """The answer in one sentence: which choice to pick, by how much, how sure (or who ties); then a sentence
     on the choices whose figure is the load generator's ceiling (left out of the verdict)."""

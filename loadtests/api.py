@@ -21,11 +21,11 @@ import itertools
 import sys
 from typing import Any
 
-from deploybench.loadtests.common import DeployBenchUser, register
-from deploybench.loadtests.payloads import RequestSpec, request_spec
 from locust import events, task
 
 from deploybench.errors import UsageError
+from deploybench.loadtests.common import DeployBenchUser, register
+from deploybench.loadtests.payloads import RequestSpec, request_spec
 
 PLUGIN = register()  # deploybench's options and measurement hooks on Locust's events
 

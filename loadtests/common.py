@@ -48,6 +48,13 @@ from typing import Any
 import gevent
 import gevent.event
 import psutil
+from locust import FastHttpUser, constant, events
+from locust.exception import StopUser
+from locust.runners import MasterRunner, WorkerRunner
+
+from deploybench.env import capture_env
+from deploybench.errors import UsageError
+from deploybench.io import utc_now, write_atomic
 from deploybench.loadtests.core import (
     DRAIN_TIMEOUT_S,
     GENERATOR_BOUND_PERCENT,
@@ -60,13 +67,6 @@ from deploybench.loadtests.core import (
     scenario_options,
 )
 from deploybench.loadtests.payloads import HEADERS_ENV
-from locust import FastHttpUser, constant, events
-from locust.exception import StopUser
-from locust.runners import MasterRunner, WorkerRunner
-
-from deploybench.env import capture_env
-from deploybench.errors import UsageError
-from deploybench.io import utc_now, write_atomic
 from deploybench.measure import (
     CONNECTION_KINDS,
     DROPPED,
@@ -80,6 +80,8 @@ from deploybench.pacer import ArrivalSchedule
 from deploybench.paths import results_dir as default_results_dir
 from deploybench.procs import fetch_health
 from deploybench.record import RunRecord, make_run_id
+from deploybench.thresholds import EXIT_THRESHOLD, Threshold, parse_thresholds
+from deploybench.thresholds import apply as apply_thresholds
 from deploybench.vocabulary import LOAD_MODELS
 
 logger = logging.getLogger("deploybench.load")
@@ -143,6 +145,15 @@ def _add_common_arguments(parser: Any, **_kw: Any) -> None:
         include_in_web_ui=False,
         help="'Name: value' added to every request (repeatable), e.g. 'Authorization: Bearer TOKEN'; "
         f"also read from ${HEADERS_ENV} (a JSON object). The record keeps the names, never the values",
+    )
+    a(
+        "--threshold",
+        action="append",
+        default=[],
+        include_in_web_ui=False,
+        help='an absolute limit on every endpoint, repeatable: "p99<50ms", "error_ratio<1%%", '
+        '"throughput>200"; '
+        f"a crossing is a warning in the record and exit code {EXIT_THRESHOLD}",
     )
     a("--extra-config", default="", include_in_web_ui=False,
       help="JSON object merged into the record's config (used by `deploybench load`)")  # fmt: skip
@@ -222,6 +233,7 @@ class Plugin:
         self.schedule: ArrivalSchedule | None = None
         self.cpu = CpuSampler()
         self.record: RunRecord | None = None
+        self.thresholds: list[Threshold] = []  # --threshold, judged on the final record
         self.record_path: Path | None = None
         self.worker_states: dict[str, dict[str, Any]] = {}
         self.final_from: set[str] = set()
@@ -304,6 +316,7 @@ class Plugin:
         if not self.is_worker:
             try:
                 self.options = LoadOptions.from_parsed(environment.parsed_options)
+                self.thresholds = parse_thresholds(getattr(environment.parsed_options, "threshold", None))
             except UsageError as exc:
                 print(f"deploybench: error: {exc}", file=sys.stderr)
                 sys.exit(2)
@@ -592,6 +605,21 @@ class Plugin:
             None if status == "complete" else "the load generator was stopped before the run ended"
         )
         self._save(status, err)
+        if self.thresholds and status == "complete" and self.record_path is not None:
+            self._judge_thresholds(environment)
+
+    def _judge_thresholds(self, environment: Any) -> None:
+        """``--threshold``: judge the final record, write crossings into it as warnings, and make Locust exit
+        with ``EXIT_THRESHOLD`` when one was crossed."""
+        rec, path = self.record, self.record_path
+        assert rec is not None and path is not None
+        rec.config["thresholds"] = [t.text for t in self.thresholds]
+        outcomes, held = apply_thresholds(rec, self.thresholds)
+        rec.save(path)
+        for outcome in outcomes:
+            logger.info("deploybench: threshold %s", outcome.describe())
+        if not held:
+            environment.process_exit_code = EXIT_THRESHOLD
 
     # -- the record ----------------------------------------------------------------------------------------
     def _start_record(self) -> None:

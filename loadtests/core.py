@@ -19,10 +19,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from deploybench.loadtests.payloads import HEADERS_ENV, merge_headers
-
 from deploybench.errors import UsageError
 from deploybench.io import utc_now
+from deploybench.loadtests.payloads import HEADERS_ENV, merge_headers
 from deploybench.measure import DROPPED, NOT_SENT, UNFINISHED, Measurement
 from deploybench.paths import results_dir as default_results_dir
 from deploybench.procs import fetch_health

@@ -5,8 +5,9 @@ locust -f loadtests/health.py --host http://127.0.0.1:8000
 
 from __future__ import annotations
 
-from deploybench.loadtests.common import DeployBenchUser, register
 from locust import task
+
+from deploybench.loadtests.common import DeployBenchUser, register
 
 PLUGIN = register()  # deploybench's options and measurement hooks on Locust's events
 

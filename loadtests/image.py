@@ -13,6 +13,9 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from locust import events, task
+
+from deploybench.errors import UsageError
 from deploybench.loadtests.common import DeployBenchUser, register
 from deploybench.loadtests.payloads import (
     BOUNDARY,
@@ -24,9 +27,6 @@ from deploybench.loadtests.payloads import (
     parse_size,
     payload_rng,
 )
-from locust import events, task
-
-from deploybench.errors import UsageError
 
 PLUGIN = register()  # deploybench's options and measurement hooks on Locust's events
 

@@ -58,6 +58,9 @@ from typing import Any
 
 import httptools
 import numpy as np
+
+from deploybench.env import capture_env, pinned_argv
+from deploybench.io import write_atomic
 from deploybench.loadtests.core import (
     DRAIN_TIMEOUT_S,
     LoadOptions,
@@ -83,9 +86,6 @@ from deploybench.loadtests.payloads import (
     request_spec,
     row_width,
 )
-
-from deploybench.env import capture_env, pinned_argv
-from deploybench.io import write_atomic
 from deploybench.measure import DROPPED, NOT_SENT, UNFINISHED, Measurement, error_kind
 from deploybench.pacer import NS_PER_S, ArrivalSchedule
 from deploybench.procs import STOP_GRACE_S, signal_group, stop_process_group

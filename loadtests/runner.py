@@ -32,17 +32,16 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from deploybench.loadtests.core import LoadOptions
-from deploybench.loadtests.lean import run_lean
-from deploybench.loadtests.payloads import HEADERS_ENV, parse_headers, request_spec
-from deploybench.targets.serve import ServerProcess
-
 from deploybench.env import own_cpus, pinned_argv
 from deploybench.errors import TargetError, UsageError
 from deploybench.io import utc_now
+from deploybench.loadtests.core import LoadOptions
+from deploybench.loadtests.lean import run_lean
+from deploybench.loadtests.payloads import HEADERS_ENV, parse_headers, request_spec
 from deploybench.paths import results_dir as default_results_dir
 from deploybench.procs import signal_group, tail_text
 from deploybench.record import RunRecord, load_record, make_run_id
+from deploybench.targets.serve import ServerProcess
 from deploybench.vocabulary import ENGINES, LOAD_MODELS, OPEN_LOOP_MODELS, SCENARIOS
 
 SCENARIO_DIR = Path(__file__).resolve().parent

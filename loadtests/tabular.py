@@ -12,9 +12,10 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+from locust import events, task
+
 from deploybench.loadtests.common import DeployBenchUser, fetch_health, register
 from deploybench.loadtests.payloads import make_payload, payload_rng, row_width
-from locust import events, task
 
 PLUGIN = register()  # deploybench's options and measurement hooks on Locust's events
 

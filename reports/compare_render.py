@@ -11,6 +11,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from deploybench.compare_doc import ChoiceResult, CompareRun, describe_split, places, rank, verdict
+from deploybench.io import write_atomic
 from deploybench.reports.render import (
     Block,
     Bullets,
@@ -24,9 +26,6 @@ from deploybench.reports.render import (
     fmt_ms,
     fmt_rate,
 )
-
-from deploybench.compare_doc import ChoiceResult, CompareRun, describe_split, places, rank, verdict
-from deploybench.io import write_atomic
 
 RANK_HEADERS = [
     "#",

@@ -30,6 +30,12 @@ import time
 from typing import Any
 
 from anyio import to_thread
+from fastapi import FastAPI, Request
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+from starlette.responses import Response
+
+from deploybench import __version__
 from deploybench.targets.preprocess import InputError
 from deploybench.targets.serve import TargetConfig, config_from_env
 from deploybench.targets.service import (
@@ -41,12 +47,6 @@ from deploybench.targets.service import (
     http_error_reply,
     load_service,
 )
-from fastapi import FastAPI, Request
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.requests import ClientDisconnect
-from starlette.responses import Response
-
-from deploybench import __version__
 
 
 def _respond(reply: Reply) -> Response:

@@ -6,6 +6,9 @@ worker loads and warms up its own model before it accepts a request.
 
 from __future__ import annotations
 
+from flask import Flask, Request, Response, request
+from werkzeug.exceptions import HTTPException
+
 from deploybench.targets.preprocess import InputError
 from deploybench.targets.serve import TargetConfig, config_from_env
 from deploybench.targets.service import (
@@ -17,8 +20,6 @@ from deploybench.targets.service import (
     http_error_reply,
     load_service,
 )
-from flask import Flask, Request, Response, request
-from werkzeug.exceptions import HTTPException
 
 
 def _respond(reply: Reply) -> Response:

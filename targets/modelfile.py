@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from deploybench.targets.catalog import MODELS, ArtifactError, ModelSpec, sha256_file
 from deploybench.targets.predictors import (
     ExportedProgramPredictor,
@@ -50,7 +51,6 @@ from deploybench.targets.predictors import (
     check_pickle_trust,
 )
 from deploybench.targets.preprocess import IMAGENET_MEAN, IMAGENET_STD, ImageTransform
-
 from deploybench.vocabulary import MODEL_FORMATS
 
 

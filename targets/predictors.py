@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+
 from deploybench.targets.catalog import (
     ArtifactError,
     ModelSpec,

@@ -25,6 +25,10 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from deploybench import paths
+from deploybench.env import pinned_argv
+from deploybench.errors import TargetError, UsageError
+from deploybench.procs import STOP_GRACE_S, fetch_health, stop_process_group, tail_text
 from deploybench.targets.catalog import MODELS, ArtifactError
 from deploybench.targets.modelfile import (
     UserModel,
@@ -33,11 +37,6 @@ from deploybench.targets.modelfile import (
     inspect_user_model,
     resolve_format,
 )
-
-from deploybench import paths
-from deploybench.env import pinned_argv
-from deploybench.errors import TargetError, UsageError
-from deploybench.procs import STOP_GRACE_S, fetch_health, stop_process_group, tail_text
 from deploybench.vocabulary import (
     CONFIG_ENV,
     DEFAULT_SERVER,

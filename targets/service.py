@@ -17,6 +17,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
+
+from deploybench import __version__
+from deploybench.errors import TargetError
 from deploybench.targets.catalog import MODELS
 from deploybench.targets.modelfile import image_transform, input_spec, inspect_user_model, sample_batch
 from deploybench.targets.predictors import load_predictor
@@ -34,11 +39,6 @@ from deploybench.targets.preprocess import (
 )
 from deploybench.targets.serve import TargetConfig
 from deploybench.targets.zoo import sample_inputs
-from python_multipart.exceptions import MultipartParseError
-from python_multipart.multipart import MultipartParser, parse_options_header
-
-from deploybench import __version__
-from deploybench.errors import TargetError
 from deploybench.vocabulary import READY_DIR_ENV
 
 log = logging.getLogger("deploybench.target")

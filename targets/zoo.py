@@ -29,6 +29,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from deploybench import paths
+from deploybench.errors import UsageError
+from deploybench.io import utc_now, write_atomic
 from deploybench.targets.catalog import (
     MANIFEST_SCHEMA_VERSION,
     MODELS,
@@ -42,10 +46,6 @@ from deploybench.targets.catalog import (
     sha256_file,
 )
 from deploybench.targets.predictors import open_predictor, quiet_jit_deprecation
-
-from deploybench import paths
-from deploybench.errors import UsageError
-from deploybench.io import utc_now, write_atomic
 from deploybench.vocabulary import MODEL_FORMATS
 
 # Bump when an export recipe changes: every artifact built by an older recipe is then rebuilt.
@@ -262,6 +262,7 @@ def _train_iris_rf() -> tuple[Any, dict[str, Any]]:
 
 def _train_iris_mlp() -> tuple[Any, dict[str, Any]]:
     import torch  # import cost: torch (~1 s), only builds need it
+
     from deploybench.targets.resnet import IrisMLP  # import cost: deploybench.targets.resnet imports torch
 
     epochs, lr = 300, 0.05
@@ -303,6 +304,7 @@ def _train_iris_mlp() -> tuple[Any, dict[str, Any]]:
 
 def _make_resnet(model: str, weights: tuple[dict[str, Any], str, Path] | None) -> tuple[Any, dict[str, Any]]:
     import torch  # import cost: torch (~1 s), only builds need it
+
     from deploybench.targets.resnet import (  # import cost: deploybench.targets.resnet imports torch
         ARCHITECTURES,
         SoftmaxHead,

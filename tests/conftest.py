@@ -56,9 +56,8 @@ def zoo_dir() -> Path:
 
     CI runs `deploybench build --quiet` first, so this only checks hashes; up-to-date artifacts are reused.
     """
-    from deploybench.targets.zoo import build_zoo
-
     from deploybench import paths
+    from deploybench.targets.zoo import build_zoo
 
     root = paths.zoo_dir().resolve()
     build_zoo(root)

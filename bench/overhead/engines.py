@@ -22,11 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from deploybench.bench.overhead.loadgen import Request, run_wrk, wrk_path
-from deploybench.loadtests.runner import run_load
-from deploybench.targets.serve import ServerProcess, TargetConfig
-
 from deploybench.env import capture_env
+from deploybench.loadtests.runner import run_load
 from deploybench.record import RunRecord
+from deploybench.targets.serve import ServerProcess, TargetConfig
 
 SERVER_CPUS = [1]
 GENERATOR_CPUS = [0]

@@ -24,9 +24,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from deploybench.loadtests.lean import EngineSpec, raw_request_plan, run_engine
-
 from deploybench.env import pinned_argv
+from deploybench.loadtests.lean import EngineSpec, raw_request_plan, run_engine
 from deploybench.measure import Measurement
 from deploybench.stats import summarize_histogram
 

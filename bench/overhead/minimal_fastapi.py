@@ -14,10 +14,11 @@ import io
 import os
 
 import numpy as np
-from deploybench.bench.overhead.minimal_model import HANDLER_ENV, MinimalModel, load_from_env
 from fastapi import FastAPI, File, UploadFile
 from PIL import Image
 from pydantic import BaseModel
+
+from deploybench.bench.overhead.minimal_model import HANDLER_ENV, MinimalModel, load_from_env
 
 
 class IrisRequest(BaseModel):

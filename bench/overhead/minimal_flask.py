@@ -9,9 +9,10 @@ from __future__ import annotations
 import io
 
 import numpy as np
-from deploybench.bench.overhead.minimal_model import MinimalModel, load_from_env
 from flask import Flask, jsonify, request
 from PIL import Image
+
+from deploybench.bench.overhead.minimal_model import MinimalModel, load_from_env
 
 
 def create_app() -> Flask:

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from deploybench.targets.catalog import MODELS
 from PIL import Image
+
+from deploybench.targets.catalog import MODELS
 
 MODEL_PATH_ENV = "DEPLOYBENCH_MINIMAL_MODEL_PATH"
 MODEL_NAME_ENV = "DEPLOYBENCH_MINIMAL_MODEL"

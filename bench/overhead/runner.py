@@ -25,8 +25,14 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
+from PIL import Image
+
+from deploybench import paths
 from deploybench.bench.overhead.loadgen import LoadResult, Request, default_generator, run_load, run_python
 from deploybench.bench.overhead.minimal_model import HANDLER_ENV, MODEL_NAME_ENV, MODEL_PATH_ENV
+from deploybench.env import pinned_argv
+from deploybench.errors import TargetError
+from deploybench.procs import fetch_health, process_tree_cpu_s, tail_text
 from deploybench.targets.catalog import MODELS
 from deploybench.targets.serve import (
     STOP_GRACE_S,
@@ -35,12 +41,6 @@ from deploybench.targets.serve import (
     bind_listener,
     stop_process_group,
 )
-from PIL import Image
-
-from deploybench import paths
-from deploybench.env import pinned_argv
-from deploybench.errors import TargetError
-from deploybench.procs import fetch_health, process_tree_cpu_s, tail_text
 
 FORMAT = "onnx"  # the artifact both sides serve
 DEFAULT_MODELS: tuple[str, ...] = ("iris-rf", "resnet18")

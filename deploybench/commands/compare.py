@@ -6,7 +6,11 @@ options) compares your model's formats instead of the config's zoo models (add `
 ``--url NAME=URL`` (repeatable) adds an already-running service as a choice (never started or stopped): to the
 matrix when one is asked for (``-c``, a matrix override or ``--model-file``), else it is the only kind of
 choice (``--url`` alone measures just the URLs, with the default file's settings). A matrix file does the same
-with ``[[models]]`` and ``[[urls]]`` (``deploybench.decisions.compare.config``)."""
+with ``[[models]]`` and ``[[urls]]`` (``deploybench.decisions.compare.config``).
+
+Exit codes: 0 at least one choice has a max rate under the SLO; 1 every choice failed or none met the SLO (the
+report is written all the same); 2 bad input, before anything starts; 130 interrupted (the report holds what
+was measured)."""
 
 from __future__ import annotations
 
@@ -19,7 +23,13 @@ from typing import Any
 
 from deploybench.commands.args import csv_ints, csv_list
 from deploybench.commands.model_options import add_model_file_arguments, user_model_from_args
-from deploybench.compare_doc import ChoiceResult, CompareRun, describe_split, load_compare
+from deploybench.compare_doc import (
+    ChoiceResult,
+    CompareRun,
+    describe_split,
+    load_compare,
+    nothing_met_the_slo,
+)
 from deploybench.decisions.compare.config import (
     SCENARIOS,
     CompareConfig,
@@ -294,4 +304,7 @@ def run(args: argparse.Namespace) -> int:
         print(p)
     if interrupted:
         raise KeyboardInterrupt
+    if (why := nothing_met_the_slo(compare.results)) is not None:
+        print(f"deploybench compare: {why} (exit 1)", file=sys.stderr)
+        return 1
     return 0

@@ -1,5 +1,6 @@
 """`deploybench load`: start a target (or use --url of any HTTP service), run a Locust scenario headless,
 write a run record (``deploybench.loadtests.runner``); prints one line per endpoint and the record's path.
+Exit codes: 0 done, 1 the run failed, 2 bad input (before any load), 3 a ``--threshold`` was crossed.
 
 Your own API: ``--url`` with ``--path``, ``--method``, ``--header`` (repeatable) and ``--payload`` (a JSON
 lines file or a folder of images) runs the ``api`` scenario; ``--locustfile`` runs your own
@@ -24,6 +25,8 @@ from deploybench.loadtests.runner import (
     run_load_to_file,
 )
 from deploybench.targets.serve import TargetConfig, inspect_model_file
+from deploybench.thresholds import EXIT_THRESHOLD, parse_thresholds
+from deploybench.thresholds import apply as apply_thresholds
 from deploybench.vocabulary import ENGINES, FRAMEWORKS, HANDLER_STYLES, LOAD_MODELS
 
 
@@ -117,6 +120,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     load.add_argument("--record", help="record path (default OUT/RUN_ID.json)")
     api = parser.add_argument_group("your own API (scenario api; --header works with every scenario)")
     api.add_argument("--path", help="request path appended to the URL, e.g. /v1/predict (default /)")
+    parser.add_argument(
+        "--threshold",
+        action="append",
+        default=[],
+        metavar="EXPR",
+        help='an absolute limit on every endpoint, repeatable: "p99<50ms", "p95<=800us", "error_ratio<1%%", '
+        f'"throughput>200"; a crossing is a warning in the record and exit code {EXIT_THRESHOLD}',
+    )
     api.add_argument("--method", help="HTTP method (default POST with --payload, else GET)")
     api.add_argument(
         "--header",
@@ -196,6 +207,7 @@ def _scenario(args: argparse.Namespace) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    limits = parse_thresholds(args.threshold)  # a malformed one: exit 2 before anything starts
     target = _target_from_args(args)
     scenario = _scenario(args)
     headers = parse_headers(args.header)
@@ -217,6 +229,15 @@ def run(args: argparse.Namespace) -> int:
         headers=headers or None, check_url=True, engine=args.engine, expect_workers=args.expect_workers,
         master_bind=args.master_bind, master_port_file=args.master_port_file,
     )  # fmt: skip
+    outcomes, held = [], True
+    if limits:
+        record.config["thresholds"] = [t.text for t in limits]
+        outcomes, held = apply_thresholds(record, limits)
+        record.save(path)
     print(format_summary(record))
+    for outcome in outcomes:
+        print(f"  threshold {outcome.describe()}")
     print(f"record: {path}")
-    return 0 if record.status == "complete" else 1
+    if record.status != "complete":
+        return 1
+    return 0 if held else EXIT_THRESHOLD

@@ -11,10 +11,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from deploybench.targets.zoo import build_zoo
 
 from deploybench import paths
 from deploybench.record import load_record
+from deploybench.targets.zoo import build_zoo
 from tests.support.known_latency import KnownLatencyServer
 
 pytestmark = pytest.mark.e2e  # every test here runs the CLI, Locust and a server

@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 import httpx
 import numpy as np
 import pytest
-from deploybench.targets.serve import Limits, ServerProcess, TargetConfig
-from deploybench.targets.zoo import build_zoo
 from PIL import Image
 
 from deploybench import paths
+from deploybench.targets.serve import Limits, ServerProcess, TargetConfig
+from deploybench.targets.zoo import build_zoo
 from tests.support.servers import started_together
 
 pytestmark = pytest.mark.e2e  # every test here uses the targets of a module fixture

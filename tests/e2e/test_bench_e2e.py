@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from deploybench.bench.convert import noise_warnings, records_from_benchmark_json, series_from_benchmark
 from deploybench.bench.profiles import (
     PROFILES,
@@ -22,11 +23,10 @@ from deploybench.bench.profiles import (
     predict_cases,
     select_profile,
 )
-from deploybench.reports.render import render_markdown
-from deploybench.targets.zoo import MODELS
-
 from deploybench.errors import UsageError
 from deploybench.record import load_records
+from deploybench.reports.render import render_markdown
+from deploybench.targets.zoo import MODELS
 
 REPO = Path(__file__).resolve().parents[2]
 

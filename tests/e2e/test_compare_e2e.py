@@ -13,7 +13,6 @@ from pathlib import Path
 
 import psutil
 import pytest
-from deploybench.reports.compare_render import write_report
 
 from deploybench.commands.cli import main
 from deploybench.compare_doc import Choice, describe_split, load_compare
@@ -21,6 +20,7 @@ from deploybench.decisions.compare.config import CompareConfig, expand, zoo_cata
 from deploybench.decisions.compare.driver import RealDriver, core_split
 from deploybench.decisions.compare.run import run_matrix
 from deploybench.record import load_record
+from deploybench.reports.compare_render import write_report
 from tests.support.tiny_matrix import tiny_matrix
 
 pytestmark = pytest.mark.e2e  # starts real targets and Locust

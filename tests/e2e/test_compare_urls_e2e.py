@@ -14,11 +14,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from deploybench.targets.serve import ServerProcess, TargetConfig
 
 from deploybench.commands.cli import main
 from deploybench.compare_doc import load_compare
 from deploybench.record import load_record
+from deploybench.targets.serve import ServerProcess, TargetConfig
 from tests.support.user_models import DigitsModels, shared_digits_models
 
 pytestmark = pytest.mark.e2e  # starts a real target, compare's targets and Locust

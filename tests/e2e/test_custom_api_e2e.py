@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from deploybench.loadtests.payloads import make_images
 
 from deploybench.commands.cli import main as cli_main
+from deploybench.loadtests.payloads import make_images
 from deploybench.record import load_record
 from deploybench.stats import decode_histogram
 from tests.support.known_latency import KnownLatencyServer

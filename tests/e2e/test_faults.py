@@ -25,14 +25,14 @@ from pathlib import Path
 
 import psutil
 import pytest
-from deploybench.loadtests.runner import run_load
-from deploybench.targets import serve
-from deploybench.targets.serve import ServerProcess, TargetConfig
-from deploybench.targets.zoo import build_zoo
 
 from deploybench import paths
 from deploybench.errors import TargetError
+from deploybench.loadtests.runner import run_load
 from deploybench.record import load_record
+from deploybench.targets import serve
+from deploybench.targets.serve import ServerProcess, TargetConfig
+from deploybench.targets.zoo import build_zoo
 from tests.support.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]

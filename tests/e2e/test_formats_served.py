@@ -13,13 +13,13 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from PIL import Image
+
+from deploybench import paths
 from deploybench.targets.predictors import load_predictor
 from deploybench.targets.preprocess import preprocess_image
 from deploybench.targets.serve import ServerProcess, TargetConfig
 from deploybench.targets.zoo import MODELS, build_zoo
-from PIL import Image
-
-from deploybench import paths
 
 pytestmark = pytest.mark.e2e
 

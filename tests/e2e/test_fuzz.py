@@ -28,8 +28,6 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
-from deploybench.targets.serve import Limits, ServerProcess, TargetConfig
-from deploybench.targets.zoo import build_zoo
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -41,6 +39,8 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from deploybench import paths
+from deploybench.targets.serve import Limits, ServerProcess, TargetConfig
+from deploybench.targets.zoo import build_zoo
 
 pytestmark = pytest.mark.e2e
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from deploybench.loadtests.runner import run_load
 
 from deploybench.commands.cli import main
+from deploybench.loadtests.runner import run_load
 from tests.support.known_latency import KnownLatencyServer
 
 pytestmark = pytest.mark.e2e  # starts the known-latency server and Locust

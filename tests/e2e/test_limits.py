@@ -24,11 +24,11 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-from deploybench.targets.serve import Limits, ServerProcess, TargetConfig
-from deploybench.targets.zoo import build_zoo
 from PIL import Image
 
 from deploybench import paths
+from deploybench.targets.serve import Limits, ServerProcess, TargetConfig
+from deploybench.targets.zoo import build_zoo
 from tests.support.servers import started_together
 from tests.support.waiting import wait_until
 
@@ -144,9 +144,8 @@ def test_media_type(targets: dict[tuple[str, str], str], fw: str) -> None:
 def test_limits_from_the_serve_cli() -> None:
     import argparse
 
-    from deploybench.targets import serve
-
     from deploybench.commands import serve as serve_cli
+    from deploybench.targets import serve
 
     parser = argparse.ArgumentParser()
     serve_cli.add_arguments(parser)

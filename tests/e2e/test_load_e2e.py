@@ -18,9 +18,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from deploybench.loadtests.runner import run_load, run_load_to_file
 
 from deploybench.commands.cli import main as cli_main
+from deploybench.loadtests.runner import run_load, run_load_to_file
 from deploybench.record import load_record
 from deploybench.stats import decode_histogram
 from tests.support.known_latency import KnownLatencyServer
@@ -395,6 +395,7 @@ def test_runner_starts_and_stops_a_target_config_with_pinned_generator(
     """The headless runner path the other commands use: start a TargetConfig, wait for health, run, stop.
     The generator runs on CPU 0 only and the record says so; the target's process group is gone after."""
     import psutil
+
     from deploybench.targets.serve import TargetConfig
     from deploybench.targets.zoo import build_zoo
 
@@ -428,6 +429,7 @@ def test_runner_starts_and_stops_a_target_config_with_pinned_generator(
     [
         (["--generator-bound-percent", "-1"], "--generator-bound-percent must be >= 0"),
         (["--load-model", "constant"], "--load-model constant needs --rate > 0"),
+        (["--threshold", "p99<50"], "threshold 'p99<50': missing unit"),
     ],
 )
 def test_locust_rejects_bad_deploybench_options(option: list[str], message: str, tmp_path: Path) -> None:
@@ -439,3 +441,24 @@ def test_locust_rejects_bad_deploybench_options(option: list[str], message: str,
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert f"deploybench: error: {message}" in proc.stderr
     assert not list(tmp_path.iterdir())
+
+
+def test_locusts_own_csv_and_html_reports_work_with_our_scenarios(tmp_path: Path) -> None:
+    """Locust's --csv and --html still write their files next to deploybench's record."""
+    with KnownLatencyServer(service_ms=2.0) as srv:
+        cmd = [sys.executable, "-m", "locust", "-f", "loadtests/tabular.py", "--headless", "--host", srv.url,
+               "-u", "2", "-r", "2", "-t", "20s", "--duration", "1", "--warmup", "0.2", "--only-summary",
+               "--results-dir", str(tmp_path), "--csv", str(tmp_path / "locust"),
+               "--html", str(tmp_path / "locust.html")]  # fmt: skip
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    stats = (tmp_path / "locust_stats.csv").read_text().splitlines()
+    assert stats[0].startswith("Type,Name,Request Count")
+    row = next(line.split(",") for line in stats[1:] if line.startswith("POST,/predict,"))
+    assert int(row[2]) > 0
+    assert (tmp_path / "locust_stats_history.csv").is_file() and (tmp_path / "locust_failures.csv").is_file()
+    html = (tmp_path / "locust.html").read_text()
+    assert "/predict" in html and "<html" in html.lower()
+    (record,) = [p for p in tmp_path.glob("*.json") if not p.name.startswith(".")]
+    rec = load_record(record)
+    assert rec.status == "complete" and rec.series[0].count > 0

@@ -19,14 +19,14 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from deploybench.loadtests.runner import run_load
-from deploybench.targets.modelfile import UserModel, image_transform, inspect_user_model
-from deploybench.targets.serve import ServerProcess, TargetConfig
 from PIL import Image
 
 from deploybench.commands.cli import main
 from deploybench.compare_doc import load_compare
+from deploybench.loadtests.runner import run_load
 from deploybench.record import load_record, load_records
+from deploybench.targets.modelfile import UserModel, image_transform, inspect_user_model
+from deploybench.targets.serve import ServerProcess, TargetConfig
 from tests.support.servers import started_together
 from tests.support.user_models import DigitsModels, shared_digits_models
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import psutil
 import pytest
-from deploybench.targets.zoo import build_zoo
 
 from deploybench import paths
+from deploybench.targets.zoo import build_zoo
 
 pytestmark = pytest.mark.e2e
 

@@ -25,11 +25,11 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+
+from deploybench import paths
 from deploybench.loadtests.runner import run_load
 from deploybench.targets.serve import Limits, ServerProcess, TargetConfig
 from deploybench.targets.zoo import build_zoo
-
-from deploybench import paths
 
 pytestmark = pytest.mark.e2e  # starts real targets
 

@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from deploybench.reports.render import render_markdown
 
 from deploybench.record import load_records
+from deploybench.reports.render import render_markdown
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 REPO = Path(__file__).resolve().parents[2]

@@ -15,9 +15,8 @@ def test_search_finds_the_known_capacity_of_a_fixed_service_time_server(tmp_path
     capacity latency stays ~ the service time and above it the queue grows by (rate - 20) per second.
     Stated tolerance: the search must land within +-20% of 20 rps (host overhead makes the real capacity a
     little lower than nominal), with short 3 s steps and at most 6 probes."""
-    from deploybench.loadtests.runner import run_load
-
     from deploybench.decisions.compare.run import figures_from_record, rate_measurement
+    from deploybench.loadtests.runner import run_load
     from tests.support.known_latency import KnownLatencyServer
 
     capacity_rps = 20.0

@@ -16,12 +16,12 @@ import httpx
 import numpy as np
 import psutil
 import pytest
-from deploybench.targets.predictors import load_predictor
-from deploybench.targets.serve import ServerProcess, TargetConfig, bind_listener, server_command
-from deploybench.targets.zoo import ArtifactError, build_zoo, load_manifest, sha256_file
 
 from deploybench import paths
 from deploybench.errors import TargetError
+from deploybench.targets.predictors import load_predictor
+from deploybench.targets.serve import ServerProcess, TargetConfig, bind_listener, server_command
+from deploybench.targets.zoo import ArtifactError, build_zoo, load_manifest, sha256_file
 
 PICKLES = {"iris-rf": "pickle", "iris-mlp": "pickle"}  # joblib (scikit-learn) and torch.save (nn.Module)
 
@@ -136,10 +136,11 @@ class _FailingPredictor:
 
 
 def test_apps_are_never_in_debug_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fastapi.testclient import TestClient
+
     from deploybench.targets import fastapi_app, flask_app
     from deploybench.targets.serve import server_env
     from deploybench.targets.service import Service
-    from fastapi.testclient import TestClient
 
     monkeypatch.setenv("FLASK_DEBUG", "1")  # what a user might have in their shell
     assert "FLASK_DEBUG" not in server_env(TargetConfig())

@@ -20,6 +20,10 @@ import httpx
 import numpy as np
 import psutil
 import pytest
+from PIL import Image
+
+from deploybench import paths
+from deploybench.errors import TargetError, UsageError
 from deploybench.targets.predictors import load_predictor
 from deploybench.targets.preprocess import CROP_PX, IMAGENET_MEAN, IMAGENET_STD, preprocess_image
 from deploybench.targets.serve import (
@@ -31,10 +35,6 @@ from deploybench.targets.serve import (
     server_command,
 )
 from deploybench.targets.zoo import build_zoo
-from PIL import Image
-
-from deploybench import paths
-from deploybench.errors import TargetError, UsageError
 from tests.support.servers import started_together
 from tests.support.waiting import wait_until
 
@@ -337,9 +337,10 @@ def test_image_base64_plain_and_data_url(image_target, resnet18_onnx) -> None:
 
 def test_openapi_identical_on_both_frameworks(zoo: Path) -> None:
     """Both frameworks publish the same document (only the title differs)."""
+    from fastapi.testclient import TestClient
+
     from deploybench.targets import fastapi_app, flask_app
     from deploybench.targets.service import Service
-    from fastapi.testclient import TestClient
 
     docs = []
     for module in (flask_app, fastapi_app):
@@ -367,9 +368,10 @@ class StubPredictor:
 
 
 def test_catch_all_turns_unexpected_errors_into_json_500() -> None:
+    from fastapi.testclient import TestClient
+
     from deploybench.targets import fastapi_app, flask_app
     from deploybench.targets.service import Service
-    from fastapi.testclient import TestClient
 
     for module in (flask_app, fastapi_app):
         cfg = TargetConfig(framework="flask" if module is flask_app else "fastapi", model="iris-rf")
@@ -387,9 +389,10 @@ def test_catch_all_turns_unexpected_errors_into_json_500() -> None:
 
 
 def test_head_health_is_answered_by_both_frameworks() -> None:
+    from fastapi.testclient import TestClient
+
     from deploybench.targets import fastapi_app, flask_app
     from deploybench.targets.service import Service
-    from fastapi.testclient import TestClient
 
     for module in (flask_app, fastapi_app):
         cfg = TargetConfig(framework="flask" if module is flask_app else "fastapi", model="iris-rf")

@@ -14,7 +14,6 @@ from typing import Any
 
 from deploybench.bench.overhead.loadgen import Request, run_wrk
 from deploybench.loadtests.runner import run_load
-
 from tests.support.known_latency import KnownLatencyServer
 
 BODY = Request("/predict", b'{"features": [5.1, 3.5, 1.4, 0.2]}', "application/json")

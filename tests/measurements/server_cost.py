@@ -23,7 +23,6 @@ from typing import Any
 from deploybench.bench.overhead.loadgen import Request, run_wrk
 from deploybench.loadtests.runner import run_load
 from deploybench.targets.serve import ServerProcess, TargetConfig
-
 from tests.measurements.cpu import busy_share, cpu_ticks
 
 BODY = Request("/predict", b'{"features": [5.1, 3.5, 1.4, 0.2]}', "application/json")

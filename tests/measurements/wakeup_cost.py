@@ -14,6 +14,7 @@ import sys
 import time
 
 import uvloop
+
 from deploybench.loadtests.lean import PreciseTimer
 
 

@@ -38,9 +38,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from deploybench.targets.serve import bind_listener
-
 from deploybench.errors import TargetError
+from deploybench.targets.serve import bind_listener
 
 MAX_BODY_BYTES = 32 * 1024 * 1024
 LOG_TAIL_CHARS = 2000

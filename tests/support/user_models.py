@@ -18,9 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
+
 from deploybench.targets.catalog import sha256_file
 from deploybench.targets.predictors import quiet_jit_deprecation
-from PIL import Image
 
 CNN_EPOCHS = 80
 

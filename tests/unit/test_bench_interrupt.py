@@ -8,6 +8,7 @@ import signal
 from types import SimpleNamespace
 
 import pytest
+
 from deploybench.bench.conftest import _CtrlC
 
 

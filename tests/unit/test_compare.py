@@ -11,7 +11,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from deploybench.reports.compare_render import ranked_table_markdown, write_report
 
 from deploybench.commands.cli import main
 from deploybench.commands.compare import progress_line
@@ -37,6 +36,7 @@ from deploybench.decisions.compare.driver import RealDriver, check_pin_possible,
 from deploybench.decisions.compare.run import run_matrix
 from deploybench.errors import TargetError, UsageError
 from deploybench.record import RecordWarning, RunRecord, Series
+from deploybench.reports.compare_render import ranked_table_markdown, write_report
 from deploybench.stats import encode_histogram, new_histogram, record_us, summarize_histogram
 
 CATALOG = {

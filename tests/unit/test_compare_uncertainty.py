@@ -10,7 +10,6 @@ import re
 from pathlib import Path
 
 import pytest
-from deploybench.reports.compare_render import ranked_rows
 
 from deploybench.compare_doc import (
     Choice,
@@ -46,6 +45,7 @@ from deploybench.decisions.compare.saturation import (
 )
 from deploybench.errors import UsageError
 from deploybench.record import RecordWarning, RunRecord, Series
+from deploybench.reports.compare_render import ranked_rows
 
 SLO_US = 50_000
 CATALOG = {

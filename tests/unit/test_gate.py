@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from deploybench.reports.gate_render import render_markdown, render_table
 
 from deploybench.commands.cli import main
 from deploybench.decisions.gate.baseline import env_hash, find_baseline, save_baseline
@@ -27,6 +26,7 @@ from deploybench.decisions.gate.rules import (
 from deploybench.env import capture_env
 from deploybench.errors import UsageError
 from deploybench.record import RunRecord, Series
+from deploybench.reports.gate_render import render_markdown, render_table
 from deploybench.stats import (
     Dist,
     encode_histogram,

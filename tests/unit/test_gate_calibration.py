@@ -14,7 +14,6 @@ import subprocess
 
 import numpy as np
 import pytest
-from deploybench.reports.gate_render import render_calibration, render_table
 from scipy.signal import lfilter
 
 from deploybench.decisions.ab import ab_gate, calibrate
@@ -22,6 +21,7 @@ from deploybench.decisions.gate.judge import gate
 from deploybench.decisions.gate.rules import DEFAULT_RULES, parse_rules
 from deploybench.decisions.gate.trials import ARMS, SIDE_SCRIPT, _summary, arm_order, main
 from deploybench.record import RunRecord, Series
+from deploybench.reports.gate_render import render_calibration, render_table
 from deploybench.stats import (
     Blocks,
     Dist,

@@ -10,17 +10,17 @@ import time
 
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
+
 from deploybench.bench.overhead.__main__ import _modes, parse_args
 from deploybench.bench.overhead.report import handler_styles_markdown, overhead_markdown
 from deploybench.bench.overhead.runner import DEFAULT_MODES, model_request
-from deploybench.targets import fastapi_app
-from deploybench.targets.serve import AUTO_HANDLER, Limits, TargetConfig
-from deploybench.targets.service import Service
-from fastapi.testclient import TestClient
-
 from deploybench.commands import load as load_cmd
 from deploybench.commands import serve as serve_cmd
 from deploybench.errors import UsageError
+from deploybench.targets import fastapi_app
+from deploybench.targets.serve import AUTO_HANDLER, Limits, TargetConfig
+from deploybench.targets.service import Service
 from deploybench.vocabulary import HANDLER_STYLES
 
 ROW = [5.1, 3.5, 1.4, 0.2]

@@ -12,11 +12,11 @@ from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
-import deploybench.loadtests.lean as lean
 import numpy as np
 import pytest
-from deploybench.loadtests.lean import Engine, EngineSpec, RequestPlan
 
+import deploybench.loadtests.lean as lean
+from deploybench.loadtests.lean import Engine, EngineSpec, RequestPlan
 from deploybench.measure import DROPPED, NOT_SENT, UNFINISHED
 from deploybench.pacer import NS_PER_S
 from deploybench.stats import decode_histogram, encode_histogram, new_histogram, record_many_us, record_us

@@ -12,6 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from deploybench.commands.cli import main as cli_main
+from deploybench.errors import UsageError
 from deploybench.loadtests import runner
 from deploybench.loadtests.payloads import (
     BOUNDARY,
@@ -24,9 +27,6 @@ from deploybench.loadtests.payloads import (
     parse_headers,
     request_spec,
 )
-
-from deploybench.commands.cli import main as cli_main
-from deploybench.errors import UsageError
 
 
 # -- headers -------------------------------------------------------------------------------------------

@@ -18,28 +18,10 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from deploybench.bench.profiles import PROFILES
-from deploybench.bench.suite import UserBenchModel, predict_cases_for, zoo_models
-from deploybench.reports.compare_render import build_blocks
-from deploybench.reports.render import blocks_to_markdown
-from deploybench.targets.catalog import ArtifactError, sha256_file
-from deploybench.targets.modelfile import (
-    ModelFileError,
-    UserModel,
-    default_model_name,
-    input_kind,
-    inspect_user_model,
-    parse_floats,
-    parse_shape,
-    resolve_format,
-    sniff,
-)
-from deploybench.targets.predictors import quiet_jit_deprecation
-from deploybench.targets.preprocess import ZOO_IMAGE_TRANSFORM, ImageTransform, InputError, validate_features
-from deploybench.targets.serve import TargetConfig
-from deploybench.targets.service import Service
 from PIL import Image
 
+from deploybench.bench.profiles import PROFILES
+from deploybench.bench.suite import UserBenchModel, predict_cases_for, zoo_models
 from deploybench.commands.cli import main
 from deploybench.commands.model_options import (
     add_model_file_arguments,
@@ -58,6 +40,24 @@ from deploybench.decisions.compare.config import (
 from deploybench.decisions.compare.driver import RealDriver
 from deploybench.decisions.compare.run import run_choice
 from deploybench.errors import UsageError
+from deploybench.reports.compare_render import build_blocks
+from deploybench.reports.render import blocks_to_markdown
+from deploybench.targets.catalog import ArtifactError, sha256_file
+from deploybench.targets.modelfile import (
+    ModelFileError,
+    UserModel,
+    default_model_name,
+    input_kind,
+    inspect_user_model,
+    parse_floats,
+    parse_shape,
+    resolve_format,
+    sniff,
+)
+from deploybench.targets.predictors import quiet_jit_deprecation
+from deploybench.targets.preprocess import ZOO_IMAGE_TRANSFORM, ImageTransform, InputError, validate_features
+from deploybench.targets.serve import TargetConfig
+from deploybench.targets.service import Service
 
 
 class TinyImageNet(torch.nn.Module):
@@ -287,8 +287,9 @@ def test_a_trusted_torch_module_pickle_loads_and_says_so(files: dict[str, Path])
 
 # -- served: both apps, identical JSON -----------------------------------------------------------------------
 def _clients(config_kwargs: dict[str, Any]) -> dict[str, Any]:
-    from deploybench.targets import fastapi_app, flask_app
     from fastapi.testclient import TestClient
+
+    from deploybench.targets import fastapi_app, flask_app
 
     out = {}
     for module, fw in ((flask_app, "flask"), (fastapi_app, "fastapi")):

@@ -12,8 +12,8 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from deploybench.loadtests.core import add_warnings, offered_rps
 
+from deploybench.loadtests.core import add_warnings, offered_rps
 from deploybench.measure import (
     DROPPED,
     NOT_SENT,
@@ -31,10 +31,11 @@ from deploybench.stats import decode_histogram, merge_histograms, summarize_hist
 _skip = os.environ.get("LOCUST_SKIP_MONKEY_PATCH")
 os.environ["LOCUST_SKIP_MONKEY_PATCH"] = "1"
 try:
-    import deploybench.loadtests.common as common
-    from deploybench.loadtests.common import DeployBenchUser, LoadOptions, Plugin, assignments
     from locust.exception import StopUser
     from locust.runners import MasterRunner, WorkerRunner
+
+    import deploybench.loadtests.common as common
+    from deploybench.loadtests.common import DeployBenchUser, LoadOptions, Plugin, assignments
 finally:
     if _skip is None:
         del os.environ["LOCUST_SKIP_MONKEY_PATCH"]

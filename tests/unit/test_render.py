@@ -14,6 +14,9 @@ import re
 from pathlib import Path
 
 import pytest
+
+from deploybench.commands.cli import main as cli_main
+from deploybench.record import load_records
 from deploybench.reports.render import (
     CSV_COLUMNS,
     expand_record_paths,
@@ -25,9 +28,6 @@ from deploybench.reports.render import (
     write_csv,
     write_report,
 )
-
-from deploybench.commands.cli import main as cli_main
-from deploybench.record import load_records
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 RECORD_FILES = [

@@ -11,6 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from deploybench.commands.cli import main
+from deploybench.errors import UsageError
 from deploybench.targets import zoo
 from deploybench.targets.predictors import PREDICTOR_CLASSES, load_predictor, open_predictor
 from deploybench.targets.zoo import (
@@ -25,9 +28,6 @@ from deploybench.targets.zoo import (
     sample_inputs,
     sha256_file,
 )
-
-from deploybench.commands.cli import main
-from deploybench.errors import UsageError
 
 ALL_ARTIFACTS = [(m, f) for m, spec in MODELS.items() for f in spec.formats]
 
@@ -185,6 +185,7 @@ def test_manifest_describes_every_artifact(zoo_dir: Path) -> None:
 
 def _seeded_resnet18_state(seed: int) -> dict:
     import torch
+
     from deploybench.targets.resnet import resnet18
 
     torch.manual_seed(seed)
@@ -199,6 +200,7 @@ def _seeded_resnet18_state(seed: int) -> dict:
 
 def test_user_weights_round_trip_through_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     import torch
+
     from deploybench.targets.resnet import SoftmaxHead, resnet18
 
     state = _seeded_resnet18_state(123)
