@@ -4,6 +4,7 @@ sentence, the per-choice pipeline (fake driver with a known capacity), failures,
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -867,3 +868,37 @@ def test_compare_expect_workers_on_the_command_line(monkeypatch, capsys, tmp_pat
     driver.load(target, load_model="closed", duration_s=1.0, warmup_s=0.0, record_path=tmp_path / "r")
     assert asked["expect_workers"] == 2 and asked["master_bind"] == ("10.0.0.5", 6000)
     assert asked["generator_cpus"] is None and "processes" not in asked and asked["engine"] == "locust"
+
+
+class TooSlowDriver(FakeDriver):
+    """Every open-loop run misses the SLO (P99 900 ms at any rate)."""
+
+    def load(self, target, *, load_model, duration_s, warmup_s, record_path, users=None, rate_rps=None):
+        rec = fake_record(rate_rps, rate_rps or 100.0, 900_000, 200)
+        rec.save(record_path)
+        return rec
+
+
+@pytest.mark.parametrize(
+    ("driver", "why"),
+    [
+        (FakeDriver({"fastapi": None, "flask": None}), "no choice completed"),
+        (TooSlowDriver({"fastapi": 300.0, "flask": 300.0}), "no choice met the SLO at any rate tried"),
+    ],
+)
+def test_compare_exits_1_when_nothing_met_the_slo(monkeypatch, tmp_path, capsys, driver, why):
+    import deploybench.commands.compare as compare_command
+
+    monkeypatch.setattr(compare_command, "RealDriver", lambda *a, **k: driver)
+    monkeypatch.setattr(compare_command, "run_matrix", functools.partial(run_matrix, env={}))  # no git call
+    (tmp_path / "zoo").mkdir()
+    (tmp_path / "zoo" / "manifest.json").write_text("{}")
+    argv = ["compare", "--framework", "fastapi,flask", "--model", "iris-rf", "--format", "onnx", "--no-pin",
+            "--repeats", "0", "--zoo", str(tmp_path / "zoo"), "-q"]  # fmt: skip
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert f"deploybench compare: {why} (exit 1)" in err
+    assert (tmp_path / "out" / "report.md").is_file()  # the report is written all the same
+    one_serves = FakeDriver({"fastapi": 300.0, "flask": None})
+    monkeypatch.setattr(compare_command, "RealDriver", lambda *a, **k: one_serves)
+    assert main([*argv, "--out", str(tmp_path / "out2")]) == 0
