@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from deploybench.errors import UsageError
+from deploybench.frames import RUN_COLUMNS, series_rows
 from deploybench.io import write_atomic, write_json_atomic
 from deploybench.record import PERCENTILES, RecordWarning, RunRecord, Series, pct_key
 from deploybench.vocabulary import REPORT_FORMATS as FORMATS
@@ -502,48 +503,13 @@ def render_html(
 
 
 # -- flat exports ----------------------------------------------------------------------------------------
-CSV_COLUMNS = (
-    "run_id", "kind", "status", "model", "format", "series", "case", "batch_size", "threads", "count",
-    *(f"{k}_us" for k in LOAD_PCTS), "min_us", "max_us", "mean_us", "throughput_rps", "offered_rps",
-    "scheduled", "items_per_s", "error_count", "error_ratio", "load_time_us", "size_bytes",
-    "uncorrected_p99_us", "warnings",
-)  # fmt: skip
+CSV_COLUMNS = RUN_COLUMNS
 
 
 def summary_rows(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
-    """One flat row per series (the CSV/JSON export): units in the column names, None where not measured."""
-    rows = []
-    for r in records:
-        for s in r.series:
-            lat = s.latency_us
-            row: dict[str, Any] = {
-                "run_id": r.run_id,
-                "kind": r.kind,
-                "status": r.status,
-                "model": s.params.get("model", r.config.get("model")),
-                "format": s.params.get("format", r.config.get("format")),
-                "series": s.name,
-                "case": s.params.get("case"),
-                "batch_size": s.params.get("batch_size"),
-                "threads": s.params.get("threads"),
-                "count": s.count,
-                **{f"{k}_us": lat.get(k) for k in LOAD_PCTS},
-                "min_us": lat.get("min"),
-                "max_us": lat.get("max"),
-                "mean_us": lat.get("mean"),
-                "throughput_rps": s.throughput_rps,
-                "offered_rps": s.offered_rps,
-                "scheduled": s.scheduled,
-                "items_per_s": s.items_per_s,
-                "error_count": s.error_count,
-                "error_ratio": s.error_ratio,
-                "load_time_us": s.extra.get("load_time_us"),
-                "size_bytes": s.extra.get("size_bytes"),
-                "uncorrected_p99_us": (s.uncorrected_latency_us or {}).get("p99"),
-                "warnings": ";".join(w.code for w in series_warnings(r, s.name)),
-            }
-            rows.append(row)
-    return rows
+    """One flat row per series (the CSV/JSON export; ``deploybench.frames`` builds its ``runs`` frame from the
+    same rows): units in the column names, None where not measured."""
+    return series_rows(records)
 
 
 def write_csv(records: Sequence[RunRecord], path: str | Path) -> Path:
