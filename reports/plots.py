@@ -1,9 +1,10 @@
 """PNG plots (matplotlib, Agg backend: the one matplotlib set-up) drawn from records and compare documents.
 
 Micro records: latency per format (P50 and P99 at the smallest batch), latency vs batch size, throughput
-(items/s) vs batch size. Load records: latency percentiles per endpoint, achieved vs offered throughput. Each
-of these returns [(title, png_bytes)]. Compare documents: latency-throughput curves and percentile spectra
-(PNG bytes, or None when there is nothing to draw).
+(items/s) vs batch size. Load records: latency percentiles per endpoint, achieved vs offered throughput,
+and P50/P99 and the rate per 1 s block over time (warm-up shaded). Each of these returns [(title,
+png_bytes)]. Compare documents: latency-throughput curves and percentile spectra (PNG bytes, or None when
+there is nothing to draw).
 
 Importing this module imports matplotlib (~0.5 s): renderers import it only when images are wanted.
 """
@@ -20,6 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from deploybench.compare_doc import CompareRun
+from deploybench.frames import block_rows
 from deploybench.record import PERCENTILES, RunRecord, Series, pct_key
 from deploybench.stats import decode_histogram, value_at_percentile
 
@@ -149,7 +151,47 @@ def load_plots(record: RunRecord) -> list[Plot]:
         ax.set_title(f"{record.run_id}: throughput")
         ax.legend(fontsize="small")
         plots.append((f"{record.run_id}: throughput", _png(fig)))
+    timeline = timeline_png(record)
+    if timeline is not None:
+        plots.append((f"{record.run_id}: over time", timeline))
     return plots
+
+
+def timeline_png(record: RunRecord) -> bytes | None:
+    """Per 1 s block of the measured window, per endpoint: P50 and P99 (from each block's own histogram) and
+    the achieved rate with the errors; the warm-up before the window is shaded (not measured, so empty).
+    None when no series has two or more blocks."""
+    rows = [r for r in block_rows([record]) if r["count"] or r["error_count"]]
+    names = [s.name for s in record.series if sum(1 for r in rows if r["series"] == s.name) >= 2]
+    if not names:
+        return None
+    fig, (lat, rate) = plt.subplots(2, 1, figsize=(7, 4.8), sharex=True)
+    warmup_s = float(record.config.get("warmup_s") or 0.0)
+    for i, name in enumerate(names):
+        mine = [r for r in rows if r["series"] == name]
+        mid = [r["start_s"] + r["duration_s"] / 2 for r in mine]
+        colour = f"C{i}"
+        for key, style in (("p50_us", "--"), ("p99_us", "-")):
+            ys = [(r[key] or 0) / 1000 if r[key] is not None else float("nan") for r in mine]
+            lat.plot(mid, ys, style, color=colour, marker=".", label=f"{name} {key[:-3].upper()}")
+        rate.plot(mid, [r["throughput_rps"] or 0 for r in mine], color=colour, marker=".", label=f"{name} ok")
+        errors = [r["error_count"] / r["duration_s"] if r["duration_s"] else 0 for r in mine]
+        if any(errors):
+            rate.plot(mid, errors, ":", color=colour, marker="x", label=f"{name} errors")
+    for ax in (lat, rate):
+        if warmup_s > 0:
+            ax.axvspan(-warmup_s, 0, color="0.9", label="_warm-up")
+    if warmup_s > 0:
+        lat.text(-warmup_s / 2, 0.5, "warm-up\n(not measured)", transform=lat.get_xaxis_transform(),
+                 ha="center", va="center", fontsize="small", color="0.4")  # fmt: skip
+    lat.set_yscale("log")
+    lat.set_ylabel("latency (ms)")
+    lat.set_title(f"{record.run_id}: per 1 s block")
+    lat.legend(fontsize="x-small", ncol=2)
+    rate.set_ylabel("requests/s")
+    rate.set_xlabel("seconds into the measured window")
+    rate.legend(fontsize="x-small", ncol=2)
+    return _png(fig)
 
 
 # -- compare documents -------------------------------------------------------------------------------------

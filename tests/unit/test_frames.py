@@ -101,3 +101,19 @@ def test_bad_paths_are_usage_errors(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="neither a run record nor a compare document"):
         load_frames(other)
     assert load_frames(tmp_path).runs.empty  # inside a folder, other JSON files are skipped
+
+
+def test_load_reports_plot_each_block_over_time_with_the_warm_up_shaded() -> None:
+    from deploybench.reports import plots  # import cost: matplotlib, only for this test
+
+    blocks = [block(0, 1_000, 100), block(1, 50_000, 200, errors=3), block(2, 2_000, 300)]
+    s = Series("POST /predict", count=600, latency_us={"p50": 2_000, "p99": 50_000}, throughput_rps=200.0,
+               blocks=blocks)  # fmt: skip
+    rec = RunRecord("load", {"scenario": "tabular", "warmup_s": 2.0}, {}, series=[s])
+    titles = [t for t, png in plots.load_plots(rec) if png.startswith(b"\x89PNG")]
+    assert titles[-1] == f"{rec.run_id}: over time"
+    one = Series("POST /predict", count=100, latency_us={"p50": 1_000, "p99": 1_000}, blocks=blocks[:1])
+    assert plots.timeline_png(RunRecord("load", {}, {}, series=[one])) is None  # one block: nothing to draw
+    assert not any(
+        t.endswith("over time") for t, _ in plots.load_plots(RunRecord("load", {}, {}, series=[one]))
+    )
