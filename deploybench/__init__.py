@@ -3,10 +3,9 @@
 One installed namespace: everything is ``deploybench.*``. The repository keeps the design's top-level folders
 (``targets/``, ``loadtests/``, ``bench/``, ``reports/``); an installed wheel holds them as subpackages of
 ``deploybench`` (pyproject's ``package-dir``). In a checkout, the finder below maps ``deploybench.targets``
-&c.
-to those folders of *this* tree, ahead of any other finder: an editable install's finder points at the tree
-that was installed, but an A/B worktree of another commit (``deploybench ab``, which puts that tree first on
-``PYTHONPATH``) must run its own code.
+&c. to those folders of *this* tree, ahead of any other finder: an editable install's finder points at the
+tree that was installed, but an A/B worktree of another commit (``deploybench ab``, which puts that tree first
+on ``PYTHONPATH``) must run its own code.
 """
 
 from __future__ import annotations

@@ -287,11 +287,15 @@ def load_compare(path: str | os.PathLike[str]) -> CompareRun:
     p = Path(path)
     if p.is_dir():
         p = p / SUMMARY_NAME
-    data = read_json_object(p, "deploybench compare document")
+    return compare_from_json(read_json_object(p, "deploybench compare document"), p)
+
+
+def compare_from_json(data: dict[str, Any], source: str | os.PathLike[str]) -> CompareRun:
+    """A compare document from its parsed JSON; a UsageError names ``source`` and the problem."""
     try:
         return CompareRun.from_dict(data)
     except (KeyError, TypeError) as exc:
-        raise UsageError(f"{p}: malformed compare document ({exc!r})") from None
+        raise UsageError(f"{source}: malformed compare document ({exc!r})") from None
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -500,11 +504,12 @@ def _label(r: ChoiceResult) -> str:
 def _no_best(ranked: Sequence[ChoiceResult], slo: str) -> tuple[list[ChoiceResult], str | None]:
     """The completed choices, and the sentence to say instead of a verdict when there is no best one."""
     done = [r for r in ranked if r.status == "complete"]
+    why = nothing_met_the_slo(ranked)
+    if why is None:
+        return done, None
     if not done:
         return done, "No choice completed, so there is nothing to rank."
-    if done[0].max_rps is None:
-        return done, f"No choice met the {slo} at any rate tried, so there is no best choice."
-    return done, None
+    return done, f"No choice met the {slo} at any rate tried, so there is no best choice."
 
 
 def nothing_met_the_slo(results: Sequence[ChoiceResult]) -> str | None:

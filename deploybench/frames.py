@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from deploybench.compare_doc import CompareRun, load_compare
+from deploybench.compare_doc import CompareRun, compare_from_json
 from deploybench.errors import UsageError
-from deploybench.record import PERCENTILES, RunRecord, load_record, pct_key
+from deploybench.record import PERCENTILES, RunRecord, pct_key, record_from_json
 from deploybench.stats import decode_histogram, summarize_histogram
 
 if TYPE_CHECKING:
@@ -172,24 +172,27 @@ def frames(records: Sequence[RunRecord], compares: Sequence[CompareRun] = ()) ->
     )
 
 
-def _kind(path: Path) -> str | None:
-    """ "record", "compare" or None (a JSON file of another kind: reports' summaries, manifests, ...)."""
-    try:
-        with path.open(encoding="utf-8") as f:
-            head = json.load(f)
-    except (OSError, ValueError):
-        return None
-    if not isinstance(head, dict):
-        return None
-    if head.get("kind") == "compare" and "results" in head:
+def _kind(data: dict[str, Any]) -> str | None:
+    """ "record", "compare" or None (a JSON object of another kind: reports' summaries, manifests, ...)."""
+    if data.get("kind") == "compare" and "results" in data:
         return "compare"
-    if "series" in head and "kind" in head and "config" in head:
+    if "series" in data and "kind" in data and "config" in data:
         return "record"
     return None
 
 
+def _read(path: Path) -> dict[str, Any] | None:
+    try:
+        with path.open(encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def collect(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[RunRecord], list[CompareRun]]:
-    """Every run record and compare document in these files and folders (folders recursively)."""
+    """Every run record and compare document in these files and folders (folders recursively); each file is
+    read once."""
     records: list[RunRecord] = []
     compares: list[CompareRun] = []
     for given in paths:
@@ -198,11 +201,12 @@ def collect(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[RunRecord], l
             raise UsageError(f"{p}: no such file or folder")
         files = sorted(f for f in p.rglob("*.json") if not f.name.startswith(".")) if p.is_dir() else [p]
         for f in files:
-            kind = _kind(f)
+            data = _read(f)
+            kind = _kind(data) if data is not None else None
             if kind == "record":
-                records.append(load_record(f))
+                records.append(record_from_json(data, f))
             elif kind == "compare":
-                compares.append(load_compare(f))
+                compares.append(compare_from_json(data, f))
             elif not p.is_dir():
                 raise UsageError(f"{f}: neither a run record nor a compare document")
     return records, compares

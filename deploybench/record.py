@@ -238,13 +238,18 @@ def migrate(d: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_record(path: str | os.PathLike[str]) -> RunRecord:
-    data = read_json_object(path)
+    return record_from_json(read_json_object(path), path)
+
+
+def record_from_json(data: dict[str, Any], source: str | os.PathLike[str]) -> RunRecord:
+    """A record from its parsed JSON (migrated to this schema); a UsageError names ``source`` and the
+    problem."""
     try:
         return RunRecord.from_dict(data)
     except UsageError as exc:
-        raise UsageError(f"{path}: {exc}") from None
+        raise UsageError(f"{source}: {exc}") from None
     except (KeyError, TypeError, AttributeError, ValueError) as exc:
-        raise UsageError(f"{path}: malformed run record ({exc!r})") from None
+        raise UsageError(f"{source}: malformed run record ({exc!r})") from None
 
 
 def load_records(paths: list[str | os.PathLike[str]]) -> list[RunRecord]:

@@ -139,9 +139,12 @@ def evaluate(record: RunRecord, thresholds: Iterable[Threshold]) -> list[Outcome
 
 
 def apply(record: RunRecord, thresholds: Iterable[Threshold]) -> tuple[list[Outcome], bool]:
-    """Evaluate and write each crossing into the record as a ``threshold`` warning. Returns the outcomes and
-    whether every threshold held (a run with thresholds but no series holds none of them)."""
+    """Record the limits (``config["thresholds"]``), evaluate them and write each crossing into the record as
+    a ``threshold`` warning. Returns the outcomes and whether every threshold held (a run with thresholds but
+    no series holds none of them)."""
     thresholds = list(thresholds)
+    if thresholds:
+        record.config["thresholds"] = [t.text for t in thresholds]
     outcomes = evaluate(record, thresholds)
     if thresholds and not record.series:
         record.add_warning(WARNING_CODE, "no series measured: no threshold can hold", "")

@@ -613,7 +613,6 @@ class Plugin:
         with ``EXIT_THRESHOLD`` when one was crossed."""
         rec, path = self.record, self.record_path
         assert rec is not None and path is not None
-        rec.config["thresholds"] = [t.text for t in self.thresholds]
         outcomes, held = apply_thresholds(rec, self.thresholds)
         rec.save(path)
         for outcome in outcomes:

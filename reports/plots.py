@@ -172,7 +172,7 @@ def timeline_png(record: RunRecord) -> bytes | None:
         mid = [r["start_s"] + r["duration_s"] / 2 for r in mine]
         colour = f"C{i}"
         for key, style in (("p50_us", "--"), ("p99_us", "-")):
-            ys = [(r[key] or 0) / 1000 if r[key] is not None else float("nan") for r in mine]
+            ys = [r[key] / 1000 if r[key] is not None else float("nan") for r in mine]
             lat.plot(mid, ys, style, color=colour, marker=".", label=f"{name} {key[:-3].upper()}")
         rate.plot(mid, [r["throughput_rps"] or 0 for r in mine], color=colour, marker=".", label=f"{name} ok")
         errors = [r["error_count"] / r["duration_s"] if r["duration_s"] else 0 for r in mine]

@@ -21,15 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from deploybench.errors import UsageError
-from deploybench.frames import RUN_COLUMNS, series_rows
+from deploybench.frames import LATENCY_KEYS, RUN_COLUMNS, series_rows
 from deploybench.io import write_atomic, write_json_atomic
-from deploybench.record import PERCENTILES, RecordWarning, RunRecord, Series, pct_key
+from deploybench.record import RecordWarning, RunRecord, Series
 from deploybench.vocabulary import REPORT_FORMATS as FORMATS
 
 # Files the report command writes; skipped when a folder of records is given back to it.
 OUTPUT_NAMES = {"md": "report.md", "html": "report.html", "csv": "summary.csv", "json": "summary.json"}
 MICRO_PCTS = ("p50", "p95", "p99")
-LOAD_PCTS = tuple(pct_key(p) for p in PERCENTILES)
+LOAD_PCTS = LATENCY_KEYS
 # Micro config keys shown once in the method paragraph (or in the heading) rather than per record.
 MICRO_METHOD_KEYS = ("warmup", "calibration", "timer")
 MICRO_META_SKIP = {"model", "task", "title", "suite", "scenario", "iterations_per_round", *MICRO_METHOD_KEYS}

@@ -231,7 +231,6 @@ def run(args: argparse.Namespace) -> int:
     )  # fmt: skip
     outcomes, held = [], True
     if limits:
-        record.config["thresholds"] = [t.text for t in limits]
         outcomes, held = apply_thresholds(record, limits)
         record.save(path)
     print(format_summary(record))
