@@ -21,7 +21,7 @@ from deploybench.decisions.compare.driver import RealDriver, core_split
 from deploybench.decisions.compare.run import run_matrix
 from deploybench.record import load_record
 from deploybench.reports.compare_render import write_report
-from tests.support.tiny_matrix import tiny_matrix
+from tests.support.tiny_matrix import compare_finished, tiny_matrix
 
 pytestmark = pytest.mark.e2e  # starts real targets and Locust
 
@@ -139,7 +139,8 @@ def test_pin_runs_the_server_and_the_generator_on_their_cores(
     cfg.write_text(TINY_PIN)
     out = tmp_path / "out"
     rc = main(["compare", "--config", str(cfg), "--pin", "--zoo", str(zoo_dir), "--out", str(out), "-q"])
-    assert rc == 0, capsys.readouterr()
+    err = capsys.readouterr().err
+    assert compare_finished(rc, err), err
 
     # the server really ran on its CPU only (the master and any worker)
     assert len(seen) == 1 and seen[0] and all(cpus == server_cpus for cpus in seen[0].values()), seen

@@ -28,6 +28,7 @@ from deploybench.record import load_record, load_records
 from deploybench.targets.modelfile import UserModel, image_transform, inspect_user_model
 from deploybench.targets.serve import ServerProcess, TargetConfig
 from tests.support.servers import started_together
+from tests.support.tiny_matrix import compare_finished
 from tests.support.user_models import DigitsModels, shared_digits_models
 
 pytestmark = pytest.mark.e2e  # starts real targets, Locust, pytest children and the CLI
@@ -253,7 +254,9 @@ def test_each_model_is_ranked_in_a_compare_run(
         + f'\n[[models]]\nname = "digits-rf"\nfiles = ["{m.rf_onnx}", "{m.rf_joblib}"]\n'
         + f'trust_pickle = "{m.rf_joblib_sha256}"\n'
     )  # fmt: skip
-    assert main(["compare", "-c", str(rf), "--out", str(tmp_path / "rf"), "-q"]) == 0, capsys.readouterr().err
+    rc = main(["compare", "-c", str(rf), "--out", str(tmp_path / "rf"), "-q"])
+    err = capsys.readouterr().err
+    assert compare_finished(rc, err), err
     _check_ranked(tmp_path / "rf", "digits-rf", {"onnx", "pickle"})
     # ... and the CNN's from the command line (--model-file twice), on the other framework
     base = tmp_path / "tiny.toml"
@@ -263,7 +266,8 @@ def test_each_model_is_ranked_in_a_compare_run(
     rc = main(["compare", "-c", str(base), "--model-file", str(m.cnn_torchscript),
                "--model-file", str(m.cnn_onnx), "--model-name", "digits-cnn", "--out", str(tmp_path / "cnn"),
                "-q"])  # fmt: skip
-    assert rc == 0, capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert compare_finished(rc, err), err
     _check_ranked(tmp_path / "cnn", "digits-cnn", {"torchscript", "onnx"})
     assert load_compare(tmp_path / "cnn").scenario == "image"
 
