@@ -30,6 +30,8 @@ from deploybench.errors import UsageError
 from deploybench.io import read_json_object, utc_now, write_json_atomic
 from deploybench.record import RecordWarning
 from deploybench.stats import t_critical
+from deploybench.thresholds import WARNING_CODE as THRESHOLD_CODE
+from deploybench.thresholds import Outcome, Threshold
 
 COMPARE_SCHEMA_VERSION = 2
 SUMMARY_NAME = "compare.json"
@@ -202,6 +204,11 @@ class ChoiceResult:
 
     def common_pct(self, key: str) -> int | None:
         return ((self.common or {}).get("latency_us") or {}).get(key)
+
+    @property
+    def crossed_thresholds(self) -> list[RecordWarning]:
+        """The compare thresholds this choice crossed (``judge_thresholds``): then it is not recommended."""
+        return [w for w in self.warnings if w.code == THRESHOLD_CODE]
 
     def add_warning(self, w: RecordWarning) -> None:
         if w not in self.warnings:
@@ -512,6 +519,49 @@ def _no_best(ranked: Sequence[ChoiceResult], slo: str) -> tuple[list[ChoiceResul
     return done, f"No choice met the {slo} at any rate tried, so there is no best choice."
 
 
+def threshold_outcomes(result: ChoiceResult, thresholds: Sequence[Threshold]) -> list[Outcome]:
+    """Judge one completed choice on the compare's thresholds: ``throughput`` on its max rate under the SLO
+    (the ranked figure; None when it met the SLO at no rate tried: crossed), latency and ``error_ratio`` on
+    its measurement at the common rate (the same load for every choice; open loop, so corrected latency)."""
+    common = result.common or {}
+    out = []
+    for t in thresholds:
+        if t.metric == "throughput":
+            value, where = result.max_rps, "as its max rate under the SLO"
+        elif t.metric == "error_ratio":
+            value, where = common.get("error_ratio"), "at the common rate"
+        else:
+            value, where = (common.get("latency_us") or {}).get(t.metric), "at the common rate"
+        value = None if value is None else float(value)
+        out.append(Outcome(t, where, value, value is not None and t.holds(value)))
+    return out
+
+
+def judge_thresholds(result: ChoiceResult, thresholds: Sequence[Threshold]) -> None:
+    """Add a ``threshold`` warning to a completed choice for each threshold it crossed."""
+    if result.status != "complete":
+        return
+    for o in threshold_outcomes(result, thresholds):
+        if not o.passed:
+            result.add_warning(
+                RecordWarning(
+                    THRESHOLD_CODE,
+                    f"crossed {o.threshold.text}: {o.threshold.format_value(o.value)} {o.series}",
+                    "left out of the recommendation",
+                    series="thresholds",
+                )
+            )
+
+
+def nothing_held_the_thresholds(results: Sequence[ChoiceResult]) -> str | None:
+    """Why no choice can be recommended under the thresholds (every choice that met the SLO crossed one), or
+    None. ``deploybench compare`` then exits 3, as ``load`` does on a crossed threshold."""
+    ranked = [r for r in results if r.status == "complete" and r.max_rps is not None]
+    if ranked and all(r.crossed_thresholds for r in ranked):
+        return "every choice that met the SLO crossed a threshold"
+    return None
+
+
 def nothing_met_the_slo(results: Sequence[ChoiceResult]) -> str | None:
     """Why a compare answered nothing (every choice failed, or none met the SLO at any rate tried), or None
     when at least one choice has a max rate under the SLO. ``deploybench compare`` then exits 1."""
@@ -524,8 +574,24 @@ def nothing_met_the_slo(results: Sequence[ChoiceResult]) -> str | None:
 
 
 def verdict(ranked: Sequence[ChoiceResult], slo_p99_us: int, rel_tolerance: float = 0.10) -> str:
-    """The answer in one sentence: which choice to pick, by how much, how sure (or who ties); then a sentence
-    on the choices whose figure is the load generator's ceiling (left out of the verdict)."""
+    """The answer in one sentence: which choice to pick, by how much, how sure (or who ties); then sentences
+    on the choices that crossed a threshold and on those whose figure is the load generator's ceiling (both
+    left out of the verdict)."""
+    crossed = [r for r in ranked if r.status == "complete" and r.crossed_thresholds and r.max_rps is not None]
+    if not crossed:
+        return _verdict_bound(ranked, slo_p99_us, rel_tolerance)
+    names = "; ".join(
+        f"{_label(r)} ({', '.join(w.message.removeprefix('crossed ') for w in r.crossed_thresholds)})"
+        for r in crossed
+    )
+    note = f"Crossed a threshold, so not recommended: {names}."
+    rest = [r for r in ranked if r not in crossed]
+    if not any(r.status == "complete" and r.max_rps is not None for r in rest):
+        return f"No choice held every threshold. {note}"
+    return f"{_verdict_bound(rest, slo_p99_us, rel_tolerance)} {note}"
+
+
+def _verdict_bound(ranked: Sequence[ChoiceResult], slo_p99_us: int, rel_tolerance: float = 0.10) -> str:
     bound = [r for r in ranked if r.status == "complete" and r.generator_bound and r.max_rps is not None]
     if not bound:
         return _verdict(ranked, slo_p99_us, rel_tolerance)

@@ -15,9 +15,11 @@ within the drain time after the window closed). So ``count + errors == scheduled
 error ratio includes the sends an overloaded generator could not make.
 
 Blocks: the window is cut into consecutive blocks of ``block_ns`` (1 s) by the same time that decides the
-window (intended or actual send); each block keeps its successes, errors and latency histogram. Blocks of
-different generators are merged by index (each generator counts from its own window start). The blocks'
-histograms add up to the endpoint's histogram, their counts to its count and errors.
+window (intended or actual send); each block keeps its successes, errors (in all and by kind) and latency
+histogram, and in open loop the uncorrected histogram too. Blocks of different generators are merged by
+index (each generator counts from its own window start). The blocks' histograms add up to the endpoint's
+histograms, their counts to its count and errors. Open loop, every slot of a block ends as a success or an
+error of some kind, so a block's count + errors is the number of slots it offered (offered vs achieved).
 """
 
 from __future__ import annotations
@@ -100,39 +102,66 @@ SLIVER_FRACTION = 0.05  # a last block shorter than this share of a block joins 
 
 @dataclass
 class Block:
-    """One time block of an endpoint's window: successes, errors, latency (corrected in open loop)."""
+    """One time block of an endpoint's window: successes, errors (in all and by kind), latency (corrected
+    in open loop) and, open loop, the uncorrected latency (from the actual send)."""
 
     count: int = 0
     errors: int = 0
     latency: HdrHistogram | None = None
-    _encoded: tuple[int, str] | None = field(default=None, repr=False, compare=False)
+    error_kinds: Counter = field(default_factory=Counter)
+    uncorrected: HdrHistogram | None = None
+    _encoded: tuple[int, str, str | None] | None = field(default=None, repr=False, compare=False)
 
-    def record(self, value_us: int) -> None:
+    def record(self, value_us: int, uncorrected_us: int | None = None) -> None:
         if self.latency is None:
             self.latency = new_histogram()
         self.count += 1
         record_us(self.latency, value_us)
+        if uncorrected_us is not None:
+            if self.uncorrected is None:
+                self.uncorrected = new_histogram()
+            record_us(self.uncorrected, uncorrected_us)
+
+    def error(self, kind: str) -> None:
+        self.errors += 1
+        self.error_kinds[kind] += 1
+
+    def _encode(self) -> tuple[int, str, str | None]:
+        """The encoded histograms, cached while the count is unchanged (a past block is encoded once)."""
+        if self._encoded is None or self._encoded[0] != self.count:
+            unc = encode_histogram(self.uncorrected) if self.uncorrected is not None else None
+            self._encoded = (self.count, encode_histogram(self.latency or new_histogram()), unc)
+        return self._encoded
 
     def encoded(self) -> str:
-        """The encoded histogram, cached while the count is unchanged (a past block is encoded once)."""
-        if self._encoded is None or self._encoded[0] != self.count:
-            self._encoded = (self.count, encode_histogram(self.latency or new_histogram()))
-        return self._encoded[1]
+        return self._encode()[1]
 
     def to_wire(self) -> dict[str, Any]:
-        return {"count": self.count, "errors": self.errors, "histogram": self.encoded()}
+        _, hist, unc = self._encode()
+        d: dict[str, Any] = {"count": self.count, "errors": self.errors, "histogram": hist}
+        if self.error_kinds:
+            d["error_kinds"] = dict(sorted(self.error_kinds.items()))
+        if unc is not None:
+            d["uncorrected_histogram"] = unc
+        return d
 
     @classmethod
     def from_wire(cls, d: dict[str, Any]) -> Block:
         count = int(d["count"])
+        unc = d.get("uncorrected_histogram")
         return cls(count=count, errors=int(d["errors"]),
-                   latency=decode_histogram(d["histogram"]) if count else None)  # fmt: skip
+                   latency=decode_histogram(d["histogram"]) if count else None,
+                   error_kinds=Counter(d.get("error_kinds") or {}),
+                   uncorrected=decode_histogram(unc) if unc and count else None)  # fmt: skip
 
     def add(self, other: Block) -> None:
         self.count += other.count
         self.errors += other.errors
+        self.error_kinds.update(other.error_kinds)
         if other.latency is not None and other.count:
             self.latency = merge_histograms([self.latency or new_histogram(), other.latency])
+        if other.uncorrected is not None and other.count:
+            self.uncorrected = merge_histograms([self.uncorrected or new_histogram(), other.uncorrected])
 
 
 @dataclass
@@ -264,12 +293,12 @@ class Measurement:
             return
         if error is not None:
             ep.errors[error] += 1
-            block.errors += 1
+            block.error(error)
             return
         value_us = latency_us + max(0, send_delay_us)
         ep.count += 1
         record_us(ep.latency, value_us)
-        block.record(value_us)
+        block.record(value_us, latency_us if ep.uncorrected is not None else None)
         if ep.uncorrected is not None:
             record_us(ep.uncorrected, latency_us)
         for comp, us in (server_timing_us or {}).items():
@@ -318,11 +347,16 @@ class Measurement:
         index = (start[keep] - self.window_start_ns) // self.block_ns
         for i in np.unique(index).tolist():
             block = ep.block(int(i))
-            part = values[index == i]
+            here = index == i
+            part = values[here]
             if block.latency is None:
                 block.latency = new_histogram()
             block.count += len(part)
             record_many_us(block.latency, part)
+            if ep.uncorrected is not None:
+                if block.uncorrected is None:
+                    block.uncorrected = new_histogram()
+                record_many_us(block.uncorrected, latency[here])
         for comp, arr in (server_timing_us or {}).items():
             col = np.asarray(arr, dtype=np.int64)[keep]
             col = col[col >= 0]
@@ -341,7 +375,7 @@ class Measurement:
             ep.warmup_errors += start_ns < self.window_start_ns
             return
         ep.errors[kind] += 1
-        block.errors += 1
+        block.error(kind)
 
     # -- open-loop slots in flight ----------------------------------------------------------------------
     def begin(self, name: str, start_ns: int) -> int:
@@ -524,13 +558,12 @@ class Measurement:
                 merged = Block()
                 for p in parts:
                     merged.add(p)
-            out.append({
+            block = {
                 "start_s": round(start_s, 6),
                 "duration_s": round(max(0.0, end_s - start_s), 6),
-                "count": merged.count,
-                "errors": merged.errors,
-                "histogram": merged.encoded(),
-            })  # fmt: skip
+                **merged.to_wire(),
+            }
+            out.append(block)
         return out
 
     def to_series(self, offered_rps: dict[str, float] | None = None) -> list[Series]:

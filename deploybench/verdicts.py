@@ -8,7 +8,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 DEFAULT_CONFIDENCE = 0.95
-VERDICTS = ("pass", "improvement", "not significant", "regression", "no data")
+VERDICTS = ("pass", "improvement", "not significant", "cannot tell", "regression", "no data")
+CANNOT_TELL_EXIT = 4  # one run per side, a change beyond a limit: drift between two runs is not estimated
 
 
 @dataclass
@@ -55,13 +56,23 @@ class GateResult:
         return [r for r in self.rows if r.verdict == "regression"]
 
     @property
+    def cannot_tell(self) -> list[Row]:
+        return [r for r in self.rows if r.verdict == "cannot tell"]
+
+    @property
+    def outcome(self) -> str:
+        """The call's answer: a regression, else "cannot tell" (no regression, but a change beyond a limit
+        that one run per side cannot judge), else a pass."""
+        return "regression" if self.regressions else "cannot tell" if self.cannot_tell else "pass"
+
+    @property
     def exit_code(self) -> int:
-        return 1 if self.regressions else 0
+        return {"regression": 1, "cannot tell": CANNOT_TELL_EXIT}.get(self.outcome, 0)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "title": self.title,
-            "result": "regression" if self.regressions else "pass",
+            "result": self.outcome,
             "exit_code": self.exit_code,
             "confidence": self.confidence,
             "alpha": self.alpha,

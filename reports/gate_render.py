@@ -70,7 +70,7 @@ HEADERS = ["rule", "series", "baseline", "current", "change", "CI", "verdict", "
 def summary_line(result: GateResult) -> str:
     counts = {v: sum(r.verdict == v for r in result.rows) for v in VERDICTS}
     parts = ", ".join(f"{n} {v}" for v, n in counts.items() if n)
-    status = "REGRESSION" if result.regressions else "PASS"
+    status = result.outcome.upper()
     if result.family:
         level = (
             f"one-sided, family-wise {result.alpha:.3g} over {_tests(result.family)} (Holm: smallest p "
@@ -100,6 +100,7 @@ def render_markdown(result: GateResult) -> str:
         "regression": "❌ regression",
         "improvement": "✅ improvement",
         "not significant": "⚪ not significant",
+        "cannot tell": "❔ cannot tell",
     }
     out = [f"### {esc(summary_line(result))}", "", "| " + " | ".join(HEADERS) + " |"]
     out.append("|" + "---|" * len(HEADERS))

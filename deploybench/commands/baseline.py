@@ -33,6 +33,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="per config, save the latest N runs given; 0: all (default 1)",
     )
+    save.add_argument(
+        "--keep",
+        type=int,
+        default=0,
+        metavar="N",
+        help="then keep only the newest N runs per environment + config (a rolling baseline; 0: all)",
+    )
     show = sub.add_parser("show", help="list the stored baselines; marks this machine's environment")
     show.add_argument("--dir", default=DEFAULT_BASELINE, help="baseline store (default: baselines)")
 
@@ -48,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         records, latest = latest_runs(records, args.last, "save")
         for note in notes + latest:
             print(note)
-        written = save_baseline(records, store, append=args.append)
+        written = save_baseline(records, store, append=args.append, keep=args.keep)
         for p in written:
             print(f"saved {p}")
         return 0

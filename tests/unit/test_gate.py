@@ -25,7 +25,7 @@ from deploybench.decisions.gate.rules import (
 )
 from deploybench.env import capture_env
 from deploybench.errors import UsageError
-from deploybench.record import RunRecord, Series
+from deploybench.record import RunRecord, Series, load_record
 from deploybench.reports.gate_render import render_markdown, render_table
 from deploybench.stats import (
     Dist,
@@ -238,19 +238,36 @@ def test_aa_passes_micro() -> None:
         assert not result.regressions
 
 
+def runs(seeds: tuple[int, ...], scale: float = 1.0) -> list[RunRecord]:
+    return [micro(draws(s, scale=scale)) for s in seeds]
+
+
 def test_injected_15pct_slowdown_fails_micro() -> None:
-    result = gate([micro(draws(1))], [micro(draws(2, scale=1.15))], RULES)
+    result = gate(runs((1, 2, 3)), runs((4, 5, 6), scale=1.15), RULES)
     assert result.exit_code == 1
     assert verdicts(result, "p50") == ["regression"]
     assert verdicts(result, "throughput") == ["regression"]
     p50 = next(r for r in result.rows if r.metric == "p50")
-    assert 0.10 < p50.change < 0.20 and p50.ci[0] > 0
+    assert 0.10 < p50.change < 0.20 and p50.ci[0] > 0 and p50.method == "runs 3+3 (t)"
+
+
+def test_one_run_per_side_beyond_a_limit_cannot_tell() -> None:
+    """The same slowdown from one run per side: the blocks' interval excludes 0, but it cannot see drift
+    between the two runs, so the answer is "cannot tell" with its own exit code, not a regression."""
+    result = gate([micro(draws(1))], [micro(draws(2, scale=1.15))], RULES)
+    assert result.exit_code == 4 and result.outcome == "cannot tell" and not result.regressions
+    assert verdicts(result, "p50") == ["cannot tell"] and verdicts(result, "throughput") == ["cannot tell"]
+    p50 = next(r for r in result.rows if r.metric == "p50")
+    assert 0.10 < p50.change < 0.20 and p50.ci[0] > 0 and p50.method.startswith("blocks")
+    assert "CANNOT TELL" in render_table(result) and "❔ cannot tell" in render_markdown(result)
 
 
 def test_improvement_is_a_pass() -> None:
-    result = gate([micro(draws(1))], [micro(draws(2, scale=0.8))], RULES)
+    result = gate(runs((1, 2, 3)), runs((4, 5, 6), scale=0.8), RULES)
     assert result.exit_code == 0
     assert verdicts(result, "p50") == ["improvement"]
+    one_each = gate([micro(draws(1))], [micro(draws(2, scale=0.8))], RULES)
+    assert one_each.exit_code == 0 and verdicts(one_each, "p50") == ["pass"]  # no claim from one run each
 
 
 def test_noisy_difference_is_not_significant() -> None:
@@ -262,12 +279,11 @@ def test_noisy_difference_is_not_significant() -> None:
     (row,) = result.rows
     assert row.change > 0.10 and row.method == "blocks 10+10 (bootstrap)"
     assert row.ci[0] <= 0 <= row.ci[1]
-    assert row.verdict == "not significant" and result.exit_code == 0
+    assert row.verdict == "cannot tell" and result.exit_code == 4
 
 
 def test_absolute_rule() -> None:
-    base, cur = micro(draws(1)), micro(draws(2, scale=1.15))
-    result = gate([base], [cur], parse_rules(["p50:+50us", "p95:+1ms"]))
+    result = gate(runs((1, 2, 3)), runs((4, 5, 6), scale=1.15), parse_rules(["p50:+50us", "p95:+1ms"]))
     assert [r.verdict for r in result.rows] == ["regression", "pass"]
     assert result.rows[0].change == pytest.approx(result.rows[0].current - result.rows[0].baseline)
 
@@ -275,13 +291,13 @@ def test_absolute_rule() -> None:
 def test_load_records_block_bootstrap() -> None:
     assert gate([load(draws(1))], [load(draws(2))], RULES).exit_code == 0
     slow = gate([load(draws(1))], [load(draws(2, scale=1.15), duration_s=11.5)], RULES)
-    assert slow.exit_code == 1 and verdicts(slow, "p50") == ["regression"], render_table(slow)
+    assert slow.exit_code == 4 and verdicts(slow, "p50") == ["cannot tell"], render_table(slow)
     assert all(r.method == "blocks 20+20 (bootstrap)" for r in slow.rows)
     thr = next(r for r in slow.rows if r.metric == "throughput")
     assert (
-        thr.ci is not None and thr.verdict == "regression" and thr.change == pytest.approx(-1 / 1.15 * 0.15)
+        thr.ci is not None and thr.verdict == "cannot tell" and thr.change == pytest.approx(-1 / 1.15 * 0.15)
     )
-    assert any("not a change of the machine between the baseline run and this one" in n for n in slow.notes)
+    assert any("not the drift of the machine between the baseline run and this one" in n for n in slow.notes)
 
 
 def test_one_run_without_blocks_claims_no_significance() -> None:
@@ -290,19 +306,19 @@ def test_one_run_without_blocks_claims_no_significance() -> None:
         slow = gate(
             [load(draws(1), blocks=blocks)], [load(draws(2, scale=1.3), duration_s=13, blocks=blocks)], RULES
         )
-        assert slow.exit_code == 0, render_table(slow)
-        assert verdicts(slow, "p50") == ["not significant"] and verdicts(slow, "throughput") == [
-            "not significant"
-        ]
+        assert slow.exit_code == 4, render_table(slow)
+        assert verdicts(slow, "p50") == ["cannot tell"] and verdicts(slow, "throughput") == ["cannot tell"]
         assert all(r.ci is None and r.p_value is None for r in slow.rows)
         assert all("no significance can be claimed" in r.note for r in slow.rows)
         assert slow.family == 0 and "no significance testable" in render_table(slow)
 
 
 def test_error_ratio_rule() -> None:
-    result = gate([load(draws(1))], [load(draws(2), errors=100)], parse_rules(["error_ratio:+1pp"]))
+    base = [load(draws(s)) for s in (1, 2, 3)]
+    result = gate(base, [load(draws(s), errors=e) for s, e in ((4, 90), (5, 100), (6, 110))],
+                  parse_rules(["error_ratio:+1pp"]))  # fmt: skip
     (row,) = result.rows
-    assert row.current == pytest.approx(100 / 2100)
+    assert row.current == pytest.approx(np.mean([90 / 2090, 100 / 2100, 110 / 2110]))
     assert row.verdict == "regression"
 
 
@@ -362,7 +378,7 @@ def test_unmatched_series_noted_and_nothing_to_compare_refused() -> None:
 
 
 def test_markdown_output() -> None:
-    md = render_markdown(gate([micro(draws(1))], [micro(draws(2, scale=1.15))], RULES))
+    md = render_markdown(gate(runs((1, 2, 3)), runs((4, 5, 6), scale=1.15), RULES))
     assert md.startswith("### Latency gate: REGRESSION")
     assert "| rule | series | baseline | current | change | CI | verdict |" in md
     assert "❌ regression" in md and "| p50:+10% | iris-rf/onnx/b1 |" in md
@@ -405,10 +421,14 @@ def test_cli_gate_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     md = tmp_path / "summary.md"
     assert main(["gate", "--baseline", base, "--current", same]) == 0
     assert "Latency gate: PASS" in capsys.readouterr().out
-    assert main(["gate", "--baseline", base, "--current", slow, "--markdown", str(md), "--json",
-                 str(tmp_path / "gate.json")]) == 1  # fmt: skip
+    assert main(["gate", "--baseline", base, "--current", slow]) == 4  # one run per side
+    assert "Latency gate: CANNOT TELL" in capsys.readouterr().out
+    bases = [write(tmp_path, f"base{s}.json", micro(draws(s))) for s in (10, 11, 12)]
+    slows = [write(tmp_path, f"slow{s}.json", micro(draws(s, scale=1.15))) for s in (13, 14, 15)]
+    assert main(["gate", "--baseline", *bases, "--current", *slows, "--last", "0", "--markdown", str(md),
+                 "--json", str(tmp_path / "gate.json")]) == 1  # fmt: skip
     out = capsys.readouterr().out
-    assert "REGRESSION" in out and "p50:+10%" in out
+    assert "REGRESSION" in out and "p50:+10%" in out and "runs 3+3 (t)" in out
     assert "❌ regression" in md.read_text()
     assert json.loads((tmp_path / "gate.json").read_text())["exit_code"] == 1
     assert main(["gate", "--baseline", base, "--current", slow, "--rule", "p99:+10"]) == 2
@@ -440,7 +460,20 @@ def test_cli_baseline_save_show_and_gate(
     assert env_hash(ENV) in out and "<- this machine" in out and "1 run(s)" in out
     cur = tmp_path / "cur"
     micro(draws(2, scale=1.15)).save(cur / "r.json")
+    assert main(["gate", "--baseline", store, "--current", str(cur)]) == 4  # one stored run: cannot tell
+    # a rolling baseline: runs saved at different times, only the newest 3 kept
+    for i, s in enumerate((20, 21, 22, 23)):
+        r = micro(draws(s))
+        r.started_utc = f"2020-01-0{i + 1}T00:00:00.000000Z"  # older than the first saved run (now)
+        assert main(["baseline", "save", write(tmp_path, f"b{s}.json", r), "--dir", store, "--append",
+                     "--keep", "3"]) == 0  # fmt: skip
+    (kept,) = [d for d in (tmp_path / "baselines").glob("*/*/runs")]
+    days = sorted(load_record(f).started_utc[:10] for f in kept.glob("*.json"))
+    assert len(days) == 3 and days[:2] == ["2020-01-03", "2020-01-04"]  # the two oldest runs left
+    capsys.readouterr()
     assert main(["gate", "--baseline", store, "--current", str(cur)]) == 1
+    assert "runs 3+1 (t)" in capsys.readouterr().out
+    assert main(["baseline", "save", base, "--dir", store, "--keep", "-1"]) == 2
     assert main(["baseline", "show", "--dir", str(tmp_path / "empty")]) == 2
 
 

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import pytest
 
 from deploybench.loadtests.core import add_warnings, offered_rps
@@ -248,6 +249,34 @@ def test_blocks_merge_by_index_and_add_up_to_the_series() -> None:
     ]  # fmt: skip
     assert decode_histogram(s.blocks[2]["histogram"]).get_max_value() == pytest.approx(90_000, rel=1e-3)
     _check_exact(s)
+
+
+def test_blocks_keep_uncorrected_latency_and_error_kinds_in_open_loop() -> None:
+    """Each open-loop block carries its uncorrected histogram (from the actual send) beside the corrected
+    one, and its errors by kind; count + errors is what the block offered. Both paths (one request, and the
+    lean engine's batches) fill them, and merged generators add them up."""
+    w0 = 5 * NS_PER_S
+    m = Measurement(open_loop=True, window_start_ns=w0)
+    m.add(LABEL, start_ns=w0 + 100 * MS, latency_us=1000, send_delay_us=40_000)  # sent 40 ms late
+    m.add_successes(LABEL, start_ns=np.array([w0 + 1200 * MS, w0 + 1300 * MS]),
+                    latency_us=np.array([2000, 3000]), send_delay_us=np.array([0, 5000]))  # fmt: skip
+    m.add(LABEL, start_ns=w0 + 1400 * MS, latency_us=500, error="http-503")
+    m.add_unsent(LABEL, start_ns=w0 + 1500 * MS, kind=DROPPED)
+    m.close(w0 + 2 * NS_PER_S)
+    other = _gen(2.0, [(1.1, 7000)], errors=[1.6])
+    (s,) = Measurement.merge_wire([m.to_wire(0, {"rate_rps": 3.0}), other]).to_series()
+    b0, b1 = s.blocks
+    assert decode_histogram(b0["histogram"]).get_max_value() == pytest.approx(41_000, rel=1e-3)
+    assert decode_histogram(b0["uncorrected_histogram"]).get_max_value() == pytest.approx(1000, rel=1e-3)
+    unc1 = decode_histogram(b1["uncorrected_histogram"])
+    assert unc1.get_total_count() == b1["count"] == 3
+    assert unc1.get_max_value() == pytest.approx(7000, rel=1e-3)
+    assert decode_histogram(b1["histogram"]).get_max_value() == pytest.approx(8000, rel=1e-3)  # 3000 + 5000
+    assert b1["error_kinds"] == {DROPPED: 2, "http-503": 1} and b1["errors"] == 3 and "error_kinds" not in b0
+    assert b1["count"] + b1["errors"] == 6  # the slots this block offered
+    _check_exact(s)
+    unc = merge_histograms([decode_histogram(b["uncorrected_histogram"]) for b in s.blocks])
+    assert unc.get_total_count() == s.count
 
 
 def test_a_last_sliver_joins_the_block_before_and_long_windows_are_coalesced() -> None:

@@ -4,11 +4,21 @@ SLO"."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from deploybench.commands.cli import main
-from deploybench.compare_doc import ChoiceResult, nothing_met_the_slo
-from deploybench.decisions.compare.config import Choice
+from deploybench.compare_doc import (
+    ChoiceResult,
+    judge_thresholds,
+    nothing_held_the_thresholds,
+    nothing_met_the_slo,
+    rank,
+    verdict,
+)
+from deploybench.decisions.compare.config import Choice, load_config
+from deploybench.errors import UsageError
 from deploybench.record import RunRecord, Series
 from deploybench.thresholds import (
     EXIT_THRESHOLD,
@@ -17,6 +27,7 @@ from deploybench.thresholds import (
     apply,
     evaluate,
     parse_threshold,
+    parse_thresholds,
 )
 
 
@@ -147,3 +158,54 @@ def test_compare_answers_nothing_when_every_choice_failed_or_none_met_the_slo() 
         "no choice met the SLO at any rate tried"
     )
     assert nothing_met_the_slo([choice_result("complete", None), choice_result("complete", 120.0)]) is None
+
+
+# -- per choice in compare ---------------------------------------------------------------------------------
+def judged(fw: str, max_rps: float | None, p99_us: int, errors: float = 0.0) -> ChoiceResult:
+    r = ChoiceResult(Choice(fw, "uvicorn" if fw == "fastapi" else "gunicorn-sync", "iris-rf", "onnx"))
+    r.status = "complete"
+    r.saturation = {"max_rps": max_rps, "first_fail_rps": max_rps * 1.05 if max_rps else None}
+    r.common = {"latency_us": {"p50": p99_us // 2, "p99": p99_us}, "error_ratio": errors}
+    judge_thresholds(r, parse_thresholds(["p99<20ms", "throughput>500", "error_ratio<1%"]))
+    return r
+
+
+def test_compare_judges_each_choice_and_recommends_only_those_within_the_thresholds() -> None:
+    fast_but_slow_tail = judged("fastapi", 900.0, p99_us=25_000)  # the best rate, but P99 crosses 20 ms
+    steady = judged("flask", 600.0, p99_us=8_000)
+    slow = judged("fastapi", 400.0, p99_us=8_000, errors=0.02)  # crosses throughput and error_ratio
+    assert [w.message for w in fast_but_slow_tail.crossed_thresholds] == [
+        "crossed p99<20ms: 25.000 ms at the common rate"
+    ]
+    assert not steady.crossed_thresholds
+    assert {w.message.split(":")[0] for w in slow.crossed_thresholds} == {
+        "crossed throughput>500",
+        "crossed error_ratio<1%",
+    }
+    sentence = verdict(rank([fast_but_slow_tail, steady, slow]), 50_000)
+    assert sentence.startswith("Best: **flask+gunicorn-sync iris-rf/onnx w1** sustains 600 rps"), sentence
+    left_out = "Crossed a threshold, so not recommended: **fastapi+uvicorn iris-rf/onnx w1** (p99<20ms"
+    assert left_out in sentence
+    assert nothing_held_the_thresholds([fast_but_slow_tail, steady, slow]) is None
+    assert nothing_held_the_thresholds([fast_but_slow_tail, slow]) == (
+        "every choice that met the SLO crossed a threshold"
+    )
+    assert verdict(rank([fast_but_slow_tail, slow]), 50_000).startswith("No choice held every threshold.")
+    # a choice that met the SLO at no rate tried crosses a throughput threshold (no figure)
+    none = judged("flask", None, p99_us=8_000)
+    assert [w.message for w in none.crossed_thresholds] == [
+        "crossed throughput>500: none as its max rate under the SLO"
+    ]
+
+
+def test_compare_thresholds_in_the_config_and_their_errors(tmp_path: Path) -> None:
+    good = tmp_path / "good.toml"
+    good.write_text('[slo]\np99_ms = 50\nthresholds = ["p99<20ms", "throughput>500"]\n')
+    assert load_config(str(good)).slo.thresholds == ["p99<20ms", "throughput>500"]
+    none = tmp_path / "none.toml"
+    none.write_text("[slo]\nthresholds = []\n")
+    assert load_config(str(none)).slo.thresholds == []
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[slo]\nthresholds = ["p99<20"]\n')
+    with pytest.raises(UsageError, match=r"\[slo\] thresholds: threshold 'p99<20': missing unit"):
+        load_config(str(bad))

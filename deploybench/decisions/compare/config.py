@@ -20,6 +20,9 @@ every key optional (defaults below)::
     p99_ms = 50.0                  # corrected P99 must stay under this
     max_error_ratio = 0.01
     min_throughput_ratio = 0.95    # achieved / offered
+    thresholds = []                # absolute limits per choice, e.g. ["p99<20ms", "throughput>500"]:
+                                   # latency and error_ratio at the common rate, throughput on the max rate
+                                   # under the SLO; a choice crossing one is not recommended (exit 3 if all)
 
     [measure]
     scenario = "auto"              # "auto" = from the models' task (tabular / image)
@@ -103,6 +106,7 @@ from deploybench.targets.modelfile import (
     parse_shape,
     resolve_format,
 )
+from deploybench.thresholds import ThresholdError, parse_thresholds
 from deploybench.vocabulary import (
     ENGINES,
     FRAMEWORK_SERVERS,
@@ -136,6 +140,7 @@ class SloConfig:
     p99_ms: float = 50.0
     max_error_ratio: float = 0.01
     min_throughput_ratio: float = 0.95
+    thresholds: list[str] = field(default_factory=list)  # deploybench.thresholds, judged per choice
 
 
 @dataclass
@@ -232,7 +237,7 @@ def _coerce(where: str, key: str, value: Any, default: Any) -> Any:
     if isinstance(default, list):
         elem_type = type(default[0]) if default else str
         items = value if isinstance(value, list) else [value]
-        if not items:
+        if not items and key != "thresholds":  # no thresholds is a choice; no framework is not
             raise UsageError(f"{where}: `{key}` must not be empty")
         out = [_coerce(where, key, v, elem_type()) for v in items]
         if len(set(out)) != len(out):
@@ -437,6 +442,10 @@ def validate(cfg: CompareConfig) -> None:
     _check(s.p99_ms > 0, src, f"[slo] p99_ms must be > 0, got {s.p99_ms}")
     _check(0 <= s.max_error_ratio < 1, src, "[slo] max_error_ratio must be in [0, 1)")
     _check(0 < s.min_throughput_ratio <= 1, src, "[slo] min_throughput_ratio must be in (0, 1]")
+    try:
+        parse_thresholds(s.thresholds)
+    except ThresholdError as exc:
+        raise UsageError(f"{src}: [slo] thresholds: {exc}") from None
 
     ms = cfg.measure
     _check(ms.scenario in SCENARIOS, src, f"[measure] scenario must be one of {', '.join(SCENARIOS)}")

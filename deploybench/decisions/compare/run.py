@@ -51,6 +51,7 @@ from deploybench.compare_doc import (
     LoadFigures,
     RateInterval,
     Skipped,
+    judge_thresholds,
     rank,
     verdict,
 )
@@ -89,6 +90,7 @@ from deploybench.stats import (
     merge_histograms,
     summarize_histogram,
 )
+from deploybench.thresholds import parse_thresholds
 
 
 def figures_from_record(record: RunRecord, rel_path: str | None = None) -> LoadFigures:
@@ -295,6 +297,7 @@ class ChoiceRun:
         if self.sat is not None:
             self.result.saturation = {**(self.result.saturation or {}), "status": self.sat.status}
         self.result.status = "complete"
+        judge_thresholds(self.result, parse_thresholds(self.cfg.slo.thresholds))
         self.save()
         return True
 

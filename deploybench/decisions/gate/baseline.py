@@ -10,8 +10,9 @@ Layout (a folder, ``baselines/`` by default)::
           runs/<run_id>.json       # one or more records: several runs = repeated-run baseline
 
 ``deploybench baseline save RECORDS...`` replaces the runs of each (environment, config) it is given
-(``--append`` adds to them: repeated runs); ``deploybench baseline show`` lists the store and marks the
-environment of this machine. ``deploybench gate --baseline DIR`` picks, for each current record, the runs
+(``--append`` adds to them: repeated runs; ``--keep N`` then keeps the newest N: a rolling baseline of runs
+saved at different times, e.g. one per push to main); ``deploybench baseline show`` lists the store and marks
+the environment of this machine. ``deploybench gate --baseline DIR`` picks, for each current record, the runs
 saved for the current record's environment and config; none -> exit 2 with how to create one.
 """
 
@@ -60,10 +61,16 @@ def is_store(path: Path) -> bool:
     return path.is_dir() and any(p.is_file() for p in path.glob("*/env.json"))
 
 
-def save_baseline(records: Sequence[RunRecord], store: Path, *, append: bool = False) -> list[Path]:
-    """Copy records into the store (see module doc). Returns the written record paths."""
+def save_baseline(
+    records: Sequence[RunRecord], store: Path, *, append: bool = False, keep: int = 0
+) -> list[Path]:
+    """Copy records into the store (see module doc). ``keep`` > 0: afterwards only the newest ``keep`` runs
+    (by start time) of each (environment, config) written to stay: a rolling baseline of runs saved at
+    different times. Returns the written record paths that remain."""
     if not records:
         raise UsageError("no records to save")
+    if keep < 0:
+        raise UsageError(f"--keep must be >= 0 (0: keep every run); got {keep}")
     bad = [r.run_id for r in records if r.status != "complete"]
     if bad:
         raise UsageError(f"only complete runs can be a baseline; not complete: {', '.join(bad)}")
@@ -103,7 +110,19 @@ def save_baseline(records: Sequence[RunRecord], store: Path, *, append: bool = F
                 shutil.rmtree(target, ignore_errors=True)
             raise
         written.extend(runs_dir / name for name in names)
+        if keep:
+            dropped = _trim(runs_dir, keep)
+            written = [p for p in written if p not in dropped]
     return written
+
+
+def _trim(runs_dir: Path, keep: int) -> set[Path]:
+    """Delete all but the newest ``keep`` runs of a config folder (by the records' start time, then name)."""
+    files = sorted(runs_dir.glob("*.json"), key=lambda f: (load_record(f).started_utc, f.name))
+    dropped = set(files[:-keep]) if len(files) > keep else set()
+    for f in dropped:
+        f.unlink()
+    return dropped
 
 
 def _swap_in(new: Path, dest: Path) -> None:

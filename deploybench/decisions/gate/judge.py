@@ -10,9 +10,10 @@ load run queue behind each other; consecutive micro-benchmark calls share the ma
   (a prediction interval for one new run). This covers run-to-run drift of the machine;
 - one run per side: time blocks are the units -- a circular block bootstrap over a load run's ~1 s blocks
   (``Series.blocks``) or over blocks of consecutive micro-benchmark calls (``samples_ns``), statistics
-  recomputed from the merged counts of the resampled blocks, t reference with df = blocks - 1. This covers
-  the noise within each run, *not* a change of the machine between the two runs (said in the output);
-  fewer than ``MIN_BLOCKS`` blocks, or an old record without blocks: no significance can be claimed;
+  recomputed from the merged counts of the resampled blocks (the interval shown). This covers the noise
+  within each run, *not* a change of the machine between the two runs, so such a row never says
+  "regression": beyond its limit it is "cannot tell" (exit 4); fewer than ``MIN_BLOCKS`` blocks, or an old
+  record without blocks: no interval either;
 - A/B rounds (``deploybench.decisions.ab``): the paired rounds are the units.
 
 Verdict (``finalize``): every row with a p-value joins one Holm family (all rules x series of the gate
@@ -27,7 +28,8 @@ that cannot reach 1.5x their limit. Never retried: one evaluation, one verdict.
 
 Comparability (``deploybench.decisions.gate.matching``): series are matched by name + params; record groups
 by config and kind. Different configs, environments or incomplete records are refused (exit 2) unless
-``force`` (then compared, with a note). Exit codes: 0 pass, 1 regression, 2 usage error or incomparable input.
+``force`` (then compared, with a note). Exit codes: 0 pass, 1 regression, 2 usage error or incomparable input,
+4 cannot tell (no regression, but one run per side and a change beyond a limit).
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ from deploybench.stats import (
 from deploybench.verdicts import DEFAULT_CONFIDENCE, GateResult, Row
 
 LOST = "point (no data)"
+ONE_RUN_NO_CI = "one run each (no CI)"
 DETECTABLE_POWER = 0.9
 COIN_TOSS_FACTOR = 1.5  # a rule whose 90%-detectable change is beyond 1.5x its limit gets a note
 
@@ -216,7 +219,7 @@ def compare_series(
         micro = bool(base[0].samples_ns and cur[0].samples_ns)
         fewest = min(bb.n_blocks if bb else 0, cb.n_blocks if cb else 0)
         if bb is None or cb is None or fewest < MIN_BLOCKS:
-            row.method = "one run each (no CI)"
+            row.method = ONE_RUN_NO_CI
             why = "no time blocks in the record" if fewest == 0 else f"{fewest} blocks < {MIN_BLOCKS}"
             notes.append(f"one run per side, {why}: no significance can be claimed")
         else:
@@ -245,6 +248,11 @@ def compare_series(
     return row
 
 
+def one_run_each(row: Row) -> bool:
+    """Whether a row compared one run with one run (its interval, if any, comes from blocks inside them)."""
+    return row.method.startswith("blocks ") or row.method == ONE_RUN_NO_CI
+
+
 def verdict(rule: Rule, row: Row, alpha: float, family: int) -> str:
     """The verdict of a row whose p-value has been Holm-adjusted (see the module doc)."""
     if row.method == LOST:  # measured nothing where the baseline did: a regression without statistics
@@ -253,6 +261,10 @@ def verdict(rule: Rule, row: Row, alpha: float, family: int) -> str:
         return "no data"
     bad = rule.bad_sign * row.change
     limit = rule.limit_value
+    if one_run_each(row):
+        # One run per side cannot tell the machine's drift between the two runs from a change (8 of 20
+        # unchanged 10 s runs were called regressions when blocks decided): beyond the limit, say so.
+        return "cannot tell" if bad > limit else "pass"
     if bad > limit:
         return "regression" if row.p_adjusted is not None and row.p_adjusted <= alpha else "not significant"
     if bad < -limit and row.p_value is not None and min(1.0, (1.0 - row.p_value) * family) <= alpha:
@@ -350,17 +362,13 @@ def gate(
             "nothing to compare: no series of the current records matches the baseline"
             + (f" (filter {', '.join(series_filter)})" if series_filter else "")
         )
-    if any(r.method.startswith("blocks") for r in result.rows):
+    if any(one_run_each(r) for r in result.rows):
         result.notes.append(
-            "one run per side: significance comes from time blocks within each run; it covers the noise "
-            "inside a run, not a change of the machine between the baseline run and this one, which on a "
-            "shared or busy machine alone exceeds 10% rules (README: measured A/A false-alarm rates). "
-            "Gate repeated runs (baseline save --append, --last N) or use deploybench ab"
-        )
-    if any(r.method == "one run each (no CI)" for r in result.rows):
-        result.notes.append(
-            "one run per side without enough time blocks: no significance can be claimed, so a change "
-            "beyond a limit is 'not significant' and passes; gate repeated runs or use deploybench ab"
+            "one run per side: the time blocks inside each run give the interval shown, but not the drift "
+            "of the machine between the baseline run and this one, which on a shared or busy machine alone "
+            "exceeds 10% rules; so a change beyond a limit is 'cannot tell' (exit 4), never 'regression'. "
+            "Gate against repeated baseline runs saved at different times (baseline save --append --keep N) "
+            "or use deploybench ab"
         )
     finalize(result, rules)
     return result

@@ -17,8 +17,14 @@ measurement is the example workflow's (``.github/workflows/latency-gate.yml``)::
    A/A trial gates base vs unchanged, the slowdown trial the same base runs vs slowed. All arms run the
    same tree (as ``ab --calibrate``; in the workflow the base is a worktree of the same files); the slowed
    candidate's command adds the delay through ``$DEPLOYBENCH_AB_SIDE`` (``sh -c``), as a slower commit would.
-3. ``single``: ``--baseline-runs`` runs (default 1, the issue's set-up) saved as the stored baseline, then K
-   unchanged and K slowed runs, interleaved, each gated against it (``deploybench gate``'s default rules).
+3. ``single``: the stored-baseline gate. ``--baseline-runs`` N unchanged runs (default 5) are saved as the
+   baseline, then K unchanged and K slowed runs of ``--single-duration`` s (default 10), interleaved, are
+   each gated against it (``deploybench gate``'s default rules: with N >= 2 the runs are the units, a
+   prediction interval for one new run from the baseline runs' spread). After each trial the unchanged run
+   joins the baseline and the oldest leaves (``baseline save --append --keep N``), as a baseline saved on
+   every push to main would: the baseline is N runs made at different times, and consecutive trials share
+   only part of it. With N = 1 every trial is one run per side: its answer is "cannot tell" (exit 4)
+   whenever the change is beyond a limit.
 
 Output: per mode "A/A false alarms a of K; +15 % detected d of K", as text and as JSON (``trials.json`` in
 ``--out``), with each trial's exit code, P50 change and notes. Targets: A/A <= 5 %, +15 % >= 90 %.
@@ -44,7 +50,7 @@ from deploybench.decisions.gate.rules import DEFAULT_RULES, parse_rules
 from deploybench.errors import UsageError
 from deploybench.io import utc_stamp, write_json_atomic
 from deploybench.record import RunRecord, load_records
-from deploybench.verdicts import GateResult
+from deploybench.verdicts import CANNOT_TELL_EXIT, GateResult
 
 LOAD_ARGS = ["load", "--framework", "fastapi", "--server", "uvicorn", "--model", "iris-rf", "--format",
              "onnx", "--scenario", "tabular", "--duration", "3", "--warmup", "1", "--users", "1"]  # fmt: skip
@@ -175,9 +181,10 @@ def trials_single(
         for i in range(baseline_runs)
         for rec in run_load(deploybench, out / f"baseline-{i + 1}", 0.0, duration_s)
     ]
-    save_baseline(base_records, store)
+    save_baseline(base_records, store, keep=baseline_runs)
     outcome: dict[str, list[dict[str, Any]]] = {"aa": [], "slow": []}
     for i in range(k):
+        unchanged: list[RunRecord] = []
         for kind, delay in (
             (("aa", 0.0), ("slow", delay_ms)) if i % 2 == 0 else (("slow", delay_ms), ("aa", 0.0))
         ):
@@ -185,10 +192,17 @@ def trials_single(
             baseline, notes = resolve_baseline([store], current)
             result = gate(baseline, current, rules, notes=notes)
             trial = _trial(result)
+            trial["baseline_runs"] = [r.run_id for r in baseline]
             trial["notes"] = result.notes
             outcome[kind].append(trial)
+            if kind == "aa":
+                unchanged = current
             say(f"single trial {i + 1}/{k} {kind}: exit {result.exit_code}, P50 {_fmt(_p50_change(result))}")
-    what = f"{baseline_runs} stored baseline run(s), one {duration_s:g} s run gated, default rules"
+        save_baseline(unchanged, store, append=True, keep=baseline_runs)  # the rolling baseline
+    what = (
+        f"a rolling baseline of the last {baseline_runs} unchanged run(s), one {duration_s:g} s run gated, "
+        "default rules"
+    )
     return _summary("single", what, outcome)
 
 
@@ -200,17 +214,22 @@ def _summary(mode: str, what: str, outcome: dict[str, list[dict[str, Any]]]) -> 
     k = len(outcome["aa"])
     alarms = sum(t["exit_code"] == 1 for t in outcome["aa"])
     caught = sum(t["exit_code"] == 1 for t in outcome["slow"])
+    unsure = {kind: sum(t["exit_code"] == CANNOT_TELL_EXIT for t in outcome[kind]) for kind in ("aa", "slow")}
     p50 = [t["p50_change"] for t in outcome["slow"] if t["p50_change"] is not None]
     line = (
         f"{mode} ({what}): A/A false alarms {alarms} of {k}; +15 % detected {caught} of {k}"
         f" (median P50 change of the slowed runs {_fmt(statistics.median(p50) if p50 else None)})"
     )
+    if any(unsure.values()):
+        aa_unsure, slow_unsure = unsure["aa"], unsure["slow"]
+        line += f"; cannot tell (exit {CANNOT_TELL_EXIT}): A/A {aa_unsure} of {k}, +15 % {slow_unsure} of {k}"
     met = alarms <= 0.05 * k and caught >= 0.9 * k
     achieved = statistics.median(p50) if p50 else None
     if achieved is not None and not 0.10 <= achieved <= 0.20:
         line += f" -- the slowed runs' P50 moved {_fmt(achieved)}, not about +15 %: rerun with --delay-ms"
     return {"mode": mode, "what": what, "trials": k, "aa_false_alarms": alarms, "slow_detected": caught,
             "targets_met": met, "line": line + ("" if met else " -- targets NOT met"),
+            "aa_cannot_tell": unsure["aa"], "slow_cannot_tell": unsure["slow"],
             "aa": outcome["aa"], "slow": outcome["slow"]}  # fmt: skip
 
 
@@ -226,9 +245,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=WORKFLOW_ROUNDS,
         help=f"A/B rounds (default {WORKFLOW_ROUNDS}, the workflow's)",
     )
-    parser.add_argument("--baseline-runs", type=int, default=1, help="stored baseline runs (default 1)")
     parser.add_argument(
-        "--single-duration", type=float, default=3.0, help="single-run --duration (default 3)"
+        "--baseline-runs", type=int, default=5, help="runs in the rolling stored baseline (default 5)"
+    )
+    parser.add_argument(
+        "--single-duration", type=float, default=10.0, help="single-run --duration (default 10)"
     )
     parser.add_argument("--delay-ms", type=float, default=None, help="skip the delay calibration: use this")
     parser.add_argument("--calibration-runs", type=int, default=3, help="runs per side to set the delay")
