@@ -55,6 +55,7 @@ from locust.runners import MasterRunner, WorkerRunner
 from deploybench.env import capture_env
 from deploybench.errors import UsageError
 from deploybench.io import utc_now, write_atomic
+from deploybench.loadtests import webui
 from deploybench.loadtests.core import (
     DRAIN_TIMEOUT_S,
     GENERATOR_BOUND_PERCENT,
@@ -219,6 +220,7 @@ class CpuSampler:
             **cpu_usage(self._cpu0_s, self._wall0_ns, requests),
             "cpu_percent_mean": round(sum(s) / len(s), 1) if s else None,
             "cpu_percent_max": round(max(s), 1) if s else None,
+            "cpu_percent_last": round(s[-1], 1) if s else None,  # the latest 1 s sample (the web UI's "now")
             "cpu_samples": len(s),
             "affinity": sorted(self.proc.cpu_affinity()) if hasattr(self.proc, "cpu_affinity") else None,
         }
@@ -322,6 +324,7 @@ class Plugin:
                 sys.exit(2)
         if self.is_master:
             self._report_master_port()
+        webui.install(environment, self)  # the exact figures in the web UI (none headless or on a worker)
 
     def _report_master_port(self) -> None:
         """The port the master actually bound (``--master-bind-port 0`` binds a free one): logged, kept for
@@ -504,6 +507,10 @@ class Plugin:
         if self.failed is None:
             self.failed = reason
             gevent.spawn(self.runner.quit)
+
+    def generator_info(self) -> dict[str, Any]:
+        """This process's share, role and CPU so far (what its snapshots carry as ``generator``)."""
+        return self._generator_info()
 
     def _generator_info(self) -> dict[str, Any]:
         index, count, generation = self.worker_share()
