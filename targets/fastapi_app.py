@@ -36,12 +36,14 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from deploybench import __version__
+from deploybench.targets.metrics import CONTENT_TYPE, METRICS_PATH, AsgiMetrics, TargetMetrics
 from deploybench.targets.preprocess import InputError
 from deploybench.targets.serve import TargetConfig, config_from_env
 from deploybench.targets.service import (
     PREDICT,
     PREDICT_IMAGE,
     PREDICT_IMAGE_BASE64,
+    ROUTES,
     Reply,
     Service,
     http_error_reply,
@@ -73,6 +75,20 @@ async def _read_body(request: Request, svc: Service) -> bytes:
             raise svc.too_large(None)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+class StallGate:
+    """ASGI middleware of the injected stall (``Service.stall_gate``): it blocks the event loop itself, so the
+    whole process answers nothing while the stall lasts, like a long GC pause."""
+
+    def __init__(self, app: Any, service: Service) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            self.service.stall_gate(scope["path"] in ROUTES)  # blocking on purpose
+        await self.app(scope, receive, send)
 
 
 def create_app(config: TargetConfig, service: Service | None = None) -> FastAPI:
@@ -152,6 +168,20 @@ def create_app(config: TargetConfig, service: Service | None = None) -> FastAPI:
     @app.post(PREDICT_IMAGE_BASE64, include_in_schema=False)
     async def predict_image_base64(request: Request) -> Response:
         return await predict_route(request, PREDICT_IMAGE_BASE64)
+
+    if svc.stalls:  # the injected stall (TargetConfig.inject_stall_*); added first: inside the metrics
+        app.add_middleware(StallGate, service=svc)  # (a stalled request's duration includes the stall)
+
+    if config.metrics:  # opt-in (deploybench serve --metrics); without it /metrics is a 404 like any path
+        served = {route.path for route in app.routes if "{" not in getattr(route, "path", "{")}
+        metrics = TargetMetrics.for_service(svc, served)
+
+        @app.api_route(METRICS_PATH, methods=["GET", "HEAD"], include_in_schema=False)
+        async def metrics_route() -> Response:
+            return Response(metrics.exposition(), media_type=CONTENT_TYPE)
+
+        app.add_middleware(AsgiMetrics, metrics=metrics)
+        app.state.metrics = metrics
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:

@@ -9,12 +9,14 @@ from __future__ import annotations
 from flask import Flask, Request, Response, request
 from werkzeug.exceptions import HTTPException
 
+from deploybench.targets.metrics import CONTENT_TYPE, METRICS_PATH, TargetMetrics, instrument_wsgi
 from deploybench.targets.preprocess import InputError
 from deploybench.targets.serve import TargetConfig, config_from_env
 from deploybench.targets.service import (
     PREDICT,
     PREDICT_IMAGE,
     PREDICT_IMAGE_BASE64,
+    ROUTES,
     Reply,
     Service,
     http_error_reply,
@@ -91,6 +93,25 @@ def create_app(config: TargetConfig, service: Service | None = None) -> Flask:
             methods=["POST"],
             provide_automatic_options=False,
         )
+
+    if config.metrics:  # opt-in (deploybench serve --metrics); without it /metrics is a 404 like any path
+        served = {rule.rule for rule in app.url_map.iter_rules() if "<" not in rule.rule}
+        metrics = TargetMetrics.for_service(svc, served)
+
+        def metrics_route() -> Response:
+            return Response(metrics.exposition(), content_type=CONTENT_TYPE)
+
+        app.add_url_rule(
+            METRICS_PATH, "metrics", metrics_route, methods=["GET"], provide_automatic_options=False
+        )
+        app.wsgi_app = instrument_wsgi(app.wsgi_app, metrics)  # type: ignore[method-assign]
+        app.extensions["deploybench_metrics"] = metrics
+
+    if svc.stalls:  # the injected stall (TargetConfig.inject_stall_*): every request passes the gate
+
+        @app.before_request
+        def stall_gate() -> None:
+            svc.stall_gate(request.path in ROUTES)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:

@@ -46,6 +46,8 @@ from deploybench.vocabulary import (
 )
 
 LOG_TAIL_CHARS = 4000
+GUNICORN_CONF_MODULE = "deploybench.targets.gunicorn_conf"
+MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's multiprocess folder
 LISTEN_BACKLOG = 2048  # what gunicorn and uvicorn use by default
 
 # handler="auto" on FastAPI, by the served model's task (measured: bench/overhead, README "Handler style").
@@ -98,6 +100,11 @@ class TargetConfig:
     zoo_dir: str | None = None  # None = deploybench.paths.zoo_dir()
     limits: Limits = field(default_factory=Limits)
     inject_delay_ms: float = 0.0  # deliberate extra service time, counted in the "infer" stage
+    # a deliberate whole-process pause, once per worker process: the first request arriving at or after
+    # inject_stall_at_s (counted from that process's first prediction request) stalls it inject_stall_s
+    inject_stall_at_s: float | None = None
+    inject_stall_s: float = 0.0
+    metrics: bool = False  # GET /metrics (Prometheus, deploybench.targets.metrics); off: a lean app, a 404
     handler: str = "auto"  # FastAPI: "inline" | "threadpool" | "auto" (deploybench.vocabulary.HANDLER_STYLES)
     # a user's model file instead of a zoo model (deploybench.targets.modelfile)
     model_file: str | None = None
@@ -158,6 +165,9 @@ class TargetConfig:
             )
         if not self.inject_delay_ms >= 0:
             raise UsageError(f"inject_delay_ms must be >= 0, got {self.inject_delay_ms!r}")
+        self._validate_stall()
+        if not isinstance(self.metrics, bool):
+            raise UsageError(f"metrics must be true or false, got {self.metrics!r}")
         if self.cpus is not None:
             allowed = os.sched_getaffinity(0)
             if not self.cpus or not set(self.cpus) <= allowed:
@@ -177,6 +187,29 @@ class TargetConfig:
                 f"model {self.model} has no {self.format!r} format; choose one of "
                 f"{', '.join(MODELS[self.model].formats)}"
             )
+
+    def _validate_stall(self) -> None:
+        at_s, for_s = self.inject_stall_at_s, self.inject_stall_s
+
+        def bad(value: object) -> bool:
+            return isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < math.inf
+
+        if at_s is not None and bad(at_s):
+            raise UsageError(f"inject_stall_at_s must be a finite number of seconds >= 0, got {at_s!r}")
+        if bad(for_s):
+            raise UsageError(f"inject_stall_s must be a finite number of seconds >= 0, got {for_s!r}")
+        if for_s > 0 and at_s is None:
+            raise UsageError(
+                "inject_stall_s needs inject_stall_at_s: when the stall starts, in seconds from the worker's "
+                "first prediction request (0 = at that request)"
+            )
+        if at_s is not None and for_s == 0:
+            raise UsageError("inject_stall_at_s needs inject_stall_s > 0: how long the stall lasts")
+
+    def multiprocess_metrics(self) -> bool:
+        """Does /metrics need prometheus_client's multiprocess mode? With --metrics, under gunicorn (any
+        number of workers: its workers are not the process the launcher starts) or several uvicorn workers."""
+        return self.metrics and (self.server.startswith("gunicorn") or self.workers > 1)
 
     def task(self) -> str | None:
         """The served model's task ("tabular" | "image") as far as the config tells without loading it: the
@@ -316,11 +349,21 @@ def server_command(config: TargetConfig, port: int, *, fd: int | None = None) ->
     ]  # fmt: skip
     if config.server == "gunicorn-gthread":
         cmd += ["--threads", str(config.threads)]
+    if config.metrics:  # the child_exit hook that drops a dead worker's live gauges (multiprocess mode)
+        cmd += ["--config", f"python:{GUNICORN_CONF_MODULE}"]
     return [*cmd, app]
 
 
-def server_env(config: TargetConfig, ready_dir: Path | None = None) -> dict[str, str]:
+def server_env(
+    config: TargetConfig, ready_dir: Path | None = None, metrics_dir: Path | None = None
+) -> dict[str, str]:
+    """The target's environment: its config (JSON), the ready folder, model thread counts, and with
+    ``metrics_dir`` prometheus_client's multiprocess folder (never one inherited from the caller)."""
     env = dict(os.environ)
+    for var in (MULTIPROC_DIR_ENV, MULTIPROC_DIR_ENV.lower()):
+        env.pop(var, None)
+    if metrics_dir is not None:
+        env[MULTIPROC_DIR_ENV] = str(metrics_dir)
     cfg = config.to_dict()
     cfg["zoo_dir"] = str(config.resolved_zoo_dir())
     env[CONFIG_ENV] = json.dumps(cfg)
@@ -348,6 +391,7 @@ class ServerProcess:
         self._log_path = Path(log_path) if log_path is not None else None
         self._proc: subprocess.Popen[bytes] | None = None
         self._tmp: Path | None = None
+        self._metrics_dir: Path | None = None  # PROMETHEUS_MULTIPROC_DIR: made at start, removed at stop
         self.port = config.port
         self.command: list[str] = []
         self.startup_s: float | None = None  # launch -> every worker ready
@@ -392,6 +436,8 @@ class ServerProcess:
             self._tmp = Path(tempfile.mkdtemp(prefix="deploybench-target-"))
             ready_dir = self._tmp / "ready"
             ready_dir.mkdir()
+            if self.config.multiprocess_metrics():  # fresh and private: no values of an earlier server
+                self._metrics_dir = Path(tempfile.mkdtemp(prefix="deploybench-metrics-"))
             if self._log_path is None:
                 self._log_path = self._tmp / "server.log"
             else:
@@ -404,7 +450,7 @@ class ServerProcess:
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
-                    env=server_env(self.config, ready_dir),
+                    env=server_env(self.config, ready_dir, self._metrics_dir),
                     pass_fds=(listener.fileno(),),  # the same fd number in the child
                     start_new_session=True,  # own process group: stop() signals the whole group
                 )
@@ -423,11 +469,25 @@ class ServerProcess:
         return self
 
     def stop(self, grace_s: float = STOP_GRACE_S) -> int | None:
-        """SIGTERM the process group, SIGKILL whatever is left after ``grace_s``. Returns the exit code."""
-        return stop_process_group(self._proc, grace_s) if self._proc is not None else None
+        """SIGTERM the process group, SIGKILL whatever is left after ``grace_s``, then remove the metrics
+        folder. Returns the exit code."""
+        code = stop_process_group(self._proc, grace_s) if self._proc is not None else None
+        self._remove_metrics_dir()
+        return code
+
+    def _remove_metrics_dir(self) -> None:
+        if self._metrics_dir is not None and not self.is_alive():
+            shutil.rmtree(self._metrics_dir, ignore_errors=True)
+            self._metrics_dir = None
+
+    @property
+    def metrics_dir(self) -> Path | None:
+        """The server's PROMETHEUS_MULTIPROC_DIR while it runs (multiprocess /metrics), else None."""
+        return self._metrics_dir
 
     def cleanup(self) -> None:
         """Remove the temporary folder (ready files, and the default log). Call after stop()."""
+        self._remove_metrics_dir()
         if self._tmp is not None and not self.is_alive():
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None

@@ -11,7 +11,9 @@ import contextlib
 import json
 import logging
 import os
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -65,6 +67,7 @@ ALLOWED_METHODS: dict[str, str] = {
     "/health": "GET, HEAD",
     "/openapi.json": "GET, HEAD",
     "/docs": "GET, HEAD",
+    "/metrics": "GET, HEAD",  # with --metrics only (else a 404)
     **{route: "POST" for route in ROUTES},
 }
 TOP_K = 5
@@ -72,6 +75,12 @@ TOP_K = 5
 
 class PredictorLike(Protocol):
     def predict(self, batch: np.ndarray) -> np.ndarray: ...
+
+
+def sleep_until_ns(deadline_ns: int) -> None:
+    """Sleep (blocking the calling thread) until ``time.perf_counter_ns()`` reaches ``deadline_ns``."""
+    while (left_ns := deadline_ns - time.perf_counter_ns()) > 0:
+        time.sleep(left_ns / 1e9)
 
 
 def busy_wait_ns(duration_ns: int) -> None:
@@ -174,6 +183,16 @@ class Service:
         self.handler = config.resolved_handler(task)  # FastAPI: "inline" | "threadpool"; Flask: ""
         # a user's features may be any finite number; iris features are lengths in cm (>= 0)
         self.allow_negative = config.model_file is not None
+        # called with each inference's duration (ns) when set: /metrics (deploybench.targets.metrics)
+        self.on_infer_ns: Callable[[int], None] | None = None
+        # the injected stall (TargetConfig.inject_stall_at_s / inject_stall_s): adapters call stall_gate()
+        # on every request only when ``stalls`` (a config without one pays nothing)
+        self.stalls = config.inject_stall_at_s is not None and config.inject_stall_s > 0
+        self._stall_at_ns = round((config.inject_stall_at_s or 0.0) * 1e9)
+        self._stall_ns = round(config.inject_stall_s * 1e9)
+        self._first_predict_ns: int | None = None
+        self._stall_until_ns = 0  # 0: not started yet; once set it stays (one stall per process)
+        self._stall_lock = threading.Lock()
 
     # -- construction ------------------------------------------------------------------------------
     @classmethod
@@ -298,6 +317,25 @@ class Service:
             f"the request ran past this target's limit (request_timeout_s) of {limit:g} s; {note}",
         )
 
+    def stall_gate(self, predict: bool) -> None:
+        """The injected stall, called by the adapters as a request arrives (``predict``: a prediction route),
+        only when ``stalls``. The clock starts at this process's first prediction request; the first one
+        arriving at or after ``inject_stall_at_s`` starts a stall of ``inject_stall_s``, once per process.
+        The request that starts it, and every request that arrives during it, blocks here until it ends:
+        a whole-process pause (like a long GC pause) wherever the adapter calls this from the event loop
+        (FastAPI) or from each request (Flask)."""
+        now = time.perf_counter_ns()
+        with self._stall_lock:
+            until = self._stall_until_ns
+            if until == 0 and predict:
+                if self._first_predict_ns is None:
+                    self._first_predict_ns = now
+                if now - self._first_predict_ns >= self._stall_at_ns:
+                    until = self._stall_until_ns = now + self._stall_ns
+                    log.warning("injected stall: this process answers nothing for %g s", self._stall_ns / 1e9)
+        if now < until:
+            sleep_until_ns(until)
+
     def record_internal_error(self, exc: BaseException) -> Reply:
         self.internal_errors += 1
         log.error("unexpected error while handling a request", exc_info=exc)
@@ -312,6 +350,8 @@ class Service:
         if self.config.inject_delay_ms > 0:  # deliberate extra service time (gate tests, demos)
             busy_wait_ns(round(self.config.inject_delay_ms * 1e6))
         t.infer_ns = time.perf_counter_ns() - t0
+        if self.on_infer_ns is not None:
+            self.on_infer_ns(t.infer_ns)
         if not np.isfinite(probs).all():  # the method, not np.all: a hot spot on a fast model
             raise InputError(422, "non-finite-output", "the model produced non-finite scores for this input")
         return probs

@@ -84,6 +84,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="idle keep-alive of a connection (gunicorn --keep-alive, uvicorn --timeout-keep-alive)",
     )
     parser.add_argument("--inject-delay-ms", type=float, default=0.0, help="deliberate extra service time")
+    _add_stall_arguments(parser)
+    parser.add_argument(
+        "--metrics",
+        action="store_true",
+        help="serve Prometheus metrics at GET /metrics (requests, latency, in-flight, inference time; "
+        "merged over all workers). Off by default, so that benchmark figures measure the lean app; "
+        "without it /metrics is a 404",
+    )
     parser.add_argument(
         "--ready-timeout-s",
         type=float,
@@ -92,6 +100,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--log", type=Path, default=None, help="server log file (default: a temporary file)")
     add_model_file_arguments(parser)
+
+
+def _add_stall_arguments(parser: argparse.ArgumentParser) -> None:
+    """--inject-stall-at-s / --inject-stall-s (`deploybench load` has the same two for its target)."""
+    parser.add_argument(
+        "--inject-stall-at-s",
+        type=float,
+        default=None,
+        metavar="AT",
+        help="a deliberate whole-process stall (demos of the over-time plots): each worker process stalls "
+        "once, at the first request arriving AT s or more after its first prediction request "
+        "(needs --inject-stall-s)",
+    )
+    parser.add_argument(
+        "--inject-stall-s",
+        type=float,
+        default=0.0,
+        metavar="FOR",
+        help="how long the injected stall lasts: the worker answers nothing for FOR s, every request waits "
+        "(needs --inject-stall-at-s)",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> TargetConfig:
@@ -118,6 +147,9 @@ def config_from_args(args: argparse.Namespace) -> TargetConfig:
             keep_alive_s=args.keep_alive_s,
         ),
         inject_delay_ms=args.inject_delay_ms,
+        inject_stall_at_s=args.inject_stall_at_s,
+        inject_stall_s=args.inject_stall_s,
+        metrics=args.metrics,
     )
 
 
@@ -166,6 +198,8 @@ def run(args: argparse.Namespace) -> int:
             f"({config.workers} worker(s)) at {server.url}  (pid {server.pid}, log {server.log_path})",
             flush=True,
         )
+        if config.metrics:
+            print(f"Prometheus metrics at {server.url}/metrics", flush=True)
         print("press Ctrl-C or send SIGTERM to stop", flush=True)
         while server.is_alive():
             time.sleep(0.2)
