@@ -1,13 +1,17 @@
 """Results as tidy pandas DataFrames, for notebooks: ``load_frames("results/")``.
 
-Three frames, one row per observation, units in the column names:
+Four frames, one row per observation, units in the column names:
 
 - ``runs``: one row per run x series (an endpoint under load, a micro-benchmark case): the figures of the
   record's summary (also what ``deploybench report --format csv`` writes: both come from ``series_rows``);
 - ``blocks``: one row per run x series x time block (1 s blocks of a load run's measured window): requests,
   errors, throughput and latency percentiles of that block, from its own histogram;
 - ``probes``: one row per compare choice x probe of its saturation search: offered and achieved rate, P99,
-  errors, pass or fail.
+  errors, pass or fail;
+- ``cpu``: one row per run x CPU block (a record's ``cpu_blocks``): the load generator's and the server's CPU
+  (100 = one core). A separate frame, not columns of ``blocks``: CPU is per run, not per endpoint, and its
+  blocks cover the warm-up too (negative ``start_s``); ``start_s`` is on the blocks' clock, so
+  ``blocks.merge(cpu, on=["run_id", "start_s"], how="left")`` puts them side by side.
 
 A path is a record file, a compare document (``compare.json``) or a folder; folders are searched recursively
 (a compare folder holds its choices' load records as well). pandas is imported only when a frame is built.
@@ -18,7 +22,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,8 +44,10 @@ RUN_COLUMNS = (
 CONTEXT_COLUMNS = ("started_utc", "framework", "server", "workers", "scenario", "load_model", "engine")
 BLOCK_COLUMNS = (
     "run_id", "series", "block", "start_s", "duration_s", "count", "error_count", "throughput_rps",
-    "p50_us", "p90_us", "p99_us", "max_us",
+    "p50_us", "p90_us", "p99_us", "max_us", "offered_rps", "p50_uncorrected_us", "p99_uncorrected_us",
+    "error_kinds",
 )  # fmt: skip
+CPU_COLUMNS = ("run_id", "block", "start_s", "duration_s", "generator_cpu_percent", "server_cpu_percent")
 PROBE_COLUMNS = (
     "choice", "framework", "server", "model", "format", "workers", "phase", "probe", "offered_rps",
     "throughput_rps", "p99_us", "error_ratio", "passed", "reasons",
@@ -94,6 +100,10 @@ def block_rows(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
                 lat = summarize_histogram(decode_histogram(b["histogram"])) if b.get("histogram") else {}
                 duration = float(b.get("duration_s") or 0.0)
                 count = int(b.get("count") or 0)
+                errors = int(b.get("errors") or 0)
+                unc = b.get("uncorrected_histogram")  # open loop only
+                raw = summarize_histogram(decode_histogram(unc)) if unc and count else {}
+                open_loop = s.scheduled is not None or unc is not None
                 rows.append(
                     {
                         "run_id": r.run_id,
@@ -102,11 +112,39 @@ def block_rows(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
                         "start_s": float(b.get("start_s") or 0.0),
                         "duration_s": duration,
                         "count": count,
-                        "error_count": int(b.get("errors") or 0),
+                        "error_count": errors,
                         "throughput_rps": count / duration if duration > 0 else None,
                         **{f"{k}_us": lat.get(k) for k in ("p50", "p90", "p99", "max")},
+                        # open loop, every slot of a block ends as a success or an error: what it offered
+                        "offered_rps": (count + errors) / duration if open_loop and duration > 0 else None,
+                        "p50_uncorrected_us": raw.get("p50"),
+                        "p99_uncorrected_us": raw.get("p99"),
+                        "error_kinds": dict(b.get("error_kinds") or {}),
                     }
                 )
+    return rows
+
+
+def _percent(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def cpu_rows(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
+    """One row per run x CPU block (``CPU_COLUMNS``) of each record's optional ``cpu_blocks``; records
+    without them give none."""
+    rows = []
+    for r in records:
+        for i, b in enumerate(getattr(r, "cpu_blocks", None) or ()):
+            rows.append(
+                {
+                    "run_id": r.run_id,
+                    "block": i,
+                    "start_s": float(b.get("start_s") or 0.0),
+                    "duration_s": float(b.get("duration_s") or 0.0),
+                    "generator_cpu_percent": _percent(b.get("generator_cpu_percent")),
+                    "server_cpu_percent": _percent(b.get("server_cpu_percent")),
+                }
+            )
     return rows
 
 
@@ -139,11 +177,18 @@ def probe_rows(runs: Sequence[CompareRun]) -> list[dict[str, Any]]:
     return rows
 
 
+def _empty_cpu() -> pd.DataFrame:
+    import pandas as pd  # import cost: pandas, only when a frame is built
+
+    return pd.DataFrame([], columns=list(CPU_COLUMNS))
+
+
 @dataclass
 class Frames:
     runs: pd.DataFrame
     blocks: pd.DataFrame
     probes: pd.DataFrame
+    cpu: pd.DataFrame = field(default_factory=_empty_cpu)
 
 
 def _context(record: RunRecord) -> dict[str, Any]:
@@ -160,7 +205,7 @@ def _context(record: RunRecord) -> dict[str, Any]:
 
 
 def frames(records: Sequence[RunRecord], compares: Sequence[CompareRun] = ()) -> Frames:
-    """The three frames of these records and compare documents (empty frames keep their columns)."""
+    """The frames of these records and compare documents (empty frames keep their columns)."""
     import pandas as pd  # import cost: pandas takes ~0.5 s; only notebooks and this API need it
 
     context = {r.run_id: _context(r) for r in records}
@@ -169,6 +214,7 @@ def frames(records: Sequence[RunRecord], compares: Sequence[CompareRun] = ()) ->
         runs=pd.DataFrame(runs, columns=[*RUN_COLUMNS, *CONTEXT_COLUMNS]),
         blocks=pd.DataFrame(block_rows(records), columns=list(BLOCK_COLUMNS)),
         probes=pd.DataFrame(probe_rows(compares), columns=list(PROBE_COLUMNS)),
+        cpu=pd.DataFrame(cpu_rows(records), columns=list(CPU_COLUMNS)),
     )
 
 
@@ -213,6 +259,6 @@ def collect(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[RunRecord], l
 
 
 def load_frames(*paths: str | os.PathLike[str]) -> Frames:
-    """``load_frames("results/compare/20261204T104404Z-quick")`` -> ``Frames(runs, blocks, probes)``."""
+    """``load_frames("results/compare/20261204T104404Z-quick")`` -> ``Frames(runs, blocks, probes, cpu)``."""
     records, compares = collect(paths or (".",))
     return frames(records, compares)

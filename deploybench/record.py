@@ -10,6 +10,8 @@ Format history (``schema_version``):
   was rounded to whole µs: one step is 14 % of a 7 µs call); load series may carry ``blocks`` (per-time-block
   histograms and counts, the independent units a gate bootstraps over) and ``scheduled`` (open loop: the
   exact number of arrival slots scheduled in the measured window).
+  Additive within 3 (no migration: absent in older records, read as None, and left out when None): a load
+  record's optional top-level ``cpu_blocks``, the load generator's and the server's CPU per time block.
 
 A change of a field bumps ``SCHEMA_VERSION`` and adds a migration from the previous version to
 ``_MIGRATIONS``; records are migrated on load, so every reader sees the current version.
@@ -26,8 +28,17 @@ Layout (schema_version 3)::
       "env": {...},               # deploybench.env.capture_env()
       "series": [Series, ...],    # one per endpoint (load) or per benchmark case (micro)
       "warnings": [RecordWarning, ...],
-      "error": null | "message"   # why a failed/interrupted run ended
+      "error": null | "message",  # why a failed/interrupted run ended
+      "cpu_blocks": [CpuBlock, ...]   # optional (load): absent when not sampled
     }
+
+A CpuBlock is ``{"start_s": float, "duration_s": float, "generator_cpu_percent": float | None,
+"server_cpu_percent": float | None}``: the CPU time of the load generator's process tree and of the server's
+(100 = one core busy) over that interval, sampled by the parent process (psutil, every ~0.5 s, interpolated at
+the block edges). ``start_s`` is on the series blocks' clock (seconds since the measured window's start: the
+same edges as the first series' ``blocks``); warm-up intervals come first with a negative ``start_s``.
+``server_cpu_percent`` is None when deploybench did not start the server (``--url``), a figure None when it
+could not be read.
 
 A Series carries exact percentiles in integer microseconds, counts, errors by kind, throughput and,
 when available, the encoded HdrHistogram (load) or raw samples (micro) they were computed from.
@@ -121,6 +132,8 @@ class RunRecord:
     warnings: list[RecordWarning] = field(default_factory=list)
     error: str | None = None
     schema_version: int = SCHEMA_VERSION
+    # load: generator and server CPU per time block (see the module docstring); None: not sampled
+    cpu_blocks: list[dict[str, Any]] | None = None
 
     def __post_init__(self) -> None:
         if not self.started_utc:
@@ -145,6 +158,8 @@ class RunRecord:
     # -- (de)serialisation -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        if d.get("cpu_blocks") is None:
+            d.pop("cpu_blocks", None)  # optional: records without it stay as they were
         # schema_version first for humans reading the file
         return {"schema_version": d.pop("schema_version"), **d}
 
@@ -154,8 +169,10 @@ class RunRecord:
         for key in ("config", "env"):
             if not isinstance(d.get(key, {}), dict):
                 raise UsageError(f"malformed run record ({key!r} is not an object)")
-        for key in ("series", "warnings"):
+        for key in ("series", "warnings", "cpu_blocks"):
             items = d.get(key, [])
+            if key == "cpu_blocks" and items is None:
+                continue
             if not isinstance(items, list) or not all(isinstance(x, dict) for x in items):
                 raise UsageError(f"malformed run record ({key!r} is not a list of objects)")
         return cls(
@@ -170,6 +187,7 @@ class RunRecord:
             warnings=[RecordWarning.from_dict(w) for w in d.get("warnings", [])],
             error=d.get("error"),
             schema_version=SCHEMA_VERSION,
+            cpu_blocks=d.get("cpu_blocks"),
         )
 
     def save(self, path: str | os.PathLike[str]) -> Path:

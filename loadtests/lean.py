@@ -801,6 +801,188 @@ def _read_state(path: Path) -> dict[str, Any] | None:
     return state if isinstance(state, dict) else None
 
 
+def _read_state_timed(path: Path) -> tuple[dict[str, Any] | None, float | None]:
+    """A state file and its modification time (wall clock, s), both from the same open file."""
+    try:
+        with open(path, "rb") as f:
+            mtime = os.fstat(f.fileno()).st_mtime_ns / 1e9
+            state = json.loads(f.read())
+    except (OSError, ValueError):
+        return None, None
+    return (state, mtime) if isinstance(state, dict) else (None, None)
+
+
+# -- the parent's view while a run goes: CPU per time block and progress figures -----------------------------
+CPU_SAMPLE_S = 0.5  # the parent reads the process trees' CPU times this often
+TREE_RESCAN_S = 2.0  # and looks for new processes in the trees this often
+PROGRESS_EVERY_S = 1.0  # at most one progress update a second (a record's figures are read, never decoded)
+
+
+class TreeCpu:
+    """Cumulative user + system CPU seconds of process trees (roots and their descendants), read with
+    psutil; a process that exits keeps its last reading, so the total never goes back."""
+
+    def __init__(self, pids: list[int]) -> None:
+        import psutil  # import cost: the parent's alone; the engine processes never load it
+
+        self._psutil = psutil
+        self.root_pids = set(pids)
+        self.roots: list[Any] = []
+        for pid in pids:
+            with contextlib.suppress(psutil.Error):
+                self.roots.append(psutil.Process(pid))
+        self.members: dict[int, Any] = {}
+        self.last: dict[int, float] = {}
+        self._rescan_at = 0.0
+
+    def total_s(self, now: float) -> float | None:
+        ps = self._psutil
+        if now >= self._rescan_at:
+            self._rescan_at = now + TREE_RESCAN_S
+            for root in self.roots:
+                with contextlib.suppress(ps.Error):
+                    for p in [root, *root.children(recursive=True)]:
+                        self.members.setdefault(p.pid, p)
+        for pid, p in list(self.members.items()):
+            try:
+                t = p.cpu_times()
+            except ps.Error:
+                del self.members[pid]
+                if pid not in self.root_pids:  # reaped by its parent: now in that one's children_* times
+                    self.last.pop(pid, None)
+                continue
+            self.last[pid] = t.user + t.system + t.children_user + t.children_system
+        return sum(self.last.values()) if self.last else None
+
+
+class RunMonitor:
+    """What the parent process watches while a load runs (never the engine's hot path): the CPU of the
+    generator's and the server's process trees every ``CPU_SAMPLE_S`` (-> the record's ``cpu_blocks``), and
+    progress figures from the record it merges anyway (-> ``progress.update``, at most once a second).
+
+    The window clock: a generator's snapshot says how long its window (or, lean, its run) has gone on; the
+    file's modification time says when (the wall clock), so the window's start is placed on the wall clock to
+    within the time a snapshot takes to write (milliseconds)."""
+
+    def __init__(
+        self,
+        *,
+        warmup_s: float,
+        duration_s: float,
+        progress: Any = None,
+        server_pid: int | None = None,
+        clock: Any = time.time,
+    ) -> None:
+        self.warmup_s = float(warmup_s)
+        self.duration_s = float(duration_s)
+        self.progress = progress
+        self.clock = clock
+        self.started = clock()
+        self.generator: TreeCpu | None = None
+        self.server = TreeCpu([server_pid]) if server_pid else None
+        self.samples: list[tuple[float, float | None, float | None]] = []
+        self.window_start: float | None = None  # the measured window's start on the wall clock
+        self._next_sample = 0.0
+        self._next_progress = 0.0
+
+    def set_generator_pids(self, pids: list[int]) -> None:
+        self.generator = TreeCpu(pids)
+        self.sample(force=True)
+
+    def sample(self, force: bool = False) -> None:
+        now = self.clock()
+        if not force and now < self._next_sample:
+            return
+        self._next_sample = now + CPU_SAMPLE_S
+        gen = self.generator.total_s(now) if self.generator is not None else None
+        srv = self.server.total_s(now) if self.server is not None else None
+        self.samples.append((self.clock(), gen, srv))
+
+    def anchor(self, mtime: float | None, window_elapsed_s: float | None) -> None:
+        """The window started ``window_elapsed_s`` before ``mtime`` (first estimate kept)."""
+        if self.window_start is None and mtime is not None and window_elapsed_s is not None:
+            self.window_start = mtime - window_elapsed_s
+
+    def report(self, series: list[Any], finishing: bool = False, force: bool = False) -> None:
+        """Progress figures from a (running) record's series, at most once a second."""
+        if self.progress is None:
+            return
+        now = self.clock()
+        if not force and now < self._next_progress:
+            return
+        self._next_progress = now + PROGRESS_EVERY_S
+        from deploybench.progress import figures_from_series  # import cost: the parent's alone, as psutil
+
+        elapsed = now - self.started
+        if self.window_start is not None:  # the generator's own clock, once known
+            elapsed = now - self.window_start + self.warmup_s
+        self.progress.update(
+            figures_from_series(series, max(0.0, elapsed), self.warmup_s + self.duration_s, self.warmup_s,
+                                finishing=finishing)
+        )  # fmt: skip
+
+    def cpu_blocks(self, series: list[Any], window_s: float | None = None) -> list[dict[str, Any]] | None:
+        """CPU per block on the series blocks' edges (the first series', else 1 s edges over the window),
+        warm-up blocks first (negative ``start_s``); only intervals the samples cover."""
+        if self.window_start is None or len(self.samples) < 2:
+            return None
+        edges: list[tuple[float, float]] = []
+        blocks = next((s.blocks for s in series if s.blocks), None)
+        if blocks:
+            edges = [(float(b["start_s"]), float(b["duration_s"])) for b in blocks]
+        else:
+            w = float(window_s if window_s is not None else max((s.duration_s or 0.0 for s in series),
+                                                                default=0.0))  # fmt: skip
+            k = 0
+            while k < w - 1e-9:
+                edges.append((float(k), min(1.0, w - k)))
+                k += 1
+        first_t = self.samples[0][0] - self.window_start
+        warm = []
+        k = -1
+        while k >= first_t - 1e-9:
+            warm.append((float(k), 1.0))
+            k -= 1
+        spans = [(start, dur) for start, dur in [*reversed(warm), *edges] if dur > 0]
+        t0 = np.array([self.window_start + start for start, _ in spans], dtype=np.float64)
+        t1 = t0 + np.array([dur for _, dur in spans], dtype=np.float64)
+        gen, srv = self._percents(1, t0, t1), self._percents(2, t0, t1)
+        out = []
+        for (start, dur), g, v in zip(spans, gen, srv, strict=True):
+            if g is None and v is None:
+                continue
+            out.append({"start_s": round(start, 6), "duration_s": round(dur, 6),
+                        "generator_cpu_percent": g, "server_cpu_percent": v})  # fmt: skip
+        return out or None
+
+    def _percents(self, col: int, t0: np.ndarray, t1: np.ndarray) -> list[float | None]:
+        """CPU % of column ``col`` over each [t0, t1]: the cumulative CPU seconds interpolated linearly at
+        the edges; None where the samples do not cover the interval."""
+        pts = [(s[0], s[col]) for s in self.samples if s[col] is not None]
+        if len(pts) < 2:
+            return [None] * len(t0)
+        t = np.array([p[0] for p in pts], dtype=np.float64)
+        v = np.maximum.accumulate(np.array([p[1] for p in pts], dtype=np.float64))
+        pct = (np.interp(t1, t, v) - np.interp(t0, t, v)) / (t1 - t0) * 100.0
+        covered = (t0 >= t[0] - 1e-6) & (t1 <= t[-1] + 1e-6)
+        return [round(max(0.0, float(p)), 1) if ok else None for p, ok in zip(pct, covered, strict=True)]
+
+
+def exited(proc: subprocess.Popen[bytes], monitor: RunMonitor | None = None) -> bool:
+    """Has ``proc`` ended? When it has, the monitor takes a last sample before it is reaped (a zombie's CPU
+    times can still be read, a reaped process's cannot), then it is reaped (``poll``)."""
+    if proc.returncode is not None:
+        return True
+    if monitor is not None:
+        try:
+            info = os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except (OSError, AttributeError):
+            info = None
+        if info is not None:
+            monitor.sample(force=True)
+    return proc.poll() is not None
+
+
 def run_lean(
     url: str,
     scenario: str,
@@ -815,11 +997,18 @@ def run_lean(
     run_time_s: float = 600.0,
     env: dict[str, str] | None = None,
     log_path: Path | None = None,
+    progress: Any = None,
+    server_pid: int | None = None,
 ) -> tuple[int, str | None]:
     """Run the lean engine: ``processes`` generator processes (at least 1), their states merged into the run
     record at ``record_path`` every ``options.save_interval_s`` ("running") and at the end. Stops early when
     ``server`` (an object with ``is_alive()``) dies. Returns (exit code: 0, or the first non-zero of the
-    generator processes; why the target died, or None)."""
+    generator processes; why the target died, or None).
+
+    ``progress``: a ``deploybench.progress.Progress`` sink, given the figures of the record as merged: when
+    a generator wrote a new state (at most once a second), and at least every ``save_interval_s``. The
+    record's ``cpu_blocks`` (at the end): the generator processes' CPU and, with ``server_pid``, the server's
+    process tree's, sampled here (``RunMonitor``)."""
     n = max(1, int(processes))
     conns = process_shares(max(connections, n), n)
     requests = process_shares(options.max_requests, n) if options.max_requests else [0] * n
@@ -838,9 +1027,22 @@ def run_lean(
     procs: list[subprocess.Popen[bytes]] = []
     died: str | None = None
 
+    monitor = RunMonitor(warmup_s=options.warmup_s, duration_s=options.duration_s, progress=progress,
+                         server_pid=server_pid)  # fmt: skip
+
     def save(status: str, error: str | None = None) -> None:
-        read = [st for st in (_read_state(p) for p in states) if st is not None]
+        read = []
+        for i, p in enumerate(states):
+            st, mtime = _read_state_timed(p)
+            if st is None:
+                continue
+            read.append(st)
+            wall_s = (st.get("generator") or {}).get("wall_s")
+            if i == 0 and wall_s:  # its run started wall_s before the write; its window warmup_s after that
+                monitor.anchor(mtime, float(wall_s) - options.warmup_s)
         fill_record(record, Measurement.merge_wire(read), options, status, error)
+        if status != "running":  # computed once, at the end (or when the run is stopped)
+            record.cpu_blocks = monitor.cpu_blocks(record.series)
         record.save(record_path)
 
     with open(log_path, "ab") as log:
@@ -860,10 +1062,13 @@ def run_lean(
                 cmd = pinned_argv(argv, cpus, sys.executable)
                 procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
                                               process_group=0))  # fmt: skip
+            monitor.set_generator_pids([p.pid for p in procs])
             save("running")
             deadline = time.monotonic() + run_time_s + 60.0
             next_save = time.monotonic() + options.save_interval_s
-            while any(p.poll() is None for p in procs):
+            seen = _mtimes(states)
+            while not all([exited(p, monitor) for p in procs]):
+                monitor.sample()
                 if server is not None and died is None and not server.is_alive():
                     died = "target process is gone"
                     _signal_all(procs, signal.SIGTERM)
@@ -871,10 +1076,18 @@ def run_lean(
                 if time.monotonic() > deadline:
                     _stop_all(procs)
                     break
-                if time.monotonic() >= next_save:
+                # merged when a generator wrote a new state (each every save_interval_s), at most once a
+                # second; at least every save_interval_s
+                now = time.monotonic()
+                fresh = now >= next_save - options.save_interval_s + 1.0 and _mtimes(states) != seen
+                if now >= next_save or fresh:
+                    seen = _mtimes(states)
                     save("running")
                     next_save = time.monotonic() + options.save_interval_s
+                # the figures of the last save (no extra merge), the clock every second
+                monitor.report(record.series)
                 time.sleep(STATE_POLL_S)
+            monitor.sample(force=True)
         except BaseException:
             _stop_all(procs)
             save("interrupted", "the load generator was stopped before the run ended")
@@ -893,8 +1106,19 @@ def run_lean(
     else:
         status, error = "complete", None
     save(status, error)
+    monitor.report(record.series, finishing=True, force=True)
     shutil.rmtree(work, ignore_errors=True)  # specs and states: merged into the record now
     return next((c for c in codes if c), 0), died
+
+
+def _mtimes(paths: list[Path]) -> list[int]:
+    out = []
+    for p in paths:
+        try:
+            out.append(p.stat().st_mtime_ns)
+        except OSError:
+            out.append(0)
+    return out
 
 
 def _signal_all(procs: list[subprocess.Popen[bytes]], sig: int) -> None:

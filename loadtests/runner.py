@@ -36,10 +36,11 @@ from deploybench.env import own_cpus, pinned_argv
 from deploybench.errors import TargetError, UsageError
 from deploybench.io import utc_now
 from deploybench.loadtests.core import LoadOptions
-from deploybench.loadtests.lean import run_lean
+from deploybench.loadtests.lean import RunMonitor, exited, run_lean
 from deploybench.loadtests.payloads import HEADERS_ENV, parse_headers, request_spec
 from deploybench.paths import results_dir as default_results_dir
 from deploybench.procs import signal_group, tail_text
+from deploybench.progress import LoadFigures
 from deploybench.record import RunRecord, load_record, make_run_id
 from deploybench.targets.serve import ServerProcess
 from deploybench.vocabulary import ENGINES, LOAD_MODELS, OPEN_LOOP_MODELS, SCENARIOS
@@ -218,6 +219,8 @@ def run_load_to_file(
     expect_workers: int = 0,
     master_bind: tuple[str, int] = ("127.0.0.1", 0),
     master_port_file: str | os.PathLike[str] | None = None,
+    progress: Any = None,
+    server_pid: int | None = None,
 ) -> tuple[RunRecord, Path]:
     """``run_load`` that also returns the record's path.
 
@@ -229,6 +232,9 @@ def run_load_to_file(
     ``engine``: "lean" (the default for the built-in scenarios and api) or "locust" (the default, and the
     only engine, for a locustfile of your own); ``processes`` is then the number of lean generator
     processes (0 = one), or of Locust workers.
+    ``progress``: a ``deploybench.progress.Progress`` sink for live figures (this code prints nothing).
+    ``server_pid``: the server's process when ``target`` is its URL (e.g. compare's started targets), so
+    the record's ``cpu_blocks`` carry its CPU; a target started here is known without it.
     """
     if expect_workers:
         if engine == "lean":
@@ -280,6 +286,8 @@ def run_load_to_file(
     if locustfile is not None:
         extra["locustfile"] = str(file)
 
+    if progress is not None:  # every input checked: the run starts
+        progress.update(LoadFigures(elapsed_s=0.0, planned_s=warmup_s + duration_s, stage="starting"))
     server: Any = None
     url: str
     died_message = ""
@@ -295,6 +303,7 @@ def run_load_to_file(
         if server is not None:
             server.start()
             url = server.url
+            server_pid = getattr(server, "pid", None) or server_pid
         if engine == "lean":
             lean_options = LoadOptions(
                 load_model=load_model, rate_rps=float(rate_rps or 0.0), warmup_s=warmup_s,
@@ -307,7 +316,8 @@ def run_load_to_file(
                 rc, target_died = run_lean(
                     url, scenario, options=lean_options, connections=n_users, processes=processes,
                     record_path=path, scenario_opts=options, generator_cpus=generator_cpus, server=server,
-                    run_time_s=run_time_s, env=locust_env(headers), log_path=locust_log,
+                    run_time_s=run_time_s, env=locust_env(headers), log_path=locust_log, progress=progress,
+                    server_pid=server_pid,
                 )  # fmt: skip
             cmd = ["deploybench-lean"]
         else:
@@ -324,11 +334,14 @@ def run_load_to_file(
                 if master_port_file:
                     locust_options["master_port_file"] = os.path.abspath(master_port_file)
                 run_time_s += MASTER_WAIT_S
+            monitor = RunMonitor(
+                warmup_s=warmup_s, duration_s=duration_s, progress=progress, server_pid=server_pid
+            )
             with own_cpus(generator_cpus):
                 rc, target_died, cmd = _locust(
                     file, url, n_users, run_time_s, load_model, warmup_s, duration_s, seed, max_lag_s, path,
                     out_dir, extra, rate_rps, model, processes, locust_options, locust_log, generator_cpus,
-                    server, headers,
+                    server, headers, monitor,
                 )  # fmt: skip
         if server is not None and not target_died:
             # Locust may have ended the run itself (N consecutive connection errors) before the poll in
@@ -361,6 +374,7 @@ def run_load_to_file(
     record.config["generator_exit_code"] = rc
     if engine == "locust":
         record.config["locust_exit_code"] = rc
+        record.cpu_blocks = monitor.cpu_blocks(record.series)
     if died_message:
         seen = f"; the load generator reported: {record.error}" if record.error else ""
         record.finish("failed", f"{died_message}{seen}")
@@ -389,6 +403,7 @@ def _locust(
     seed: int, max_lag_s: float, path: Path, out_dir: Path, extra: dict[str, Any], rate_rps: float | None,
     model: str | None, processes: int, options: dict[str, Any], log_path: Path,
     generator_cpus: list[int] | None, server: Any, headers: dict[str, str] | None,
+    monitor: RunMonitor | None = None,
 ) -> tuple[int, str | None, list[str]]:  # fmt: skip
     """Run the Locust engine headless (it writes the record itself): (exit code, target death, command)."""
     cmd = [sys.executable, "-P", "-m", "locust", "-f", str(file), "--headless",
@@ -408,7 +423,9 @@ def _locust(
     for k, v in options.items():
         flag = f"--{k.replace('_', '-')}"
         cmd += [flag] if v is True else [flag, str(v)]
-    rc, target_died = _run_locust(cmd, log_path, generator_cpus, run_time_s, server, locust_env(headers))
+    rc, target_died = _run_locust(
+        cmd, log_path, generator_cpus, run_time_s, server, locust_env(headers), monitor, path
+    )
     return rc, target_died, cmd
 
 
@@ -456,17 +473,23 @@ def _json(d: dict[str, Any]) -> str:
 
 def _run_locust(
     cmd: list[str], log_path: Path, cpus: list[int] | None, run_time_s: int, server: Any,
-    env: dict[str, str] | None = None,
+    env: dict[str, str] | None = None, monitor: RunMonitor | None = None, record_path: Path | None = None,
 ) -> tuple[int, str | None]:  # fmt: skip
-    """Run Locust bounded in time; stop it early (SIGTERM → it finalises the record) if the target dies."""
+    """Run Locust bounded in time; stop it early (SIGTERM → it finalises the record) if the target dies.
+    ``monitor``: samples the CPU of Locust's and the server's process trees, and reads the record Locust
+    rewrites every ~2 s (its figures, no histogram decoded) for progress."""
     target_died: str | None = None
     with open(log_path, "wb") as log:
         cmd = pinned_argv(cmd, cpus, sys.executable)  # pinned from its first instruction
         # cwd: the caller's (inherited), so a user's locustfile sees the paths the user sees
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, process_group=0, env=env)
+        if monitor is not None:
+            monitor.set_generator_pids([proc.pid])
+        watch = _RecordWatch(record_path, monitor)
         try:
             deadline = time.monotonic() + run_time_s + 60.0
-            while proc.poll() is None:
+            while not exited(proc, monitor):
+                watch.poll()
                 if server is not None and target_died is None and not server.is_alive():
                     target_died = "target process is gone"
                     signal_group(proc.pid, signal.SIGTERM)
@@ -480,6 +503,7 @@ def _run_locust(
                     break
                 time.sleep(0.2)
             rc = proc.wait(STOP_GRACE_S)
+            watch.poll(final=True)
         except BaseException:
             signal_group(proc.pid, signal.SIGTERM)
             try:
@@ -489,6 +513,41 @@ def _run_locust(
                 proc.wait(5)
             raise
     return rc, target_died
+
+
+class _RecordWatch:
+    """Locust's record as it is rewritten (every ~2 s): read once a second when it changed, for the
+    monitor's window clock and progress figures."""
+
+    def __init__(self, path: Path | None, monitor: RunMonitor | None) -> None:
+        self.path = path
+        self.monitor = monitor
+        self.mtime_ns = 0
+        self.series: list[Any] = []
+        self.next_at = 0.0
+
+    def poll(self, final: bool = False) -> None:
+        m = self.monitor
+        if m is None:
+            return
+        m.sample(force=final)
+        now = time.monotonic()
+        if self.path is None or (now < self.next_at and not final):
+            return
+        if m.progress is None and m.window_start is not None:  # nothing more to learn from it
+            return
+        self.next_at = now + 1.0
+        try:
+            mtime_ns = self.path.stat().st_mtime_ns
+            if mtime_ns != self.mtime_ns:
+                rec = load_record(self.path)
+                self.mtime_ns, self.series = mtime_ns, rec.series
+                window = max((float(s.duration_s or 0.0) for s in rec.series), default=0.0)
+                if rec.status == "running" and 0.0 < window < m.duration_s:  # an open window: its age
+                    m.anchor(mtime_ns / 1e9, window)
+        except (OSError, UsageError):
+            pass
+        m.report(self.series, finishing=final, force=final)
 
 
 def format_summary(record: RunRecord) -> str:

@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from deploybench.compare_doc import ChoiceResult, CompareRun, describe_split, places, rank, verdict
+from deploybench.errors import UsageError
 from deploybench.io import write_atomic
+from deploybench.record import RunRecord, load_record
 from deploybench.reports.render import (
     Block,
     Bullets,
@@ -336,7 +338,57 @@ def _env_rows(env: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
-def build_blocks(run: CompareRun, *, plots: bool = True) -> list[Block]:
+def probe_records(run: CompareRun, folder: Path) -> dict[str, RunRecord]:
+    """The load record of every search probe (``extra.record``, relative to the compare folder), keyed by
+    that path; a missing or unreadable file is left out (its probe gets no panel)."""
+    out: dict[str, RunRecord] = {}
+    for r in run.results:
+        for p in (r.saturation or {}).get("points", []):
+            rel = (p.get("extra") or {}).get("record")
+            if not rel or rel in out:
+                continue
+            try:
+                out[rel] = load_record(folder / rel)
+            except (UsageError, OSError, ValueError):
+                continue
+    return out
+
+
+def _probe_blocks(run: CompareRun, records_dir: Path) -> list[Block]:
+    from deploybench.reports import plots as plotting  # import cost: matplotlib, only when images are wanted
+
+    figures = plotting.probe_timelines(run, probe_records(run, records_dir))
+    if not figures:
+        return []
+    blocks: list[Block] = [
+        Heading(2, "Probes over time"),
+        Para(
+            "Per choice, one panel per probe of its search (coarse and repeats), by offered rate: P99 "
+            "(solid) and P50 (dashed) of each 1 s block of the measured window, from the block's own "
+            "histogram, with the P99 SLO dotted; below, the achieved rate per block against the offered rate "
+            "(dashed). The warm-up before the window is shaded (not measured). A stall shows as one block "
+            "with a high P99 and a rate near 0; sustained overload, as every block high. At most "
+            f"{plotting.PROBE_CAP} panels per choice: the probes nearest its boundary when it ran more."
+        ),
+    ]
+    for f in figures:
+        blocks.append(
+            Image(f"{f.label}: each probe over time", plotting.probe_timelines_png(f, run.slo_p99_us / 1000))
+        )
+        notes = []
+        if len(f.panels) < f.probes - f.without_blocks:
+            notes.append(f"{len(f.panels)} of {f.probes} probes shown (the nearest the boundary)")
+        if f.without_blocks:
+            notes.append(f"{f.without_blocks} of {f.probes} probes without per-block data (record missing or "
+                         "from before blocks were recorded)")  # fmt: skip
+        if notes:
+            blocks.append(Para(f"`{f.choice_id}`: " + "; ".join(notes) + "."))
+    return blocks
+
+
+def build_blocks(run: CompareRun, *, plots: bool = True, records_dir: Path | None = None) -> list[Block]:
+    """The report's document; ``records_dir`` (the compare folder) is where the probes' load records are
+    read from for their over-time panels (none without it, or without ``plots``)."""
     if plots:
         from deploybench.reports import (
             plots as plotting,  # import cost: matplotlib, only when images are wanted
@@ -388,6 +440,8 @@ def build_blocks(run: CompareRun, *, plots: bool = True) -> list[Block]:
         headers = ["choice", "phase", "offered (rps)", "achieved (rps; ok/scheduled)", "P99 (ms)", "errors",
                    "verdict"]  # fmt: skip
         blocks.append(Table(headers, rows, "llrrrrl"))
+    if plots and records_dir is not None:
+        blocks.extend(_probe_blocks(run, records_dir))
     if plots:
         png = plotting.spectrum_png(run)
         if png:
@@ -410,14 +464,24 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "plot"
 
 
-def write_report(run: CompareRun, out_dir: Path, *, plots: bool = True) -> list[Path]:
-    """``report.md`` (PNG files under plots/), ``report.html`` (self-contained); returns the paths."""
-    blocks = build_blocks(run, plots=plots)
+def write_report(
+    run: CompareRun, out_dir: Path, *, plots: bool = True, records_dir: Path | None = None
+) -> list[Path]:
+    """``report.md`` (PNG files under plots/), ``report.html`` (self-contained); returns the paths. The
+    probes' load records are read from ``records_dir`` (default: ``out_dir``, the compare folder)."""
+    blocks = build_blocks(run, plots=plots, records_dir=out_dir if records_dir is None else records_dir)
     md_blocks: list[Block] = []
     written: list[Path] = []
+    names: set[str] = set()
     for b in blocks:
         if isinstance(b, Image):
-            path = out_dir / "plots" / f"{_slug(b.title)[:60]}.png"
+            stem = _slug(b.title)[:60]
+            name, k = f"{stem}.png", 1
+            while name in names:  # long choice labels can share their first 60 characters
+                k += 1
+                name = f"{stem}-{k}.png"
+            names.add(name)
+            path = out_dir / "plots" / name
             write_atomic(path, b.png)
             written.append(path)
             md_blocks.append(Para(f"![{b.title}](plots/{path.name})"))

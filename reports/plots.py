@@ -4,7 +4,8 @@ Micro records: latency per format (P50 and P99 at the smallest batch), latency v
 (items/s) vs batch size. Load records: latency percentiles per endpoint, achieved vs offered throughput,
 and P50/P99 and the rate per 1 s block over time (warm-up shaded). Each of these returns [(title,
 png_bytes)]. Compare documents: latency-throughput curves and percentile spectra (PNG bytes, or None when
-there is nothing to draw).
+there is nothing to draw), and per choice small multiples of its search probes over time, from the probes'
+own load records (``probe_timelines`` prepares the data, ``probe_timelines_png`` draws it).
 
 Importing this module imports matplotlib (~0.5 s): renderers import it only when images are wanted.
 """
@@ -12,8 +13,10 @@ Importing this module imports matplotlib (~0.5 s): renderers import it only when
 from __future__ import annotations
 
 import io
+import math
 from collections import defaultdict
-from typing import NamedTuple
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 import matplotlib
 
@@ -21,7 +24,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from deploybench.compare_doc import CompareRun
-from deploybench.frames import block_rows
+from deploybench.frames import block_rows, cpu_rows
 from deploybench.record import PERCENTILES, RunRecord, Series, pct_key
 from deploybench.stats import decode_histogram, value_at_percentile
 
@@ -29,11 +32,12 @@ Plot = tuple[str, bytes]
 _DPI = 90
 
 
-def _png(fig: matplotlib.figure.Figure) -> bytes:
+def _png(fig: matplotlib.figure.Figure, dpi: int = _DPI, tight: bool = True) -> bytes:
     buf = io.BytesIO()
-    fig.tight_layout()
+    if tight:
+        fig.tight_layout()
     # No timestamp/software metadata: the same records give the same bytes.
-    fig.savefig(buf, format="png", dpi=_DPI, metadata={"Software": None})
+    fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})
     plt.close(fig)
     return buf.getvalue()
 
@@ -157,40 +161,131 @@ def load_plots(record: RunRecord) -> list[Plot]:
     return plots
 
 
+class SeriesTimeline(NamedTuple):
+    """One endpoint's per-block figures, as plotted (x: each block's midpoint, s into the measured window)."""
+
+    name: str
+    mid_s: list[float]
+    p50_ms: list[float]  # NaN where the block has no successful request (no latency to show)
+    p99_ms: list[float]
+    rate_rps: list[float]  # successes / block duration: 0 in a block where nothing completed (a stall)
+    errors_per_s: list[float]
+    p99_uncorrected_ms: list[float] | None = None  # open loop: from the actual send (None: closed loop)
+    offered_rps: list[float] | None = None  # open loop: the block's slots / its duration
+
+
+class CpuTimeline(NamedTuple):
+    """The record's ``cpu_blocks`` as plotted: per block, % of one core (NaN where not measured)."""
+
+    mid_s: list[float]
+    generator_percent: list[float]
+    server_percent: list[float]
+
+
+class Timeline(NamedTuple):
+    """What ``timeline_png`` and the compare report's per-probe panels draw from one load record."""
+
+    run_id: str
+    warmup_s: float  # shaded before 0 (not measured, so no latency blocks there)
+    series: list[SeriesTimeline]  # endpoints with two or more blocks that saw a request
+    cpu: CpuTimeline | None  # None: the record has no ``cpu_blocks`` (or no CPU figure in them)
+
+
+def _nan_ms(value_us: float | None) -> float:
+    return value_us / 1000 if value_us is not None else float("nan")
+
+
+def timeline(record: RunRecord) -> Timeline | None:
+    """The per-block data of a load record (``deploybench.frames.block_rows`` and ``cpu_rows``). A series is
+    kept when two or more of its blocks saw a request (success or error); then every block of it is kept, an
+    empty one (a stall: nothing completed) as rate 0 with no latency. None when there is nothing to draw."""
+    rows = block_rows([record])
+    series = []
+    for s in record.series:
+        mine = [r for r in rows if r["series"] == s.name]
+        if sum(1 for r in mine if r["count"] or r["error_count"]) < 2:
+            continue
+        series.append(
+            SeriesTimeline(
+                s.name,
+                [r["start_s"] + r["duration_s"] / 2 for r in mine],
+                [_nan_ms(r["p50_us"]) for r in mine],
+                [_nan_ms(r["p99_us"]) for r in mine],
+                [r["throughput_rps"] or 0.0 for r in mine],
+                [r["error_count"] / r["duration_s"] if r["duration_s"] else 0.0 for r in mine],
+                [_nan_ms(r["p99_uncorrected_us"]) for r in mine]
+                if any(r["p99_uncorrected_us"] is not None for r in mine)
+                else None,
+                [r["offered_rps"] or 0.0 for r in mine] if any(r["offered_rps"] for r in mine) else None,
+            )
+        )
+    cpu_data = cpu_rows([record])
+    cpu = None
+    if any(r["generator_cpu_percent"] is not None or r["server_cpu_percent"] is not None for r in cpu_data):
+        nan = float("nan")
+        cpu = CpuTimeline(
+            [r["start_s"] + r["duration_s"] / 2 for r in cpu_data],
+            [nan if r["generator_cpu_percent"] is None else r["generator_cpu_percent"] for r in cpu_data],
+            [nan if r["server_cpu_percent"] is None else r["server_cpu_percent"] for r in cpu_data],
+        )
+    if not series:
+        return None
+    return Timeline(record.run_id, float(record.config.get("warmup_s") or 0.0), series, cpu)
+
+
+def _shade_warmup(ax: matplotlib.axes.Axes, warmup_s: float) -> None:
+    if warmup_s > 0:
+        ax.axvspan(-warmup_s, 0, color="0.9", label="_warm-up")
+
+
 def timeline_png(record: RunRecord) -> bytes | None:
     """Per 1 s block of the measured window, per endpoint: P50 and P99 (from each block's own histogram) and
-    the achieved rate with the errors; the warm-up before the window is shaded (not measured, so empty).
-    None when no series has two or more blocks."""
-    rows = [r for r in block_rows([record]) if r["count"] or r["error_count"]]
-    names = [s.name for s in record.series if sum(1 for r in rows if r["series"] == s.name) >= 2]
-    if not names:
+    the achieved rate with the errors; open loop also the uncorrected P99 (from the actual send) and the
+    offered rate; the warm-up before the window is shaded (not measured, so empty).
+    When the record has ``cpu_blocks``, a third panel: the generator's and the server's CPU per block (100 %
+    = one core; the warm-up's blocks too). None when no series has two or more blocks (``timeline``)."""
+    tl = timeline(record)
+    if tl is None:
         return None
-    fig, (lat, rate) = plt.subplots(2, 1, figsize=(7, 4.8), sharex=True)
-    warmup_s = float(record.config.get("warmup_s") or 0.0)
-    for i, name in enumerate(names):
-        mine = [r for r in rows if r["series"] == name]
-        mid = [r["start_s"] + r["duration_s"] / 2 for r in mine]
+    if tl.cpu is not None:
+        fig, axes = plt.subplots(3, 1, figsize=(7, 6.4), sharex=True, height_ratios=(3, 2, 2))
+        lat, rate, cpu_ax = axes
+    else:
+        fig, (lat, rate) = plt.subplots(2, 1, figsize=(7, 4.8), sharex=True)
+        cpu_ax = None
+    for i, st in enumerate(tl.series):
         colour = f"C{i}"
-        for key, style in (("p50_us", "--"), ("p99_us", "-")):
-            ys = [r[key] / 1000 if r[key] is not None else float("nan") for r in mine]
-            lat.plot(mid, ys, style, color=colour, marker=".", label=f"{name} {key[:-3].upper()}")
-        rate.plot(mid, [r["throughput_rps"] or 0 for r in mine], color=colour, marker=".", label=f"{name} ok")
-        errors = [r["error_count"] / r["duration_s"] if r["duration_s"] else 0 for r in mine]
-        if any(errors):
-            rate.plot(mid, errors, ":", color=colour, marker="x", label=f"{name} errors")
-    for ax in (lat, rate):
-        if warmup_s > 0:
-            ax.axvspan(-warmup_s, 0, color="0.9", label="_warm-up")
-    if warmup_s > 0:
-        lat.text(-warmup_s / 2, 0.5, "warm-up\n(not measured)", transform=lat.get_xaxis_transform(),
+        lat.plot(st.mid_s, st.p50_ms, "--", color=colour, marker=".", label=f"{st.name} P50")
+        lat.plot(st.mid_s, st.p99_ms, "-", color=colour, marker=".", label=f"{st.name} P99")
+        if st.p99_uncorrected_ms is not None:
+            lat.plot(st.mid_s, st.p99_uncorrected_ms, "-.", color=colour, alpha=0.6,
+                     label=f"{st.name} P99 uncorrected")  # fmt: skip
+        rate.plot(st.mid_s, st.rate_rps, color=colour, marker=".", label=f"{st.name} ok")
+        if st.offered_rps is not None:
+            rate.plot(st.mid_s, st.offered_rps, "--", color=colour, alpha=0.6, label=f"{st.name} offered")
+        if any(st.errors_per_s):
+            rate.plot(st.mid_s, st.errors_per_s, ":", color=colour, marker="x", label=f"{st.name} errors")
+    for ax in (lat, rate, cpu_ax):
+        if ax is not None:
+            _shade_warmup(ax, tl.warmup_s)
+    if tl.warmup_s > 0:
+        lat.text(-tl.warmup_s / 2, 0.5, "warm-up\n(not measured)", transform=lat.get_xaxis_transform(),
                  ha="center", va="center", fontsize="small", color="0.4")  # fmt: skip
     lat.set_yscale("log")
     lat.set_ylabel("latency (ms)")
     lat.set_title(f"{record.run_id}: per 1 s block")
     lat.legend(fontsize="x-small", ncol=2)
     rate.set_ylabel("requests/s")
-    rate.set_xlabel("seconds into the measured window")
     rate.legend(fontsize="x-small", ncol=2)
+    bottom = rate
+    if cpu_ax is not None and tl.cpu is not None:
+        cpu_ax.plot(tl.cpu.mid_s, tl.cpu.generator_percent, color="0.3", marker=".", label="load generator")
+        cpu_ax.plot(tl.cpu.mid_s, tl.cpu.server_percent, color="C3", marker=".", label="server")
+        cpu_ax.set_ylabel("CPU (% of a core)")
+        cpu_ax.set_ylim(bottom=0)
+        cpu_ax.legend(fontsize="x-small", ncol=2)
+        bottom = cpu_ax
+    bottom.set_xlabel("seconds into the measured window")
     return _png(fig)
 
 
@@ -282,3 +377,133 @@ def spectrum_png(run: CompareRun) -> bytes | None:
     ax.set_title("Percentile spectrum at the common rate")
     ax.legend(fontsize="small")
     return _png(fig)
+
+
+# -- compare: each probe over time -------------------------------------------------------------------------
+PROBE_CAP = 8  # panels per choice: a compact figure; the probes nearest the boundary when there are more
+_PROBE_DPI = 72
+
+
+class ProbePanel(NamedTuple):
+    """One probe of a choice's search, with its load record's per-block data."""
+
+    offered_rps: float
+    passed: bool
+    phase: str  # "coarse", "repeat 2", ...
+    timeline: Timeline
+
+
+class ProbeFigure(NamedTuple):
+    """One choice's small multiples: ``panels`` ordered by offered rate (then the order run)."""
+
+    choice_id: str
+    label: str
+    panels: list[ProbePanel]
+    probes: int  # probes of the choice's search (coarse and repeats)
+    without_blocks: int  # of them, probes whose record is missing or has no per-block data
+
+
+def _boundary_rps(saturation: dict[str, Any]) -> float | None:
+    lo, hi = saturation.get("max_rps"), saturation.get("first_fail_rps")
+    if lo and hi:
+        return math.sqrt(lo * hi)
+    return lo or hi or None
+
+
+def select_probes(offered_rps: list[float], boundary_rps: float | None, cap: int = PROBE_CAP) -> list[int]:
+    """Indices (into ``offered_rps``) of at most ``cap`` probes: all of them when they fit, else those
+    nearest the boundary on a log scale (ties and no boundary: the earlier probe first); in run order."""
+    idx = list(range(len(offered_rps)))
+    if len(idx) <= cap:
+        return idx
+    if boundary_rps:
+        idx.sort(key=lambda i: (abs(math.log(max(offered_rps[i], 1e-9) / boundary_rps)), i))
+    return sorted(idx[:cap])
+
+
+def probe_timelines(
+    run: CompareRun, records: Mapping[str, RunRecord], cap: int = PROBE_CAP
+) -> list[ProbeFigure]:
+    """Per choice with at least one drawable probe: its search probes (``saturation.points``, coarse and
+    repeats) whose load record (``records``, keyed by the point's ``extra.record`` path) has per-block data
+    (``timeline``), capped at ``cap`` (``select_probes``)."""
+    out = []
+    for r in run.results:
+        sat = r.saturation or {}
+        points = sat.get("points", [])
+        drawable = []
+        for p in points:
+            rec = records.get(str((p.get("extra") or {}).get("record") or ""))
+            tl = timeline(rec) if rec is not None else None
+            if tl is not None:
+                extra = p.get("extra") or {}
+                drawable.append(ProbePanel(float(p.get("offered_rps") or 0.0), bool(p.get("passed")),
+                                           str(extra.get("phase") or ""), tl))  # fmt: skip
+        if not drawable:
+            continue
+        # the boundary: the repeated searches' centre, else the coarse bracket's geometric midpoint
+        boundary = r.max_rps if r.interval is not None else _boundary_rps(sat)
+        keep = select_probes([d.offered_rps for d in drawable], boundary, cap)
+        panels = sorted((drawable[i] for i in keep), key=lambda d: d.offered_rps)  # stable: run order
+        out.append(ProbeFigure(r.choice.id, r.choice.label, panels, len(points), len(points) - len(drawable)))
+    return out
+
+
+def _rate_text(rps: float) -> str:
+    return f"{rps:,.0f}" if rps >= 100 else f"{rps:.3g}"
+
+
+def probe_timelines_png(figure: ProbeFigure, slo_p99_ms: float | None = None) -> bytes:
+    """Small multiples, one panel per probe (title: the offered rate, pass/fail, phase): P50 (dashed) and
+    P99 per 1 s block above, the achieved rate below (the offered rate dashed), the warm-up shaded. The
+    latency axes share one log scale, the rate axes one linear scale, so the panels compare at a glance."""
+    n = len(figure.panels)
+    if n == 0:
+        raise ValueError(f"{figure.choice_id}: no probe to draw")
+    ncols = min(4, n)
+    nrows = math.ceil(n / ncols)
+    # inches: panels 2.5 wide, 2.5 high; a header of 0.75 (title, then the legend's line), at least 6 wide
+    width, height = max(2.5 * ncols + 0.7, 6.0), 2.5 * nrows + 0.8
+    fig = plt.figure(figsize=(width, height))
+    outer = fig.add_gridspec(nrows, ncols, left=0.5 / width, right=1 - 0.1 / width, bottom=0.5 / height,
+                             top=1 - 0.85 / height, hspace=0.45, wspace=0.3)  # fmt: skip
+    first_lat = first_rate = None
+    for k, panel in enumerate(figure.panels):
+        row, col = divmod(k, ncols)
+        cell = outer[row, col].subgridspec(2, 1, height_ratios=(3, 2), hspace=0.08)
+        lat = fig.add_subplot(cell[0], sharey=first_lat)
+        rate = fig.add_subplot(cell[1], sharex=lat, sharey=first_rate)
+        first_lat, first_rate = first_lat or lat, first_rate or rate
+        tl = panel.timeline
+        for i, st in enumerate(tl.series):
+            colour = f"C{i}"
+            lat.plot(st.mid_s, st.p50_ms, "--", color=colour, linewidth=1, label="P50")
+            lat.plot(st.mid_s, st.p99_ms, "-", color=colour, marker=".", markersize=3, label="P99")
+            rate.plot(st.mid_s, st.rate_rps, "-", color=colour, marker=".", markersize=3, label="achieved")
+        rate.axhline(panel.offered_rps, color="0.3", linestyle="--", linewidth=0.8, label="offered")
+        if slo_p99_ms:
+            lat.axhline(slo_p99_ms, color="red", linestyle=":", linewidth=0.8, label="P99 SLO")
+        for ax in (lat, rate):
+            _shade_warmup(ax, tl.warmup_s)
+            ax.tick_params(labelsize="x-small")
+        lat.set_yscale("log")
+        lat.tick_params(labelbottom=False)
+        verdict = "pass" if panel.passed else "fail"
+        lat.set_title(f"{_rate_text(panel.offered_rps)} rps, {verdict}" + (f" ({panel.phase})" if panel.phase
+                      else ""), fontsize="small")  # fmt: skip
+        rate.set_ylim(bottom=0)
+        if col == 0:
+            lat.set_ylabel("ms", fontsize="x-small")
+            rate.set_ylabel("rps", fontsize="x-small")
+        if row == nrows - 1:
+            rate.set_xlabel("s into the window", fontsize="x-small")
+    assert first_lat is not None and first_rate is not None
+    handles = first_lat.get_legend_handles_labels()[0][:2] + first_rate.get_legend_handles_labels()[0][:1]
+    handles += first_rate.get_legend_handles_labels()[0][-1:]
+    if slo_p99_ms:
+        handles += first_lat.get_legend_handles_labels()[0][-1:]
+    fig.suptitle(f"{figure.label}: each probe, per 1 s block (warm-up shaded)", fontsize="small",
+                 x=0.08 / width, y=1 - 0.08 / height, ha="left", va="top")  # fmt: skip
+    fig.legend(handles=handles, loc="upper left", bbox_to_anchor=(0.04 / width, 1 - 0.3 / height),
+               fontsize="x-small", ncol=len(handles), frameon=False)  # fmt: skip
+    return _png(fig, dpi=_PROBE_DPI, tight=False)  # the grid is laid out above

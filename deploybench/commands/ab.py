@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
 from deploybench.commands.gate import add_rule_arguments, rules_from_args
@@ -15,6 +14,7 @@ from deploybench.errors import UsageError
 from deploybench.io import utc_stamp, write_json_atomic
 from deploybench.loadtests.runner import ENGINE_ENV
 from deploybench.paths import results_dir
+from deploybench.progress import add_progress_argument, progress_from_args
 from deploybench.reports.gate_render import render_calibration, render_table, write_outputs
 from deploybench.vocabulary import ENGINES
 
@@ -60,6 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "both sides; default: each run's own, lean for the built-in scenarios)",
     )
     add_rule_arguments(parser)
+    add_progress_argument(parser)
     parser.add_argument(
         "measure_command",
         metavar="COMMAND",
@@ -92,18 +93,22 @@ def run(args: argparse.Namespace) -> int:
     if args.engine:
         os.environ[ENGINE_ENV] = args.engine  # inherited by every measurement run, base and candidate
     out_dir = Path(args.out) if args.out else results_dir() / "ab" / utc_stamp()
-    runs = run_ab(
-        Path(args.repo),
-        args.base_ref or "HEAD",
-        command,
-        rounds=args.rounds,
-        out_dir=out_dir,
-        timeout_s=args.round_timeout_s,
-        share_zoo=not args.separate_zoo,
-        keep_worktree=args.keep_worktree,
-        progress=lambda msg: print(msg, file=sys.stderr, flush=True),
-        same_tree=args.calibrate,
-    )
+    sink = progress_from_args(args)  # the round and side running, and its figures (stderr)
+    try:
+        runs = run_ab(
+            Path(args.repo),
+            args.base_ref or "HEAD",
+            command,
+            rounds=args.rounds,
+            out_dir=out_dir,
+            timeout_s=args.round_timeout_s,
+            share_zoo=not args.separate_zoo,
+            keep_worktree=args.keep_worktree,
+            same_tree=args.calibrate,
+            sink=sink,
+        )
+    finally:
+        sink.close()
     if args.calibrate:
         doc = calibrate(
             runs.rounds,

@@ -14,6 +14,7 @@ from deploybench.bench.suite import UserBenchModel, check_selection
 from deploybench.commands.model_options import add_model_file_arguments, user_model_from_args
 from deploybench.io import parse_csv
 from deploybench.paths import results_dir, zoo_dir
+from deploybench.progress import Ticker, add_progress_argument, make_progress, resolve_mode
 from deploybench.reports.render import parse_formats, write_report
 from deploybench.targets.catalog import MODELS, load_manifest
 from deploybench.targets.modelfile import inspect_user_model
@@ -38,6 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--report-format", default="md,html", help="report formats (default: md,html)")
     parser.add_argument("--no-report", action="store_true", help="write the records only")
     add_model_file_arguments(parser, several=True)
+    add_progress_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -58,9 +60,18 @@ def run(args: argparse.Namespace) -> int:
         load_manifest(zoo)  # ArtifactError (a UsageError) when the zoo is missing: "run deploybench build"
     out = args.out if args.out is not None else results_dir() / "bench"
 
-    result = run_bench(
-        profile, models, formats, zoo, out, say=lambda msg: print(msg, flush=True), user_models=user
-    )
+    # the pytest child writes its own lines to the terminal: a live line would be drawn over them, so bench's
+    # progress is plain lines (elapsed time, on stderr) on a terminal too
+    mode = resolve_mode(args.progress)
+    sink = make_progress("plain" if mode == "live" else mode)
+    sink.phase(f"bench {profile.name}: pytest-benchmark running")
+    try:
+        with Ticker(sink):
+            result = run_bench(
+                profile, models, formats, zoo, out, say=lambda msg: print(msg, flush=True), user_models=user
+            )
+    finally:
+        sink.close()
     print(
         f"deploybench bench: {len(result.records)} records in {out}, pytest-benchmark JSON {result.json_path}"
     )

@@ -28,6 +28,7 @@ from deploybench.compare_doc import (
     CompareRun,
     describe_split,
     load_compare,
+    nothing_held_the_thresholds,
     nothing_met_the_slo,
 )
 from deploybench.decisions.compare.config import (
@@ -49,8 +50,10 @@ from deploybench.errors import UsageError
 from deploybench.io import utc_stamp
 from deploybench.paths import results_dir
 from deploybench.paths import zoo_dir as default_zoo_dir
+from deploybench.progress import add_progress_argument, progress_from_args
 from deploybench.reports.compare_render import ranked_table_markdown, write_report
 from deploybench.targets.catalog import MODELS
+from deploybench.thresholds import EXIT_THRESHOLD
 from deploybench.vocabulary import ENGINES
 
 
@@ -76,6 +79,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--intra-op-threads", type=int, help="model runtime threads per worker")
     m = parser.add_argument_group("measurement overrides")
     m.add_argument("--slo-ms", type=float, help="P99 SLO in milliseconds")
+    m.add_argument(
+        "--threshold",
+        action="append",
+        default=None,
+        metavar="EXPR",
+        help='an absolute limit on each choice, repeatable (replaces [slo] thresholds): "p99<20ms", '
+        '"error_ratio<1%%" at the common rate, "throughput>500" on the max rate under the SLO; a choice '
+        "crossing one is not recommended, and compare exits 3 when every choice that met the SLO crossed one",
+    )
     m.add_argument(
         "--scenario",
         choices=SCENARIOS,
@@ -128,7 +140,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="only re-render the report of an earlier compare folder (or its compare.json)",
     )
-    parser.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
+    parser.add_argument(
+        "--quiet", "-q", action="store_true", help="no progress lines (implies --progress off)"
+    )
+    add_progress_argument(parser)
     parser.add_argument(
         "--url",
         action="append",
@@ -153,6 +168,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "matrix.handler": args.handler,
         "matrix.intra_op_threads": args.intra_op_threads,
         "slo.p99_ms": args.slo_ms,
+        "slo.thresholds": args.threshold,
         "measure.scenario": args.scenario,
         "measure.common_rate_rps": args.rate,
         "measure.users": args.users,
@@ -287,7 +303,9 @@ def run(args: argparse.Namespace) -> int:
     say(f"compare {cfg.name}: {len(choices)} choice(s), {pinned} -> {out_dir}")
     for s in skipped:
         say(f"  skipped {s.combo}: {s.reason}")
-    driver = RealDriver(cfg, scenario, zoo, out_dir / "_runner", model_infos=infos)
+    live = progress_from_args(args)  # which choice and probe runs, and the running load's figures
+    driver = RealDriver(cfg, scenario, zoo, out_dir / "_runner", model_infos=infos, progress=live,
+                        choices=choices)  # fmt: skip
 
     def progress(r: ChoiceResult, what: str) -> None:
         say(progress_line(r, what, cfg.search.repeats))
@@ -298,6 +316,8 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         interrupted = True
         compare = load_compare(out_dir)
+    finally:
+        live.close()
     paths = write_compare_report(compare, out_dir)
     print(ranked_table_markdown(compare))
     for p in paths:
@@ -307,4 +327,7 @@ def run(args: argparse.Namespace) -> int:
     if (why := nothing_met_the_slo(compare.results)) is not None:
         print(f"deploybench compare: {why} (exit 1)", file=sys.stderr)
         return 1
+    if (why := nothing_held_the_thresholds(compare.results)) is not None:
+        print(f"deploybench compare: {why} (exit {EXIT_THRESHOLD})", file=sys.stderr)
+        return EXIT_THRESHOLD
     return 0

@@ -24,6 +24,8 @@ from deploybench.loadtests.runner import (
     format_summary,
     run_load_to_file,
 )
+from deploybench.progress import PendingPhase, Progress, add_progress_argument, progress_from_args
+from deploybench.record import RunRecord
 from deploybench.targets.serve import TargetConfig, inspect_model_file
 from deploybench.thresholds import EXIT_THRESHOLD, parse_thresholds
 from deploybench.thresholds import apply as apply_thresholds
@@ -61,6 +63,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=0.0,
         help="a deliberate extra service time in the target (e.g. to check that a gate catches it)",
+    )
+    t.add_argument(
+        "--inject-stall-at-s",
+        type=float,
+        metavar="AT",
+        help="a deliberate whole-process stall in the target (e.g. to see it in the over-time plots): each "
+        "worker stalls once, at the first request AT s or more after its first one (needs --inject-stall-s)",
+    )
+    t.add_argument(
+        "--inject-stall-s",
+        type=float,
+        default=0.0,
+        metavar="FOR",
+        help="how long the target's injected stall lasts: it answers nothing for FOR s (needs "
+        "--inject-stall-at-s)",
     )
     load = parser.add_argument_group("load")
     load.add_argument(
@@ -148,6 +165,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "instead of --scenario",
     )
     add_model_file_arguments(parser)
+    add_progress_argument(parser)
 
 
 def _target_from_args(args: argparse.Namespace) -> Any:
@@ -170,6 +188,7 @@ def _target_from_args(args: argparse.Namespace) -> Any:
         framework=args.framework, server=args.server, model=args.model, format=args.format,
         workers=args.workers, threads=args.threads, intra_op_threads=args.intra_op_threads, cpus=args.cpus,
         inject_delay_ms=args.inject_delay_ms, handler=args.handler or "auto",
+        inject_stall_at_s=args.inject_stall_at_s, inject_stall_s=args.inject_stall_s,
     )  # fmt: skip
     if file_options:
         kwargs = {k: v for k, v in kwargs.items() if v is not None}
@@ -180,6 +199,7 @@ def _target_from_args(args: argparse.Namespace) -> Any:
         config = TargetConfig(**kwargs)
     except (TypeError, ValueError) as exc:
         raise UsageError(f"bad target options: {exc}") from None
+    config.validate()  # a combination that cannot be served: exit 2 before anything starts or prints
     if config.model_file is not None:
         info = inspect_model_file(config)  # a bad file, shape or refused pickle: exit 2 before any start
         if args.scenario is None and args.locustfile is None and not _api_options_given(args):
@@ -221,14 +241,14 @@ def run(args: argparse.Namespace) -> int:
         )
         if v is not None
     }
-    record, path = run_load_to_file(
-        target, scenario or "", duration_s=args.duration, warmup_s=args.warmup, users=args.users,
-        rate_rps=args.rate, load_model=args.load_model, results_dir=args.out, record_path=args.record,
-        generator_cpus=args.generator_cpus, processes=args.processes, model=args.model if args.url else None,
-        seed=args.seed, max_lag_s=args.max_lag, scenario_options=opts, locustfile=args.locustfile,
-        headers=headers or None, check_url=True, engine=args.engine, expect_workers=args.expect_workers,
-        master_bind=args.master_bind, master_port_file=args.master_port_file,
-    )  # fmt: skip
+    where = args.url or f"{args.framework} {args.server} {args.model or ''} {args.format or ''}".strip()
+    # announced once the run starts (not when it is refused for bad input)
+    what = scenario or Path(args.locustfile).name
+    progress = PendingPhase(progress_from_args(args), f"load {what} ({args.load_model}) -> {where}")
+    try:
+        record, path = _run_load(args, target, scenario, headers, opts, progress)
+    finally:
+        progress.close()
     outcomes, held = [], True
     if limits:
         outcomes, held = apply_thresholds(record, limits)
@@ -240,3 +260,17 @@ def run(args: argparse.Namespace) -> int:
     if record.status != "complete":
         return 1
     return 0 if held else EXIT_THRESHOLD
+
+
+def _run_load(
+    args: argparse.Namespace, target: Any, scenario: str | None, headers: dict[str, str],
+    opts: dict[str, Any], progress: Progress,
+) -> tuple[RunRecord, Path]:  # fmt: skip
+    return run_load_to_file(
+        target, scenario or "", duration_s=args.duration, warmup_s=args.warmup, users=args.users,
+        rate_rps=args.rate, load_model=args.load_model, results_dir=args.out, record_path=args.record,
+        generator_cpus=args.generator_cpus, processes=args.processes, model=args.model if args.url else None,
+        seed=args.seed, max_lag_s=args.max_lag, scenario_options=opts, locustfile=args.locustfile,
+        headers=headers or None, check_url=True, engine=args.engine, expect_workers=args.expect_workers,
+        master_bind=args.master_bind, master_port_file=args.master_port_file, progress=progress,
+    )  # fmt: skip

@@ -57,6 +57,7 @@ from deploybench.decisions.gate.rules import Rule
 from deploybench.errors import UsageError
 from deploybench.paths import zoo_dir
 from deploybench.procs import stop_process_group, tail_text
+from deploybench.progress import LoadFigures, figures_from_series
 from deploybench.record import RunRecord, load_records
 from deploybench.stats import detectable_shift, paired_estimate, t_critical
 from deploybench.verdicts import GateResult, Row
@@ -133,8 +134,11 @@ def measure_once(
     timeout_s: float,
     zoo: Path | None,
     log_name: str | None = None,
+    sink: Any = None,
 ) -> tuple[list[RunRecord], float]:
-    """Run the measurement once in ``tree``, writing into the empty folder ``out``: records + wall time."""
+    """Run the measurement once in ``tree``, writing into the empty folder ``out``: records + wall time.
+    ``sink``: a ``deploybench.progress.Progress`` given the run's elapsed time and, while a record in ``out``
+    is still "running" (a ``deploybench load`` writes its own as it goes), its figures."""
     out.mkdir(parents=True, exist_ok=False)
     argv = [a.replace("{out}", str(out)).replace("{side}", side) for a in command]
     env = dict(os.environ)
@@ -163,7 +167,7 @@ def measure_once(
                 f"cannot run the measurement command {argv[0]!r}: {exc.strerror or exc}"
             ) from None
         try:
-            rc = proc.wait(timeout=timeout_s)
+            rc = proc.wait(timeout=timeout_s) if sink is None else _wait_watching(proc, timeout_s, out, sink)
         except subprocess.TimeoutExpired:
             _kill_group(proc)
             raise UsageError(
@@ -188,6 +192,56 @@ def measure_once(
     return load_records(files), wall_s
 
 
+WATCH_POLL_S = 0.2
+WATCH_READ_S = 1.0  # the running record is read at most this often (its figures only: nothing decoded)
+
+
+def _wait_watching(proc: subprocess.Popen[bytes], timeout_s: float, out: Path, sink: Any) -> int:
+    """``proc.wait(timeout_s)``, telling ``sink`` how the measurement goes meanwhile (TimeoutExpired as
+    ``wait``)."""
+    start = time.monotonic()
+    next_read = start
+    series: list[Any] = []
+    warmup_s, planned_s = 0.0, None
+    while True:
+        try:
+            return proc.wait(timeout=WATCH_POLL_S)
+        except subprocess.TimeoutExpired:
+            pass
+        now = time.monotonic()
+        if now - start > timeout_s:
+            raise subprocess.TimeoutExpired(proc.args, timeout_s)
+        if now >= next_read:
+            next_read = now + WATCH_READ_S
+            rec = _running_record(out)
+            if rec is not None:
+                series = rec.series
+                warmup_s = float(rec.config.get("warmup_s") or 0.0)
+                duration = rec.config.get("duration_s")
+                planned_s = warmup_s + float(duration) if duration else None
+                window = max((float(x.duration_s or 0.0) for x in series), default=0.0)
+                sink.update(figures_from_series(series, warmup_s + window, planned_s, warmup_s))
+            elif not series:
+                sink.update(LoadFigures(elapsed_s=now - start, stage="running"))
+
+
+def _running_record(out: Path) -> RunRecord | None:
+    """The newest record in ``out`` still being written ("running"), or None."""
+    best: tuple[float, Path] | None = None
+    for f in out.rglob("*.json"):
+        with contextlib.suppress(OSError):
+            m = f.stat().st_mtime
+            if best is None or m > best[0]:
+                best = (m, f)
+    if best is None:
+        return None
+    try:
+        rec = load_records([best[1]])[0]
+    except (UsageError, OSError, ValueError):
+        return None
+    return rec if rec.kind == "load" and rec.status == "running" else None
+
+
 def shared_zoo(repo: Path) -> Path:
     """The zoo both sides measure: ``$DEPLOYBENCH_ZOO`` when set, else the candidate tree's (full path)."""
     zoo = Path(os.environ["DEPLOYBENCH_ZOO"]) if os.environ.get("DEPLOYBENCH_ZOO") else repo / zoo_dir()
@@ -206,9 +260,12 @@ def run_ab(
     keep_worktree: bool = False,
     progress: Callable[[str], None] | None = None,
     same_tree: bool = False,
+    sink: Any = None,
 ) -> ABRuns:
     """Measure base (a temporary worktree of ``base_ref``) and candidate (``repo``'s tree) interleaved.
-    ``same_tree``: both sides measure ``repo``'s tree (A/A calibration; no worktree is made)."""
+    ``same_tree``: both sides measure ``repo``'s tree (A/A calibration; no worktree is made).
+    ``progress``: called with a line as each run starts; ``sink``: a ``deploybench.progress.Progress``
+    told the round and side (``phase``) and the running measurement's figures."""
     if rounds < 1:
         raise UsageError("--rounds must be at least 1 (3 or more for a confidence interval worth having)")
     if not command:
@@ -238,6 +295,8 @@ def run_ab(
             for side in order:
                 if progress:
                     progress(f"round {i}/{rounds}: {side} ...")
+                if sink is not None:
+                    sink.phase(f"round {i}/{rounds}: {side}")
                 got[side], wall = measure_once(
                     command,
                     trees[side],
@@ -246,6 +305,7 @@ def run_ab(
                     i,
                     timeout_s=timeout_s,
                     zoo=zoo,
+                    sink=sink,
                 )
                 runs.wall_s[side].append(wall)
             runs.rounds.append(got)

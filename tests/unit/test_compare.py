@@ -902,3 +902,29 @@ def test_compare_exits_1_when_nothing_met_the_slo(monkeypatch, tmp_path, capsys,
     one_serves = FakeDriver({"fastapi": 300.0, "flask": None})
     monkeypatch.setattr(compare_command, "RealDriver", lambda *a, **k: one_serves)
     assert main([*argv, "--out", str(tmp_path / "out2")]) == 0
+
+
+def test_compare_thresholds_per_choice_exit_3_when_every_choice_crossed_one(monkeypatch, tmp_path, capsys):
+    """`--threshold` judges each choice: the fake fastapi reaches ~300 rps, flask ~200 rps. throughput>250
+    leaves flask out of the recommendation (exit 0); throughput>1000 crosses for both (exit 3); a malformed
+    threshold is exit 2 before anything runs."""
+    import deploybench.commands.compare as compare_command
+
+    monkeypatch.setattr(compare_command, "run_matrix", functools.partial(run_matrix, env={}))  # no git call
+    (tmp_path / "zoo").mkdir()
+    (tmp_path / "zoo" / "manifest.json").write_text("{}")
+    argv = ["compare", "--framework", "fastapi,flask", "--model", "iris-rf", "--format", "onnx", "--no-pin",
+            "--repeats", "0", "--zoo", str(tmp_path / "zoo"), "-q"]  # fmt: skip
+    for limit, code, out in (("throughput>250", 0, "one"), ("throughput>1000", 3, "all")):
+        driver = FakeDriver({"fastapi": 300.0, "flask": 200.0})
+        monkeypatch.setattr(compare_command, "RealDriver", lambda *a, d=driver, **k: d)
+        assert main([*argv, "--threshold", limit, "--out", str(tmp_path / out)]) == code
+        doc = load_compare(tmp_path / out)
+        crossed = {r.choice.framework: bool(r.crossed_thresholds) for r in doc.results}
+        assert crossed == {"fastapi": code == 3, "flask": True}
+        assert doc.config["slo"]["thresholds"] == [limit]
+        assert "Crossed a threshold, so not recommended" in doc.verdict
+    assert "every choice that met the SLO crossed a threshold (exit 3)" in capsys.readouterr().err
+    assert main([*argv, "--threshold", "p99<20", "--out", str(tmp_path / "bad")]) == 2
+    assert "threshold 'p99<20': missing unit" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()

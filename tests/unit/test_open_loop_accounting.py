@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from deploybench.frames import block_rows
 from deploybench.loadtests.core import add_warnings, offered_rps
 from deploybench.measure import (
     DROPPED,
@@ -24,6 +25,7 @@ from deploybench.measure import (
     weighted_round_robin,
 )
 from deploybench.pacer import NS_PER_S, ArrivalSchedule, schedule_seed
+from deploybench.record import RunRecord
 from deploybench.stats import decode_histogram, merge_histograms, summarize_histogram
 
 # Importing locust runs gevent's monkey.patch_all(): in the test process (ssl already imported) that breaks
@@ -277,6 +279,12 @@ def test_blocks_keep_uncorrected_latency_and_error_kinds_in_open_loop() -> None:
     _check_exact(s)
     unc = merge_histograms([decode_histogram(b["uncorrected_histogram"]) for b in s.blocks])
     assert unc.get_total_count() == s.count
+    # the blocks frame (and the report's over-time plot) reads them: offered vs achieved, uncorrected P99
+    rows = block_rows([RunRecord("load", {"load_model": "constant"}, {}, series=[s])])
+    assert [r["offered_rps"] for r in rows] == [1.0, 6.0]
+    assert [r["throughput_rps"] for r in rows] == [1.0, 3.0]
+    assert rows[1]["p99_uncorrected_us"] == pytest.approx(7000, rel=1e-3) and rows[1]["p99_us"] > 7000
+    assert rows[1]["error_kinds"] == {DROPPED: 2, "http-503": 1}
 
 
 def test_a_last_sliver_joins_the_block_before_and_long_windows_are_coalesced() -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -126,7 +126,9 @@ def process_tree_cpu_s(pid: int) -> float | None:
 class RealDriver:
     """Targets from ``deploybench.targets.serve`` and load from ``deploybench.loadtests.runner.run_load``.
     ``model_infos``: the
-    user's models of the matrix, inspected (``deploybench.decisions.compare.config.inspect_models``)."""
+    user's models of the matrix, inspected (``deploybench.decisions.compare.config.inspect_models``).
+    ``progress``: a ``deploybench.progress.Progress`` sink told which choice (i of n, of ``choices``) and
+    which probe runs, and given each load's live figures; the driver itself prints nothing."""
 
     def __init__(
         self,
@@ -135,8 +137,15 @@ class RealDriver:
         zoo_dir: Path,
         results_dir: Path,
         model_infos: Mapping[str, UserModelInfo] | None = None,
+        progress: Any = None,
+        choices: Sequence[Choice] = (),
     ) -> None:
         self.cfg = cfg
+        self.progress = progress
+        self.choices = list(choices)
+        self._step = ""  # "choice 2/6 <id>" (pass k): the choice running now
+        self._probes = 0
+        self._passes: dict[str, int] = {}
         self.scenario = scenario
         self.zoo_dir = zoo_dir
         self.results_dir = results_dir
@@ -150,6 +159,7 @@ class RealDriver:
 
     @contextlib.contextmanager
     def start(self, choice: Choice, log_path: Path) -> Iterator[Target]:
+        self._announce(choice)
         self.model = choice.model
         self._load_scenario, self._scenario_options = self.scenario, {}
         server_cpus: list[int] | None = None
@@ -194,6 +204,15 @@ class RealDriver:
             server.stop()
             server.cleanup()
 
+    def _announce(self, choice: Choice) -> None:
+        k = self._passes[choice.id] = self._passes.get(choice.id, 0) + 1
+        ids = [c.id for c in self.choices]
+        i = f" {ids.index(choice.id) + 1}/{len(ids)}" if choice.id in ids else ""
+        self._step = f"choice{i} {choice.id}" + (f" (pass {k})" if k > 1 else "")
+        self._probes = 0
+        if self.progress is not None:
+            self.progress.phase(f"{self._step}: starting the target")
+
     def _plan_load(self, model: str, spec: Any, sample_input: str | None) -> None:
         """The scenario + options that make requests this model takes (zoo models: the plain scenario)."""
         if not isinstance(spec, dict) or (model in MODELS and MODELS[model].task == spec.get("kind")):
@@ -227,6 +246,10 @@ class RealDriver:
         options: dict[str, Any] = {}
         if self._scenario_options:
             options["scenario_options"] = dict(self._scenario_options)
+        self._probes += 1
+        if self.progress is not None:
+            what = f"{rate_rps:,.0f} rps {load_model}" if rate_rps else f"{users or 'default'} users, closed"
+            self.progress.phase(f"{self._step}: probe {self._probes} ({what})")
         return run_load(
             target.url,
             self._load_scenario,
@@ -240,6 +263,8 @@ class RealDriver:
             record_path=record_path,
             model=self.model,
             engine=self.cfg.measure.engine,
+            progress=self.progress,
+            server_pid=getattr(target, "pid", None),
             **self._generator_options(),
         )
 
