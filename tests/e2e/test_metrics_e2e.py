@@ -140,9 +140,13 @@ def test_metrics_count_exactly_what_the_load_sent(
         assert proc.wait(timeout=30) == 0
         assert not list(tmpdir.glob("deploybench-metrics-*")), "the multiprocess folder outlived the server"
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        if proc.poll() is None:  # a failed assertion: serve stops the server it started on SIGTERM
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
 
 
 @e2e

@@ -1,10 +1,11 @@
 """Measure the gate's error rates on this machine: K trials of each gate mode, A/A and with a true slowdown.
 
 ``python -m deploybench.decisions.gate.trials --trials 20`` (run it on a quiet machine). Wall time on 2
-cores: one load run ~7 s; an A/B trial number is 3 x ``--rounds`` runs (10 rounds: ~210 s) and gives one A/A
-and one slowdown trial; a single-run trial is one run; so 20 trials of each kind take ~70 min for ``ab`` and
-~5 min for ``single`` (+1 min to set the delay). ``--modes``, ``--trials`` and ``--rounds`` bound it. The
-measurement is the example workflow's (``.github/workflows/latency-gate.yml``)::
+cores: one 3 s load run ~7 s; an A/B trial number is 3 x ``--rounds`` runs (10 rounds: ~210 s) and gives one
+A/A and one slowdown trial; a single-run trial is one 10 s run (~12.5 s); so 20 trials of each kind take ~70
+min for ``ab`` and ~11 min for ``single`` with its delay calibration (678 s on 2026-12-04). ``--modes``,
+``--trials`` and ``--rounds`` bound it. The measurement is the example workflow's
+(``.github/workflows/latency-gate.yml``)::
 
     deploybench load --framework fastapi --server uvicorn --model iris-rf --format onnx --scenario tabular
         --duration 3 --warmup 1 --users 1
