@@ -44,6 +44,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "deploybench.commands.compare",
         "run a matrix of deployment choices and rank them under a P99 SLO",
     ),
+    "plan": (
+        "deploybench.commands.plan",
+        "replicas, cores and cost per choice to carry a traffic, from compare results or load records",
+    ),
 }
 
 
