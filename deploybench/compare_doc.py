@@ -255,6 +255,7 @@ class CompareRun:
     ended_utc: str | None = None
     wall_s: float | None = None
     verdict: str | None = None  # the one-sentence answer (``verdict``), set when the run ends
+    capacity: dict[str, Any] | None = None  # [plan] traffic given: deploybench.decisions.plan.capacity_doc
     kind: str = "compare"
     schema_version: int = COMPARE_SCHEMA_VERSION
 
@@ -284,6 +285,7 @@ class CompareRun:
             ended_utc=d.get("ended_utc"),
             wall_s=d.get("wall_s"),
             verdict=d.get("verdict"),
+            capacity=d.get("capacity"),
         )
 
     def save(self, path: Path) -> Path:

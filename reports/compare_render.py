@@ -386,6 +386,61 @@ def _probe_blocks(run: CompareRun, records_dir: Path) -> list[Block]:
     return blocks
 
 
+def _span(value: Any, rng: Any, fmt: str = "{:,.0f}") -> str:
+    text = fmt.format(value)
+    if rng and rng[0] != rng[1]:
+        text += f" ({fmt.format(rng[0])}-{fmt.format(rng[1])})"
+    return text
+
+
+def _capacity_method(doc: dict[str, Any]) -> str:
+    price = doc.get("core_hour_price")
+    cost = f", cost = cores x {price:g} per core-hour x {doc['hours_per_month']:g} h a month" if price else ""
+    return (
+        f"Replicas = ceil(traffic / (capacity x (1 - headroom {doc['headroom']:.0%}))), cores = replicas x "
+        f"cores per replica{cost}. In brackets: the range from the ends of each capacity's 95% interval. "
+        "Capacity is the max rate under the SLO measured on the cores the server ran on (`deploybench plan`)."
+    )
+
+
+def capacity_blocks(run: CompareRun) -> list[Block]:
+    """The capacity section (``[plan]`` traffic given): per ranked choice, cheapest first, the replicas,
+    cores and cost at the traffic, with the ranges of the measured intervals (``deploybench plan``)."""
+    doc = run.capacity
+    if not doc:
+        return []
+    price = doc.get("core_hour_price")
+    headers = ["choice", "capacity/replica (rps)", "cores/replica", "replicas", "cores"]
+    align = "lrrrr"
+    if price:
+        headers += ["cost/month", "per 1M requests"]
+        align += "rr"
+    rows = []
+    for r in doc.get("rows") or []:
+        cells = [
+            f"`{r['label']}`",
+            _span(r["capacity_rps"], [r["capacity_lo_rps"], r["capacity_hi_rps"]]
+                  if r.get("capacity_lo_rps") is not None else None),
+            str(r["cores_per_replica"]) + (" (extrapolated)" if r.get("extrapolated") else ""),
+            _span(r["replicas"], r.get("replicas_range")),
+            _span(r["cores"], r.get("cores_range")),
+        ]  # fmt: skip
+        if price:
+            cells += [_span(r["cost_per_month"], r.get("cost_per_month_range"), "{:,.2f}"),
+                      f"{r['cost_per_million']:.4f}"]  # fmt: skip
+        rows.append(cells)
+    blocks: list[Block] = [
+        Heading(2, f"Capacity at {doc['traffic_rps']:,.0f} rps"),
+        Table(headers, rows, align),
+        Para(_capacity_method(doc)),
+    ]
+    notes = [f"`{r['label']}`: {n}" for r in doc.get("rows") or [] for n in r.get("notes") or []]
+    notes += [f"left out: {line}" for line in doc.get("left_out") or []]
+    if notes:
+        blocks.append(Bullets(notes))
+    return blocks
+
+
 def build_blocks(run: CompareRun, *, plots: bool = True, records_dir: Path | None = None) -> list[Block]:
     """The report's document; ``records_dir`` (the compare folder) is where the probes' load records are
     read from for their over-time panels (none without it, or without ``plots``)."""
@@ -412,6 +467,7 @@ def build_blocks(run: CompareRun, *, plots: bool = True, records_dir: Path | Non
             "Choices that failed or were interrupted are listed unranked."
         )
     )
+    blocks.extend(capacity_blocks(run))
     not_done = [r for r in run.results if r.status != "complete"]
     if not_done:
         blocks.append(Heading(2, "Choices that did not complete"))

@@ -46,6 +46,7 @@ from deploybench.decisions.compare.config import (
 )
 from deploybench.decisions.compare.driver import RealDriver, core_split, fetch_health, resolve_pin
 from deploybench.decisions.compare.run import run_matrix
+from deploybench.decisions.plan import parse_headroom, parse_price, parse_traffic
 from deploybench.errors import UsageError
 from deploybench.io import utc_stamp
 from deploybench.paths import results_dir
@@ -94,6 +95,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="requests every choice is sent (default: the config's, auto: from the models' or URLs' task)",
     )
     m.add_argument("--rate", type=float, help="the common open-loop rate (rps) every choice is measured at")
+    c = parser.add_argument_group("capacity plan (the report's capacity section; see deploybench plan)")
+    c.add_argument("--traffic", help="a peak traffic with its unit (2000rps, 2k/s, 7.2M/h): replicas, cost")
+    c.add_argument("--headroom", help="share of each replica's capacity kept free, e.g. 30%%")
+    c.add_argument("--core-hour-price", help="price of one core for one hour, e.g. 0.04: adds costs")
     m.add_argument("--users", type=int, help="closed-loop users for warm-up and stability windows")
     m.add_argument("--step-s", type=float, help="measured seconds per saturation-search step")
     m.add_argument("--max-probes", type=int, help="rates tried per choice by the coarse saturation search")
@@ -169,6 +174,9 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "matrix.intra_op_threads": args.intra_op_threads,
         "slo.p99_ms": args.slo_ms,
         "slo.thresholds": args.threshold,
+        "plan.traffic_rps": parse_traffic(args.traffic) if args.traffic else None,
+        "plan.headroom": parse_headroom(args.headroom) if args.headroom else None,
+        "plan.core_hour_price": parse_price(args.core_hour_price) if args.core_hour_price else None,
         "measure.scenario": args.scenario,
         "measure.common_rate_rps": args.rate,
         "measure.users": args.users,

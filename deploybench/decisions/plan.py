@@ -133,7 +133,8 @@ class PlanRow:
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """As JSON keeps it (ranges as lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
 
 def _replicas(traffic_rps: float, capacity_rps: float, headroom: float) -> int:
@@ -384,3 +385,50 @@ def scaling_rows(run: CompareRun) -> list[ScalingRow]:
                 )
             )
     return rows
+
+
+# -- the compare report's capacity section ------------------------------------------------------------------
+def capacity_doc(run: CompareRun, req: PlanRequest) -> dict[str, Any]:
+    """The plan of a compare's ranked choices at ``req``'s traffic, as kept in ``compare.json``
+    (``CompareRun.capacity``): the request, one row per choice (cheapest first) and the choices left out."""
+    caps, left = capacities_from_compare(run)
+    rows = plan(caps, req) if caps else []
+    return {
+        "traffic_rps": req.traffic_rps,
+        "headroom": req.headroom,
+        "core_hour_price": req.core_hour_price,
+        "cores_per_replica": req.cores_per_replica,
+        "hours_per_month": HOURS_PER_MONTH,
+        "rows": [r.to_dict() for r in rows],
+        "left_out": left,
+    }
+
+
+def capacity_sentence(doc: dict[str, Any]) -> str:
+    """The verdict's sentence on cost at the traffic target: the cheapest choice, and whether its range of
+    cores overlaps the next one's (then the cost ranking is not certain)."""
+    rows = doc.get("rows") or []
+    traffic = f"{doc['traffic_rps']:,.0f} rps"
+    if not rows:
+        return f"At {traffic} no choice can be planned (none has a max rate under the SLO to plan from)."
+    best = rows[0]
+    price = doc.get("core_hour_price")
+
+    def span(r: dict[str, Any]) -> str:
+        rng = r.get("cores_range")
+        return f" ({rng[0]}-{rng[1]})" if rng and rng[0] != rng[1] else ""
+
+    head = (
+        f"At {traffic} with {doc['headroom']:.0%} headroom the cheapest is **{best['label']}**: "
+        f"{best['cores']} core(s){span(best)}" + (f", {best['cost_per_month']:,.2f} a month" if price else "")
+    )
+    if len(rows) == 1:
+        return head + "."
+    nxt = rows[1]
+    lo_best = (best.get("cores_range") or [best["cores"]] * 2)[0]
+    hi_best = (best.get("cores_range") or [best["cores"]] * 2)[1]
+    lo_next = (nxt.get("cores_range") or [nxt["cores"]] * 2)[0]
+    tail = f"; next **{nxt['label']}**: {nxt['cores']} core(s){span(nxt)}"
+    if lo_next <= hi_best and lo_best <= (nxt.get("cores_range") or [nxt["cores"]] * 2)[1]:
+        tail += ", their ranges overlap, so this cost ranking is not certain"
+    return head + tail + "."

@@ -928,3 +928,47 @@ def test_compare_thresholds_per_choice_exit_3_when_every_choice_crossed_one(monk
     assert main([*argv, "--threshold", "p99<20", "--out", str(tmp_path / "bad")]) == 2
     assert "threshold 'p99<20': missing unit" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+def test_a_traffic_target_adds_a_capacity_section_and_cost_to_the_verdict(tmp_path):
+    """[plan] traffic_rps: the report plans each ranked choice at that traffic (deploybench plan's
+    arithmetic) and the verdict names the cheapest. Fake capacities ~400 and ~200 rps, 20 % headroom, 1,000
+    rps: fastapi ceil(1000 / (~390 x 0.8)) = 4 replicas of 1 core, flask ceil(1000 / (~195 x 0.8)) = 7."""
+    cfg = quick_cfg()
+    cfg.matrix.framework = ["fastapi", "flask"]
+    cfg.matrix.format = ["onnx"]
+    cfg.plan.traffic_rps, cfg.plan.headroom, cfg.plan.core_hour_price = 1000.0, 0.2, 0.04
+    choices, skipped, scenario = expand(cfg, CATALOG)
+    driver = FakeDriver({"fastapi": 400.0, "flask": 200.0})
+    run = run_matrix(cfg, choices, skipped, scenario, driver, tmp_path, env={})
+    rows = run.capacity["rows"]
+    assert [r["label"].split("+")[0] for r in rows] == ["fastapi", "flask"]
+    assert [r["replicas"] for r in rows] == [4, 7] and rows[0]["cost_per_month"] == pytest.approx(
+        4 * 0.04 * 730
+    )
+    assert (
+        "At 1,000 rps with 20% headroom the cheapest is **fastapi+uvicorn iris-rf/onnx w1**: 4 core(s)"
+        in (run.verdict)
+    )
+    assert load_compare(tmp_path).capacity == run.capacity  # kept in compare.json
+    write_report(run, tmp_path)
+    report = (tmp_path / "report.md").read_text()
+    assert "## Capacity at 1,000 rps" in report and "| `flask+gunicorn-sync iris-rf/onnx w1` |" in report
+    # no traffic target: no section, the verdict unchanged
+    cfg.plan.traffic_rps = 0.0
+    plain = run_matrix(
+        cfg, choices, skipped, scenario, FakeDriver({"fastapi": 400.0}), tmp_path / "b", env={}
+    )
+    assert plain.capacity is None and "cheapest" not in plain.verdict
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--traffic", "2000"], "--traffic '2000': give a rate with its unit"),
+        (["--traffic", "2000rps", "--headroom", "99%"], "--headroom '99%': must be at least 0 and below 95%"),
+    ],
+)
+def test_compare_capacity_options_bad_input_is_exit_2(capsys, argv, message):
+    assert main(["compare", "--dry-run", *argv]) == 2
+    assert message in capsys.readouterr().err

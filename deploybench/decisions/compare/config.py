@@ -74,6 +74,12 @@ every key optional (defaults below)::
     repeat_restart = true          # each repeated search after the first on a freshly started target,
                                    # interleaved across the choices (repeat 2 of all, then repeat 3 of all)
 
+    [plan]                         # a traffic target: the report's capacity section (deploybench plan)
+    traffic_rps = 0.0              # 0: none; else replicas, cores and cost per choice at this traffic
+    headroom = 0.0                 # share of each replica's capacity kept free, in [0, 0.95)
+    core_hour_price = 0.0          # 0: no costs
+    cores_per_replica = 0          # 0: as measured (more is extrapolated, said so)
+
 With ``[[models]]`` or ``[[urls]]`` and no ``[matrix] model``, the model axis is the ``[[models]]`` names
 (none for a file of URLs only). A user model's files are all measured, whatever ``[matrix] format`` says
 (that axis picks zoo artifacts); the zoo and user models on the axis must share one task (one scenario).
@@ -164,6 +170,16 @@ class MeasureConfig:
 
 
 @dataclass
+class PlanConfig:
+    """``[plan]``: a traffic target makes the report's capacity section (``deploybench.decisions.plan``)."""
+
+    traffic_rps: float = 0.0  # 0: no capacity section
+    headroom: float = 0.0  # share of each replica's capacity kept free, in [0, 0.95)
+    core_hour_price: float = 0.0  # 0: no costs
+    cores_per_replica: int = 0  # 0: as measured
+
+
+@dataclass
 class SearchConfig:
     step_s: float = 3.0
     step_warmup_s: float = 1.0
@@ -200,6 +216,7 @@ class CompareConfig:
     slo: SloConfig = field(default_factory=SloConfig)
     measure: MeasureConfig = field(default_factory=MeasureConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
+    plan: PlanConfig = field(default_factory=PlanConfig)
     models: list[UserModel] = field(default_factory=list)  # [[models]]: the user's model files
     urls: list[UrlEntry] = field(default_factory=list)  # [[urls]]: running services
 
@@ -220,6 +237,7 @@ _SECTIONS: dict[str, type] = {
     "slo": SloConfig,
     "measure": MeasureConfig,
     "search": SearchConfig,
+    "plan": PlanConfig,
 }
 
 
@@ -446,6 +464,13 @@ def validate(cfg: CompareConfig) -> None:
         parse_thresholds(s.thresholds)
     except ThresholdError as exc:
         raise UsageError(f"{src}: [slo] thresholds: {exc}") from None
+    pl = cfg.plan
+    _check(pl.traffic_rps >= 0, src, f"[plan] traffic_rps must be >= 0 (0: no plan), got {pl.traffic_rps}")
+    _check(0 <= pl.headroom < 0.95, src, f"[plan] headroom must be in [0, 0.95), got {pl.headroom}")
+    _check(pl.core_hour_price >= 0, src, f"[plan] core_hour_price must be >= 0, got {pl.core_hour_price}")
+    _check(
+        pl.cores_per_replica >= 0, src, f"[plan] cores_per_replica must be >= 0, got {pl.cores_per_replica}"
+    )
 
     ms = cfg.measure
     _check(ms.scenario in SCENARIOS, src, f"[measure] scenario must be one of {', '.join(SCENARIOS)}")

@@ -79,6 +79,7 @@ from deploybench.decisions.compare.saturation import (
     repeat_bracket,
     saturation_search,
 )
+from deploybench.decisions.plan import PlanRequest, capacity_doc, capacity_sentence
 from deploybench.env import capture_env
 from deploybench.errors import TargetError, UsageError
 from deploybench.io import utc_now
@@ -532,6 +533,14 @@ def _check_alive(target: Target) -> None:
         raise TargetError(f"the target (pid {target.pid}) died during the measurement")
 
 
+def plan_request(cfg: CompareConfig) -> PlanRequest:
+    """The ``[plan]`` table as a plan request (0 price: no costs; 0 cores: as measured)."""
+    p = cfg.plan
+    return PlanRequest(traffic_rps=p.traffic_rps, headroom=p.headroom,
+                       core_hour_price=p.core_hour_price or None,
+                       cores_per_replica=p.cores_per_replica or None)  # fmt: skip
+
+
 def run_matrix(
     cfg: CompareConfig,
     choices: Sequence[Choice],
@@ -604,5 +613,8 @@ def run_matrix(
     finally:
         run.ended_utc = utc_now()
         run.verdict = verdict(rank(run.results), run.slo_p99_us, cfg.search.rel_tolerance)
+        if cfg.plan.traffic_rps > 0:  # [plan]: the capacity section, and cost at that traffic in the verdict
+            run.capacity = capacity_doc(run, plan_request(cfg))
+            run.verdict = f"{run.verdict} {capacity_sentence(run.capacity)}"
         save()
     return run
