@@ -685,3 +685,63 @@ def best_sentence(ranked: Sequence[ChoiceResult], slo_p99_us: int, rel_tolerance
     if margin <= resolution:
         sentence += f" — within the search resolution (~{resolution:.0%}), so treat it as a tie"
     return sentence + "."
+
+
+# -- scaling: the same deployment at several worker counts -------------------------------------------------
+@dataclass(frozen=True)
+class ScalingRow:
+    """One choice of a group that differs only in workers (threads): its rate, rate per core and the scaling
+    against the group's fewest workers, with the 95 % interval of that ratio (``ratio_interval``)."""
+
+    group: str  # framework+server model/format
+    workers: int
+    cores: int
+    rps: float
+    lo_rps: float | None
+    hi_rps: float | None
+    rps_per_core: float
+    speedup: float | None  # rps / rps of the fewest workers
+    speedup_lo: float | None
+    speedup_hi: float | None
+    efficiency: float | None  # speedup / (cores / cores of the fewest workers)
+
+
+def _cores(r: ChoiceResult) -> int:
+    return len(r.server_affinity) if r.server_affinity else max(1, int(r.choice.workers))
+
+
+def scaling_rows(run: CompareRun) -> list[ScalingRow]:
+    """Groups of ranked choices that differ only in worker count; empty when no group has two."""
+    groups: dict[str, list[ChoiceResult]] = {}
+    for r in run.results:
+        if r.status == "complete" and r.max_rps is not None and not r.generator_bound:
+            c = r.choice
+            key = f"{c.framework}+{c.server} {c.model}/{c.format} t{c.threads} {c.handler}"
+            groups.setdefault(key, []).append(r)
+    rows: list[ScalingRow] = []
+    for key, members in groups.items():
+        if len({m.choice.workers for m in members}) < 2:
+            continue
+        members.sort(key=lambda m: m.choice.workers)
+        base = members[0]
+        for m in members:
+            iv, biv = m.interval, base.interval
+            both = iv is not None and biv is not None and m is not base
+            ratio = ratio_interval(iv, biv) if both else None  # type: ignore[arg-type]
+            speedup = float(m.max_rps) / float(base.max_rps)  # type: ignore[arg-type]
+            rows.append(
+                ScalingRow(
+                    group=key.rsplit(" t", 1)[0],
+                    workers=m.choice.workers,
+                    cores=_cores(m),
+                    rps=float(m.max_rps),  # type: ignore[arg-type]
+                    lo_rps=iv.lo_rps if iv else None,
+                    hi_rps=iv.hi_rps if iv else None,
+                    rps_per_core=float(m.max_rps) / _cores(m),  # type: ignore[arg-type]
+                    speedup=speedup,
+                    speedup_lo=ratio.lo if ratio else None,
+                    speedup_hi=ratio.hi if ratio else None,
+                    efficiency=speedup / (_cores(m) / _cores(base)),
+                )
+            )
+    return rows

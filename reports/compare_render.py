@@ -11,7 +11,16 @@ import re
 from pathlib import Path
 from typing import Any
 
-from deploybench.compare_doc import ChoiceResult, CompareRun, describe_split, places, rank, verdict
+from deploybench.compare_doc import (
+    ChoiceResult,
+    CompareRun,
+    ScalingRow,
+    describe_split,
+    places,
+    rank,
+    scaling_rows,
+    verdict,
+)
 from deploybench.errors import UsageError
 from deploybench.io import write_atomic
 from deploybench.record import RunRecord, load_record
@@ -393,6 +402,42 @@ def _span(value: Any, rng: Any, fmt: str = "{:,.0f}") -> str:
     return text
 
 
+SCALING_HEADERS = ["deployment", "workers", "server cores", "max rps (95% CI)", "rps per core",
+                   "speed-up (95% CI)", "efficiency"]  # fmt: skip
+
+
+def scaling_cells(rows: list[ScalingRow]) -> list[list[str]]:
+    """The scaling table's cells (``SCALING_HEADERS``), shared by the report and ``deploybench plan``."""
+    out = []
+    for r in rows:
+        iv = f" ({r.lo_rps:,.0f}-{r.hi_rps:,.0f})" if r.lo_rps is not None and r.hi_rps is not None else ""
+        sp = "1 (base)"
+        if r.speedup_lo is not None and r.speedup_hi is not None:
+            sp = f"{r.speedup:.2f}x ({r.speedup_lo:.2f}-{r.speedup_hi:.2f})"
+        eff = "—" if r.efficiency is None else f"{r.efficiency:.0%}"
+        rate = f"{r.rps:,.0f}{iv}"
+        out.append([r.group, str(r.workers), str(r.cores), rate, f"{r.rps_per_core:,.0f}", sp, eff])
+    return out
+
+
+def scaling_blocks(run: CompareRun) -> list[Block]:
+    """The same deployment at several worker counts (``compare_doc.scaling_rows``): rate, rate per server
+    core, speed-up over the fewest workers with its 95% interval, efficiency (speed-up / ratio of cores)."""
+    rows = scaling_rows(run)
+    if not rows:
+        return []
+    return [
+        Heading(2, "Scaling"),
+        Table(SCALING_HEADERS, scaling_cells(rows), "lrrrrrr"),
+        Para(
+            "The same deployment at several worker counts: speed-up = max rate over that of the fewest "
+            "workers (95% interval from both sets of repeats), efficiency = speed-up / the ratio of server "
+            "cores. Server cores are those the server ran on: on a machine that keeps one core for the load "
+            "generator they may not grow with the workers."
+        ),
+    ]
+
+
 def _capacity_method(doc: dict[str, Any]) -> str:
     price = doc.get("core_hour_price")
     cost = f", cost = cores x {price:g} per core-hour x {doc['hours_per_month']:g} h a month" if price else ""
@@ -467,6 +512,7 @@ def build_blocks(run: CompareRun, *, plots: bool = True, records_dir: Path | Non
             "Choices that failed or were interrupted are listed unranked."
         )
     )
+    blocks.extend(scaling_blocks(run))
     blocks.extend(capacity_blocks(run))
     not_done = [r for r in run.results if r.status != "complete"]
     if not_done:

@@ -9,22 +9,21 @@ import sys
 from dataclasses import asdict
 from typing import Any
 
-from deploybench.compare_doc import CompareRun
+from deploybench.compare_doc import CompareRun, ScalingRow, scaling_rows
 from deploybench.decisions.plan import (
     HOURS_PER_MONTH,
     PlanRequest,
     PlanRow,
-    ScalingRow,
     load_capacities,
     parse_headroom,
     parse_price,
     parse_slo_p99_ms,
     parse_traffic,
     plan,
-    scaling_rows,
 )
 from deploybench.errors import UsageError
 from deploybench.io import write_json_atomic
+from deploybench.reports.compare_render import SCALING_HEADERS, scaling_cells
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -64,6 +63,14 @@ def _range(r: tuple[float, float] | None, fmt: str = "{:,.0f}") -> str:
     return fmt.format(a) if a == b else f"{fmt.format(a)}-{fmt.format(b)}"
 
 
+def _text_table(table: list[list[str]]) -> list[str]:
+    """Aligned columns, a rule under the header row."""
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in table]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return lines
+
+
 def render(rows: list[PlanRow], left: list[str], req: PlanRequest, slo_ms: float) -> str:
     price = req.core_hour_price
     head = f"Plan: {req.traffic_rps:,.0f} rps under P99 < {slo_ms:g} ms, {req.headroom:.0%} headroom" + (
@@ -89,10 +96,7 @@ def render(rows: list[PlanRow], left: list[str], req: PlanRequest, slo_ms: float
                 f"{r.cost_per_million:.4f}",
             ]
         table.append(cells)
-    widths = [max(len(row[i]) for row in table) for i in range(len(headers))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in table]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    out = [head, "", *lines, ""]
+    out = [head, "", *_text_table(table), ""]
     for r in rows:
         out += [f"note: {r.label}: {n}" for n in r.notes]
     out += [f"left out: {line}" for line in left]
@@ -104,22 +108,8 @@ def render(rows: list[PlanRow], left: list[str], req: PlanRequest, slo_ms: float
 
 
 def render_scaling(rows: list[ScalingRow]) -> str:
-    """The same deployment at several worker counts: rate, rate per core, speed-up over the fewest workers
-    (95 % interval) and the scaling efficiency (speed-up / the ratio of cores)."""
-    headers = ["deployment", "workers", "server cores", "max rps (95% interval)", "rps per core",
-               "speed-up (95% interval)", "efficiency"]  # fmt: skip
-    table = [headers]
-    for r in rows:
-        iv = f" ({r.lo_rps:,.0f}-{r.hi_rps:,.0f})" if r.lo_rps is not None and r.hi_rps is not None else ""
-        sp = "—" if r.speedup is None else f"{r.speedup:.2f}x"
-        if r.speedup_lo is not None and r.speedup_hi is not None:
-            sp += f" ({r.speedup_lo:.2f}-{r.speedup_hi:.2f})"
-        eff = "—" if r.efficiency is None else f"{r.efficiency:.0%}"
-        rate = f"{r.rps:,.0f}{iv}"
-        table.append([r.group, str(r.workers), str(r.cores), rate, f"{r.rps_per_core:,.0f}", sp, eff])
-    widths = [max(len(row[i]) for row in table) for i in range(len(headers))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in table]
-    lines.insert(1, "  ".join("-" * w for w in widths))
+    """The same deployment at several worker counts (the compare report's scaling table, as text)."""
+    lines = _text_table([SCALING_HEADERS, *scaling_cells(rows)])
     return "Scaling (measured, same deployment at several worker counts)\n\n" + "\n".join(lines) + "\n"
 
 

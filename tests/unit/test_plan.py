@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from deploybench.commands.cli import main
-from deploybench.compare_doc import Choice, ChoiceResult, CompareRun, RateInterval
+from deploybench.compare_doc import Choice, ChoiceResult, CompareRun, RateInterval, scaling_rows
 from deploybench.decisions.plan import (
     Capacity,
     PlanRequest,
@@ -17,10 +17,10 @@ from deploybench.decisions.plan import (
     parse_price,
     parse_traffic,
     plan_row,
-    scaling_rows,
 )
 from deploybench.errors import UsageError
 from deploybench.record import RecordWarning, RunRecord, Series
+from deploybench.reports.compare_render import write_report
 
 
 def test_the_arithmetic_matches_a_hand_computed_plan() -> None:
@@ -190,6 +190,9 @@ def test_scaling_of_the_same_deployment_over_workers(
     assert two.rps_per_core == pytest.approx(750.0, rel=1e-3)
     assert two.speedup_lo is not None and two.speedup_lo < 1.5 < two.speedup_hi
     path = run.save(tmp_path / "c" / "compare.json")
+    write_report(run, tmp_path / "c", plots=False)
+    report = (tmp_path / "c" / "report.md").read_text()
+    assert "## Scaling" in report and "| 1.50x (" in report and "| 75% |" in report
     assert main(["plan", str(path), "--traffic", "3000rps"]) == 0
     out = capsys.readouterr().out
     assert "Scaling (measured" in out and "75%" in out and "flask+gunicorn-sync iris-mlp/onnx" in out
