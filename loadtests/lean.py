@@ -794,11 +794,7 @@ def generator_cpu_sets(cpus: list[int] | None, processes: int) -> list[list[int]
 
 
 def _read_state(path: Path) -> dict[str, Any] | None:
-    try:
-        state = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return state if isinstance(state, dict) else None
+    return _read_state_timed(path)[0]
 
 
 def _read_state_timed(path: Path) -> tuple[dict[str, Any] | None, float | None]:

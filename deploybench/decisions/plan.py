@@ -365,10 +365,12 @@ def capacity_sentence(doc: dict[str, Any]) -> str:
     if len(rows) == 1:
         return head + "."
     nxt = rows[1]
-    lo_best = (best.get("cores_range") or [best["cores"]] * 2)[0]
-    hi_best = (best.get("cores_range") or [best["cores"]] * 2)[1]
-    lo_next = (nxt.get("cores_range") or [nxt["cores"]] * 2)[0]
+
+    def cores(r: dict[str, Any]) -> tuple[int, int]:
+        lo, hi = r.get("cores_range") or (r["cores"], r["cores"])
+        return lo, hi
+
     tail = f"; next **{nxt['label']}**: {nxt['cores']} core(s){span(nxt)}"
-    if lo_next <= hi_best and lo_best <= (nxt.get("cores_range") or [nxt["cores"]] * 2)[1]:
+    if cores(nxt)[0] <= cores(best)[1]:  # sorted by cores: nxt hi >= best lo always
         tail += ", their ranges overlap, so this cost ranking is not certain"
     return head + tail + "."

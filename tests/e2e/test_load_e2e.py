@@ -41,8 +41,10 @@ def server_20ms() -> Iterator[KnownLatencyServer]:
 def test_accuracy_against_known_service_time(
     server_20ms: KnownLatencyServer, tmp_path: Path, engine: str
 ) -> None:
+    # 5 s (~240 requests): the P99 is then the 3rd-highest sample, so one scheduling hiccup of the 2 shared
+    # cores (the server, the generator and this process each want one) cannot set it alone
     rec = run_load(
-        server_20ms.url, "tabular", duration_s=3, warmup_s=0, users=1, record_path=tmp_path / "r.json",
+        server_20ms.url, "tabular", duration_s=5, warmup_s=0, users=1, record_path=tmp_path / "r.json",
         engine=engine,
     )  # fmt: skip
     assert rec.status == "complete" and rec.config["loop"] == "closed-loop"
