@@ -91,6 +91,14 @@ def compare(session: nox.Session) -> None:
     session.run("deploybench", "compare", *session.posargs)
 
 
+@nox.session(name="model-servers", python="3.11")
+def model_servers(session: nox.Session) -> None:
+    """Make the model servers' own virtualenvs (MLServer, LitServe; pinned) in artifacts/model-servers, or
+    $DEPLOYBENCH_MODEL_SERVERS, so that no run has to. `-- litserve`: that one only."""
+    _install(session)
+    session.run("python", "-m", "deploybench.targets.external", *session.posargs)
+
+
 @nox.session(python="3.11")
 def gate(session: nox.Session) -> None:
     """Compare the latest results with the saved baseline; exit 1 on a regression."""

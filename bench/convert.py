@@ -107,7 +107,7 @@ def series_from_benchmark(bench: dict[str, Any]) -> tuple[Case, Series]:
         )
         if k in info
     }
-    extra.update({k: info[k] for k in ("size_bytes", "jpeg_bytes") if k in info})
+    extra.update({k: info[k] for k in ("size_bytes", "jpeg_bytes", "top1_agreement") if k in info})
     series = Series(
         name=case.id,
         count=len(samples),
@@ -180,8 +180,9 @@ def records_from_benchmark_json(
         if case.kind == "predict" and (case.model, case.format) in load_times:
             load = load_times[(case.model, case.format)]
             series.extra["load_time_us"] = load.latency_us["p50"]
-            if "size_bytes" in load.extra:
-                series.extra["size_bytes"] = load.extra["size_bytes"]
+            for key in ("size_bytes", "top1_agreement"):  # the artifact's, measured by its load case
+                if key in load.extra:
+                    series.extra[key] = load.extra[key]
         record.series.append(series)
         for w in noise_warnings(
             series.name, [v / 1000.0 for v in series.samples_ns or []], check_few=case.kind != "load"

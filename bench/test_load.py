@@ -1,5 +1,5 @@
-"""Load (deserialize) time per artifact (or user model file), and its size on disk. One warm-up load (imports,
-page cache)."""
+"""Load (deserialize) time per artifact (or user model file), and its size on disk (a quantized artifact: also
+its top-1 agreement with its float32 source, from the manifest). One warm-up load (imports, page cache)."""
 
 from __future__ import annotations
 
@@ -37,7 +37,10 @@ def test_load(
     if user is not None:
         size = user.files[case.format].get("size_bytes")
     else:
-        size = artifact_entry(case.model, case.format, zoo_dir)[0].get("size_bytes")
+        entry = artifact_entry(case.model, case.format, zoo_dir)[0]
+        size = entry.get("size_bytes")
+        if "agreement" in entry:  # a quantized artifact: its accuracy cost, from the build
+            benchmark.extra_info["top1_agreement"] = entry["agreement"]["top1_agreement"]
     if size is not None:
         assert size == size_on_disk, f"manifest says {size} bytes, {predictor.path} has {size_on_disk}"
     benchmark.extra_info["size_bytes"] = size_on_disk

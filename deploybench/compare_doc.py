@@ -32,6 +32,7 @@ from deploybench.record import RecordWarning
 from deploybench.stats import t_critical
 from deploybench.thresholds import WARNING_CODE as THRESHOLD_CODE
 from deploybench.thresholds import Outcome, Threshold
+from deploybench.vocabulary import MODEL_SERVERS
 
 COMPARE_SCHEMA_VERSION = 2
 SUMMARY_NAME = "compare.json"
@@ -54,10 +55,35 @@ class Choice:
     url: str = ""
     name: str = ""
     handler: str = "auto"  # FastAPI handler style (deploybench.vocabulary.HANDLER_STYLES)
+    # dynamic batching (0: off) and the model runtime's options; the defaults leave id and label unchanged
+    max_batch_size: int = 0
+    max_queue_delay_us: int = 0
+    intra_op_threads: int = 1
+    inter_op_threads: int = 1
+    ort_opt_level: str = "all"
 
     @property
     def external(self) -> bool:
         return bool(self.url)
+
+    @property
+    def model_server(self) -> bool:
+        """A third-party model server (MLServer, LitServe) that compare starts in its own environment."""
+        return self.framework in MODEL_SERVERS
+
+    def _tuning(self, sep: str) -> list[str]:
+        """The non-default batching and runtime options, as id parts (``sep="-"``) or label words."""
+        parts = []
+        if self.max_batch_size:
+            parts.append(f"b{self.max_batch_size}d{self.max_queue_delay_us}" if sep == "-"
+                         else f"batch {self.max_batch_size}/{self.max_queue_delay_us}us")  # fmt: skip
+        if self.intra_op_threads != 1:
+            parts.append(f"intra{self.intra_op_threads}")
+        if self.inter_op_threads != 1:
+            parts.append(f"inter{self.inter_op_threads}")
+        if self.ort_opt_level != "all":
+            parts.append(f"ort{sep if sep == '-' else '='}{self.ort_opt_level}")
+        return parts
 
     @property
     def id(self) -> str:
@@ -68,7 +94,9 @@ class Choice:
             return f"url-{self.name}"
         t = f"-t{self.threads}" if self.server == "gunicorn-gthread" else ""
         h = f"-{self.handler}" if self.handler != "auto" else ""
-        return f"{self.framework}-{self.server}-{self.model}-{self.format}-w{self.workers}{t}{h}"
+        x = "".join(f"-{p}" for p in self._tuning("-"))
+        server = "" if self.model_server else f"-{self.server}"
+        return f"{self.framework}{server}-{self.model}-{self.format}-w{self.workers}{t}{h}{x}"
 
     @property
     def label(self) -> str:
@@ -78,7 +106,9 @@ class Choice:
             return f"{self.name} (external, {self.url})"
         t = f" t{self.threads}" if self.server == "gunicorn-gthread" else ""
         h = f" {self.handler}" if self.handler != "auto" else ""
-        return f"{self.framework}+{self.server} {self.model}/{self.format} w{self.workers}{t}{h}"
+        x = "".join(f" {p}" for p in self._tuning(" "))
+        who = self.framework if self.model_server else f"{self.framework}+{self.server}"
+        return f"{who} {self.model}/{self.format} w{self.workers}{t}{h}{x}"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -177,6 +207,8 @@ class ChoiceResult:
     server_affinity: list[int] | None = None  # CPUs the target's processes ran on, read from the OS
     generator_cpus: list[int] | None = None  # CPUs the load generator was pinned to (one process each)
     target_health: dict[str, Any] | None = None  # an external choice: what its /health said at the start
+    # (a model server: the versions that served it)
+    sweeps: dict[str, dict[str, Any]] = field(default_factory=dict)  # axis -> deploybench.sweep summary
 
     @property
     def interval(self) -> RateInterval | None:
@@ -238,6 +270,7 @@ class ChoiceResult:
             server_affinity=d.get("server_affinity"),
             generator_cpus=d.get("generator_cpus"),
             target_health=d.get("target_health"),
+            sweeps=dict(d.get("sweeps") or {}),
         )
 
 

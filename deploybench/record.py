@@ -59,6 +59,9 @@ from deploybench.io import read_json_object, utc_now, utc_stamp, write_json_atom
 
 SCHEMA_VERSION = 3
 PERCENTILES: tuple[float, ...] = (50.0, 90.0, 95.0, 99.0, 99.9)
+# A sweep's summary (``deploybench.sweep``) beside its points' records in the sweep folder: not a record, so
+# folder readers skip it.
+SWEEP_FILE = "sweep.json"
 
 
 def pct_key(p: float) -> str:
@@ -276,7 +279,7 @@ def load_records(paths: list[str | os.PathLike[str]]) -> list[RunRecord]:
     for p in paths:
         p = Path(p)
         if p.is_dir():
-            files = sorted(f for f in p.glob("*.json") if not f.name.startswith("."))
+            files = sorted(f for f in p.glob("*.json") if not f.name.startswith(".") and f.name != SWEEP_FILE)
             if not files:
                 raise UsageError(f"{p}: no *.json records in this folder")
             out.extend(load_record(f) for f in files)

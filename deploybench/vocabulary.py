@@ -9,6 +9,9 @@ FRAMEWORK_SERVERS: dict[str, tuple[str, ...]] = {
     "fastapi": ("uvicorn", "gunicorn-uvicorn"),
 }
 FRAMEWORKS: tuple[str, ...] = tuple(FRAMEWORK_SERVERS)
+# Third-party model servers that compare can start as choices, each in its own virtualenv
+# (deploybench.targets.external): Seldon MLServer (Open Inference Protocol v2) and Lightning LitServe.
+MODEL_SERVERS: tuple[str, ...] = ("mlserver", "litserve")
 SERVERS: tuple[str, ...] = tuple(s for servers in FRAMEWORK_SERVERS.values() for s in servers)
 DEFAULT_SERVER: dict[str, str] = {fw: servers[0] for fw, servers in FRAMEWORK_SERVERS.items()}
 
@@ -18,12 +21,18 @@ DEFAULT_SERVER: dict[str, str] = {fw: servers[0] for fw, servers in FRAMEWORK_SE
 # counterpart is the server: gunicorn-sync vs gunicorn-gthread.
 HANDLER_STYLES: tuple[str, ...] = ("auto", "inline", "threadpool")
 
-# Model artifact formats ("pickle" is joblib for scikit-learn, torch.save of the module for torch).
-MODEL_FORMATS: tuple[str, ...] = ("pickle", "onnx", "torchscript", "pt2")
+# onnxruntime graph-optimisation levels (SessionOptions.graph_optimization_level, GraphOptimizationLevel
+# ORT_DISABLE_ALL / ORT_ENABLE_BASIC / ORT_ENABLE_EXTENDED / ORT_ENABLE_ALL): TargetConfig.ort_opt_level.
+ORT_OPT_LEVELS: tuple[str, ...] = ("disable", "basic", "extended", "all")
 
-# Model tasks; each has the load scenario of the same name. "health" measures the harness alone.
+# Model artifact formats ("pickle" is joblib for scikit-learn, torch.save of the module for torch;
+# "onnx-int8" is the zoo's "onnx" quantized to int8 by onnxruntime.quantization, built from it).
+MODEL_FORMATS: tuple[str, ...] = ("pickle", "onnx", "onnx-int8", "torchscript", "pt2")
+
+# Model tasks; each has the load scenario of the same name. "health" measures the harness alone; "oip"
+# drives any Open Inference Protocol v2 server (POST /v2/models/NAME/infer, ours included).
 TASKS: tuple[str, ...] = ("tabular", "image")
-SCENARIOS: tuple[str, ...] = (*TASKS, "health")
+SCENARIOS: tuple[str, ...] = (*TASKS, "health", "oip")
 
 # How a load generator sends: closed loop (users back to back) or open-loop arrivals at a rate.
 OPEN_LOOP_MODELS: tuple[str, ...] = ("constant", "poisson")

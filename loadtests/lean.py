@@ -80,6 +80,8 @@ from deploybench.loadtests.payloads import (
     make_payload,
     merge_headers,
     multipart_body,
+    oip_options,
+    oip_plan,
     parse_mix,
     parse_size,
     payload_rng,
@@ -139,7 +141,7 @@ def build_plan(
     seed: int = 0,
     generator_index: int = 0,
 ) -> RequestPlan:
-    """The requests of a built-in scenario (tabular, image, health) or of ``api`` (path/method/payload),
+    """The requests of a built-in scenario (tabular, image, health, oip) or of ``api`` (path/method/payload),
     for one generator process. The same choices as the Locust scenarios make: iris rows (or seeded rows of
     the width /health reports), the image mix by weight, api bodies cycled in order."""
     options = dict(options or {})
@@ -181,6 +183,12 @@ def build_plan(
             k = rng.choices(range(len(kinds)), weights)[0]
             picks.append((k, encoded[kinds[k]][i % count]))
         return RequestPlan(labels, picks)
+    if scenario == "oip":  # Open Inference Protocol v2: the model name and metadata run_lean resolved
+        resolved = dict(options)
+        if "oip_metadata" not in resolved:  # called directly, not through run_lean (a test)
+            resolved.update(oip_options(url, "", headers, options))
+        path, bodies = oip_plan(resolved, rng, TABULAR_BODIES)
+        return RequestPlan([f"POST {path}"], [(0, enc("POST", path, b, "application/json")) for b in bodies])
     if scenario == "api":
         spec = request_spec(
             str(options.get("method") or ""), str(options.get("path") or "/"),
@@ -1008,6 +1016,9 @@ def run_lean(
     n = max(1, int(processes))
     conns = process_shares(max(connections, n), n)
     requests = process_shares(options.max_requests, n) if options.max_requests else [0] * n
+    if scenario == "oip":  # the model's name and OIP metadata, read once here: a UsageError before any start
+        resolved = oip_options(url, options.model, options.headers, scenario_opts)
+        scenario_opts = {**(scenario_opts or {}), **resolved}
     work = record_path.with_name(record_path.stem + ".lean")
     work.mkdir(parents=True, exist_ok=True)
     scenario_opts = dict(scenario_opts or {})

@@ -5,18 +5,25 @@
 * Your own requests for the ``api`` scenario (``deploybench load --url ... --payload FILE|FOLDER``): a JSON
   lines file (one request body per line, sent as ``application/json``) or a folder of images (each sent as a
   multipart upload), validated up front (a bad line is named ``FILE:LINE``), plus ``--header 'Name: value'``.
+* Open Inference Protocol v2 infer requests for the ``oip`` scenario, shaped by the model's metadata
+  (``GET /v2/models/NAME``).
 """
 
 from __future__ import annotations
 
 import base64
 import functools
+import http.client
 import io
 import json
+import math
 import mimetypes
 import os
 import random
 import re
+import urllib.error
+import urllib.parse
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +32,7 @@ import numpy as np
 from PIL import Image
 
 from deploybench.errors import UsageError
+from deploybench.procs import fetch_health
 
 KINDS = {"multipart": "/predict/image", "base64": "/predict/image/base64"}
 BOUNDARY = "deploybench-boundary-7d1f0c"
@@ -331,3 +339,122 @@ def row_width(health: dict[str, Any] | None) -> int | None:
     spec = health.get("input") or {}
     n = spec.get("n_features") if spec.get("kind") == "tabular" else None
     return int(n) if isinstance(n, int) and n > 0 else None
+
+
+# -- Open Inference Protocol v2 requests (the oip scenario) ------------------------------------------------
+OIP_IMAGE_BODIES = 4  # distinct image tensors per generator (each ~1 MB of JSON for a 3x224x224 input)
+OIP_TIMEOUT_S = 5.0
+# MLServer's runtimes may declare no inputs in their metadata: then iris rows, FP32 [N, 4]
+OIP_DEFAULT_INPUT: dict[str, Any] = {"name": "input-0", "datatype": "FP32", "shape": [-1, 4]}
+_OIP_FLOATS = ("FP16", "FP32", "FP64")
+_OIP_INTS = ("INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64")
+
+
+def oip_infer_path(model: str) -> str:
+    """``/v2/models/{model}/infer``, the name percent-encoded."""
+    return f"/v2/models/{urllib.parse.quote(model, safe='')}/infer"
+
+
+def oip_model_name(model: str | None, health: dict[str, Any] | None) -> str:
+    """The model to drive: the run's ``--model``, else the one a deploybench target's /health names (OIP has
+    no list of models). UsageError when neither gives one."""
+    if model:
+        return str(model)
+    name = (health or {}).get("model")
+    if isinstance(name, str) and name:
+        return name
+    raise UsageError(
+        "the oip scenario needs the model's name (POST /v2/models/NAME/infer): give --model NAME "
+        "(the server is not a deploybench target whose /health names its model)"
+    )
+
+
+def fetch_oip_metadata(url: str, model: str, headers: dict[str, str] | None = None,
+                       timeout_s: float = OIP_TIMEOUT_S) -> dict[str, Any]:  # fmt: skip
+    """``GET {url}/v2/models/{model}``: the model's OIP metadata. UsageError naming what went wrong."""
+    target = url.rstrip("/") + f"/v2/models/{urllib.parse.quote(model, safe='')}"
+    request = urllib.request.Request(target, headers={"Accept": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as resp:
+            data = json.loads(resp.read(16 << 20))
+    except urllib.error.HTTPError as exc:
+        detail = exc.read(4000).decode("utf-8", "replace")
+        try:  # an OIP server's {"error": "..."}, else the start of whatever it answered
+            detail = str(json.loads(detail)["error"])
+        except (ValueError, KeyError, TypeError):
+            detail = " ".join(detail.split())
+        why = "no such model" if exc.code == 404 else f"HTTP {exc.code}"
+        raise UsageError(
+            f"the oip scenario reads the model's metadata from GET {target}: {why} ({detail[:200]}); "
+            "is --model the name the server knows, and is it an Open Inference Protocol v2 server?"
+        ) from None
+    except (OSError, ValueError, http.client.HTTPException) as exc:
+        raise UsageError(
+            f"the oip scenario cannot read the model's metadata from GET {target}: {exc}"
+        ) from None
+    if not isinstance(data, dict):
+        raise UsageError(f"GET {target} did not answer a JSON object (OIP model metadata)")
+    return data
+
+
+def oip_bodies(
+    metadata: dict[str, Any], rng: random.Random, count: int = 16, batch_size: int = 1
+) -> list[bytes]:
+    """``count`` OIP infer request bodies (JSON, encoded once) for the model ``metadata`` describes: its one
+    input, ``batch_size`` items where the batch dimension is -1. Rows of 4 numbers are iris rows; other rows
+    seeded uniform [0, 1); a tensor of rank 3 or more (an image) seeded uniform [-2, 2] (preprocessed
+    values); integer datatypes get integers 0-9. UsageError for a model this cannot feed."""
+    inputs = metadata.get("inputs") or [OIP_DEFAULT_INPUT]
+    if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
+        raise UsageError(f"the oip scenario drives a model of one input; the metadata lists {inputs!r}"[:400])
+    spec = inputs[0]
+    name, datatype, shape = spec.get("name") or "input-0", spec.get("datatype"), spec.get("shape")
+    if datatype not in (*_OIP_FLOATS, *_OIP_INTS):
+        raise UsageError(
+            f"the oip scenario sends numbers; input {name!r} has datatype {datatype} (BYTES, BOOL: use "
+            "--scenario api with your own --payload)"
+        )
+    if not isinstance(shape, list) or not shape or not all(isinstance(d, int) for d in shape):
+        raise UsageError(f"input {name!r} has no usable shape ({shape!r})")
+    if any(d < 1 for d in shape[1:]):
+        raise UsageError(
+            f"input {name!r} has a variable dimension beyond the batch ({shape}): give a payload of your own "
+            "with --scenario api"
+        )
+    dims = [max(1, int(batch_size)) if shape[0] < 0 else shape[0], *shape[1:]]
+    item = math.prod(dims[1:])
+    nrng = np.random.default_rng(rng.getrandbits(64))
+    if len(dims) > 2:
+        count = min(count, OIP_IMAGE_BODIES)
+    out = []
+    for _ in range(max(1, count)):
+        if datatype in _OIP_INTS:
+            data: list[Any] = [rng.randrange(10) for _ in range(dims[0] * item)]
+        elif dims[1:] == [4]:
+            data = [v for _ in range(dims[0]) for v in rng.choice(IRIS_ROWS)]
+        elif len(dims) <= 2:
+            data = [round(rng.random(), 6) for _ in range(dims[0] * item)]
+        else:
+            data = np.round(nrng.uniform(-2.0, 2.0, dims[0] * item), 4).tolist()
+        body = {"inputs": [{"name": name, "shape": dims, "datatype": datatype, "data": data}]}
+        out.append(json.dumps(body, separators=(",", ":")).encode())
+    return out
+
+
+def oip_options(url: str, model: str | None, headers: dict[str, str] | None,
+                options: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+    """The oip scenario's resolved options: ``oip_model`` (``model``, else ``options["model"]``, else the
+    model a deploybench target's /health names) and ``oip_metadata`` (its ``GET /v2/models/NAME``), kept in
+    the record's scenario options. UsageError when the name is unknown or the server answers no metadata."""
+    options = options or {}
+    name = model or options.get("oip_model") or options.get("model") or ""
+    health = None if name else fetch_health(url, headers=headers)
+    name = oip_model_name(str(name), health)
+    return {"oip_model": name, "oip_metadata": fetch_oip_metadata(url, name, headers)}
+
+
+def oip_plan(resolved: dict[str, Any], rng: random.Random, count: int) -> tuple[str, list[bytes]]:
+    """(path, request bodies) of the oip scenario from ``oip_options``' result (+ ``batch_size``)."""
+    batch = max(1, int(resolved.get("batch_size") or 1))
+    bodies = oip_bodies(resolved["oip_metadata"], rng, count=count, batch_size=batch)
+    return oip_infer_path(resolved["oip_model"]), bodies

@@ -41,7 +41,8 @@ from deploybench.loadtests.payloads import HEADERS_ENV, parse_headers, request_s
 from deploybench.paths import results_dir as default_results_dir
 from deploybench.procs import signal_group, tail_text
 from deploybench.progress import LoadFigures
-from deploybench.record import RunRecord, load_record, make_run_id
+from deploybench.record import SWEEP_FILE, RunRecord, load_record, make_run_id
+from deploybench.sweep import Sweep, check_points, point_file_name, point_from_record, point_label, save_sweep
 from deploybench.targets.serve import ServerProcess
 from deploybench.vocabulary import ENGINES, LOAD_MODELS, OPEN_LOOP_MODELS, SCENARIOS
 
@@ -144,7 +145,8 @@ def _target_info(target: Any) -> tuple[dict[str, Any], str | None]:
     to_dict = getattr(target, "to_dict", None)
     if callable(to_dict):
         d = to_dict()
-        keys = ("framework", "server", "model", "format", "workers", "threads", "intra_op_threads", "cpus")
+        keys = ("framework", "server", "model", "format", "workers", "threads", "intra_op_threads", "cpus",
+                "max_batch_size", "max_queue_delay_us", "inter_op_threads", "ort_opt_level")  # fmt: skip
         return {"target": d, **{k: d[k] for k in keys if k in d}}, d.get("model")
     return {"target": {"kind": type(target).__name__}}, None
 
@@ -221,6 +223,7 @@ def run_load_to_file(
     master_port_file: str | os.PathLike[str] | None = None,
     progress: Any = None,
     server_pid: int | None = None,
+    started: Any = None,
 ) -> tuple[RunRecord, Path]:
     """``run_load`` that also returns the record's path.
 
@@ -235,6 +238,9 @@ def run_load_to_file(
     ``progress``: a ``deploybench.progress.Progress`` sink for live figures (this code prints nothing).
     ``server_pid``: the server's process when ``target`` is its URL (e.g. compare's started targets), so
     the record's ``cpu_blocks`` carry its CPU; a target started here is known without it.
+    ``started``: the target, already started by the caller (a sweep's: one start for all its points): its
+    url, pid and liveness are used, and it is neither started nor stopped here; ``target`` still describes it
+    in the record.
     """
     if expect_workers:
         if engine == "lean":
@@ -291,7 +297,9 @@ def run_load_to_file(
     server: Any = None
     url: str
     died_message = ""
-    if isinstance(target, str):
+    if started is not None:
+        server = started
+    elif isinstance(target, str):
         url = target.rstrip("/")
     elif callable(getattr(target, "to_dict", None)):
         server = ServerProcess(
@@ -301,7 +309,8 @@ def run_load_to_file(
         server = target
     try:
         if server is not None:
-            server.start()
+            if started is None:
+                server.start()
             url = server.url
             server_pid = getattr(server, "pid", None) or server_pid
         if engine == "lean":
@@ -353,7 +362,7 @@ def run_load_to_file(
         if target_died:
             died_message = target_exit_message(server)
     finally:
-        if server is not None:
+        if server is not None and started is None:
             server.stop()
             if callable(getattr(server, "cleanup", None)):
                 server.cleanup()  # ServerProcess: its temporary ready-file folder
@@ -382,6 +391,174 @@ def run_load_to_file(
         record.finish("failed", f"the {engine} generator exited with code {rc} before finalising the record")
     record.save(path)
     return record, path
+
+
+SWEEP_REFUSED = {
+    "record_path": "--record names one record; a sweep writes one per point into its folder (use --out)",
+    "expect_workers": "--expect-workers: a sweep runs on local generators only",
+    "started": "started: a sweep starts its target itself",
+}
+
+
+def run_sweep(
+    target: Any,
+    scenario: str,
+    *,
+    axis: str,
+    values: list[float],
+    duration_s: float,
+    results_dir: str | os.PathLike[str] | None = None,
+    sweep_dir: str | os.PathLike[str] | None = None,
+    ready_timeout_s: float = 60.0,
+    progress: Any = None,
+    **options: Any,
+) -> tuple[Sweep, Path]:
+    """A concurrency (``axis="users"``, closed loop) or rate (``axis="rate"``, open loop) sweep: one target
+    start (or the URL's service), then one measured run per value of ``values``, in order, each with its own
+    warm-up and ``duration_s``, the same pinning and engine (``deploybench.sweep`` has the point lists and the
+    knee). Every input is checked before anything starts (UsageError). Returns the sweep and its summary's
+    path (``sweep.json`` in the sweep folder, beside one run record per point).
+
+    ``options``: those of ``run_load_to_file`` except ``users``/``rate_rps`` for the swept axis (a rate
+    sweep's ``users`` are its senders, as in one run), ``record_path``, ``expect_workers`` and ``started``.
+    ``sweep_dir``: the folder (default ``results_dir``/``<stamp>-sweep-<target>``). A point that did not
+    complete (e.g. its target died) ends the sweep: status "failed", its error in the summary, the points so
+    far kept; any other exception from a point is raised after that summary is saved.
+    """
+    for key, why in SWEEP_REFUSED.items():
+        if options.get(key):
+            raise UsageError(f"a sweep cannot take {why}")
+    options = {k: v for k, v in options.items() if k not in SWEEP_REFUSED}
+    if axis not in ("users", "rate"):
+        raise UsageError(f"sweep axis must be users or rate (got {axis!r})")
+    check_points(list(values), axis, f"--{axis}")
+    load_model = str(options.get("load_model") or "closed")
+    options["load_model"] = load_model
+    if axis == "users" and load_model in OPEN_LOOP_MODELS:
+        raise UsageError(
+            f"a --users sweep is a closed-loop sweep; with --load-model {load_model} sweep --rate instead"
+        )
+    if axis == "rate" and load_model not in OPEN_LOOP_MODELS:
+        raise UsageError("a --rate sweep is an open-loop sweep: add --load-model constant or poisson")
+    key = "users" if axis == "users" else "rate_rps"
+    options.pop(key, None)
+    _check_sweep_inputs(target, scenario, axis, values, duration_s, options)
+
+    extra, target_model = _target_info(target)
+    model = options.get("model") or target_model
+    locustfile = options.get("locustfile")
+    label = Path(str(locustfile)).stem if locustfile else scenario
+    out_dir = Path(os.path.abspath(results_dir if results_dir is not None else default_results_dir()))
+    if sweep_dir is None:
+        base = out_dir / make_run_id("sweep", {**extra, "scenario": label, "model": model}, utc_now())
+        folder, n = base, 1
+        while folder.exists():
+            n += 1
+            folder = base.with_name(f"{base.name}-{n}")
+    else:
+        folder = Path(os.path.abspath(sweep_dir))
+        if (folder / SWEEP_FILE).exists():
+            raise UsageError(f"{folder} already holds a sweep ({SWEEP_FILE}): give another folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    summary_path = folder / SWEEP_FILE
+    fixed = {
+        k: options.get(k) for k in ("users", "rate_rps", "engine", "processes", "generator_cpus", "seed")
+    }
+    config = {
+        **extra, "scenario": label, "model": model, "duration_s": duration_s,
+        "warmup_s": float(options.get("warmup_s") or 0.0), "values": list(values),
+        **{k: v for k, v in fixed.items() if v is not None},
+    }  # fmt: skip
+    sweep = Sweep(axis=axis, load_model=load_model, config=json.loads(_json(config)))
+    engine = resolve_engine(options.get("engine"), locustfile)
+    sweep.config["engine"] = engine
+    options["engine"] = engine
+    save_sweep(sweep, summary_path)
+
+    server: Any = None
+    if not isinstance(target, str):
+        if callable(getattr(target, "to_dict", None)):
+            server = ServerProcess(target, log_path=folder / "server.log", ready_timeout_s=ready_timeout_s)
+        else:
+            server = target
+    try:
+        if server is not None:
+            if progress is not None:
+                progress.phase(f"sweep: starting the target ({len(values)} points)")
+            server.start()
+        for i, value in enumerate(values):
+            if progress is not None:
+                progress.phase(f"point {i + 1}/{len(values)}: {point_label(axis, value)}")
+            point_options = dict(options)
+            point_options[key] = int(value) if axis == "users" else float(value)
+            point_options["check_url"] = False  # checked once, before the first point
+            name, where = point_file_name(i, axis, value), f"point {i + 1} ({point_label(axis, value)})"
+            try:
+                record, _ = run_load_to_file(
+                    target, scenario, duration_s=duration_s, results_dir=folder, record_path=folder / name,
+                    progress=progress, started=server, **point_options,
+                )  # fmt: skip
+            except TargetError as exc:  # no record: the target is gone
+                sweep.finish("failed", f"{where}: {exc}")
+                break
+            sweep.add(point_from_record(value, record, name))
+            save_sweep(sweep, summary_path)
+            if server is not None and not server.is_alive():
+                sweep.finish("failed", f"the target exited during {where}")
+                break
+            if record.status != "complete":  # the later points would fail the same way
+                sweep.finish("failed", f"{where} {record.status}: {record.error or 'no reason recorded'}")
+                break
+        else:
+            sweep.finish("complete")
+    except KeyboardInterrupt:
+        sweep.finish("interrupted", "interrupted")
+        raise
+    except BaseException as exc:
+        sweep.finish("failed", f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        if server is not None:
+            server.stop()
+            if callable(getattr(server, "cleanup", None)):
+                server.cleanup()
+        if sweep.status == "running":
+            sweep.finish("failed", "the sweep ended early")
+        save_sweep(sweep, summary_path)
+    return sweep, summary_path
+
+
+def _check_sweep_inputs(
+    target: Any, scenario: str, axis: str, values: list[float], duration_s: float, options: dict[str, Any]
+) -> None:
+    """Every input a point's ``run_load_to_file`` would check, checked once before the target starts."""
+    resolve_engine(options.get("engine"), options.get("locustfile"))
+    locustfile = options.get("locustfile")
+    if locustfile is None:
+        scenario_file(scenario)
+    else:
+        user_locustfile(locustfile)
+    for value in values:
+        users = int(value) if axis == "users" else options.get("users")
+        rate = float(value) if axis == "rate" else options.get("rate_rps")
+        _validate(duration_s, float(options.get("warmup_s") or 0.0), users, rate, options["load_model"],
+                  int(options.get("processes") or 0), options.get("generator_cpus"))  # fmt: skip
+    scenario_options = dict(options.get("scenario_options") or {})
+    stray = sorted(
+        k for k in API_OPTIONS if scenario_options.get(k) and scenario != "api" and locustfile is None
+    )
+    if stray:
+        names = ", ".join("--" + k.replace("_", "-") for k in stray)
+        raise UsageError(f"{names}: only for the api scenario (your own endpoint), not {scenario!r}")
+    if scenario == "api" and locustfile is None:
+        api_request(scenario_options)
+    if options.get("headers"):
+        parse_headers([f"{k}: {v}" for k, v in options["headers"].items()])
+    if isinstance(target, str):
+        if not target.startswith(("http://", "https://")):
+            raise UsageError(f"target URL must start with http:// or https:// (got {target!r})")
+        if options.get("check_url"):
+            check_reachable(target)
 
 
 def resolve_engine(engine: str | None, locustfile: Any) -> str:

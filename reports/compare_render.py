@@ -37,6 +37,8 @@ from deploybench.reports.render import (
     fmt_ms,
     fmt_rate,
 )
+from deploybench.reports.sweep_render import POINT_ALIGN, POINT_HEADERS, knee_para, point_rows
+from deploybench.sweep import KNEE_RULE, Sweep
 
 RANK_HEADERS = [
     "#",
@@ -280,6 +282,45 @@ def _external_items(run: CompareRun) -> list[str]:
             f"`{r.choice.id}`: {r.choice.url} — already running, not started or stopped by compare; "
             f"server CPU and affinity not measured. Its /health: {what or 'no details'}."
         )
+    return items
+
+
+def sweep_blocks_of(run: CompareRun, plots: bool) -> list[Block]:
+    """``[measure] sweep_users`` / ``sweep_rates``: one table per choice and axis, the knee and (``plots``)
+    the curve's chart."""
+    blocks: list[Block] = []
+    for r in run.results:
+        for axis, doc in sorted(r.sweeps.items()):
+            sweep = Sweep.from_dict(doc, f"{r.choice.id} sweep")
+            if not blocks:
+                blocks.append(Heading(2, "Sweeps"))
+                blocks.append(Para(
+                    "One run per point on the choice's first target start, in order (users: closed loop; "
+                    f"rate: open loop, corrected latency). {KNEE_RULE[0].upper()}{KNEE_RULE[1:]}."
+                ))  # fmt: skip
+            what = "concurrency (users)" if axis == "users" else "rate (rps)"
+            blocks.append(Heading(3, f"{r.choice.label}: {what}"))
+            blocks.append(Table(POINT_HEADERS, point_rows(sweep), POINT_ALIGN))
+            blocks.append(Para(knee_para(sweep)))
+            if plots:
+                from deploybench.reports import plots as plotting  # import cost: matplotlib, for images only
+
+                png = plotting.sweep_png(sweep)
+                if png is not None:
+                    alt = f"{r.choice.id}: latency-throughput ({axis} sweep; knee circled)"
+                    blocks.append(Image(alt, png))
+    return blocks
+
+
+def _model_server_items(run: CompareRun) -> list[str]:
+    """Third-party model servers: each ran from its own virtualenv; the versions that served it."""
+    items = []
+    for r in run.results:
+        if not r.choice.model_server:
+            continue
+        versions = (r.target_health or {}).get("versions") or {}
+        listed = ", ".join(f"{k} {v}" for k, v in sorted(versions.items())) or "not recorded"
+        items.append(f"`{r.choice.id}`: started from its own virtualenv; versions: {listed}.")
     return items
 
 
@@ -527,6 +568,11 @@ def build_blocks(run: CompareRun, *, plots: bool = True, records_dir: Path | Non
     if files:
         blocks.append(Heading(2, "Your model files"))
         blocks.append(Bullets(files))
+    blocks.extend(sweep_blocks_of(run, plots))
+    servers = _model_server_items(run)
+    if servers:
+        blocks.append(Heading(2, "Model servers"))
+        blocks.append(Bullets(servers))
     external = _external_items(run)
     if external:
         blocks.append(Heading(2, "External choices"))

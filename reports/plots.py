@@ -5,7 +5,8 @@ Micro records: latency per format (P50 and P99 at the smallest batch), latency v
 and P50/P99 and the rate per 1 s block over time (warm-up shaded). Each of these returns [(title,
 png_bytes)]. Compare documents: latency-throughput curves and percentile spectra (PNG bytes, or None when
 there is nothing to draw), and per choice small multiples of its search probes over time, from the probes'
-own load records (``probe_timelines`` prepares the data, ``probe_timelines_png`` draws it).
+own load records (``probe_timelines`` prepares the data, ``probe_timelines_png`` draws it). Sweeps
+(``deploybench.sweep``): the latency-throughput curve with its knee (``sweep_png``).
 
 Importing this module imports matplotlib (~0.5 s): renderers import it only when images are wanted.
 """
@@ -27,6 +28,7 @@ from deploybench.compare_doc import CompareRun
 from deploybench.frames import block_rows, cpu_rows
 from deploybench.record import PERCENTILES, RunRecord, Series, pct_key
 from deploybench.stats import decode_histogram, value_at_percentile
+from deploybench.sweep import Sweep
 
 Plot = tuple[str, bytes]
 _DPI = 90
@@ -507,3 +509,44 @@ def probe_timelines_png(figure: ProbeFigure, slo_p99_ms: float | None = None) ->
     fig.legend(handles=handles, loc="upper left", bbox_to_anchor=(0.04 / width, 1 - 0.3 / height),
                fontsize="x-small", ncol=len(handles), frameon=False)  # fmt: skip
     return _png(fig, dpi=_PROBE_DPI, tight=False)  # the grid is laid out above
+
+
+# -- sweeps ------------------------------------------------------------------------------------------------
+def sweep_png(sweep: Sweep) -> bytes | None:
+    """A sweep's latency-throughput curve: P50 and P99 (corrected, ms) vs achieved throughput, the points
+    joined in sweep order (not sorted: past saturation more load can achieve less), each labelled with its
+    value, the knee circled. Hollow markers: points that could not be the knee (errors, generator bound, run
+    not complete). None when no point has a throughput and a P99."""
+    pts = [
+        (i, p) for i, p in enumerate(sweep.points) if p.throughput_rps is not None and p.latency_us.get("p99")
+    ]
+    if not pts:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 4.2))
+    xs = [p.throughput_rps or 0.0 for _, p in pts]
+    for key, style in (("p50", "--"), ("p99", "-")):
+        ys = [_nan_ms(p.latency_us.get(key)) for _, p in pts]
+        (line,) = ax.plot(xs, ys, linestyle=style, label=f"P{key[1:]}")
+        ok = [(x, y) for (_, p), x, y in zip(pts, xs, ys, strict=True) if p.eligible]
+        bad = [(x, y) for (_, p), x, y in zip(pts, xs, ys, strict=True) if not p.eligible]
+        if ok:
+            ax.scatter(*zip(*ok, strict=True), color=line.get_color(), zorder=3)
+        if bad:
+            ax.scatter(*zip(*bad, strict=True), facecolors="none", edgecolors=line.get_color(), zorder=3)
+    for (i, p), x in zip(pts, xs, strict=True):
+        ax.annotate(
+            sweep.label(i).split("=", 1)[1], (x, _nan_ms(p.latency_us.get("p99"))),
+            textcoords="offset points", xytext=(4, 6), fontsize="small",
+        )  # fmt: skip
+    knee = sweep.knee
+    if knee is not None:
+        ax.scatter([knee.throughput_rps], [knee.p99_us / 1000], s=220, facecolors="none", edgecolors="red",
+                   linewidths=2, zorder=4, label=f"knee ({sweep.label(knee.index)})")  # fmt: skip
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(plt.FormatStrFormatter("%g"))
+    ax.yaxis.set_minor_formatter(plt.FormatStrFormatter("%g"))
+    ax.set_xlabel("achieved throughput (rps)")
+    ax.set_ylabel("corrected latency (ms)")
+    ax.set_title(f"Latency-throughput, {sweep.axis} sweep (hollow: cannot be the knee)")
+    ax.legend(fontsize="small")
+    return _png(fig)

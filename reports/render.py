@@ -23,7 +23,7 @@ from typing import Any
 from deploybench.errors import UsageError
 from deploybench.frames import LATENCY_KEYS, RUN_COLUMNS, series_rows
 from deploybench.io import write_atomic, write_json_atomic
-from deploybench.record import RecordWarning, RunRecord, Series
+from deploybench.record import SWEEP_FILE, RecordWarning, RunRecord, Series
 from deploybench.vocabulary import REPORT_FORMATS as FORMATS
 
 # Files the report command writes; skipped when a folder of records is given back to it.
@@ -580,7 +580,9 @@ def expand_record_paths(paths: Sequence[str | Path]) -> list[Path]:
             files = sorted(
                 f
                 for f in p.glob("*.json")
-                if not f.name.startswith(".") and f.name not in OUTPUT_NAMES.values()
+                if not f.name.startswith(".")
+                and f.name not in OUTPUT_NAMES.values()
+                and f.name != SWEEP_FILE  # a sweep's summary, not a record
             )
             if not files:
                 raise UsageError(f"{p}: no *.json records in this folder")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,8 @@ class ModelSpec:
     formats: tuple[str, ...]
     library: str  # "scikit-learn" | "torch"
     description: str = ""
+    # format -> why this model has none (the formats of MODEL_FORMATS it lacks, for clear refusals/skips)
+    missing_formats: dict[str, str] = field(default_factory=dict)
 
     @property
     def n_classes(self) -> int:
@@ -52,10 +54,24 @@ def imagenet_class_names() -> list[str]:
 _IMAGENET = imagenet_class_names()
 _TORCH_FORMATS = MODEL_FORMATS  # a torch model exports to every format
 
+# Formats derived from another artifact of the zoo rather than exported from the model: quantized format ->
+# its float32 source format (the build makes the source first and measures the quantized one against it).
+QUANTIZED_FORMATS: dict[str, str] = {"onnx-int8": "onnx"}
+
+_SKLEARN_MISSING = {
+    "onnx-int8": (
+        "a scikit-learn random forest exports to ONNX as a TreeEnsembleClassifier, and "
+        "onnxruntime.quantization quantizes tensor ops (MatMul, Gemm, Conv, ...), not tree ensembles: "
+        "there is nothing in it to quantize, so an int8 file would be the float32 one renamed"
+    ),
+    "torchscript": "it is a scikit-learn model; TorchScript is a torch export",
+    "pt2": "it is a scikit-learn model; pt2 (torch.export) is a torch export",
+}
+
 MODELS: dict[str, ModelSpec] = {
     "iris-rf": ModelSpec(
         "iris-rf", "tabular", IRIS_CLASSES, (4,), ("pickle", "onnx"), "scikit-learn",
-        "scikit-learn RandomForestClassifier(n_estimators=100, random_state=0) on iris",
+        "scikit-learn RandomForestClassifier(n_estimators=100, random_state=0) on iris", _SKLEARN_MISSING,
     ),
     "iris-mlp": ModelSpec(
         "iris-mlp", "tabular", IRIS_CLASSES, (4,), _TORCH_FORMATS, "torch",
@@ -82,11 +98,25 @@ def get_spec(model: str) -> ModelSpec:
         raise ArtifactError(f"unknown model {model!r} (known: {', '.join(MODELS)})") from None
 
 
+def missing_format_reason(spec: ModelSpec, fmt: str) -> str | None:
+    """Why ``spec`` has no ``fmt`` artifact (a sentence naming its formats), or None when it has one. The
+    wording of ``check_format``'s refusal, for callers that skip rather than fail (a compare matrix)."""
+    if fmt in spec.formats:
+        return None
+    why = spec.missing_formats.get(fmt)
+    return (
+        f"model {spec.name} has no {fmt} format"
+        + (f": {why}" if why else "")
+        + f" (its formats: {', '.join(spec.formats)})"
+    )
+
+
 def check_format(spec: ModelSpec, fmt: str) -> None:
     if fmt not in MODEL_FORMATS:
         raise ArtifactError(f"unknown format {fmt!r} (known: {', '.join(MODEL_FORMATS)})")
-    if fmt not in spec.formats:
-        raise ArtifactError(f"model {spec.name} has no {fmt} format (its formats: {', '.join(spec.formats)})")
+    reason = missing_format_reason(spec, fmt)
+    if reason is not None:
+        raise ArtifactError(reason)
 
 
 def artifact_key(model: str, fmt: str) -> str:
@@ -98,6 +128,7 @@ def artifact_relpath(spec: ModelSpec, fmt: str) -> str:
     filename = {
         "pickle": "model.joblib" if spec.library == "scikit-learn" else "model.pkl",
         "onnx": "model.onnx",
+        "onnx-int8": "model.int8.onnx",
         "torchscript": "model.torchscript.pt",
         "pt2": "model.pt2",
     }[fmt]

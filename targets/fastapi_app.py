@@ -21,6 +21,12 @@ resolved by ``TargetConfig.resolved_handler``) puts it:
   thread finishes its inference in the background.
 
 Both answer 503 ``request-timeout`` past the deadline.
+
+With dynamic batching (``TargetConfig.max_batch_size``) every prediction request is parsed and validated,
+then awaits its batch (``deploybench.targets.batching.AsyncBatcher``): the model call runs in the batcher's
+one thread whatever the handler style (the loop must keep reading for a batch to fill); the handler style
+only decides where an image is decoded (``inline``: on the loop; ``threadpool``: in a worker thread). Past
+the deadline the request gets its 503 (it leaves the queue, or its share of a running batch is dropped).
 """
 
 from __future__ import annotations
@@ -36,6 +42,8 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from deploybench import __version__
+from deploybench.targets import oip
+from deploybench.targets.batching import AsyncBatcher
 from deploybench.targets.metrics import CONTENT_TYPE, METRICS_PATH, AsgiMetrics, TargetMetrics
 from deploybench.targets.preprocess import InputError
 from deploybench.targets.serve import TargetConfig, config_from_env
@@ -77,6 +85,27 @@ async def _read_body(request: Request, svc: Service) -> bytes:
     return b"".join(chunks)
 
 
+async def _batched(
+    svc: Service, batcher: AsyncBatcher, route: str, content_type: str | None, body: bytes, left_s: float
+) -> Reply:
+    """A prediction request through the dynamic batcher, within ``left_s`` of its deadline: validated
+    before it is enqueued, so a bad input is answered alone and never reaches a batch."""
+    try:
+        async with asyncio.timeout(left_s):
+            if route == PREDICT or svc.handler == "inline":
+                prepared = svc.prepare(route, content_type, body)
+            else:  # decode + transform an image off the loop
+                prepared = await to_thread.run_sync(
+                    svc.prepare, route, content_type, body, abandon_on_cancel=True
+                )
+            result = await batcher.submit(prepared.rows)
+        return svc.finish(prepared, result)
+    except InputError as exc:
+        return Reply(exc.status, exc.to_body())
+    except TimeoutError:
+        return svc.timed_out("it waited that long for its batch")
+
+
 class StallGate:
     """ASGI middleware of the injected stall (``Service.stall_gate``): it blocks the event loop itself, so the
     whole process answers nothing while the stall lasts, like a long GC pause."""
@@ -114,6 +143,11 @@ def create_app(config: TargetConfig, service: Service | None = None) -> FastAPI:
     timeout_s = svc.limits.request_timeout_s
     timeout_ns = round(timeout_s * 1e9)
     inline = svc.handler == "inline"
+    batcher = (
+        AsyncBatcher(svc.model_call, svc.config.max_batch_size, svc.config.max_queue_delay_us)
+        if svc.batching
+        else None
+    )
 
     async def predict_route(request: Request, route: str) -> Response:
         start_ns = time.perf_counter_ns()  # the deadline counts from here
@@ -125,6 +159,9 @@ def create_app(config: TargetConfig, service: Service | None = None) -> FastAPI:
             return _respond(Reply(exc.status, exc.to_body()))
         except ClientDisconnect:  # the client went away mid-body: nobody to answer, not a server error
             return Response(status_code=400)
+        if batcher is not None:
+            left_s = timeout_s - (time.perf_counter_ns() - start_ns) / 1e9
+            return _respond(await _batched(svc, batcher, route, content_type, body, left_s))
         if inline:
             if time.perf_counter_ns() - start_ns > timeout_ns:
                 return _respond(svc.timed_out("it waited that long before its inference could start"))
@@ -168,6 +205,8 @@ def create_app(config: TargetConfig, service: Service | None = None) -> FastAPI:
     @app.post(PREDICT_IMAGE_BASE64, include_in_schema=False)
     async def predict_image_base64(request: Request) -> Response:
         return await predict_route(request, PREDICT_IMAGE_BASE64)
+
+    oip.register_fastapi(app, svc)  # the Open Inference Protocol v2 routes (/v2/...)
 
     if svc.stalls:  # the injected stall (TargetConfig.inject_stall_*); added first: inside the metrics
         app.add_middleware(StallGate, service=svc)  # (a stalled request's duration includes the stall)

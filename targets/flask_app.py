@@ -2,6 +2,10 @@
 
 gunicorn loads ``deploybench.targets.flask_app:app_from_env()`` in each worker (no --preload), so every
 worker loads and warms up its own model before it accepts a request.
+
+With dynamic batching (``TargetConfig.max_batch_size``, gunicorn-gthread with threads >= 2 only) the request
+threads of a worker meet in its ``deploybench.targets.batching.ThreadBatcher``: a request is parsed and
+validated in its own thread, then waits for its batch.
 """
 
 from __future__ import annotations
@@ -9,6 +13,8 @@ from __future__ import annotations
 from flask import Flask, Request, Response, request
 from werkzeug.exceptions import HTTPException
 
+from deploybench.targets import oip
+from deploybench.targets.batching import ThreadBatcher
 from deploybench.targets.metrics import CONTENT_TYPE, METRICS_PATH, TargetMetrics, instrument_wsgi
 from deploybench.targets.preprocess import InputError
 from deploybench.targets.serve import TargetConfig, config_from_env
@@ -58,6 +64,11 @@ def create_app(config: TargetConfig, service: Service | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = config.limits.max_body_bytes
     app.config["PROPAGATE_EXCEPTIONS"] = False
     app.extensions["deploybench_service"] = svc
+    batcher = (
+        ThreadBatcher(svc.model_call, svc.config.max_batch_size, svc.config.max_queue_delay_us)
+        if svc.batching
+        else None
+    )
 
     def predict_route(route: str) -> Response:
         req: Request = request._get_current_object()  # type: ignore[attr-defined]  # one proxy lookup
@@ -68,6 +79,8 @@ def create_app(config: TargetConfig, service: Service | None = None) -> Flask:
         except InputError as exc:
             return _respond(Reply(exc.status, exc.to_body()))
         try:
+            if batcher is not None:
+                return _respond(svc.handle_batched(route, content_type, body, batcher.submit))
             return _respond(svc.handle(route, content_type, body))
         except SystemExit as exc:
             if exc.code != 1:  # not gunicorn's worker-timeout abort (SIGABRT -> sys.exit(1))
@@ -93,6 +106,8 @@ def create_app(config: TargetConfig, service: Service | None = None) -> Flask:
             methods=["POST"],
             provide_automatic_options=False,
         )
+
+    oip.register_flask(app, svc)  # the Open Inference Protocol v2 routes (/v2/...)
 
     if config.metrics:  # opt-in (deploybench serve --metrics); without it /metrics is a 404 like any path
         served = {rule.rule for rule in app.url_map.iter_rules() if "<" not in rule.rule}

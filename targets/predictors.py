@@ -5,7 +5,7 @@ result is float32 ``(n, n_classes)`` probabilities. One class per format family:
 
 - ``SklearnJoblibPredictor``  scikit-learn estimator saved with joblib (format "pickle")
 - ``TorchPicklePredictor``    whole torch nn.Module saved with torch.save (format "pickle")
-- ``OnnxPredictor``           onnxruntime InferenceSession, CPU provider (format "onnx")
+- ``OnnxPredictor``           onnxruntime InferenceSession, CPU provider (formats "onnx", "onnx-int8")
 - ``TorchScriptPredictor``    traced + frozen TorchScript (format "torchscript")
 - ``ExportedProgramPredictor`` torch.export program, ``torch.export.load(...).module()`` (format "pt2")
 
@@ -112,6 +112,8 @@ class Predictor(ABC):
         expected_sha256: str | None = None,
         intra_op_threads: int | None = None,
         spec: ModelSpec | None = None,
+        ort_opt_level: str = "all",
+        inter_op_threads: int = 1,
     ):
         # ``spec`` given: a user's file (deploybench.targets.modelfile), else a zoo model of the catalog
         self.user_file = spec is not None
@@ -121,6 +123,8 @@ class Predictor(ABC):
         self.path = Path(path)
         self.intra_op_threads = intra_op_threads
         self.softmax_output = False  # set for a user's model that returns logits
+        self.ort_opt_level = ort_opt_level  # onnxruntime only (OnnxPredictor): ORT_OPT_LEVELS
+        self.inter_op_threads = inter_op_threads
         if intra_op_threads is not None and intra_op_threads < 1:
             raise ArtifactError(f"intra_op_threads must be >= 1, got {intra_op_threads}")
         if not self.path.is_file():
@@ -199,18 +203,41 @@ class SklearnJoblibPredictor(Predictor):
         return [str(c) for c in classes] if classes is not None else None
 
 
+# deploybench.vocabulary.ORT_OPT_LEVELS -> onnxruntime.GraphOptimizationLevel member
+ORT_GRAPH_OPT_LEVELS: dict[str, str] = {
+    "disable": "ORT_DISABLE_ALL",
+    "basic": "ORT_ENABLE_BASIC",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "all": "ORT_ENABLE_ALL",
+}
+
+
 class OnnxPredictor(Predictor):
-    """onnxruntime, CPU provider, all graph optimisations, sequential execution (inter-op 1)."""
+    """onnxruntime, CPU provider; graph optimisation ``ort_opt_level`` (default all), ``inter_op_threads``
+    (default 1: sequential execution; more: parallel execution of independent nodes)."""
 
     family = "onnxruntime"
 
     def _load(self) -> None:
         import onnxruntime as ort  # import cost: onnxruntime, only the onnx format needs it
 
+        if self.ort_opt_level not in ORT_GRAPH_OPT_LEVELS:
+            raise ArtifactError(
+                f"ort_opt_level must be one of {', '.join(ORT_GRAPH_OPT_LEVELS)}, got {self.ort_opt_level!r}"
+            )
+        if isinstance(self.inter_op_threads, bool) or not (
+            isinstance(self.inter_op_threads, int) and self.inter_op_threads >= 1
+        ):
+            raise ArtifactError(f"inter_op_threads must be >= 1, got {self.inter_op_threads!r}")
         opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = getattr(
+            ort.GraphOptimizationLevel, ORT_GRAPH_OPT_LEVELS[self.ort_opt_level]
+        )
+        # inter-op threads only run independent nodes in parallel under the parallel execution mode
+        opts.execution_mode = (
+            ort.ExecutionMode.ORT_PARALLEL if self.inter_op_threads > 1 else ort.ExecutionMode.ORT_SEQUENTIAL
+        )
+        opts.inter_op_num_threads = self.inter_op_threads
         if self.intra_op_threads is not None:  # None: onnxruntime's default (one per physical core)
             opts.intra_op_num_threads = self.intra_op_threads
         try:
@@ -230,6 +257,24 @@ class OnnxPredictor(Predictor):
             self._outputs = [(probs or scores or names)[-1]]
         self._zipmap = next(o for o in outputs if o.name == self._outputs[0]).type.startswith("seq(map(")
         self._zipmap_labels: list[str] | None = None
+
+    def reconfigure(self, *, ort_opt_level: str, inter_op_threads: int) -> None:
+        """Open the session again with other onnxruntime options (a user's file, opened by
+        deploybench.targets.modelfile with the defaults); no-op when they are the current ones."""
+        if (ort_opt_level, inter_op_threads) == (self.ort_opt_level, self.inter_op_threads):
+            return
+        self.ort_opt_level, self.inter_op_threads = ort_opt_level, inter_op_threads
+        labels = self._zipmap_labels
+        self._load()
+        self._zipmap_labels = labels
+
+    def session_options(self) -> dict[str, Any]:
+        """The onnxruntime options this session runs with (for /health)."""
+        return {
+            "ort_opt_level": self.ort_opt_level,
+            "inter_op_threads": self.inter_op_threads,
+            "intra_op_threads": self.intra_op_threads,
+        }
 
     def _predict(self, batch: np.ndarray) -> np.ndarray:
         out = self._session.run(self._outputs, {self._input: batch})[0]
@@ -366,8 +411,10 @@ class ExportedProgramPredictor(_TorchPredictor):
 PREDICTOR_CLASSES: dict[tuple[str, str], type[Predictor]] = {
     ("scikit-learn", "pickle"): SklearnJoblibPredictor,
     ("scikit-learn", "onnx"): OnnxPredictor,
+    ("scikit-learn", "onnx-int8"): OnnxPredictor,
     ("torch", "pickle"): TorchPicklePredictor,
     ("torch", "onnx"): OnnxPredictor,
+    ("torch", "onnx-int8"): OnnxPredictor,
     ("torch", "torchscript"): TorchScriptPredictor,
     ("torch", "pt2"): ExportedProgramPredictor,
 }
@@ -380,24 +427,49 @@ def open_predictor(
     *,
     expected_sha256: str | None = None,
     intra_op_threads: int | None = None,
+    ort_opt_level: str = "all",
+    inter_op_threads: int = 1,
 ) -> Predictor:  # a zoo artifact; a user's file: deploybench.targets.modelfile
-    """Load one artifact file directly (no manifest). Pickles need ``expected_sha256``."""
+    """Load one artifact file directly (no manifest). Pickles need ``expected_sha256``. ``ort_opt_level``
+    and ``inter_op_threads`` are onnxruntime's (ignored by the other formats)."""
     spec = get_spec(model)
     check_format(spec, fmt)
     cls = PREDICTOR_CLASSES[(spec.library, fmt)]
-    return cls(model, fmt, Path(path), expected_sha256=expected_sha256, intra_op_threads=intra_op_threads)
+    return cls(
+        model,
+        fmt,
+        Path(path),
+        expected_sha256=expected_sha256,
+        intra_op_threads=intra_op_threads,
+        ort_opt_level=ort_opt_level,
+        inter_op_threads=inter_op_threads,
+    )
 
 
 def load_predictor(
-    model: str, fmt: str, zoo_dir: Path | None = None, intra_op_threads: int | None = None
+    model: str,
+    fmt: str,
+    zoo_dir: Path | None = None,
+    intra_op_threads: int | None = None,
+    *,
+    ort_opt_level: str = "all",
+    inter_op_threads: int = 1,
 ) -> Predictor:
     """Load a built artifact from the zoo (default deploybench.paths.zoo_dir()).
 
     Raises ArtifactError for an unknown model/format, a missing manifest or artifact, or a pickle whose
     sha256 differs from the manifest's. ``intra_op_threads``: torch.set_num_threads (process-wide) for torch
     formats, SessionOptions.intra_op_num_threads for onnx; None keeps the library default.
+    ``ort_opt_level`` / ``inter_op_threads``: the onnxruntime session's graph optimisation and inter-op
+    threads (onnx formats only).
     """
     entry, path = artifact_entry(model, fmt, zoo_dir)
     return open_predictor(
-        model, fmt, path, expected_sha256=entry.get("sha256"), intra_op_threads=intra_op_threads
+        model,
+        fmt,
+        path,
+        expected_sha256=entry.get("sha256"),
+        intra_op_threads=intra_op_threads,
+        ort_opt_level=ort_opt_level,
+        inter_op_threads=inter_op_threads,
     )

@@ -29,7 +29,7 @@ from deploybench import paths
 from deploybench.env import pinned_argv
 from deploybench.errors import TargetError, UsageError
 from deploybench.procs import STOP_GRACE_S, fetch_health, stop_process_group, tail_text
-from deploybench.targets.catalog import MODELS, ArtifactError
+from deploybench.targets.catalog import MODELS, ArtifactError, missing_format_reason
 from deploybench.targets.modelfile import (
     UserModel,
     UserModelInfo,
@@ -42,6 +42,7 @@ from deploybench.vocabulary import (
     DEFAULT_SERVER,
     FRAMEWORK_SERVERS,
     HANDLER_STYLES,
+    ORT_OPT_LEVELS,
     READY_DIR_ENV,
 )
 
@@ -56,6 +57,10 @@ LISTEN_BACKLOG = 2048  # what gunicorn and uvicorn use by default
 # loop (no other request is read, not even /health) and uses one core, where threads overlap inferences.
 AUTO_HANDLER: dict[str, str] = {"tabular": "inline", "image": "threadpool"}
 AUTO_HANDLER_UNKNOWN_TASK = "threadpool"  # a cost we cannot tell yet: never block the loop
+
+ONNX_FORMATS: tuple[str, ...] = ("onnx", "onnx-int8")  # served by onnxruntime: the ORT options apply
+MAX_QUEUE_DELAY_US = 60_000_000  # the longest a batch may wait for more rows (1 min)
+MAX_BATCH_SIZE = 4096  # the most rows one dynamic batch may hold
 
 
 @dataclass
@@ -115,6 +120,14 @@ class TargetConfig:
     std: list[float] | None = None  # (default 1)
     resize_px: int | None = None  # image: shorter side to this, then centre crop (default: straight resize)
     trust_pickle: str | None = None  # sha256 the user vouches for: the opt-in to unpickle their file
+    # server-side dynamic batching (deploybench.targets.batching), Triton's dynamic batcher as the model:
+    # 0 = off; >= 2 = requests arriving together run as one model call of up to this many ROWS (a request of
+    # k instances takes k; a single request over the size runs alone)
+    max_batch_size: int = 0
+    max_queue_delay_us: int = 0  # how long the first queued request waits for more rows (Triton's
+    # max_queue_delay_microseconds)
+    ort_opt_level: str = "all"  # onnxruntime graph optimisation (deploybench.vocabulary.ORT_OPT_LEVELS)
+    inter_op_threads: int = 1  # onnxruntime inter_op_num_threads (intra_op_threads: the threads per op)
 
     def __post_init__(self) -> None:
         if isinstance(self.limits, dict):
@@ -146,7 +159,7 @@ class TargetConfig:
                 f"server {self.server!r} cannot run {self.framework}; choose one of "
                 f"{', '.join(FRAMEWORK_SERVERS[self.framework])}"
             )
-        for name in ("workers", "threads", "intra_op_threads"):
+        for name in ("workers", "threads", "intra_op_threads", "inter_op_threads"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise UsageError(f"{name} must be an integer >= 1, got {value!r}")
@@ -175,6 +188,14 @@ class TargetConfig:
                     f"cpus {self.cpus} must be a non-empty subset of the usable CPUs {sorted(allowed)}"
                 )
         self.limits.validate()
+        self._validate_batching()
+        if self.ort_opt_level not in ORT_OPT_LEVELS:
+            raise UsageError(
+                f"ort_opt_level must be one of {', '.join(ORT_OPT_LEVELS)}, got {self.ort_opt_level!r}"
+            )
+        why = ort_options_unsupported(self)
+        if why is not None:
+            raise UsageError(why)
         if self.model_file is not None:
             if not self.format:
                 resolve_format(self.model_file)  # raises: not a model, or the extension tells nothing
@@ -182,11 +203,26 @@ class TargetConfig:
             return
         if self.model not in MODELS:
             raise UsageError(f"unknown model {self.model!r}; choose one of {', '.join(MODELS)}")
-        if self.format not in MODELS[self.model].formats:
-            raise UsageError(
-                f"model {self.model} has no {self.format!r} format; choose one of "
-                f"{', '.join(MODELS[self.model].formats)}"
-            )
+        why = missing_format_reason(MODELS[self.model], self.format)
+        if why is not None:
+            raise UsageError(why)
+
+    def _validate_batching(self) -> None:
+        for name, top in (("max_batch_size", MAX_BATCH_SIZE), ("max_queue_delay_us", MAX_QUEUE_DELAY_US)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= top:
+                raise UsageError(f"{name} must be an integer in 0..{top}, got {value!r}")
+        if self.max_batch_size == 1:
+            raise UsageError("max_batch_size 1 batches nothing: give 0 (off) or >= 2 rows")
+        if self.max_queue_delay_us and not self.max_batch_size:
+            raise UsageError("max_queue_delay_us needs max_batch_size >= 2 (dynamic batching is off)")
+        why = batching_unsupported(self)
+        if why is not None:
+            raise UsageError(why)
+
+    def batching(self) -> bool:
+        """Does this target batch requests on the server side (max_batch_size >= 2)?"""
+        return self.max_batch_size >= 2
 
     def _validate_stall(self) -> None:
         at_s, for_s = self.inject_stall_at_s, self.inject_stall_s
@@ -264,6 +300,41 @@ class TargetConfig:
         if unknown_limits:
             raise UsageError(f"unknown limits key(s): {', '.join(unknown_limits)}")
         return cls(**{**d, "limits": Limits(**limits)})
+
+
+def batching_unsupported(config: TargetConfig) -> str | None:
+    """Why ``config`` cannot batch requests on the server side (None: it can, or it does not ask to).
+
+    Batching needs requests in flight together in one worker process: FastAPI (uvicorn, gunicorn-uvicorn)
+    always has them (its event loop reads on while a batch waits); Flask only under gunicorn-gthread with
+    threads >= 2 (gunicorn-sync, or one thread, handles one request at a time per process)."""
+    if not config.batching():
+        return None
+    if config.framework == "flask" and (config.server != "gunicorn-gthread" or config.threads < 2):
+        one = "gunicorn-sync handles" if config.server == "gunicorn-sync" else "one thread handles"
+        return (
+            f"max_batch_size {config.max_batch_size} needs requests in flight together, but on flask/"
+            f"{config.server} with {config.threads} thread(s) {one} one request at a time per worker: "
+            "use --server gunicorn-gthread --threads N (N >= 2; N >= max_batch_size to fill a batch from one "
+            "worker's threads), or --framework fastapi"
+        )
+    return None
+
+
+def ort_options_unsupported(config: TargetConfig) -> str | None:
+    """Why ``config``'s onnxruntime options cannot apply (None: they can, or they are the defaults): a
+    non-default ``ort_opt_level`` / ``inter_op_threads`` with a format onnxruntime does not serve."""
+    changed = [
+        f"{name} {getattr(config, name)!r}"
+        for name, default in (("ort_opt_level", "all"), ("inter_op_threads", 1))
+        if getattr(config, name) != default
+    ]
+    if not changed or config.format in ONNX_FORMATS:
+        return None
+    return (
+        f"{' and '.join(changed)} are onnxruntime options, but format {config.format or '(none)'!r} is not "
+        f"served by onnxruntime: use --format {' or '.join(ONNX_FORMATS)}, or leave them at their defaults"
+    )
 
 
 def inspect_model_file(config: TargetConfig) -> UserModelInfo:

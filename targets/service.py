@@ -24,9 +24,10 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 
 from deploybench import __version__
 from deploybench.errors import TargetError
+from deploybench.targets.batching import BatchResult
 from deploybench.targets.catalog import MODELS
 from deploybench.targets.modelfile import image_transform, input_spec, inspect_user_model, sample_batch
-from deploybench.targets.predictors import load_predictor
+from deploybench.targets.predictors import OnnxPredictor, load_predictor
 from deploybench.targets.preprocess import (
     MAX_FEATURE_VALUE,
     N_IRIS_FEATURES,
@@ -134,18 +135,36 @@ def media_type(content_type: str | None) -> str:
 
 @dataclass
 class Timings:
-    """Per-request stage times (perf_counter_ns deltas)."""
+    """Per-request stage times (perf_counter_ns deltas); with dynamic batching also the wait in the batch
+    queue and the rows of the batch the request ran in (``batch_rows`` 0: not batched)."""
 
     decode_ns: int = 0
     preprocess_ns: int = 0
     infer_ns: int = 0
+    queue_ns: int = 0
+    batch_rows: int = 0
 
     def header(self) -> str:
-        """``Server-Timing`` value: milliseconds with microsecond precision."""
-        return (
+        """``Server-Timing`` value: milliseconds with microsecond precision (+ ``queue;dur=…,
+        batch;desc="N"`` when the request ran in a dynamic batch)."""
+        value = (
             f"decode;dur={self.decode_ns / 1e6:.3f}, preprocess;dur={self.preprocess_ns / 1e6:.3f}, "
             f"infer;dur={self.infer_ns / 1e6:.3f}"
         )
+        if self.batch_rows:
+            value += f', queue;dur={self.queue_ns / 1e6:.3f}, batch;desc="{self.batch_rows}"'
+        return value
+
+
+@dataclass
+class Prepared:
+    """A prediction request parsed and validated, ready for a (batched) model call: its rows, whether the
+    answer is a batch (``{"instances"}``), its route and the timings so far."""
+
+    route: str
+    rows: np.ndarray
+    is_batch: bool
+    timings: Timings
 
 
 class Service:
@@ -193,6 +212,9 @@ class Service:
         self._first_predict_ns: int | None = None
         self._stall_until_ns = 0  # 0: not started yet; once set it stays (one stall per process)
         self._stall_lock = threading.Lock()
+        # dynamic batching (TargetConfig.max_batch_size): the adapters own the batcher and call
+        # prepare() -> batcher -> finish() instead of handle()
+        self.batching = config.batching()
 
     # -- construction ------------------------------------------------------------------------------
     @classmethod
@@ -206,6 +228,8 @@ class Service:
             config.format,
             zoo_dir=Path(config.zoo_dir) if config.zoo_dir else None,
             intra_op_threads=config.intra_op_threads,
+            ort_opt_level=config.ort_opt_level,
+            inter_op_threads=config.inter_op_threads,
         )
         svc = cls(config, predictor, task=spec.task, class_names=list(spec.class_names))
         svc.warm_up(sample_inputs(config.model, 1))
@@ -217,10 +241,15 @@ class Service:
         re-checked."""
         um = config.user_model()
         info, predictors = inspect_user_model(um, intra_op_threads=config.intra_op_threads)
+        predictor = predictors[config.format]
+        if isinstance(predictor, OnnxPredictor):  # modelfile opens it with onnxruntime's default options
+            predictor.reconfigure(
+                ort_opt_level=config.ort_opt_level, inter_op_threads=config.inter_op_threads
+            )
         transform = image_transform(um, info.input_shape) if info.task == "image" else None
         svc = cls(
             config,
-            predictors[config.format],
+            predictor,
             task=info.task,
             class_names=info.class_names,
             input_shape=tuple(info.input_shape),
@@ -259,6 +288,12 @@ class Service:
             "input": self.input_spec(),
             "n_classes": len(self.class_names),
         }
+        body["batching"] = {
+            "max_batch_size": self.config.max_batch_size,
+            "max_queue_delay_us": self.config.max_queue_delay_us,
+        }
+        if isinstance(self.predictor, OnnxPredictor):
+            body["onnxruntime"] = self.predictor.session_options()
         if self.model_file is not None:
             body["model_file"] = self.model_file
         return Reply(200, body)
@@ -341,7 +376,56 @@ class Service:
         log.error("unexpected error while handling a request", exc_info=exc)
         return error_reply(500, "internal-error", f"unexpected {type(exc).__name__} in the target")
 
+    # -- dynamic batching (deploybench.targets.batching) -----------------------------------------------
+    def prepare(self, route: str, content_type: str | None, body: bytes) -> Prepared:
+        """Precheck, parse and validate a prediction request into its rows. InputError."""
+        self.precheck(route, content_type, len(body))
+        if route == PREDICT:
+            batch, is_batch, t = self.prepare_tabular(body)
+            return Prepared(route, batch, is_batch, t)
+        tensor, t = self._prepare_image(route, content_type, body)
+        return Prepared(route, tensor, False, t)
+
+    def model_call(self, batch: np.ndarray) -> np.ndarray:
+        """One (batched) model call: the scores of every row (+ inject_delay_ms once per call). The batcher's
+        run function; non-finite scores are checked per request in ``finish``."""
+        t0 = time.perf_counter_ns()
+        probs = self._scores(batch)
+        if self.on_infer_ns is not None:
+            self.on_infer_ns(time.perf_counter_ns() - t0)
+        return probs
+
+    def finish(self, prepared: Prepared, result: BatchResult) -> Reply:
+        """The reply to a prepared request from its share of a batch. InputError on non-finite scores."""
+        t = prepared.timings
+        t.infer_ns, t.queue_ns, t.batch_rows = result.infer_ns, result.queue_ns, result.batch_rows
+        probs = result.scores
+        if not np.isfinite(probs).all():
+            raise InputError(422, "non-finite-output", "the model produced non-finite scores for this input")
+        if prepared.route == PREDICT:
+            return self.finish_tabular(probs, prepared.is_batch, t)
+        return self._finish_image(probs[0], t)
+
+    def handle_batched(
+        self, route: str, content_type: str | None, body: bytes, submit: Callable[[np.ndarray], BatchResult]
+    ) -> Reply:
+        """``handle`` through a blocking batcher (``ThreadBatcher.submit``): a bad input is answered before
+        it is enqueued, so it never reaches a batch."""
+        try:
+            prepared = self.prepare(route, content_type, body)
+            return self.finish(prepared, submit(prepared.rows))
+        except InputError as exc:
+            return error_reply(exc.status, exc.code, exc.message)
+
     # -- internals ---------------------------------------------------------------------------------
+    def _scores(self, batch: np.ndarray) -> np.ndarray:
+        probs = np.asarray(self.predictor.predict(batch))
+        if probs.dtype.kind != "f":  # float32 (all our predictors) / float64 are used as they are
+            probs = probs.astype(np.float64)
+        if self.config.inject_delay_ms > 0:  # deliberate extra service time (gate tests, demos)
+            busy_wait_ns(round(self.config.inject_delay_ms * 1e6))
+        return probs
+
     def _infer(self, batch: np.ndarray, t: Timings) -> np.ndarray:
         t0 = time.perf_counter_ns()
         probs = np.asarray(self.predictor.predict(batch))
@@ -399,6 +483,10 @@ class Service:
         }
 
     def _predict_image(self, route: str, content_type: str | None, body: bytes) -> Reply:
+        tensor, t = self._prepare_image(route, content_type, body)
+        return self._finish_image(self._infer(tensor, t)[0], t)
+
+    def _prepare_image(self, route: str, content_type: str | None, body: bytes) -> tuple[np.ndarray, Timings]:
         t = Timings()
         t0 = time.perf_counter_ns()
         if route == PREDICT_IMAGE:
@@ -410,7 +498,9 @@ class Service:
         tensor = self.transform(img)[np.newaxis]
         t2 = time.perf_counter_ns()
         t.decode_ns, t.preprocess_ns = t1 - t0, t2 - t1
-        probs = self._infer(tensor, t)[0]
+        return tensor, t
+
+    def _finish_image(self, probs: np.ndarray, t: Timings) -> Reply:
         top = top_k(probs, self.class_names, TOP_K)
         out = {
             "top_class": top[0]["class"],
@@ -575,6 +665,16 @@ def openapi_schema(
                 },
                 "n_classes": {"type": "integer"},
                 "model_file": {"type": "object", "description": "a user's model file: path, sha256, ..."},
+                "batching": {
+                    "type": "object",
+                    "description": "dynamic batching: {max_batch_size, max_queue_delay_us}; "
+                    "max_batch_size 0 = off",
+                },
+                "onnxruntime": {
+                    "type": "object",
+                    "description": "an onnx format's session options: {ort_opt_level, inter_op_threads, "
+                    "intra_op_threads}",
+                },
             },
         },
         "FeaturesRequest": {
@@ -624,7 +724,8 @@ def openapi_schema(
     }
     server_timing = {
         "Server-Timing": {
-            "description": "decode;dur=<ms>, preprocess;dur=<ms>, infer;dur=<ms>",
+            "description": "decode;dur=<ms>, preprocess;dur=<ms>, infer;dur=<ms> (with dynamic batching also "
+            'queue;dur=<ms>, batch;desc="<rows>")',
             "schema": {"type": "string"},
         }
     }

@@ -3,6 +3,9 @@ exactly once.
 
 ``build_zoo`` writes ``zoo_dir/<model>/model.<ext>`` plus ``zoo_dir/manifest.json`` (sha256, size_bytes,
 export time, library versions and a parity check against the in-memory reference model, per artifact).
+The quantized format "onnx-int8" is not exported but derived from the zoo's float32 "onnx" artifact
+(built first) with onnxruntime.quantization; it is not held to a parity tolerance it cannot meet but to a
+floor on its top-1 agreement with that float32 artifact on a held-out set (``INT8_TOP1_FLOOR``).
 Up-to-date artifacts are skipped; every write is atomic and the manifest is rewritten after each artifact,
 so an interrupted build keeps what it finished.
 
@@ -22,6 +25,7 @@ import json
 import logging
 import os
 import platform
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from importlib import metadata
@@ -36,6 +40,7 @@ from deploybench.io import utc_now, write_atomic
 from deploybench.targets.catalog import (
     MANIFEST_SCHEMA_VERSION,
     MODELS,
+    QUANTIZED_FORMATS,
     ArtifactError,
     ModelSpec,
     artifact_key,
@@ -43,6 +48,7 @@ from deploybench.targets.catalog import (
     get_spec,
     load_manifest,
     manifest_path,
+    missing_format_reason,
     sha256_file,
 )
 from deploybench.targets.predictors import open_predictor, quiet_jit_deprecation
@@ -72,6 +78,47 @@ TOLERANCES: dict[tuple[str, str], float] = {
     ("torch", "pt2"): 1e-4,
 }
 
+# onnx-int8 (QUANTIZED_FORMATS): built from the zoo's float32 ONNX file, checked against it.
+INT8_RECIPE_VERSION = 2  # bump when the quantization recipe changes: every onnx-int8 artifact is rebuilt
+INT8_TOP1_FLOOR = 0.9  # the build fails when int8 and fp32 agree on the top-1 class of fewer held-out inputs
+INT8_CALIBRATION_IMAGES = 16  # static quantization of the ResNets: activation ranges from these images
+INT8_HELDOUT_IMAGES = 64  # ResNets' agreement set (disjoint from the calibration images)
+INT8_EVAL_CHUNK = 16  # images per predict call while measuring agreement (bounds the ResNets' memory)
+DIGITS_IMAGES = (
+    "sklearn's bundled digits (8x8 grey, values 0..16) scaled to [0, 1], upscaled 28x (nearest) to 224x224, "
+    "the grey copied to R, G and B, ImageNet-normalised; a seeded permutation (seed 0) of the 1797 images: "
+    f"the first {INT8_CALIBRATION_IMAGES} calibrate, the next {INT8_HELDOUT_IMAGES} are held out"
+)
+IRIS_ROWS = "sklearn's bundled iris data set, all 150 rows (the MLP's training and test rows)"
+INT8_RECIPES: dict[str, dict[str, Any]] = {
+    "tabular": {
+        "method": "dynamic",
+        "tool": "onnxruntime.quantization.quantize_dynamic",
+        "quant_format": "QOperator",  # MatMulInteger + DynamicQuantizeLinear
+        "op_types": ["MatMul", "Gemm"],
+        "per_channel": False,
+        "weight_type": "int8",
+        "activation_type": "uint8, range computed per batch at run time",
+        "calibration": None,
+    },
+    "image": {
+        "method": "static",
+        "tool": "onnxruntime.quantization.quantize_static",
+        "quant_format": "QDQ",  # QuantizeLinear/DequantizeLinear pairs; onnxruntime fuses them into int8 ops
+        "op_types": "onnxruntime's default (Conv, Gemm, MatMul, Relu, Add, MaxPool, ...)",
+        "per_channel": True,
+        "weight_type": "int8",
+        "activation_type": "uint8",
+        "calibrate_method": "MinMax",
+        # kept in float32: the Softmax, and the logits (the output of the final Gemm, the fc layer); 8-bit
+        # probabilities over 1000 classes would round most of them to 0 and tie the top ones
+        "float_ops": ["Softmax"],
+        "float_outputs_of": ["Gemm"],
+        "calibration": {"set": DIGITS_IMAGES, "n_samples": INT8_CALIBRATION_IMAGES, "seed": SEED},
+    },
+}
+INT8_PREPROCESS = "onnxruntime.quantization.shape_inference.quant_pre_process (shape inference, optimisation)"
+
 VERSIONED_LIBRARIES = (
     "numpy", "torch", "scikit-learn", "joblib", "onnx", "onnxruntime", "skl2onnx", "onnxscript",
 )  # fmt: skip
@@ -79,6 +126,10 @@ VERSIONED_LIBRARIES = (
 
 class ParityError(RuntimeError):
     """An exported artifact's outputs differ from the reference model's by more than the tolerance."""
+
+
+class AgreementError(ParityError):
+    """A quantized artifact agrees with its float32 source on the top-1 class of too few held-out inputs."""
 
 
 def tolerance(spec: ModelSpec, fmt: str) -> float:
@@ -144,6 +195,34 @@ def sample_inputs(model: str, batch_size: int, seed: int = 0) -> np.ndarray:
     return np.ascontiguousarray((pixels - mean) / std, dtype=np.float32)
 
 
+def digit_images(indices: Sequence[int] | np.ndarray) -> np.ndarray:
+    """Images for the ResNets' int8 calibration and agreement sets (``DIGITS_IMAGES``): float32
+    (n, 3, 224, 224), deterministic, nothing downloaded."""
+    from sklearn.datasets import load_digits  # import cost: scikit-learn (~2 s), only int8 builds need it
+
+    grey = load_digits().images.astype(np.float32)[np.asarray(indices, dtype=np.int64)] / 16.0
+    big = np.repeat(np.repeat(grey, 28, axis=1), 28, axis=2)  # (n, 224, 224)
+    pixels = np.repeat(big[:, None], 3, axis=1)
+    mean = np.asarray(IMAGENET_MEAN, dtype=np.float32).reshape(1, 3, 1, 1)
+    std = np.asarray(IMAGENET_STD, dtype=np.float32).reshape(1, 3, 1, 1)
+    return np.ascontiguousarray((pixels - mean) / std, dtype=np.float32)
+
+
+def int8_sample_sets(spec: ModelSpec) -> tuple[np.ndarray | None, np.ndarray, str]:
+    """(calibration set or None, held-out set, description of the held-out set) for ``spec``'s onnx-int8.
+
+    Tabular (dynamic quantization, no calibration): all 150 iris rows. Image: disjoint slices of a seeded
+    permutation of sklearn's digits (``DIGITS_IMAGES``)."""
+    if spec.task == "tabular":
+        x, _ = _iris()
+        return None, np.ascontiguousarray(x, dtype=np.float32), IRIS_ROWS
+    n_cal, n_held = INT8_CALIBRATION_IMAGES, INT8_HELDOUT_IMAGES
+    order = np.random.default_rng(SEED).permutation(1797)  # sklearn's digits: 1797 images
+    images = digit_images(order[: n_cal + n_held])
+    held = f"{n_held} digit images after the {n_cal} calibration images (see the calibration set)"
+    return images[:n_cal], images[n_cal:], held
+
+
 # ---------------------------------------------------------------------------------------------- manifest
 
 
@@ -156,6 +235,7 @@ def _empty_manifest() -> dict[str, Any]:
         "recipe_version": RECIPE_VERSION,
         "onnx_exporter": ONNX_EXPORTER,
         "tolerances": {f"{lib}/{fmt}": tol for (lib, fmt), tol in TOLERANCES.items()},
+        "int8_top1_floor": INT8_TOP1_FLOOR,
         "models": {},
         "artifacts": {},
     }
@@ -459,6 +539,168 @@ def _parity(spec: ModelSpec, fmt: str, ref: Any, path: Path, sha: str) -> dict[s
     }
 
 
+# ---------------------------------------------------------------------------------------------- int8
+
+
+def _quantize(spec: ModelSpec, source: Path, path: Path, calibration: np.ndarray | None) -> str:
+    """Quantize the float32 ONNX file ``source`` into ``path`` (recipe: ``INT8_RECIPES[spec.task]``);
+    returns a description of the quantizer used."""
+    # import cost: onnxruntime.quantization (onnx, onnxruntime), only int8 builds need it
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Batches(CalibrationDataReader):
+        """The calibration array, in batches of 8, as onnxruntime's calibrator reads it."""
+
+        def __init__(self, input_name: str, data: np.ndarray, batch_size: int = 8):
+            self._items = iter(
+                [{input_name: data[i : i + batch_size]} for i in range(0, len(data), batch_size)]
+            )
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self._items, None)
+
+    recipe = INT8_RECIPES[spec.task]
+    with tempfile.TemporaryDirectory(prefix="deploybench-int8-") as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        quant_pre_process(str(source), str(prepared))
+        if recipe["method"] == "dynamic":
+            quantize_dynamic(
+                prepared,
+                path,
+                weight_type=QuantType.QInt8,
+                op_types_to_quantize=list(recipe["op_types"]),
+                per_channel=recipe["per_channel"],
+            )
+            return f"{recipe['tool']}(weights int8, {'/'.join(recipe['op_types'])})"
+        if calibration is None:
+            raise AssertionError(f"{spec.name}: static quantization needs a calibration set")
+        import onnx  # import cost: onnx, already imported by onnxruntime.quantization
+
+        softmax = [n.name for n in onnx.load(str(prepared)).graph.node if n.op_type == "Softmax"]
+        quantize_static(
+            prepared,
+            path,
+            Batches("input", calibration),
+            quant_format=QuantFormat.QDQ,
+            per_channel=recipe["per_channel"],
+            weight_type=QuantType.QInt8,
+            activation_type=QuantType.QUInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+            nodes_to_exclude=softmax,
+            extra_options={"OpTypesToExcludeOutputQuantization": list(recipe["float_outputs_of"])},
+        )
+    return f"{recipe['tool']}(QDQ, per-channel int8 weights, uint8 activations, MinMax calibration)"
+
+
+def _predict_chunked(predictor: Any, batch: np.ndarray) -> np.ndarray:
+    return np.concatenate(
+        [predictor.predict(batch[i : i + INT8_EVAL_CHUNK]) for i in range(0, len(batch), INT8_EVAL_CHUNK)]
+    )
+
+
+def _agreement(
+    spec: ModelSpec, fmt: str, path: Path, sha: str, source: dict[str, Any], source_path: Path,
+    held_out: np.ndarray, held_out_what: str,
+) -> dict[str, Any]:  # fmt: skip
+    """Top-1 agreement of the quantized artifact with its float32 source on ``held_out``; AgreementError
+    below ``INT8_TOP1_FLOOR``."""
+    fp32 = _predict_chunked(
+        open_predictor(spec.name, source["format"], source_path, expected_sha256=source["sha256"]), held_out
+    )
+    got = _predict_chunked(open_predictor(spec.name, fmt, path, expected_sha256=sha), held_out)
+    if got.shape != fp32.shape:
+        raise AgreementError(
+            f"{spec.name} {fmt}: output shape {got.shape} differs from the float32 model's {fp32.shape}"
+        )
+    diff = np.abs(got.astype(np.float64) - fp32.astype(np.float64))
+    agreement = float(np.mean(got.argmax(axis=1) == fp32.argmax(axis=1)))
+    distinct = len(np.unique(fp32.argmax(axis=1)))
+    if not agreement >= INT8_TOP1_FLOOR:  # also catches NaN
+        raise AgreementError(
+            f"{spec.name} {fmt}: top-1 agreement with the float32 {source['format']} artifact is "
+            f"{agreement:.3f} < the floor {INT8_TOP1_FLOOR} on {len(held_out)} held-out inputs; the "
+            "artifact was not kept"
+        )
+    out: dict[str, Any] = {
+        "reference": f"the zoo's float32 {source['format']} artifact (sha256 {source['sha256']})",
+        "held_out": held_out_what,
+        "n_samples": len(held_out),
+        "top1_agreement": agreement,
+        "top1_floor": INT8_TOP1_FLOOR,
+        "max_abs_prob_diff": float(np.max(diff)),
+        "mean_abs_prob_diff": float(np.mean(diff)),
+        "fp32_distinct_top1": distinct,
+    }
+    if distinct == 1:
+        out["note"] = (
+            "the float32 model gives every held-out input the same top-1 class (seeded random weights "
+            "do that): the agreement says little; build with --weights for a meaningful figure"
+        )
+    return out
+
+
+def _quantized_options(spec: ModelSpec, fmt: str, source: dict[str, Any]) -> dict[str, Any]:
+    versions = library_versions()
+    return {
+        "recipe_version": RECIPE_VERSION,
+        "int8_recipe_version": INT8_RECIPE_VERSION,
+        "seed": SEED,
+        "source_format": QUANTIZED_FORMATS[fmt],
+        "source_sha256": source["sha256"],
+        "recipe": INT8_RECIPES[spec.task],
+        "top1_floor": INT8_TOP1_FLOOR,
+        "held_out": len(_iris()[0]) if spec.task == "tabular" else INT8_HELDOUT_IMAGES,
+        "versions": {k: versions[k] for k in ("python", "numpy", "onnx", "onnxruntime")},
+    }
+
+
+def _build_quantized(
+    root: Path, spec: ModelSpec, fmt: str, source: dict[str, Any], options: dict[str, Any]
+) -> dict[str, Any]:
+    rel = artifact_relpath(spec, fmt)
+    final = root / rel
+    source_path = root / source["path"]
+    if not source_path.is_file() or sha256_file(source_path) != source["sha256"]:
+        raise ArtifactError(f"{spec.name} {fmt}: its float32 source {source_path} is missing or changed")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".tmp{os.getpid()}-{final.name}")
+    calibration, held_out, held_out_what = int8_sample_sets(spec)
+    try:
+        start_ns = time.perf_counter_ns()
+        exporter = _quantize(spec, source_path, tmp, calibration)
+        export_ns = time.perf_counter_ns() - start_ns
+        sha = sha256_file(tmp)
+        agreement = _agreement(spec, fmt, tmp, sha, source, source_path, held_out, held_out_what)
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+    size = final.stat().st_size
+    return {
+        "model": spec.name,
+        "format": fmt,
+        "path": rel,
+        "sha256": sha,
+        "size_bytes": size,
+        "export_s": export_ns / 1e9,
+        "exporter": exporter,
+        "built_utc": utc_now(),
+        "source": {k: source[k] for k in ("format", "path", "sha256", "size_bytes")},
+        "size_ratio": size / source["size_bytes"],
+        "quantization": {**INT8_RECIPES[spec.task], "preprocess": INT8_PREPROCESS},
+        "agreement": agreement,
+        "versions": library_versions(),
+        "options": options,
+    }
+
+
 # ---------------------------------------------------------------------------------------------- build
 
 
@@ -493,23 +735,44 @@ def _is_up_to_date(
     )
 
 
+def _with_sources(fmts: list[str]) -> list[str]:
+    """``fmts`` with the float32 source of each quantized format inserted before it (when not in already)."""
+    out: list[str] = []
+    for fmt in fmts:
+        source = QUANTIZED_FORMATS.get(fmt)
+        if source is not None and source not in out:
+            out.append(source)
+        if fmt not in out:
+            out.append(fmt)
+    return out
+
+
 def _selection(
     models: Sequence[str] | None, formats: Sequence[str] | None
-) -> list[tuple[ModelSpec, list[str]]]:
+) -> tuple[list[tuple[ModelSpec, list[str]]], dict[str, str]]:
+    """The build plan (model, its formats in build order) and, when ``formats`` were named, the named
+    model x format pairs the catalog lacks, with the reason (``missing_format_reason``)."""
     specs = [get_spec(m) for m in dict.fromkeys(models)] if models else list(MODELS.values())
     if formats:
         for fmt in formats:
             if fmt not in MODEL_FORMATS:
                 raise ArtifactError(f"unknown format {fmt!r} (known: {', '.join(MODEL_FORMATS)})")
     wanted = list(dict.fromkeys(formats)) if formats else list(MODEL_FORMATS)
-    plan = [(spec, [f for f in wanted if f in spec.formats]) for spec in specs]
+    plan = [(spec, _with_sources([f for f in wanted if f in spec.formats])) for spec in specs]
     plan = [(spec, fmts) for spec, fmts in plan if fmts]
+    unavailable = {
+        artifact_key(spec.name, f): reason
+        for spec in specs
+        for f in (wanted if formats else ())
+        if (reason := missing_format_reason(spec, f)) is not None
+    }
     if not plan:
+        reasons = "; ".join(unavailable.values())
         raise ArtifactError(
             f"nothing to build: models {', '.join(s.name for s in specs)} have none of the formats "
-            f"{', '.join(wanted)}"
+            f"{', '.join(wanted)}" + (f" ({reasons})" if reasons else "")
         )
-    return plan
+    return plan, unavailable
 
 
 def build_zoo(
@@ -522,16 +785,23 @@ def build_zoo(
 ) -> dict[str, Any]:
     """Export each selected model to each of its selected formats once, into ``zoo_dir``.
 
+    ``force`` rebuilds the selected artifacts even when up to date (with ``formats``: those named).
     ``weights`` maps a resnet model name to a torchvision-style state_dict file (strict load).
     ``progress`` (optional) is called with an event dict per artifact: ``{"event": "start" | "built" |
     "skipped", "model", "format", "entry"}``. Raises ArtifactError (bad selection, weights) or
     ParityError (an export disagrees with its reference; earlier artifacts are kept).
 
-    Returns ``{"zoo_dir", "manifest", "built": [keys], "skipped": [keys], "wall_s"}``.
+    A quantized format (``QUANTIZED_FORMATS``, e.g. "onnx-int8") brings its float32 source format into the
+    build (it is quantized from that artifact) and raises AgreementError (a ParityError) when its top-1
+    agreement with it is below ``INT8_TOP1_FLOOR``. A named format that a named model lacks is not built and
+    is listed with the reason in ``"unavailable"`` (none of them available: ArtifactError with the reasons).
+
+    Returns ``{"zoo_dir", "manifest", "built": [keys], "skipped": [keys], "unavailable": {key: reason},
+    "wall_s"}``.
     """
     t0 = time.perf_counter_ns()
     root = Path(zoo_dir if zoo_dir is not None else paths.zoo_dir())
-    plan = _selection(models, formats)
+    plan, unavailable = _selection(models, formats)
     weights = {k: Path(v) for k, v in (weights or {}).items()}
     for name in weights:
         spec = get_spec(name)
@@ -552,21 +822,34 @@ def build_zoo(
             manifest = load_manifest(root)
         except ArtifactError:  # absent or unreadable: its artifacts cannot be trusted, rebuild them
             manifest = _empty_manifest()
+        manifest["int8_top1_floor"] = INT8_TOP1_FLOOR  # also in a manifest written before onnx-int8
         for spec, fmts in plan:
             ref: Any = None
             for fmt in fmts:
                 key = artifact_key(spec.name, fmt)
-                options = _artifact_options(spec, fmt, weight_shas.get(spec.name))
-                if not force and _is_up_to_date(root, manifest, spec, fmt, options):
+                source = None
+                if fmt in QUANTIZED_FORMATS:  # its source came earlier in fmts (_with_sources)
+                    source = manifest["artifacts"].get(artifact_key(spec.name, QUANTIZED_FORMATS[fmt]))
+                    if source is None:
+                        raise AssertionError(f"{key}: its source {QUANTIZED_FORMATS[fmt]} was not built")
+                    options = _quantized_options(spec, fmt, source)
+                else:
+                    options = _artifact_options(spec, fmt, weight_shas.get(spec.name))
+                # force rebuilds the named formats, not a source brought in for a quantized one
+                forced = force and (not formats or fmt in formats)
+                if not forced and _is_up_to_date(root, manifest, spec, fmt, options):
                     skipped.append(key)
                     emit({"event": "skipped", "model": spec.name, "format": fmt,
                           "entry": manifest["artifacts"][key]})  # fmt: skip
                     continue
                 emit({"event": "start", "model": spec.name, "format": fmt, "entry": None})
-                if ref is None:
-                    ref, info = build_reference(spec.name, weights.get(spec.name))
-                    manifest["models"][spec.name] = info
-                entry = _build_artifact(root, spec, fmt, ref, options)
+                if source is not None:  # quantized from the source file: no reference model needed
+                    entry = _build_quantized(root, spec, fmt, source, options)
+                else:
+                    if ref is None:
+                        ref, info = build_reference(spec.name, weights.get(spec.name))
+                        manifest["models"][spec.name] = info
+                    entry = _build_artifact(root, spec, fmt, ref, options)
                 manifest["artifacts"][key] = entry
                 _save_manifest(root, manifest)
                 built.append(key)
@@ -576,6 +859,7 @@ def build_zoo(
         "manifest": manifest,
         "built": built,
         "skipped": skipped,
+        "unavailable": unavailable,
         "wall_s": (time.perf_counter_ns() - t0) / 1e9,
     }
 

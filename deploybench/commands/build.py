@@ -15,7 +15,7 @@ from deploybench import paths
 from deploybench.errors import UsageError
 from deploybench.io import parse_csv
 from deploybench.targets.catalog import MODELS, manifest_path
-from deploybench.targets.zoo import ParityError, build_zoo
+from deploybench.targets.zoo import AgreementError, ParityError, build_zoo
 from deploybench.vocabulary import MODEL_FORMATS
 
 
@@ -70,8 +70,18 @@ def _check_names(kind: str, given: list[str] | None, known: Any) -> None:
         raise UsageError(f"unknown {kind} {', '.join(unknown)} (known: {', '.join(known)})")
 
 
+def check_cells(entry: dict[str, Any]) -> tuple[str, str]:
+    """(max|diff|, tolerance) of an artifact's build check: parity with the reference model, or for a
+    quantized artifact the probability difference to its float32 source and its top-1 agreement >= floor."""
+    if "agreement" in entry:
+        a = entry["agreement"]
+        return f"{a['max_abs_prob_diff']:.2e}", f"top1={a['top1_agreement']:.3f}>={a['top1_floor']:g}"
+    return f"{entry['parity']['max_abs_diff']:.2e}", f"{entry['parity']['tolerance']:.0e}"
+
+
 def format_table(result: dict[str, Any]) -> str:
-    """The artifacts this build touched: model, format, size_bytes, export_s, max|diff|, status."""
+    """The artifacts this build touched: model, format, size_bytes, export_s, max|diff|, tolerance (a
+    quantized artifact: top-1 agreement with its float32 source >= the floor), status."""
     artifacts = result["manifest"]["artifacts"]
     status = {key: "built" for key in result["built"]} | {key: "up to date" for key in result["skipped"]}
     header = ("model", "format", "size_bytes", "export_s", "max|diff|", "tolerance", "status")
@@ -89,8 +99,7 @@ def format_table(result: dict[str, Any]) -> str:
                 e["format"],
                 f"{e['size_bytes']:,}",
                 f"{e['export_s']:.2f}",
-                f"{e['parity']['max_abs_diff']:.2e}",
-                f"{e['parity']['tolerance']:.0e}",
+                *check_cells(e),
                 status[key],
             )
         )
@@ -119,9 +128,15 @@ def run(args: argparse.Namespace) -> int:
             print(f"building   {where}", flush=True)
         elif event["event"] == "built":
             e = event["entry"]
+            a = e.get("agreement")
+            check = (
+                f"top-1 agreement {a['top1_agreement']:.3f} (floor {a['top1_floor']:g}), "
+                f"max|diff| {a['max_abs_prob_diff']:.1e}"
+                if a
+                else f"max|diff| {e['parity']['max_abs_diff']:.1e}"
+            )
             print(
-                f"built      {where} {e['size_bytes']:>12,} bytes  {e['export_s']:6.2f} s  "
-                f"max|diff| {e['parity']['max_abs_diff']:.1e}",
+                f"built      {where} {e['size_bytes']:>12,} bytes  {e['export_s']:6.2f} s  {check}",
                 flush=True,
             )
         else:
@@ -137,8 +152,11 @@ def run(args: argparse.Namespace) -> int:
             progress=None if args.quiet else show,
         )
     except ParityError as exc:
-        print(f"deploybench build: parity check failed: {exc}", file=sys.stderr)
+        check = "agreement" if isinstance(exc, AgreementError) else "parity"
+        print(f"deploybench build: {check} check failed: {exc}", file=sys.stderr)
         return 1
+    for key, reason in result.get("unavailable", {}).items():
+        print(f"not built  {key}: {reason}")
     print(format_table(result))
     print(
         f"{len(result['built'])} built, {len(result['skipped'])} up to date in {result['wall_s']:.1f} s; "

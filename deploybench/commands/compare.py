@@ -55,7 +55,7 @@ from deploybench.progress import add_progress_argument, progress_from_args
 from deploybench.reports.compare_render import ranked_table_markdown, write_report
 from deploybench.targets.catalog import MODELS
 from deploybench.thresholds import EXIT_THRESHOLD
-from deploybench.vocabulary import ENGINES
+from deploybench.vocabulary import ENGINES, MODEL_FORMATS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -71,13 +71,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--server", type=csv_list, help="gunicorn-sync, gunicorn-gthread, uvicorn, gunicorn-uvicorn"
     )
     g.add_argument("--model", type=csv_list, help="e.g. iris-rf,iris-mlp")
-    g.add_argument("--format", type=csv_list, help="pickle, onnx, torchscript, pt2")
+    g.add_argument("--format", type=csv_list, help=", ".join(MODEL_FORMATS))
     g.add_argument("--workers", type=csv_ints, help="e.g. 1,2")
     g.add_argument("--threads", type=csv_ints, help="gunicorn-gthread threads, e.g. 1,4")
     g.add_argument(
         "--handler", type=csv_list, help="FastAPI handler styles: auto, inline, threadpool (Flask: auto only)"
     )
-    g.add_argument("--intra-op-threads", type=int, help="model runtime threads per worker")
+    g.add_argument("--intra-op-threads", type=csv_ints, help="model runtime threads per worker, e.g. 1,2")
+    g.add_argument("--inter-op-threads", type=csv_ints, help="onnxruntime inter-op threads (ONNX formats)")
+    g.add_argument(
+        "--ort-opt-level", type=csv_list, help="onnxruntime graph optimisation: disable, basic, extended, all"
+    )
+    g.add_argument(
+        "--max-batch-size",
+        type=csv_ints,
+        help="server-side dynamic batching, rows per batch (0: off), e.g. 0,8; Flask needs gunicorn-gthread",
+    )
+    g.add_argument(
+        "--max-queue-delay-us", type=csv_ints, help="how long a batch waits for more requests, e.g. 500,2000"
+    )
     m = parser.add_argument_group("measurement overrides")
     m.add_argument("--slo-ms", type=float, help="P99 SLO in milliseconds")
     m.add_argument(
@@ -100,6 +112,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     c.add_argument("--headroom", help="share of each replica's capacity kept free, e.g. 30%%")
     c.add_argument("--core-hour-price", help="price of one core for one hour, e.g. 0.04: adds costs")
     m.add_argument("--users", type=int, help="closed-loop users for warm-up and stability windows")
+    m.add_argument(
+        "--sweep-users",
+        metavar="POINTS",
+        help="a concurrency sweep per choice (closed loop): 1,2,4,8,16 or a range 1:16 / 1:16:x2; the report "
+        "shows each curve and its knee (the point of max throughput / P99)",
+    )
+    m.add_argument("--sweep-rates", metavar="POINTS", help="a rate sweep per choice (open loop): 100,200")
     m.add_argument("--step-s", type=float, help="measured seconds per saturation-search step")
     m.add_argument("--max-probes", type=int, help="rates tried per choice by the coarse saturation search")
     m.add_argument("--repeats", type=int, help="repeated searches per choice (0: the coarse search only)")
@@ -172,6 +191,10 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "matrix.threads": args.threads,
         "matrix.handler": args.handler,
         "matrix.intra_op_threads": args.intra_op_threads,
+        "matrix.inter_op_threads": args.inter_op_threads,
+        "matrix.ort_opt_level": args.ort_opt_level,
+        "matrix.max_batch_size": args.max_batch_size,
+        "matrix.max_queue_delay_us": args.max_queue_delay_us,
         "slo.p99_ms": args.slo_ms,
         "slo.thresholds": args.threshold,
         "plan.traffic_rps": parse_traffic(args.traffic) if args.traffic else None,
@@ -180,6 +203,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "measure.scenario": args.scenario,
         "measure.common_rate_rps": args.rate,
         "measure.users": args.users,
+        "measure.sweep_users": args.sweep_users,
+        "measure.sweep_rates": args.sweep_rates,
         "measure.pin": args.pin,
         "measure.engine": "locust" if args.expect_workers and args.engine is None else args.engine,
         "measure.expect_workers": args.expect_workers,
@@ -199,7 +224,8 @@ def parse_url_choice(text: str) -> UrlEntry:
 
 # The flags that ask for a matrix of targets to start (with -c and --model-file); --url without any of them
 # measures only the URLs.
-MATRIX_FLAGS = ("framework", "server", "model", "format", "workers", "threads", "handler", "intra_op_threads")
+MATRIX_FLAGS = ("framework", "server", "model", "format", "workers", "threads", "handler", "intra_op_threads",
+                "inter_op_threads", "ort_opt_level", "max_batch_size", "max_queue_delay_us")  # fmt: skip
 
 
 def asks_for_matrix(args: argparse.Namespace) -> bool:

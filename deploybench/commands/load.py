@@ -2,6 +2,11 @@
 write a run record (``deploybench.loadtests.runner``); prints one line per endpoint and the record's path.
 Exit codes: 0 done, 1 the run failed, 2 bad input (before any load), 3 a ``--threshold`` was crossed.
 
+Sweeps: ``--users 1,2,4,8`` (or a range ``1:16``, ``1:16:x2``) runs a closed-loop concurrency sweep,
+``--rate 100,200,400`` (with ``--load-model constant|poisson``) an open-loop rate sweep: one target start,
+one measured run per point, a sweep folder with one record per point and ``sweep.json`` (the curve and its
+knee, ``deploybench.sweep``); prints one line per point and the knee. One value is one ordinary run.
+
 Your own API: ``--url`` with ``--path``, ``--method``, ``--header`` (repeatable) and ``--payload`` (a JSON
 lines file or a folder of images) runs the ``api`` scenario; ``--locustfile`` runs your own
 DeployBenchUser scenario. Relative paths are relative to the current working directory.
@@ -16,6 +21,7 @@ from typing import Any
 
 from deploybench.commands.args import cpu_list, host_port
 from deploybench.commands.model_options import add_model_file_arguments, model_file_options
+from deploybench.commands.serve import add_runtime_arguments
 from deploybench.errors import UsageError
 from deploybench.loadtests.payloads import parse_headers
 from deploybench.loadtests.runner import (
@@ -23,13 +29,15 @@ from deploybench.loadtests.runner import (
     RUNNER_SCENARIOS,
     format_summary,
     run_load_to_file,
+    run_sweep,
 )
 from deploybench.progress import PendingPhase, Progress, add_progress_argument, progress_from_args
 from deploybench.record import RunRecord
+from deploybench.sweep import Sweep, parse_points, point_line
 from deploybench.targets.serve import TargetConfig, inspect_model_file
 from deploybench.thresholds import EXIT_THRESHOLD, parse_thresholds
 from deploybench.thresholds import apply as apply_thresholds
-from deploybench.vocabulary import ENGINES, FRAMEWORKS, HANDLER_STYLES, LOAD_MODELS
+from deploybench.vocabulary import ENGINES, FRAMEWORKS, HANDLER_STYLES, LOAD_MODELS, MODEL_FORMATS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,10 +60,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="fastapi: inline (inference in the event loop), threadpool, or auto (default: by the model)",
     )
     t.add_argument("--model", help="iris-rf, iris-mlp, resnet18, resnet50")
-    t.add_argument("--format", help="pickle, onnx, torchscript, pt2")
+    t.add_argument("--format", help=", ".join(MODEL_FORMATS))
     t.add_argument("--workers", type=int, default=1, help="the target's worker processes")
     t.add_argument("--threads", type=int, default=1, help="threads per worker (gunicorn-gthread)")
     t.add_argument("--intra-op-threads", type=int, default=1, help="model threads per worker")
+    add_runtime_arguments(t)
     t.add_argument("--cpus", type=cpu_list, help="CPU affinity of the target, e.g. 1 or 0-1")
     t.add_argument("--zoo", help="model zoo folder (default artifacts/zoo)")
     t.add_argument(
@@ -83,13 +92,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     load.add_argument(
         "--scenario",
         choices=RUNNER_SCENARIOS,
-        help="tabular (default), image, health, or api (your own endpoint: the default when --path, "
-        "--method or --payload is given)",
+        help="tabular (default), image, health, oip (the Open Inference Protocol v2 infer route of any OIP "
+        "server: the model name from --model, else the target's /health), or api (your own endpoint: the "
+        "default when --path, --method or --payload is given)",
     )
     load.add_argument("--duration", type=float, default=10.0, help="measured seconds (after warm-up)")
     load.add_argument("--warmup", type=float, default=2.0, help="seconds excluded from the measurement")
-    load.add_argument("--users", type=int, help="closed loop: users; open loop: senders (default derived)")
-    load.add_argument("--rate", type=float, help="open loop: arrival rate, requests/s")
+    load.add_argument(
+        "--users",
+        metavar="N|LIST|RANGE",
+        help="closed loop: users; open loop: senders (default derived). A list (1,2,4,8) or a range "
+        "(START:END[:STEP], e.g. 1:16:4, or START:END:xFACTOR, e.g. 1:16:x2) runs a concurrency sweep",
+    )
+    load.add_argument(
+        "--rate",
+        metavar="RPS|LIST|RANGE",
+        help="open loop: arrival rate, requests/s. A list (100,200,400) or a range (100:400:100, "
+        "100:800:x2) runs a rate sweep",
+    )
     load.add_argument(
         "--load-model",
         choices=LOAD_MODELS,
@@ -171,10 +191,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _target_from_args(args: argparse.Namespace) -> Any:
     file_options = model_file_options(args)  # {} without --model-file; a bad file is a UsageError (exit 2)
     if args.url:
-        if args.framework or args.server or args.format or args.handler or file_options:
+        tuned = (
+            args.max_batch_size
+            or args.max_queue_delay_us
+            or args.inter_op_threads != 1
+            or args.ort_opt_level != "all"
+        )
+        if args.framework or args.server or args.format or args.handler or file_options or tuned:
             raise UsageError(
-                "give either --url or target options (--framework/--server/--format/--handler/--model-file), "
-                "not both"
+                "give either --url or target options (--framework/--server/--format/--handler/--model-file, "
+                "--max-batch-size/--max-queue-delay-us/--inter-op-threads/--ort-opt-level), not both"
             )
         return args.url
     needed = ("framework", "server") if file_options else ("framework", "server", "model", "format")
@@ -189,6 +215,8 @@ def _target_from_args(args: argparse.Namespace) -> Any:
         workers=args.workers, threads=args.threads, intra_op_threads=args.intra_op_threads, cpus=args.cpus,
         inject_delay_ms=args.inject_delay_ms, handler=args.handler or "auto",
         inject_stall_at_s=args.inject_stall_at_s, inject_stall_s=args.inject_stall_s,
+        inter_op_threads=args.inter_op_threads, ort_opt_level=args.ort_opt_level,
+        max_batch_size=args.max_batch_size, max_queue_delay_us=args.max_queue_delay_us,
     )  # fmt: skip
     if file_options:
         kwargs = {k: v for k, v in kwargs.items() if v is not None}
@@ -226,7 +254,44 @@ def _scenario(args: argparse.Namespace) -> str | None:
     return scenario
 
 
+def _sweep_axis(args: argparse.Namespace) -> tuple[str, list[float]] | None:
+    """Parse --users and --rate (each one value, a list or a range): the sweep (axis, points) asked for, or
+    None for one run (then ``args.users``/``args.rate`` hold the single values). UsageError on bad input."""
+    users = None if args.users is None else parse_points(str(args.users), "users")
+    rate = None if args.rate is None else parse_points(str(args.rate), "rate")
+    args.users = None if users is None else int(users[0])
+    args.rate = None if rate is None else float(rate[0])
+    if users is not None and rate is not None and len(users) > 1 and len(rate) > 1:
+        raise UsageError("sweep one axis at a time: a list or range for --users or for --rate, not both")
+    if users is not None and len(users) > 1:
+        if args.load_model != "closed":
+            raise UsageError(
+                f"a --users sweep is a closed-loop sweep; with --load-model {args.load_model} sweep --rate"
+            )
+        return "users", users
+    if rate is not None and len(rate) > 1:
+        if args.load_model == "closed":
+            raise UsageError("a --rate sweep is an open-loop sweep: add --load-model constant or poisson")
+        return "rate", rate
+    return None
+
+
+def _check_sweep_args(args: argparse.Namespace) -> None:
+    refused = [
+        (args.record, "--record (a sweep writes one record per point into its folder: use --out)"),
+        (args.threshold, "--threshold (the points past the knee are meant to cross limits)"),
+        (args.expect_workers, "--expect-workers (a sweep runs on local generators)"),
+        (args.master_port_file, "--master-port-file"),
+    ]
+    for given, what in refused:
+        if given:
+            raise UsageError(f"a sweep cannot take {what}")
+
+
 def run(args: argparse.Namespace) -> int:
+    sweep_axis = _sweep_axis(args)  # bad lists: exit 2 before anything starts
+    if sweep_axis is not None:
+        _check_sweep_args(args)
     limits = parse_thresholds(args.threshold)  # a malformed one: exit 2 before anything starts
     target = _target_from_args(args)
     scenario = _scenario(args)
@@ -245,6 +310,8 @@ def run(args: argparse.Namespace) -> int:
     # announced once the run starts (not when it is refused for bad input)
     what = scenario or Path(args.locustfile).name
     progress = PendingPhase(progress_from_args(args), f"load {what} ({args.load_model}) -> {where}")
+    if sweep_axis is not None:
+        return _run_sweep(args, target, scenario, headers, opts, progress, *sweep_axis)
     try:
         record, path = _run_load(args, target, scenario, headers, opts, progress)
     finally:
@@ -274,3 +341,44 @@ def _run_load(
         headers=headers or None, check_url=True, engine=args.engine, expect_workers=args.expect_workers,
         master_bind=args.master_bind, master_port_file=args.master_port_file, progress=progress,
     )  # fmt: skip
+
+
+def _run_sweep(
+    args: argparse.Namespace, target: Any, scenario: str | None, headers: dict[str, str],
+    opts: dict[str, Any], progress: Progress, axis: str, values: list[float],
+) -> int:  # fmt: skip
+    try:
+        sweep, path = run_sweep(
+            target, scenario or "", axis=axis, values=values, duration_s=args.duration, warmup_s=args.warmup,
+            users=args.users if axis == "rate" else None, load_model=args.load_model, results_dir=args.out,
+            generator_cpus=args.generator_cpus, processes=args.processes,
+            model=args.model if args.url else None, seed=args.seed, max_lag_s=args.max_lag,
+            scenario_options=opts, locustfile=args.locustfile, headers=headers or None, check_url=True,
+            engine=args.engine, progress=progress,
+        )  # fmt: skip
+    finally:
+        progress.close()
+    print(format_sweep(sweep))
+    print(f"records: {path.parent}")
+    print(f"sweep: {path}")
+    complete = sweep.status == "complete" and all(p.status == "complete" for p in sweep.points)
+    return 0 if complete else 1
+
+
+def format_sweep(sweep: Sweep) -> str:
+    """The console summary of a sweep: a heading, one line per point, the knee."""
+    asked = sweep.config.get("values") or [p.value for p in sweep.points]  # all asked for, even if not run
+    values = ",".join(f"{v:g}" for v in asked)
+    lines = [f"sweep {sweep.axis}={values}  status={sweep.status}  ({sweep.load_model})"]
+    if sweep.error:
+        lines.append(f"  error: {sweep.error}")
+    lines += [point_line(sweep, i) for i in range(len(sweep.points))]
+    k = sweep.knee
+    if k is not None:
+        lines.append(
+            f"  knee: {sweep.label(k.index)} ({k.throughput_rps:,.1f} rps at p99 {k.p99_us / 1000:.2f} ms): "
+            f"{sweep.knee_note}"
+        )
+    else:
+        lines.append(f"  {sweep.knee_note}")
+    return "\n".join(lines)

@@ -17,7 +17,7 @@ from deploybench.commands.model_options import add_model_file_arguments, model_f
 from deploybench.errors import TargetError
 from deploybench.targets.modelfile import UserModelInfo
 from deploybench.targets.serve import Limits, ServerProcess, TargetConfig, inspect_model_file
-from deploybench.vocabulary import FRAMEWORK_SERVERS, HANDLER_STYLES, SERVERS
+from deploybench.vocabulary import FRAMEWORK_SERVERS, HANDLER_STYLES, MODEL_FORMATS, ORT_OPT_LEVELS, SERVERS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--model", help="a zoo model: iris-rf (default) | iris-mlp | resnet18 | resnet50")
     parser.add_argument(
-        "--format", help="pickle | onnx | torchscript | pt2 (zoo default onnx; a model file: its extension's)"
+        "--format", help=" | ".join(MODEL_FORMATS) + " (zoo default onnx; a model file: its extension's)"
     )
     parser.add_argument(
         "--workers", type=int, default=d.workers, help="worker processes (each loads the model)"
@@ -54,6 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--intra-op-threads", type=int, default=d.intra_op_threads, help="model threads per worker"
     )
+    add_runtime_arguments(parser)
     parser.add_argument("--cpus", type=cpu_list, help="CPU affinity of the server, e.g. '0-1' or '0,2'")
     parser.add_argument("--host", default=d.host, help="bind address (default 127.0.0.1: loopback only)")
     parser.add_argument("--port", type=int, default=8000, help="0 = pick a free port (default 8000)")
@@ -102,6 +103,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_file_arguments(parser)
 
 
+def add_runtime_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """--inter-op-threads / --ort-opt-level (onnxruntime) and --max-batch-size / --max-queue-delay-us
+    (server-side dynamic batching, Triton's dynamic batcher); `deploybench load` has them for its target."""
+    d = TargetConfig()
+    parser.add_argument(
+        "--inter-op-threads",
+        type=int,
+        default=d.inter_op_threads,
+        help="onnxruntime inter-op threads per worker (onnx formats; > 1 runs independent nodes in parallel)",
+    )
+    parser.add_argument(
+        "--ort-opt-level",
+        choices=ORT_OPT_LEVELS,
+        default=d.ort_opt_level,
+        help="onnxruntime graph optimisation level (onnx formats; default all)",
+    )
+    parser.add_argument(
+        "--max-batch-size",
+        type=int,
+        default=0,
+        metavar="N",
+        help="dynamic batching: requests arriving together run as one model call of up to N rows (a request "
+        "of k instances counts k; one larger than N runs alone) and are answered separately; 0 = off "
+        "(default). fastapi, or flask on gunicorn-gthread with --threads >= 2",
+    )
+    parser.add_argument(
+        "--max-queue-delay-us",
+        type=int,
+        default=0,
+        metavar="D",
+        help="dynamic batching: how long the first request of a batch waits for more rows, in µs (default 0: "
+        "a batch holds what is already queued)",
+    )
+
+
 def _add_stall_arguments(parser: argparse.ArgumentParser) -> None:
     """--inject-stall-at-s / --inject-stall-s (`deploybench load` has the same two for its target)."""
     parser.add_argument(
@@ -135,6 +171,10 @@ def config_from_args(args: argparse.Namespace) -> TargetConfig:
         workers=args.workers,
         threads=args.threads,
         intra_op_threads=args.intra_op_threads,
+        inter_op_threads=args.inter_op_threads,
+        ort_opt_level=args.ort_opt_level,
+        max_batch_size=args.max_batch_size,
+        max_queue_delay_us=args.max_queue_delay_us,
         cpus=args.cpus,
         host=args.host,
         port=args.port,
@@ -193,6 +233,10 @@ def run(args: argparse.Namespace) -> int:
             return 1
         style = config.resolved_handler()
         handler = f", handler {style}" if style else ""
+        if config.batching():
+            handler += (
+                f", dynamic batching up to {config.max_batch_size} rows within {config.max_queue_delay_us} µs"
+            )
         print(
             f"serving {config.model}/{config.format} with {config.framework} on {config.server}{handler} "
             f"({config.workers} worker(s)) at {server.url}  (pid {server.pid}, log {server.log_path})",

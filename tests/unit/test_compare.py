@@ -99,9 +99,81 @@ threads = [1, 4]
     assert "gunicorn-gthread" in reasons["gunicorn-sync threads=4"]
 
 
+def test_batching_and_runtime_axes_expand_with_the_targets_own_skips(tmp_path):
+    cfg = load_config(str(write_toml(tmp_path, """
+[matrix]
+framework = ["fastapi", "flask"]
+server = ["uvicorn", "gunicorn-sync"]
+model = ["iris-mlp"]
+format = ["onnx", "pickle"]
+max_batch_size = [0, 8]
+max_queue_delay_us = [500, 2000]
+ort_opt_level = ["all", "basic"]
+""")))  # fmt: skip
+    choices, skipped, _ = expand(cfg, CATALOG)
+    ids = [c.id for c in choices]
+    # batching off: the delay does not apply, so one choice (not one per delay); onnxruntime options only
+    # on ONNX; batching only where requests are in flight together (not gunicorn-sync)
+    assert ids == [
+        "fastapi-uvicorn-iris-mlp-onnx-w1",
+        "fastapi-uvicorn-iris-mlp-onnx-w1-ort-basic",
+        "fastapi-uvicorn-iris-mlp-onnx-w1-b8d500",
+        "fastapi-uvicorn-iris-mlp-onnx-w1-b8d500-ort-basic",
+        "fastapi-uvicorn-iris-mlp-onnx-w1-b8d2000",
+        "fastapi-uvicorn-iris-mlp-onnx-w1-b8d2000-ort-basic",
+        "fastapi-uvicorn-iris-mlp-pickle-w1",
+        "fastapi-uvicorn-iris-mlp-pickle-w1-b8d500",
+        "fastapi-uvicorn-iris-mlp-pickle-w1-b8d2000",
+        "flask-gunicorn-sync-iris-mlp-onnx-w1",
+        "flask-gunicorn-sync-iris-mlp-onnx-w1-ort-basic",
+        "flask-gunicorn-sync-iris-mlp-pickle-w1",
+    ]
+    by_id = {c.id: c for c in choices}
+    c = by_id["fastapi-uvicorn-iris-mlp-onnx-w1-b8d500-ort-basic"]
+    assert (c.max_batch_size, c.max_queue_delay_us, c.ort_opt_level) == (8, 500, "basic")
+    assert c.label == "fastapi+uvicorn iris-mlp/onnx w1 batch 8/500us ort=basic"
+    assert Choice.from_dict(c.to_dict()) == c
+    reasons = {s.combo: s.reason for s in skipped}
+    assert "one request at a time" in reasons["flask+gunicorn-sync t1 onnx batch 8/500us"]
+    assert "onnxruntime" in reasons["fastapi+uvicorn t1 pickle ort=basic"]
+    # an old compare.json (no tuning fields) loads with the defaults: same id and label as before
+    old = Choice.from_dict({"framework": "flask", "server": "gunicorn-sync", "model": "iris-mlp",
+                            "format": "onnx", "workers": 1, "threads": 1})  # fmt: skip
+    assert old.id == "flask-gunicorn-sync-iris-mlp-onnx-w1" and old.max_batch_size == 0
+
+
+def test_model_servers_are_one_choice_each_whatever_the_server_axis(tmp_path):
+    cfg = load_config(str(write_toml(tmp_path, """
+[matrix]
+framework = ["fastapi", "mlserver", "litserve"]
+server = ["uvicorn", "gunicorn-uvicorn"]
+model = ["iris-rf"]
+format = ["onnx"]
+""")))  # fmt: skip
+    choices, _skipped, scenario = expand(cfg, CATALOG)
+    assert scenario == "tabular"
+    assert [c.id for c in choices] == [
+        "fastapi-uvicorn-iris-rf-onnx-w1",
+        "fastapi-gunicorn-uvicorn-iris-rf-onnx-w1",
+        "mlserver-iris-rf-onnx-w1",
+        "litserve-iris-rf-onnx-w1",
+    ]
+    ml = choices[2]
+    assert ml.model_server and ml.label == "mlserver iris-rf/onnx w1" and not choices[0].model_server
+    # onnxruntime options are our targets': a model server with them is a listed skip, not a silent default
+    cfg.matrix.ort_opt_level = ["basic"]
+    cfg.matrix.framework = ["mlserver"]
+    with pytest.raises(UsageError, match="ort_opt_level: options of deploybench's own targets"):
+        expand(cfg, CATALOG)
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
+        ("[matrix]\nmax_batch_size = [1]", "max_batch_size must be 0 (off) or 2..1024"),
+        ("[matrix]\nort_opt_level = ['max']", "ort_opt_level 'max' is not one of"),
+        ("[matrix]\ninter_op_threads = [0]", "inter_op_threads must be in 1..64"),
+        ("[matrix]\nmax_queue_delay_us = [-1]", "max_queue_delay_us must be in 0..10000000"),
         ("[matrix]\nframework = ['django']", "framework 'django' is not one of"),
         ("[matrix]\nworkers = [0]", "workers must be in 1..64"),
         ("[matrix]\nworkers = ['two']", "`workers` must be an integer"),
@@ -334,6 +406,52 @@ def quick_cfg(**search) -> CompareConfig:
          "search": {"max_probes": 6, "rel_tolerance": 0.05, **search}}
     )  # fmt: skip
     return cfg
+
+
+class SweepingDriver(FakeDriver):
+    """Closed loop at N users: each adds 100 rps up to the capacity, then only latency grows (a queue)."""
+
+    def load(self, target, *, load_model, duration_s, warmup_s, record_path, users=None, rate_rps=None):
+        if rate_rps is not None or users is None or "sweep-users" not in str(record_path):
+            return super().load(target, load_model=load_model, duration_s=duration_s, warmup_s=warmup_s,
+                                record_path=record_path, users=users, rate_rps=rate_rps)  # fmt: skip
+        tput = min(100.0 * users, target.capacity)
+        rec = fake_record(None, tput, int(4000 * max(1.0, 100.0 * users / target.capacity)), 200)
+        rec.save(record_path)
+        return rec
+
+
+def test_a_concurrency_sweep_per_choice_gives_its_curve_and_knee_in_the_document_and_report(tmp_path):
+    cfg = quick_cfg(repeats=0)
+    cfg = apply_overrides(cfg, {"matrix.framework": ["fastapi"], "matrix.server": ["uvicorn"],
+                                "matrix.format": ["onnx"], "measure.sweep_users": "1:16:x2"})  # fmt: skip
+    assert cfg.measure.sweep_users == [1, 2, 4, 8, 16]
+    choices, skipped, scenario = expand(cfg, CATALOG)
+    run = run_matrix(cfg, choices, skipped, scenario, SweepingDriver({"fastapi": 400.0}), tmp_path, env={})
+    (r,) = run.results
+    sweep = r.sweeps["users"]
+    assert [p["value"] for p in sweep["points"]] == [1, 2, 4, 8, 16]
+    assert [p["throughput_rps"] for p in sweep["points"]] == [100, 200, 400, 400, 400]
+    # power (rps / P99 ms) rises to 4 users (capacity reached at the base latency), then falls: the knee
+    assert sweep["knee"]["value"] == 4
+    folder = tmp_path / r.choice.id / "sweep-users"
+    assert (folder / "sweep.json").is_file() and (folder / sweep["points"][2]["record"]).is_file()
+    assert load_compare(tmp_path).results[0].sweeps == r.sweeps  # kept in compare.json
+    write_report(load_compare(tmp_path), tmp_path, plots=False)
+    text = (tmp_path / "report.md").read_text()
+    assert "## Sweeps" in text and "concurrency (users)" in text and "**knee**" in text
+
+
+@pytest.mark.parametrize(
+    ("sweep", "message"),
+    [("4,2", "strictly increasing"), ("0,1", "must be >= 1"), ("1.5,2", "whole numbers"), ([], None)],
+)
+def test_sweep_points_in_a_config_are_checked(sweep, message):
+    if message is None:
+        assert CompareConfig.from_dict({"measure": {"sweep_users": sweep}}).measure.sweep_users == []
+        return
+    with pytest.raises(UsageError, match=message):
+        CompareConfig.from_dict({"measure": {"sweep_users": sweep}})
 
 
 def test_matrix_ranks_choices_records_a_failed_start_and_continues(tmp_path):

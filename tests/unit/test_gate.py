@@ -362,6 +362,17 @@ def test_nested_target_config_is_compared() -> None:
         gate([a], [b], RULES)
 
 
+def test_batched_and_unbatched_runs_are_not_compared_but_old_records_match_the_defaults() -> None:
+    old = micro(draws(1), config={"target": {**CONFIG}, "scenario": "tabular"})  # made before batching
+    off = micro(draws(2), config={"target": {**CONFIG, "max_batch_size": 0, "ort_opt_level": "all"},
+                                  "scenario": "tabular"})  # fmt: skip
+    assert gate([old], [off], RULES).rows  # same target: the new keys at their defaults are left out
+    on = micro(draws(2), config={"target": {**CONFIG, "max_batch_size": 8, "max_queue_delay_us": 500},
+                                 "scenario": "tabular"})  # fmt: skip
+    with pytest.raises(IncomparableError, match="max_batch_size: baseline None vs current 8"):
+        gate([old], [on], RULES)
+
+
 def test_incomplete_record_is_refused() -> None:
     with pytest.raises(IncomparableError, match="status 'interrupted'"):
         gate([micro(draws(1))], [micro(draws(2), status="interrupted")], RULES)

@@ -15,10 +15,17 @@ import pytest
 from deploybench.commands.cli import main
 from deploybench.errors import UsageError
 from deploybench.targets import zoo
+from deploybench.targets.catalog import (
+    QUANTIZED_FORMATS,
+    artifact_relpath,
+    check_format,
+    missing_format_reason,
+)
 from deploybench.targets.predictors import PREDICTOR_CLASSES, load_predictor, open_predictor
 from deploybench.targets.zoo import (
     MODELS,
     SEEDED_RANDOM,
+    AgreementError,
     ArtifactError,
     ParityError,
     build_reference,
@@ -39,7 +46,7 @@ def test_model_specs_follow_the_contract() -> None:
     assert set(MODELS) == {"iris-rf", "iris-mlp", "resnet18", "resnet50"}
     assert MODELS["iris-rf"].formats == ("pickle", "onnx")
     for name in ("iris-mlp", "resnet18", "resnet50"):
-        assert MODELS[name].formats == ("pickle", "onnx", "torchscript", "pt2")
+        assert MODELS[name].formats == ("pickle", "onnx", "onnx-int8", "torchscript", "pt2")
     for name in ("iris-rf", "iris-mlp"):
         assert MODELS[name].task == "tabular"
         assert MODELS[name].input_shape == (4,)
@@ -51,7 +58,8 @@ def test_model_specs_follow_the_contract() -> None:
         assert spec.n_classes == 1000
         assert spec.class_names[0] == "tench"
         assert spec.class_names[999] == "toilet paper"
-    assert {(MODELS[m].library, f) for m, f in ALL_ARTIFACTS} == set(PREDICTOR_CLASSES)
+    # every artifact has a predictor (the table may map more: PREDICTOR_CLASSES is predictors.py's)
+    assert {(MODELS[m].library, f) for m, f in ALL_ARTIFACTS} <= set(PREDICTOR_CLASSES)
 
 
 def test_sample_inputs_are_deterministic_float32_batches() -> None:
@@ -134,6 +142,8 @@ def test_every_format_gives_the_same_probabilities(zoo_dir: Path, model: str) ->
     top2 = np.sort(expected, axis=1)[:, -2:]
     decisive = (top2[:, 1] - top2[:, 0]) > 1e-3  # argmax only compared where it is not a near-tie
     for fmt in spec.formats:
+        if fmt in QUANTIZED_FORMATS:  # no parity tolerance: see test_int8_agrees_with_its_float32_source
+            continue
         predictor = load_predictor(model, fmt, zoo_dir, intra_op_threads=1)
         got = predictor.predict(batch)
         # The reference is recomputed here, maybe with another torch thread count than the build's
@@ -165,6 +175,13 @@ def test_manifest_describes_every_artifact(zoo_dir: Path) -> None:
         assert entry["sha256"] == sha256_file(path)
         assert entry["export_s"] > 0
         assert entry["versions"]["numpy"] and entry["versions"]["python"]
+        if fmt in QUANTIZED_FORMATS:  # checked against its float32 source, not the reference model
+            assert "parity" not in entry
+            assert entry["source"]["format"] == QUANTIZED_FORMATS[fmt]
+            assert entry["source"]["sha256"] == manifest["artifacts"][f"{model}/onnx"]["sha256"]
+            assert entry["agreement"]["top1_agreement"] >= entry["agreement"]["top1_floor"] == 0.9
+            assert entry["size_bytes"] < entry["source"]["size_bytes"]
+            continue
         assert entry["parity"]["max_abs_diff"] <= entry["parity"]["tolerance"]
         assert entry["parity"]["batch_size"] == zoo.PARITY_BATCH
     for model, spec in MODELS.items():
@@ -386,3 +403,145 @@ def test_cli_prints_progress_and_table(tmp_path: Path, capsys: pytest.CaptureFix
     assert {r[1]: int(r[2].replace(",", "")) for r in rows} == {
         f: artifacts[f"iris-rf/{f}"]["size_bytes"] for f in ("pickle", "onnx")
     }
+
+
+# ---------------------------------------------------------------------------------------------- onnx-int8
+
+
+def test_int8_is_known_for_torch_models_and_refused_with_a_reason_for_iris_rf(tmp_path: Path) -> None:
+    for name in ("iris-mlp", "resnet18", "resnet50"):
+        check_format(MODELS[name], "onnx-int8")  # no error
+        assert missing_format_reason(MODELS[name], "onnx-int8") is None
+        assert artifact_relpath(MODELS[name], "onnx-int8") == f"{name}/model.int8.onnx"
+    reason = missing_format_reason(MODELS["iris-rf"], "onnx-int8")
+    assert reason is not None and "TreeEnsembleClassifier" in reason and "nothing in it to quantize" in reason
+    with pytest.raises(ArtifactError, match=r"iris-rf has no onnx-int8 format: .*TreeEnsemble"):
+        check_format(MODELS["iris-rf"], "onnx-int8")
+    with pytest.raises(ArtifactError, match=r"has no onnx-int8 format: .*\(its formats: pickle, onnx\)"):
+        load_predictor("iris-rf", "onnx-int8", tmp_path)
+    with pytest.raises(ArtifactError, match=r"nothing to build.*TreeEnsembleClassifier"):
+        build_zoo(tmp_path, ["iris-rf"], ["onnx-int8"])
+    assert not (tmp_path / "manifest.json").exists()
+
+
+def test_int8_selection_brings_its_float32_source_first() -> None:
+    plan, unavailable = zoo._selection(["iris-rf", "iris-mlp"], ["onnx-int8"])
+    assert [(spec.name, fmts) for spec, fmts in plan] == [("iris-mlp", ["onnx", "onnx-int8"])]
+    assert list(unavailable) == ["iris-rf/onnx-int8"]
+    assert "TreeEnsembleClassifier" in unavailable["iris-rf/onnx-int8"]
+    plan, unavailable = zoo._selection(["resnet18"], ["onnx-int8", "pickle", "onnx"])
+    assert plan[0][1] == ["onnx", "onnx-int8", "pickle"]
+    assert unavailable == {}
+    # the default build (no formats named): every model its own formats, nothing listed as unavailable
+    plan, unavailable = zoo._selection(None, None)
+    assert dict((s.name, f) for s, f in plan)["iris-rf"] == ["pickle", "onnx"]
+    assert unavailable == {}
+
+
+def test_int8_calibration_and_held_out_sets_are_deterministic_and_disjoint() -> None:
+    cal, held, what = zoo.int8_sample_sets(MODELS["resnet18"])
+    assert cal is not None
+    assert cal.shape == (zoo.INT8_CALIBRATION_IMAGES, 3, 224, 224)
+    assert held.shape == (zoo.INT8_HELDOUT_IMAGES, 3, 224, 224)
+    assert cal.dtype == held.dtype == np.float32
+    assert "digit images" in what
+    again, held_again, _ = zoo.int8_sample_sets(MODELS["resnet50"])
+    assert np.array_equal(cal, again) and np.array_equal(held, held_again)
+    # disjoint: drawn without replacement from the digits, so no calibration image is held out
+    # (compare the 8x8 sources: one pixel per 28x28 block of the first channel)
+    small = lambda x: x[:, 0, ::28, ::28].reshape(len(x), -1)  # noqa: E731
+    rows_cal = {r.tobytes() for r in small(cal)}
+    assert not any(r.tobytes() in rows_cal for r in small(held))
+    assert len(rows_cal) == len(cal)  # and they are distinct images
+    # normalised pixels, like sample_inputs
+    assert held.min() >= (0 - 0.485) / 0.229 - 1e-5 and held.max() <= (1 - 0.406) / 0.225 + 1e-5
+    none, iris, what = zoo.int8_sample_sets(MODELS["iris-mlp"])
+    assert none is None and iris.shape == (150, 4) and "iris" in what
+
+
+def test_int8_build_records_method_and_agreement(tmp_path: Path) -> None:
+    result = build_zoo(tmp_path, ["iris-mlp"], ["onnx-int8"])
+    assert result["built"] == ["iris-mlp/onnx", "iris-mlp/onnx-int8"]
+    manifest = load_manifest(tmp_path)
+    assert manifest["int8_top1_floor"] == zoo.INT8_TOP1_FLOOR == 0.9
+    fp32, entry = manifest["artifacts"]["iris-mlp/onnx"], manifest["artifacts"]["iris-mlp/onnx-int8"]
+    assert entry["path"] == "iris-mlp/model.int8.onnx"
+    assert entry["sha256"] == sha256_file(tmp_path / entry["path"])
+    assert entry["source"] == {k: fp32[k] for k in ("format", "path", "sha256", "size_bytes")}
+    q = entry["quantization"]
+    assert (q["method"], q["quant_format"], q["per_channel"], q["weight_type"]) == (
+        "dynamic", "QOperator", False, "int8",
+    )  # fmt: skip
+    assert q["calibration"] is None  # dynamic: activation ranges at run time
+    a = entry["agreement"]
+    assert a["n_samples"] == 150 and "iris" in a["held_out"]
+    assert 0.9 <= a["top1_agreement"] <= 1.0
+    assert 0 < a["max_abs_prob_diff"] < 0.5  # int8 changes the numbers, a little
+    assert a["fp32_distinct_top1"] == 3 and "note" not in a
+    # the int8 file runs through the same predictor and agrees with the float32 one
+    x, y = zoo._iris()
+    got = load_predictor("iris-mlp", "onnx-int8", tmp_path).predict(x)
+    want = load_predictor("iris-mlp", "onnx", tmp_path).predict(x)
+    assert got.shape == want.shape == (150, 3)
+    assert float(np.mean(got.argmax(axis=1) == want.argmax(axis=1))) == pytest.approx(a["top1_agreement"])
+    assert float(np.mean(got.argmax(axis=1) == y)) >= 0.9
+    # up to date the second time; --force on onnx-int8 rebuilds it, not its source
+    again = build_zoo(tmp_path, ["iris-mlp"], ["onnx-int8"])
+    assert again["built"] == [] and again["skipped"] == ["iris-mlp/onnx", "iris-mlp/onnx-int8"]
+    forced = build_zoo(tmp_path, ["iris-mlp"], ["onnx-int8"], force=True)
+    assert forced["built"] == ["iris-mlp/onnx-int8"]
+    assert load_manifest(tmp_path)["artifacts"]["iris-mlp/onnx-int8"]["sha256"] == entry["sha256"]  # same
+    # the int8 depends on its source's bytes: a source rebuilt the same keeps it; another source does not
+    manifest = load_manifest(tmp_path)
+    manifest["artifacts"]["iris-mlp/onnx"]["options"]["seed"] = -1
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    assert build_zoo(tmp_path, ["iris-mlp"], ["onnx-int8"])["built"] == ["iris-mlp/onnx"]  # same bytes
+    manifest = load_manifest(tmp_path)
+    manifest["artifacts"]["iris-mlp/onnx-int8"]["options"]["source_sha256"] = "0" * 64
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    assert build_zoo(tmp_path, ["iris-mlp"], ["onnx-int8"])["built"] == ["iris-mlp/onnx-int8"]
+
+
+def test_int8_below_the_agreement_floor_fails_and_keeps_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.setattr(zoo, "INT8_TOP1_FLOOR", 1.01)  # no agreement can reach it
+    with pytest.raises(
+        AgreementError, match=r"iris-mlp onnx-int8: top-1 agreement .* < the floor 1.01.*not kept"
+    ):
+        build_zoo(tmp_path, ["iris-mlp"], ["onnx-int8"])
+    assert set(load_manifest(tmp_path)["artifacts"]) == {"iris-mlp/onnx"}
+    assert not (tmp_path / "iris-mlp" / "model.int8.onnx").exists()
+    assert not [p for p in tmp_path.rglob("*") if p.name.startswith(".tmp")]
+    argv = ["build", "--models", "iris-mlp", "--formats", "onnx-int8", "--zoo-dir", str(tmp_path), "--quiet"]
+    assert main(argv) == 1
+    assert "agreement check failed" in capsys.readouterr().err
+
+
+def test_cli_lists_int8_it_cannot_build_and_shows_agreement(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    argv = ["build", "--models", "iris-rf,iris-mlp", "--formats", "onnx-int8", "--zoo-dir", str(tmp_path)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "not built  iris-rf/onnx-int8: model iris-rf has no onnx-int8 format: a scikit-learn" in out
+    assert "built      iris-mlp  onnx-int8" in out and "top-1 agreement" in out
+    row = next(line for line in out.splitlines() if line.startswith("iris-mlp  onnx-int8"))
+    assert row.split()[5].startswith("top1=") and row.split()[5].endswith(">=0.9")
+    assert main(["build", "--models", "iris-rf", "--formats", "onnx-int8", "--zoo-dir", str(tmp_path)]) == 2
+    assert "nothing to build" in capsys.readouterr().err
+
+
+def test_int8_agrees_with_its_float32_source(zoo_dir: Path) -> None:
+    """The default zoo's int8 artifacts (every torch model): a batch that is not the build's held-out set."""
+    for model, spec in MODELS.items():
+        if "onnx-int8" not in spec.formats:
+            continue
+        batch = sample_inputs(model, 8 if spec.task == "tabular" else 4, seed=11)
+        want = load_predictor(model, "onnx", zoo_dir, intra_op_threads=1).predict(batch)
+        got = load_predictor(model, "onnx-int8", zoo_dir, intra_op_threads=1).predict(batch)
+        assert got.shape == want.shape and got.dtype == np.float32
+        np.testing.assert_allclose(got.sum(axis=1), 1.0, atol=1e-3)
+        top2 = np.sort(want, axis=1)[:, -2:]
+        decisive = (top2[:, 1] - top2[:, 0]) > 0.05  # int8 may swap near-ties
+        assert np.array_equal(got.argmax(axis=1)[decisive], want.argmax(axis=1)[decisive]), model

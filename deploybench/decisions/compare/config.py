@@ -14,7 +14,17 @@ every key optional (defaults below)::
     workers = [1]
     threads = [1]                  # only gunicorn-gthread uses threads > 1
     handler = ["auto"]             # FastAPI: auto | inline | threadpool (non-auto x flask: skipped)
-    intra_op_threads = 1           # a single value for every choice
+    intra_op_threads = [1]         # model runtime threads per worker (torch / onnxruntime / OpenMP)
+    inter_op_threads = [1]         # onnxruntime inter-op threads (ONNX formats only; others: skipped)
+    ort_opt_level = ["all"]        # onnxruntime graph optimisation: disable | basic | extended | all
+    max_batch_size = [0]           # server-side dynamic batching: rows per batch (0: off; Flask needs
+                                   # gunicorn-gthread with threads >= 2, else skipped)
+    max_queue_delay_us = [0]       # ... how long a batch's first request may wait for more (Triton's
+                                   # max_queue_delay_microseconds)
+
+    Frameworks ``mlserver`` and ``litserve`` are third-party model servers (deploybench.targets.external),
+    each started from its own virtualenv (created on first use); the server, threads and handler axes do
+    not apply to them (one choice each), nor do the onnxruntime options.
 
     [slo]
     p99_ms = 50.0                  # corrected P99 must stay under this
@@ -41,6 +51,10 @@ every key optional (defaults below)::
     engine = "lean"                # load generator: "lean" (uvloop + httptools) | "locust"
     expect_workers = 0             # > 0: every run is a Locust master for this many remote workers
     master_bind = "127.0.0.1:5557" # ... bound here (`deploybench worker --keep --master HOST:5557` on each)
+    sweep_users = []               # a concurrency sweep per choice: [1, 2, 4, 8, 16] or "1:16:x2" (closed
+                                   # loop); the curve and its knee (max throughput / P99) in the report
+    sweep_rates = []               # a rate sweep per choice (open loop): [100, 200] or "100:800:x2"
+    sweep_s = 2.0                  # measured seconds per sweep point
 
     [[models]]                     # your own model files (repeatable); each is on the model axis by name
     name = "digits"                # default: the first file's stem
@@ -100,7 +114,9 @@ from typing import Any
 from deploybench.compare_doc import Choice, Skipped
 from deploybench.errors import UsageError
 from deploybench.io import parse_host_port
-from deploybench.targets.catalog import MODELS
+from deploybench.sweep import check_points, parse_points
+from deploybench.targets.catalog import MODELS, missing_format_reason
+from deploybench.targets.external import external_unsupported
 from deploybench.targets.modelfile import (
     NAME_RE,
     ModelFileError,
@@ -112,16 +128,21 @@ from deploybench.targets.modelfile import (
     parse_shape,
     resolve_format,
 )
+from deploybench.targets.serve import TargetConfig, batching_unsupported, ort_options_unsupported
 from deploybench.thresholds import ThresholdError, parse_thresholds
 from deploybench.vocabulary import (
     ENGINES,
     FRAMEWORK_SERVERS,
     HANDLER_STYLES,
     MODEL_FORMATS,
+    MODEL_SERVERS,
     OPEN_LOOP_MODELS,
+    ORT_OPT_LEVELS,
     SERVERS,
     TASKS,
 )
+
+SWEEP_AXES = {"sweep_users": "users", "sweep_rates": "rate"}  # [measure] key -> deploybench.sweep axis
 
 # The built-in matrix files, shipped as package data (``--config quick`` = configs/quick.toml).
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -138,7 +159,11 @@ class MatrixAxes:
     workers: list[int] = field(default_factory=lambda: [1])
     threads: list[int] = field(default_factory=lambda: [1])
     handler: list[str] = field(default_factory=lambda: ["auto"])
-    intra_op_threads: int = 1
+    intra_op_threads: list[int] = field(default_factory=lambda: [1])
+    inter_op_threads: list[int] = field(default_factory=lambda: [1])
+    ort_opt_level: list[str] = field(default_factory=lambda: ["all"])
+    max_batch_size: list[int] = field(default_factory=lambda: [0])
+    max_queue_delay_us: list[int] = field(default_factory=lambda: [0])
 
 
 @dataclass
@@ -167,6 +192,10 @@ class MeasureConfig:
     engine: str = "lean"  # the load generator: "lean" | "locust"
     expect_workers: int = 0  # > 0: each load run is a Locust master waiting for this many remote workers
     master_bind: str = "127.0.0.1:5557"  # HOST:PORT that master binds (a fixed port: workers reconnect to it)
+    # sweeps per choice (deploybench.sweep: a latency-throughput curve and its knee), in its first pass
+    sweep_users: list[float] = field(default_factory=list)  # closed loop, e.g. [1, 2, 4, 8, 16] or "1:16:x2"
+    sweep_rates: list[float] = field(default_factory=list)  # open loop (load_model), rps, or "100:800:x2"
+    sweep_s: float = 2.0  # measured seconds per sweep point (after search.step_warmup_s)
 
 
 @dataclass
@@ -252,6 +281,17 @@ def _coerce(where: str, key: str, value: Any, default: Any) -> Any:
         if isinstance(value, bool) or value == "auto":
             return value
         raise UsageError(f'{where}: `pin` must be true, false or "auto", got {value!r}')
+    if key in SWEEP_AXES:  # a list of points or a range string ("1:16:x2"), deploybench.sweep's rules
+        axis, option = SWEEP_AXES[key], f"{where}: `{key}`"
+        if isinstance(value, str):
+            return parse_points(value, axis, option)
+        items = value if isinstance(value, list) else [value]
+        if not items:
+            return []
+        if any(isinstance(v, bool) or not isinstance(v, int | float) for v in items):
+            raise UsageError(f'{option} must be numbers or a range string like "1:16:x2", got {value!r}')
+        check_points([float(v) for v in items], axis, option)
+        return [float(v) for v in items]
     if isinstance(default, list):
         elem_type = type(default[0]) if default else str
         items = value if isinstance(value, list) else [value]
@@ -424,9 +464,9 @@ def validate(cfg: CompareConfig) -> None:
     m = cfg.matrix
     for fw in m.framework:
         _check(
-            fw in FRAMEWORK_SERVERS,
+            fw in FRAMEWORK_SERVERS or fw in MODEL_SERVERS,
             src,
-            f"[matrix] framework {fw!r} is not one of {', '.join(FRAMEWORK_SERVERS)}",
+            f"[matrix] framework {fw!r} is not one of {', '.join((*FRAMEWORK_SERVERS, *MODEL_SERVERS))}",
         )
     for s in m.server:
         _check(s in SERVERS, src, f"[matrix] server {s!r} is not one of {', '.join(SERVERS)}")
@@ -438,7 +478,19 @@ def validate(cfg: CompareConfig) -> None:
         _check(1 <= t <= 64, src, f"[matrix] threads must be in 1..64, got {t}")
     for h in m.handler:
         _check(h in HANDLER_STYLES, src, f"[matrix] handler {h!r} is not one of {', '.join(HANDLER_STYLES)}")
-    _check(1 <= m.intra_op_threads <= 64, src, "[matrix] intra_op_threads must be in 1..64")
+    for key in ("intra_op_threads", "inter_op_threads"):
+        for n in getattr(m, key):
+            _check(1 <= n <= 64, src, f"[matrix] {key} must be in 1..64, got {n}")
+    for level in m.ort_opt_level:
+        _check(
+            level in ORT_OPT_LEVELS,
+            src,
+            f"[matrix] ort_opt_level {level!r} is not one of {', '.join(ORT_OPT_LEVELS)}",
+        )
+    for b in m.max_batch_size:
+        _check(b == 0 or 2 <= b <= 1024, src, f"[matrix] max_batch_size must be 0 (off) or 2..1024, got {b}")
+    for d in m.max_queue_delay_us:
+        _check(0 <= d <= 10_000_000, src, f"[matrix] max_queue_delay_us must be in 0..10000000, got {d}")
     names: list[str] = []
     for um in cfg.models:
         _check(bool(NAME_RE.match(um.name)), src, f"[[models]] name {um.name!r}: use letters, digits, . _ -")
@@ -497,6 +549,7 @@ def validate(cfg: CompareConfig) -> None:
     _check(ms.max_windows >= ms.stability_windows, src, "[measure] max_windows must be >= stability_windows")
     _check(0 < ms.stability_tolerance < 1, src, "[measure] stability_tolerance must be in (0, 1)")
     _check(ms.common_rate_rps > 0, src, "[measure] common_rate_rps must be > 0")
+    _check(0 < ms.sweep_s <= 600, src, "[measure] sweep_s must be in (0, 600]")
 
     se = cfg.search
     _check(0 < se.step_s <= 600, src, "[search] step_s must be in (0, 600]")
@@ -548,6 +601,41 @@ class ModelInfo:
     task: str  # "tabular" | "image"
     formats: tuple[str, ...]
     source: str = "zoo"  # "zoo" | "file" (a [[models]] entry: every one of its files is a choice)
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """One point of the batching and model-runtime axes (``Choice``'s fields of the same names)."""
+
+    max_batch_size: int = 0
+    max_queue_delay_us: int = 0
+    intra_op_threads: int = 1
+    inter_op_threads: int = 1
+    ort_opt_level: str = "all"
+
+    def choice_fields(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def words(self) -> str:
+        """`` batch 8/500us ort=basic`` (empty at the defaults), for a skipped combination's name."""
+        return "".join(f" {w}" for w in Choice("", "", "", "", **self.choice_fields())._tuning(" "))
+
+    def unsupported(self, framework: str, server: str, threads: int, fmt: str) -> str | None:
+        """Why one of our targets cannot take these options (the targets' own rules), or None."""
+        config = TargetConfig(framework=framework, server=server, threads=threads, format=fmt,
+                              **self.choice_fields())  # fmt: skip
+        return batching_unsupported(config) or ort_options_unsupported(config)
+
+
+def model_server_skip(server: str, model: str, fmt: str, info: ModelInfo, tuning: Tuning) -> str | None:
+    """Why a third-party model server cannot be this choice (None: it can)."""
+    if info.source == "file":
+        return f"{server} serves zoo models here, not your own model files"
+    runtime = [w for w in ("intra_op_threads", "inter_op_threads", "ort_opt_level")
+               if getattr(tuning, w) != getattr(Tuning(), w)]  # fmt: skip
+    if runtime:
+        return f"{', '.join(runtime)}: options of deploybench's own targets ({server} sets its own)"
+    return external_unsupported(server, model, fmt)
 
 
 def zoo_catalog() -> dict[str, ModelInfo]:
@@ -635,9 +723,29 @@ def expand(
             seen_skips.add(combo)
             skipped.append(Skipped(combo, reason))
 
-    for fw, server, model, fmt, workers, threads, handler in itertools.product(
-        m.framework, m.server, m.model, m.format, m.workers, m.threads, m.handler
+    ids: set[str] = set()
+
+    def add(choice: Choice) -> None:
+        if choice.id not in ids:  # e.g. a model server once for every server axis value
+            ids.add(choice.id)
+            choices.append(choice)
+
+    tunings = [
+        Tuning(b, d if b else 0, intra, inter, level)
+        for b, d, intra, inter, level in itertools.product(
+            m.max_batch_size, m.max_queue_delay_us, m.intra_op_threads, m.inter_op_threads, m.ort_opt_level
+        )
+    ]
+    for fw, server, model, fmt, workers, threads, handler, tuning in itertools.product(
+        m.framework, m.server, m.model, m.format, m.workers, m.threads, m.handler, tunings
     ):
+        if fw in MODEL_SERVERS:
+            why = model_server_skip(fw, model, fmt, catalog[model], tuning)
+            if why is not None:
+                skip(f"{fw} {model}/{fmt}{tuning.words()}", why)
+                continue
+            add(Choice(fw, fw, model, fmt, workers, 1, **tuning.choice_fields()))
+            continue
         if server not in FRAMEWORK_SERVERS[fw]:
             servers = " or ".join(FRAMEWORK_SERVERS[fw])
             skip(f"{fw}+{server}", f"{server} does not serve {fw} (it uses {servers})")
@@ -649,29 +757,22 @@ def expand(
                 "gunicorn-sync or gunicorn-gthread)",
             )
             continue
-        if catalog[model].source == "file":
-            continue  # a user's model: its files are added below, whatever the format axis
-        if fmt not in catalog[model].formats:
-            skip(
-                f"{model}/{fmt}",
-                f"{model} has no {fmt} artifact (formats: {', '.join(catalog[model].formats)})",
-            )
+        user_file = catalog[model].source == "file"
+        if not user_file and fmt not in catalog[model].formats:
+            known = ", ".join(catalog[model].formats)
+            why = missing_format_reason(MODELS[model], fmt) if model in MODELS else None
+            skip(f"{model}/{fmt}", why or f"{model} has no {fmt} artifact (formats: {known})")
             continue
         if threads != 1 and server != "gunicorn-gthread":
             skip(f"{server} threads={threads}", "only gunicorn-gthread uses threads > 1")
             continue
-        choices.append(Choice(fw, server, model, fmt, workers, threads, handler=handler))
-    user_models = [model for model in m.model if catalog[model].source == "file"]
-    for fw, server, model, fmt, workers, threads, handler in itertools.product(
-        m.framework, m.server, user_models, MODEL_FORMATS, m.workers, m.threads, m.handler
-    ):
-        if fmt not in catalog[model].formats or server not in FRAMEWORK_SERVERS[fw]:
-            continue  # (the framework/server pair was reported above)
-        if threads != 1 and server != "gunicorn-gthread":
-            continue
-        if handler != "auto" and fw != "fastapi":
-            continue
-        choices.append(Choice(fw, server, model, fmt, workers, threads, handler=handler))
+        # a user's model: every one of its files, whatever the format axis (zoo artifacts only)
+        for f in [g for g in MODEL_FORMATS if g in catalog[model].formats] if user_file else [fmt]:
+            why = tuning.unsupported(fw, server, threads, f)
+            if why is not None:
+                skip(f"{fw}+{server} t{threads} {f}{tuning.words()}", why)
+                continue
+            add(Choice(fw, server, model, f, workers, threads, handler=handler, **tuning.choice_fields()))
     choices += [Choice("", "", "", "", url=u.url, name=u.name) for u in cfg.urls]
     if not choices:
         why = "; ".join(f"{s.combo}: {s.reason}" for s in skipped) or "empty axes"

@@ -28,6 +28,8 @@ from deploybench.io import write_atomic
 from deploybench.loadtests.runner import run_load
 from deploybench.record import RunRecord
 from deploybench.targets.catalog import MODELS
+from deploybench.targets.external import SCENARIO as MODEL_SERVER_SCENARIO
+from deploybench.targets.external import ExternalServerProcess, env_versions
 from deploybench.targets.modelfile import UserModelInfo, load_sample_input
 from deploybench.targets.serve import ServerProcess, TargetConfig
 
@@ -178,6 +180,9 @@ class RealDriver:
             self._plan_load(self.model, health.get("input"), None)
             yield ExternalTarget(choice.url, health)
             return
+        if choice.model_server:
+            yield from self._start_model_server(choice, server_cpus, log_path)
+            return
         um = self.cfg.user_model(choice.model)
         if um is not None:
             model: dict[str, Any] = um.target_options(choice.format)
@@ -191,7 +196,11 @@ class RealDriver:
             server=choice.server,
             workers=choice.workers,
             threads=choice.threads,
-            intra_op_threads=self.cfg.matrix.intra_op_threads,
+            intra_op_threads=choice.intra_op_threads,
+            inter_op_threads=choice.inter_op_threads,
+            ort_opt_level=choice.ort_opt_level,
+            max_batch_size=choice.max_batch_size,
+            max_queue_delay_us=choice.max_queue_delay_us,
             handler=choice.handler,
             cpus=server_cpus,
             **model,
@@ -203,6 +212,32 @@ class RealDriver:
         finally:
             server.stop()
             server.cleanup()
+
+    def _start_model_server(
+        self, choice: Choice, server_cpus: list[int] | None, log_path: Path
+    ) -> Iterator[Target]:
+        """A third-party model server from its own virtualenv (created on first use: minutes, once). MLServer
+        speaks the Open Inference Protocol (the ``oip`` scenario); LitServe serves our /predict API."""
+        server = ExternalServerProcess(
+            choice.framework,
+            choice.model,
+            choice.format,
+            workers=choice.workers,
+            cpus=server_cpus,
+            log_path=log_path,
+            zoo_dir=self.zoo_dir,
+            max_batch_size=choice.max_batch_size,
+            max_queue_delay_us=choice.max_queue_delay_us,
+        )
+        self._load_scenario = MODEL_SERVER_SCENARIO[choice.framework]
+        try:
+            server.start()
+            # the versions that served it, for the report (the load record's environment is the generator's)
+            server.health = {"framework": choice.framework, "model": choice.model, "format": choice.format,
+                             "versions": env_versions(choice.framework)}  # fmt: skip
+            yield server
+        finally:
+            server.stop()
 
     def _announce(self, choice: Choice) -> None:
         k = self._passes[choice.id] = self._passes.get(choice.id, 0) + 1

@@ -83,7 +83,7 @@ from deploybench.decisions.plan import PlanRequest, capacity_doc, capacity_sente
 from deploybench.env import capture_env
 from deploybench.errors import TargetError, UsageError
 from deploybench.io import utc_now
-from deploybench.record import RecordWarning, RunRecord
+from deploybench.record import SWEEP_FILE, RecordWarning, RunRecord
 from deploybench.stats import (
     decode_histogram,
     encode_histogram,
@@ -91,6 +91,7 @@ from deploybench.stats import (
     merge_histograms,
     summarize_histogram,
 )
+from deploybench.sweep import Sweep, point_file_name, point_from_record, save_sweep
 from deploybench.thresholds import parse_thresholds
 
 
@@ -252,6 +253,7 @@ class ChoiceRun:
             self.result.target_health = getattr(self.target, "health", None)  # an external choice's /health
             self._stability()
             self._common_rate()
+            self._sweeps()
             self._coarse_search()
             if se.repeats and self.bracket is not None:
                 self.n_probes = repeat_probes(self.bracket, se.repeat_probes, se.rel_tolerance)
@@ -374,6 +376,35 @@ class ChoiceRun:
         self._add_warnings(self.stab.warnings, "stability")
         self.save()
         self._check_alive()
+
+    def _sweeps(self) -> None:
+        """``[measure] sweep_users`` / ``sweep_rates``: one run per point on this target, in order; the curve
+        and its knee (``deploybench.sweep``) kept in the result and in ``CHOICE/sweep-AXIS/sweep.json``."""
+        ms, se = self.cfg.measure, self.cfg.search
+        for axis, values in (("users", ms.sweep_users), ("rate", ms.sweep_rates)):
+            if not values:
+                continue
+            load_model = "closed" if axis == "users" else ms.load_model
+            scenario = getattr(self.driver, "scenario", ms.scenario)
+            shared = {"choice": self.choice.id, "scenario": scenario, "duration_s": ms.sweep_s,
+                      "warmup_s": se.step_warmup_s, "engine": ms.engine}  # fmt: skip
+            sweep = Sweep(axis, load_model, config=shared)
+            sdir = self.cdir / f"sweep-{axis}"
+            for i, value in enumerate(values):
+                name = point_file_name(i, axis, value)
+                if axis == "users":
+                    kw: dict[str, Any] = {"users": int(value)}
+                else:
+                    kw = {"rate_rps": value, "users": open_loop_users(self.cfg, value)}
+                assert self.target is not None
+                record = self.driver.load(self.target, record_path=sdir / name, load_model=load_model,
+                                          duration_s=ms.sweep_s, warmup_s=se.step_warmup_s, **kw)  # fmt: skip
+                sweep.add(point_from_record(value, record, name))
+                self._check_alive()
+            sweep.finish()
+            save_sweep(sweep, sdir / SWEEP_FILE)
+            self.result.sweeps[axis] = sweep.to_dict()
+            self.save()
 
     def _common_rate(self) -> None:
         """The same open-loop load for every choice, with the server's CPU (only for a target we started: an

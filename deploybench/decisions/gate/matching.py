@@ -22,7 +22,13 @@ from deploybench.record import RunRecord, Series, load_records
 CONFIG_KEYS = (
     "framework", "server", "workers", "threads", "intra_op_threads", "model", "format", "scenario",
     "load_model", "users", "rate_rps", "profile",
+    "max_batch_size", "max_queue_delay_us", "inter_op_threads", "ort_opt_level",
 )  # fmt: skip
+# Keys added later, left out of the identity at their defaults: a record made before them (without the key)
+# still matches a new one with the same target (batching off, onnxruntime's defaults).
+LATER_KEY_DEFAULTS: dict[str, Any] = {
+    "max_batch_size": 0, "max_queue_delay_us": 0, "inter_op_threads": 1, "ort_opt_level": "all",
+}  # fmt: skip
 
 
 class IncomparableError(UsageError):
@@ -43,7 +49,7 @@ def config_identity(record: RunRecord) -> dict[str, Any]:
     out: dict[str, Any] = {"kind": record.kind}
     for key in CONFIG_KEYS:
         value = _config_value(record.config, key)
-        if value is not None:
+        if value is not None and (key not in LATER_KEY_DEFAULTS or value != LATER_KEY_DEFAULTS[key]):
             out[key] = value
     return out
 
