@@ -28,13 +28,13 @@ STOP_GRACE_S = 10.0
 
 
 def fetch_health(
-    url: str | None, timeout_s: float = 2.0, headers: dict[str, str] | None = None
+    url: str | None, timeout_s: float = 2.0, headers: dict[str, str] | None = None, path: str = "/health"
 ) -> dict[str, Any] | None:
-    """GET {url}/health (with ``headers``, e.g. a run's auth token) -> its JSON object when it answers 200,
+    """GET {url}{path} (with ``headers``, e.g. a run's auth token) -> its JSON object when it answers 200,
     else None (refused, timed out after ``timeout_s``, another status, not a JSON object)."""
     if not url:
         return None
-    request = urllib.request.Request(url.rstrip("/") + "/health", headers=headers or {})
+    request = urllib.request.Request(url.rstrip("/") + path, headers=headers or {})
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as resp:
             if resp.status != 200:

@@ -176,6 +176,10 @@ def new_record(config: dict[str, Any], env: dict[str, Any], options: LoadOptions
         for k in ("framework", "model", "format"):
             if health.get(k) and not config.get(k):
                 config[k] = health[k]
+    elif config.get("scenario") == "oip":  # an OIP server (e.g. MLServer) need not have /health: its metadata
+        meta = fetch_health(host, headers=options.headers, path="/v2")
+        if meta is not None:
+            config["target_health"] = health = {"oip_server": meta}
     config.update(options.extra_config)
     rec = RunRecord(kind="load", config=config, env=env)
     if health is None:

@@ -63,8 +63,9 @@ from typing import IO, Any
 
 from deploybench.env import pinned_argv
 from deploybench.errors import TargetError, UsageError
-from deploybench.procs import STOP_GRACE_S, fetch_health, stop_process_group, tail_text
+from deploybench.procs import fetch_health, tail_text
 from deploybench.targets.catalog import MODELS, artifact_entry
+from deploybench.targets.serve import ChildServer
 from deploybench.vocabulary import MODEL_SERVERS
 
 EXTERNAL_SERVERS = MODEL_SERVERS  # deploybench.vocabulary: the names compare and the CLI agree on
@@ -331,7 +332,7 @@ def _http_ok(url: str, timeout_s: float = 2.0) -> bool:
         return False
 
 
-class ExternalServerProcess:
+class ExternalServerProcess(ChildServer):
     """A model server (MLServer or LitServe) serving one zoo model, as a child process group. Use as a
     context manager, or start()/stop()/cleanup(); the same surface as ServerProcess."""
 
@@ -377,26 +378,8 @@ class ExternalServerProcess:
         return f"http://{host}:{self.port}"
 
     @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
-    @property
-    def log_path(self) -> Path | None:
-        return self._log_path
-
-    @property
-    def returncode(self) -> int | None:
-        return self._proc.poll() if self._proc is not None else None
-
-    @property
     def framework(self) -> str:
         return self.server
-
-    def is_alive(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    def log_tail(self, n_chars: int = LOG_TAIL_CHARS) -> str:
-        return tail_text(self._log_path, n_chars, "(no log)") if self._log_path else ""
 
     def versions(self) -> dict[str, str]:
         """The server env's versions (for the run record's environment block)."""
@@ -463,23 +446,6 @@ class ExternalServerProcess:
             self.cleanup()
             raise
         raise AssertionError("unreachable")  # the loop returns or raises
-
-    def stop(self, grace_s: float = STOP_GRACE_S) -> int | None:
-        """SIGTERM the process group, SIGKILL whatever is left after ``grace_s``. Returns the exit code."""
-        return stop_process_group(self._proc, grace_s) if self._proc is not None else None
-
-    def cleanup(self) -> None:
-        """Remove the temporary folder (settings, and the default log). Call after stop()."""
-        if self._tmp is not None and not self.is_alive():
-            shutil.rmtree(self._tmp, ignore_errors=True)
-            self._tmp = None
-
-    def __enter__(self) -> ExternalServerProcess:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-        self.cleanup()
 
     # -- internals ---------------------------------------------------------------------------------------
     def _env(self) -> dict[str, str]:

@@ -206,7 +206,8 @@ def create_app(config: TargetConfig, service: Service | None = None) -> FastAPI:
     async def predict_image_base64(request: Request) -> Response:
         return await predict_route(request, PREDICT_IMAGE_BASE64)
 
-    oip.register_fastapi(app, svc)  # the Open Inference Protocol v2 routes (/v2/...)
+    # the Open Inference Protocol v2 routes (/v2/...), with this app's body reading and responses
+    oip.register_fastapi(app, svc, read_body=_read_body, respond=_respond, content_length=_content_length)
 
     if svc.stalls:  # the injected stall (TargetConfig.inject_stall_*); added first: inside the metrics
         app.add_middleware(StallGate, service=svc)  # (a stalled request's duration includes the stall)

@@ -31,6 +31,7 @@ import asyncio
 import itertools
 import math
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -451,8 +452,17 @@ def _numbers(data: list[Any], shape: list[int], datatype: str) -> np.ndarray:
 
 
 # -- the apps --------------------------------------------------------------------------------------------
-def register_fastapi(app: FastAPI, service: Service) -> OipService:
-    """Add the OIP v2 routes to a FastAPI target (the inference runs as the app's handler style says)."""
+def register_fastapi(
+    app: FastAPI,
+    service: Service,
+    *,
+    read_body: Callable[[Any, Service], Awaitable[bytes]],
+    respond: Callable[[Reply], Any],
+    content_length: Callable[[Any], int | None],
+) -> OipService:
+    """Add the OIP v2 routes to a FastAPI target (the inference runs as the app's handler style says);
+    ``read_body`` / ``respond`` / ``content_length`` are the app's own (the same body limits and responses as
+    /predict)."""
     from anyio import to_thread  # import cost: the FastAPI adapter's own dependencies, not Flask's
     from starlette.requests import ClientDisconnect, Request
     from starlette.responses import Response
@@ -463,32 +473,13 @@ def register_fastapi(app: FastAPI, service: Service) -> OipService:
     timeout_ns = round(timeout_s * 1e9)
     inline = svc.handler == "inline"
 
-    def respond(reply: Reply) -> Response:
-        return Response(
-            reply.payload(), status_code=reply.status, headers=reply.headers, media_type="application/json"
-        )
-
-    async def read_body(request: Request) -> bytes:
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > svc.limits.max_body_bytes:
-                raise svc.too_large(None)
-            chunks.append(chunk)
-        return b"".join(chunks)
-
     async def infer(request: Request) -> Response:
         name, version = request.path_params["name"], request.path_params.get("version")
         start_ns = time.perf_counter_ns()  # the deadline counts from here, as on /predict
         content_type = request.headers.get("content-type")
-        raw_length = request.headers.get("content-length")
         try:
-            length = int(raw_length) if raw_length is not None else None
-        except ValueError:
-            length = None
-        try:
-            oip.precheck(name, version, content_type, length)
-            body = await read_body(request)
+            oip.precheck(name, version, content_type, content_length(request))
+            body = await read_body(request, svc)
         except InputError as exc:
             return respond(error_from(exc))
         except ClientDisconnect:
@@ -540,38 +531,25 @@ def register_fastapi(app: FastAPI, service: Service) -> OipService:
     return oip
 
 
-def register_flask(app: Flask, service: Service) -> OipService:
-    """Add the OIP v2 routes to a Flask target."""
+def register_flask(
+    app: Flask,
+    service: Service,
+    *,
+    read_body: Callable[[Any, Service], bytes],
+    respond: Callable[[Reply], Any],
+) -> OipService:
+    """Add the OIP v2 routes to a Flask target; ``read_body`` / ``respond`` are the app's own (the same
+    body limits and responses as /predict)."""
     from flask import Response, request  # import cost: the Flask adapter's own dependencies, not FastAPI's
 
     oip = OipService(service)
     svc = service
 
-    def respond(reply: Reply) -> Response:
-        return Response(
-            reply.payload(), status=reply.status, headers=reply.headers, content_type="application/json"
-        )
-
-    def read_body() -> bytes:
-        length = request.content_length
-        if length is not None:
-            return request.environ["wsgi.input"].read(length) if length else b""
-        if not request.environ.get("wsgi.input_terminated"):
-            return b""
-        limit, stream = svc.limits.max_body_bytes, request.environ["wsgi.input"]
-        chunks, size = [], 0
-        while chunk := stream.read(min(65536, limit + 1 - size)):
-            size += len(chunk)
-            if size > limit:
-                raise svc.too_large(None)
-            chunks.append(chunk)
-        return b"".join(chunks)
-
     def infer(name: str, version: str | None = None) -> Response:
         content_type = request.environ.get("CONTENT_TYPE")
         try:
             oip.precheck(name, version, content_type, request.content_length)
-            body = read_body()
+            body = read_body(request, svc)
         except InputError as exc:
             return respond(error_from(exc))
         try:

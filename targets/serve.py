@@ -448,7 +448,57 @@ def server_env(
     return env
 
 
-class ServerProcess:
+class ChildServer:
+    """What every server deploybench starts as a child process group shares (``ServerProcess`` and
+    ``deploybench.targets.external.ExternalServerProcess``): its pid, exit code, log and liveness, stopping
+    the group, and the context manager. A subclass sets ``host``-dependent ``url``, ``start()`` and
+    ``cleanup()``, and fills ``_proc``, ``_log_path`` and ``_tmp``."""
+
+    _proc: subprocess.Popen[bytes] | None = None
+    _log_path: Path | None = None
+    _tmp: Path | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def log_path(self) -> Path | None:
+        return self._log_path
+
+    @property
+    def returncode(self) -> int | None:
+        """The server process's exit code (-N if killed by signal N); None while running or never started."""
+        return self._proc.poll() if self._proc is not None else None
+
+    def is_alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def log_tail(self, n_chars: int = LOG_TAIL_CHARS) -> str:
+        return tail_text(self._log_path, n_chars, "(no log)") if self._log_path else ""
+
+    def stop(self, grace_s: float = STOP_GRACE_S) -> int | None:
+        """SIGTERM the process group, SIGKILL whatever is left after ``grace_s``. Returns the exit code."""
+        return stop_process_group(self._proc, grace_s) if self._proc is not None else None
+
+    def cleanup(self) -> None:
+        """Remove the temporary folder (and the default log in it). Call after stop()."""
+        if self._tmp is not None and not self.is_alive():
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+
+    def start(self) -> ChildServer:  # pragma: no cover - every subclass has its own
+        raise NotImplementedError
+
+    def __enter__(self) -> Any:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+        self.cleanup()
+
+
+class ServerProcess(ChildServer):
     """A target server running as a child process group. Use as a context manager, or start()/stop()."""
 
     def __init__(
@@ -473,25 +523,6 @@ class ServerProcess:
         host = self.config.host if self.config.host not in ("0.0.0.0", "") else "127.0.0.1"
         host = f"[{host}]" if ":" in host else host
         return f"http://{host}:{self.port}"
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
-    @property
-    def log_path(self) -> Path | None:
-        return self._log_path
-
-    @property
-    def returncode(self) -> int | None:
-        """The server process's exit code (-N if killed by signal N); None while running or never started."""
-        return self._proc.poll() if self._proc is not None else None
-
-    def is_alive(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    def log_tail(self, n_chars: int = LOG_TAIL_CHARS) -> str:
-        return tail_text(self._log_path, n_chars, "(no log)") if self._log_path else ""
 
     def start(self) -> ServerProcess:
         if self._proc is not None:
@@ -542,7 +573,7 @@ class ServerProcess:
     def stop(self, grace_s: float = STOP_GRACE_S) -> int | None:
         """SIGTERM the process group, SIGKILL whatever is left after ``grace_s``, then remove the metrics
         folder. Returns the exit code."""
-        code = stop_process_group(self._proc, grace_s) if self._proc is not None else None
+        code = super().stop(grace_s)
         self._remove_metrics_dir()
         return code
 
@@ -559,16 +590,7 @@ class ServerProcess:
     def cleanup(self) -> None:
         """Remove the temporary folder (ready files, and the default log). Call after stop()."""
         self._remove_metrics_dir()
-        if self._tmp is not None and not self.is_alive():
-            shutil.rmtree(self._tmp, ignore_errors=True)
-            self._tmp = None
-
-    def __enter__(self) -> ServerProcess:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-        self.cleanup()
+        super().cleanup()
 
     # -- internals -------------------------------------------------------------------------------------
     def _fail(self, why: str, cmd_text: str) -> TargetError:

@@ -316,3 +316,37 @@ def test_lean_plan_of_the_oip_scenario() -> None:
     assert json.loads(body)["inputs"][0]["shape"] == [2, 4]
     again = build_plan("oip", "http://127.0.0.1:9/base", options=resolved, seed=3)
     assert again.picks == plan.picks  # seeded: a rerun sends the same bodies
+
+
+def test_a_record_of_an_oip_server_without_health_reads_its_v2_metadata_instead() -> None:
+    """MLServer has no /health: an oip run's record takes the server's OIP metadata (GET /v2), no warning;
+    another scenario against it warns that /health did not answer."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from deploybench.loadtests.core import LoadOptions, new_record
+
+    class OipOnly(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = json.dumps({"name": "mlserver", "version": "1.7.1", "extensions": []}).encode()
+            self.send_response(200 if self.path == "/v2" else 404)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body) if self.path == "/v2" else 0))
+            self.end_headers()
+            if self.path == "/v2":
+                self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), OipOnly)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        host = f"http://127.0.0.1:{server.server_address[1]}"
+        rec = new_record({"host": host, "scenario": "oip"}, {}, LoadOptions())
+        assert rec.config["target_health"]["oip_server"]["name"] == "mlserver" and not rec.warnings
+        other = new_record({"host": host, "scenario": "tabular"}, {}, LoadOptions())
+        assert [w.code for w in other.warnings] == ["target-health-unavailable"]
+    finally:
+        server.shutdown()
+        server.server_close()

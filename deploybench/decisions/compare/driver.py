@@ -238,6 +238,7 @@ class RealDriver:
             yield server
         finally:
             server.stop()
+            server.cleanup()
 
     def _announce(self, choice: Choice) -> None:
         k = self._passes[choice.id] = self._passes.get(choice.id, 0) + 1
