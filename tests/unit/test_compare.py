@@ -33,10 +33,10 @@ from deploybench.decisions.compare.config import (
     expand,
     load_config,
 )
-from deploybench.decisions.compare.driver import RealDriver, check_pin_possible, core_split
+from deploybench.decisions.compare.driver import RealDriver, check_pin_possible, core_split, stamp_target_env
 from deploybench.decisions.compare.run import run_matrix
 from deploybench.errors import TargetError, UsageError
-from deploybench.record import RecordWarning, RunRecord, Series
+from deploybench.record import RecordWarning, RunRecord, Series, load_record
 from deploybench.reports.compare_render import ranked_table_markdown, write_report
 from deploybench.stats import encode_histogram, new_histogram, record_us, summarize_histogram
 
@@ -452,6 +452,16 @@ def test_sweep_points_in_a_config_are_checked(sweep, message):
         return
     with pytest.raises(UsageError, match=message):
         CompareConfig.from_dict({"measure": {"sweep_users": sweep}})
+
+
+def test_a_model_servers_versions_join_each_load_records_environment(tmp_path):
+    rec = fake_record(None, 100.0, 4000, 20)
+    path = tmp_path / "r.json"
+    rec.save(path)
+    assert stamp_target_env(rec, None, path).env.get("target_env") is None  # our own target: unchanged
+    versions = {"server": "mlserver", "virtualenv": True, "mlserver": "1.7.1", "fastapi": "0.115.14"}
+    stamp_target_env(rec, versions, path)
+    assert load_record(path).env["target_env"] == versions
 
 
 def test_matrix_ranks_choices_records_a_failed_start_and_continues(tmp_path):

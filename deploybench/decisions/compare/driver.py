@@ -233,8 +233,10 @@ class RealDriver:
         try:
             server.start()
             # the versions that served it, for the report (the load record's environment is the generator's)
+            versions = env_versions(choice.framework)
             server.health = {"framework": choice.framework, "model": choice.model, "format": choice.format,
-                             "versions": env_versions(choice.framework)}  # fmt: skip
+                             "versions": versions}  # fmt: skip
+            server.target_env = {"server": choice.framework, "virtualenv": True, **versions}
             yield server
         finally:
             server.stop()
@@ -286,7 +288,7 @@ class RealDriver:
         if self.progress is not None:
             what = f"{rate_rps:,.0f} rps {load_model}" if rate_rps else f"{users or 'default'} users, closed"
             self.progress.phase(f"{self._step}: probe {self._probes} ({what})")
-        return run_load(
+        record = run_load(
             target.url,
             self._load_scenario,
             **options,
@@ -303,6 +305,7 @@ class RealDriver:
             server_pid=getattr(target, "pid", None),
             **self._generator_options(),
         )
+        return stamp_target_env(record, getattr(target, "target_env", None), record_path)
 
     def _generator_options(self) -> dict[str, Any]:
         """Where the load comes from: remote Locust workers (``[measure] expect_workers``: this process is
@@ -315,6 +318,16 @@ class RealDriver:
             return {"expect_workers": ms.expect_workers, "master_bind": address, "generator_cpus": None}
         cpus = self.generator_cpus
         return {"generator_cpus": cpus, "processes": len(cpus) if cpus and len(cpus) > 1 else 0}
+
+
+def stamp_target_env(record: RunRecord, target_env: dict[str, Any] | None, path: Path) -> RunRecord:
+    """A model server runs from its own virtualenv: its versions join the record's environment block as
+    ``target_env`` (the rest of the block is the generator's, whose versions our own targets share), and the
+    record is saved again."""
+    if target_env:
+        record.env["target_env"] = dict(target_env)
+        record.save(path)
+    return record
 
 
 def pin_possible() -> bool:
