@@ -35,11 +35,12 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 RunBatch = Callable[[np.ndarray], np.ndarray]
+ReplyT = TypeVar("ReplyT")  # what a request's finish makes of its share of a batch (a Reply)
 
 
 @dataclass(frozen=True)
@@ -283,3 +284,27 @@ class ThreadBatcher:
             raise item.error
         assert item.result is not None
         return item.result
+
+
+async def run_batched(
+    batcher: AsyncBatcher,
+    prepare: Callable[[], Any],
+    finish: Callable[[Any, BatchResult], ReplyT],
+    *,
+    off_loop: bool,
+    left_s: float,
+) -> ReplyT:
+    """A request through the dynamic batcher within ``left_s`` of its deadline: ``prepare()`` validates it
+    into an object with ``rows`` (``off_loop``: in a worker thread, e.g. decoding an image) before it is
+    enqueued, so a bad input is answered alone and never reaches a batch; ``finish`` makes the reply from
+    its share of the batch. Raises InputError (the caller answers it in its protocol's shape) and
+    TimeoutError. The FastAPI target's /predict and OIP infer routes use it."""
+    from anyio import to_thread  # import cost: the asyncio side's (FastAPI) dependency, not Flask's
+
+    async with asyncio.timeout(left_s):
+        if off_loop:
+            prepared = await to_thread.run_sync(prepare, abandon_on_cancel=True)
+        else:
+            prepared = prepare()
+        result = await batcher.submit(prepared.rows)
+    return finish(prepared, result)

@@ -43,7 +43,7 @@ from starlette.responses import Response
 
 from deploybench import __version__
 from deploybench.targets import oip
-from deploybench.targets.batching import AsyncBatcher
+from deploybench.targets.batching import AsyncBatcher, run_batched
 from deploybench.targets.metrics import CONTENT_TYPE, METRICS_PATH, AsgiMetrics, TargetMetrics
 from deploybench.targets.preprocess import InputError
 from deploybench.targets.serve import TargetConfig, config_from_env
@@ -83,27 +83,6 @@ async def _read_body(request: Request, svc: Service) -> bytes:
             raise svc.too_large(None)
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-async def _batched(
-    svc: Service, batcher: AsyncBatcher, route: str, content_type: str | None, body: bytes, left_s: float
-) -> Reply:
-    """A prediction request through the dynamic batcher, within ``left_s`` of its deadline: validated
-    before it is enqueued, so a bad input is answered alone and never reaches a batch."""
-    try:
-        async with asyncio.timeout(left_s):
-            if route == PREDICT or svc.handler == "inline":
-                prepared = svc.prepare(route, content_type, body)
-            else:  # decode + transform an image off the loop
-                prepared = await to_thread.run_sync(
-                    svc.prepare, route, content_type, body, abandon_on_cancel=True
-                )
-            result = await batcher.submit(prepared.rows)
-        return svc.finish(prepared, result)
-    except InputError as exc:
-        return Reply(exc.status, exc.to_body())
-    except TimeoutError:
-        return svc.timed_out("it waited that long for its batch")
 
 
 class StallGate:
@@ -161,7 +140,15 @@ def create_app(config: TargetConfig, service: Service | None = None) -> FastAPI:
             return Response(status_code=400)
         if batcher is not None:
             left_s = timeout_s - (time.perf_counter_ns() - start_ns) / 1e9
-            return _respond(await _batched(svc, batcher, route, content_type, body, left_s))
+            off_loop = route != PREDICT and not inline  # decode + transform an image off the loop
+            try:
+                reply = await run_batched(batcher, lambda: svc.prepare(route, content_type, body), svc.finish,
+                                      off_loop=off_loop, left_s=left_s)  # fmt: skip
+            except InputError as exc:
+                reply = Reply(exc.status, exc.to_body())
+            except TimeoutError:
+                reply = svc.timed_out("it waited that long for its batch")
+            return _respond(reply)
         if inline:
             if time.perf_counter_ns() - start_ns > timeout_ns:
                 return _respond(svc.timed_out("it waited that long before its inference could start"))
@@ -207,7 +194,8 @@ def create_app(config: TargetConfig, service: Service | None = None) -> FastAPI:
         return await predict_route(request, PREDICT_IMAGE_BASE64)
 
     # the Open Inference Protocol v2 routes (/v2/...), with this app's body reading and responses
-    oip.register_fastapi(app, svc, read_body=_read_body, respond=_respond, content_length=_content_length)
+    oip.register_fastapi(app, svc, read_body=_read_body, respond=_respond, content_length=_content_length,
+                         batcher=batcher)  # fmt: skip
 
     if svc.stalls:  # the injected stall (TargetConfig.inject_stall_*); added first: inside the metrics
         app.add_middleware(StallGate, service=svc)  # (a stalled request's duration includes the stall)

@@ -108,7 +108,7 @@ def create_app(config: TargetConfig, service: Service | None = None) -> Flask:
         )
 
     # the Open Inference Protocol v2 routes (/v2/...), with this app's body reading and responses
-    oip.register_flask(app, svc, read_body=_read_body, respond=_respond)
+    oip.register_flask(app, svc, read_body=_read_body, respond=_respond, batcher=batcher)
 
     if config.metrics:  # opt-in (deploybench serve --metrics); without it /metrics is a 404 like any path
         served = {rule.rule for rule in app.url_map.iter_rules() if "<" not in rule.rule}

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from deploybench import __version__
+from deploybench.targets.batching import AsyncBatcher, BatchResult, ThreadBatcher, run_batched
 from deploybench.targets.catalog import MODELS
 from deploybench.targets.preprocess import (
     MAX_FEATURE_VALUE,
@@ -106,6 +107,11 @@ class Prepared:
     outputs: list[str]
     request_id: str | None
     timings: Timings
+
+    @property
+    def rows(self) -> np.ndarray:
+        """The rows a dynamic batcher takes (``deploybench.targets.batching``)."""
+        return self.batch
 
 
 class OipService:
@@ -229,6 +235,15 @@ class OipService:
         t2 = time.perf_counter_ns()
         t.decode_ns, t.preprocess_ns = t1 - t0, t2 - t1
         return Prepared(batch, outputs, request_id, t)
+
+    def finish_batched(self, req: Prepared, result: BatchResult) -> Reply:
+        """The reply from a request's share of a dynamic batch (its queue wait and batch size in
+        Server-Timing, as on /predict). InputError on non-finite scores."""
+        t = req.timings
+        t.infer_ns, t.queue_ns, t.batch_rows = result.infer_ns, result.queue_ns, result.batch_rows
+        if not np.isfinite(result.scores).all():
+            raise InputError(422, "non-finite-output", "the model produced non-finite scores for this input")
+        return self.finish(req, result.scores)
 
     def finish(self, req: Prepared, probs: np.ndarray) -> Reply:
         """The 200 reply for a prepared request's scores."""
@@ -459,6 +474,7 @@ def register_fastapi(
     read_body: Callable[[Any, Service], Awaitable[bytes]],
     respond: Callable[[Reply], Any],
     content_length: Callable[[Any], int | None],
+    batcher: AsyncBatcher | None = None,
 ) -> OipService:
     """Add the OIP v2 routes to a FastAPI target (the inference runs as the app's handler style says);
     ``read_body`` / ``respond`` / ``content_length`` are the app's own (the same body limits and responses as
@@ -484,6 +500,16 @@ def register_fastapi(
             return respond(error_from(exc))
         except ClientDisconnect:
             return Response(status_code=400)
+        if batcher is not None:  # dynamic batching, as on /predict
+            left_s = timeout_s - (time.perf_counter_ns() - start_ns) / 1e9
+            try:
+                reply = await run_batched(batcher, lambda: oip.prepare(body), oip.finish_batched,
+                                      off_loop=oip.is_image and not inline, left_s=left_s)  # fmt: skip
+            except InputError as exc:
+                reply = error_from(exc)
+            except TimeoutError:
+                reply = svc.timed_out("it waited that long for its batch")
+            return respond(reply)
         if inline:
             if time.perf_counter_ns() - start_ns > timeout_ns:
                 return respond(svc.timed_out("it waited that long before its inference could start"))
@@ -537,6 +563,7 @@ def register_flask(
     *,
     read_body: Callable[[Any, Service], bytes],
     respond: Callable[[Reply], Any],
+    batcher: ThreadBatcher | None = None,
 ) -> OipService:
     """Add the OIP v2 routes to a Flask target; ``read_body`` / ``respond`` are the app's own (the same
     body limits and responses as /predict)."""
@@ -553,6 +580,12 @@ def register_flask(
         except InputError as exc:
             return respond(error_from(exc))
         try:
+            if batcher is not None:  # dynamic batching, as on /predict
+                try:
+                    req = oip.prepare(body)
+                    return respond(oip.finish_batched(req, batcher.submit(req.rows)))
+                except InputError as exc:
+                    return respond(error_from(exc))
             return respond(oip.infer(name, version, content_type, body))
         except SystemExit as exc:  # gunicorn's worker-timeout abort: JSON, as /predict answers it
             if exc.code != 1:

@@ -113,3 +113,30 @@ def test_a_bad_request_beside_a_batch_fails_alone(urls: dict[str, str]) -> None:
     assert bad.status_code == 422 and bad.json()["error"], bad.text
     assert [r.status_code for r in replies] == [200] * 4
     assert all('batch;desc="4"' in r.headers["server-timing"] for r in replies)
+
+
+@pytest.mark.parametrize(("target", "n"), [("fastapi", 8), ("flask", 4)])
+def test_oip_infer_requests_are_batched_too(urls: dict[str, str], target: str, n: int) -> None:
+    """Open Inference Protocol v2 requests go through the same batcher: n concurrent single-row requests
+    run as one batch, each answered with its own row's probabilities (those of the unbatched target)."""
+    rows = ROWS[:n]
+
+    def body(row: list[float]) -> dict[str, object]:
+        return {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": row}]}
+
+    with httpx.Client(timeout=30) as client:
+        infer = f"{urls['plain']}/v2/models/iris-rf/infer"
+        expected = [client.post(infer, json=body(r)).json() for r in rows]
+    barrier = threading.Barrier(n)
+
+    def one(row: list[float]) -> httpx.Response:
+        with httpx.Client(timeout=60) as client:
+            barrier.wait(30)
+            return client.post(f"{urls[target]}/v2/models/iris-rf/infer", json=body(row))
+
+    with ThreadPoolExecutor(n) as pool:
+        replies = list(pool.map(one, rows))
+    for row, want, got in zip(rows, expected, replies, strict=True):
+        assert got.status_code == 200, got.text
+        assert got.json()["outputs"] == want["outputs"], f"row {row}: batched OIP answer differs"
+        assert f'batch;desc="{n}"' in got.headers["server-timing"], got.headers["server-timing"]
