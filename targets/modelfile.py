@@ -414,9 +414,12 @@ def open_model_file(
     *,
     trust_pickle: str | None = None,
     intra_op_threads: int | None = None,
+    ort_opt_level: str = "all",
+    inter_op_threads: int = 1,
 ) -> Predictor:
     """Load one file of a user's model with a provisional spec (shape and classes still unknown). Pickles
-    are refused unless ``trust_pickle`` is their sha256."""
+    are refused unless ``trust_pickle`` is their sha256. ``ort_opt_level`` / ``inter_op_threads``: the
+    onnxruntime session's (an ONNX file; the other formats ignore them)."""
     path = Path(path)
     kind = sniff(path)
     classes: dict[str, type[Predictor]] = {
@@ -437,6 +440,8 @@ def open_model_file(
         expected_sha256=trust_pickle if fmt == "pickle" else None,
         intra_op_threads=intra_op_threads,
         spec=spec,
+        ort_opt_level=ort_opt_level,
+        inter_op_threads=inter_op_threads,
     )
 
 
@@ -554,7 +559,11 @@ def _output_kind(out: np.ndarray) -> str:
 
 
 def inspect_user_model(
-    um: UserModel, *, intra_op_threads: int | None = None
+    um: UserModel,
+    *,
+    intra_op_threads: int | None = None,
+    ort_opt_level: str = "all",
+    inter_op_threads: int = 1,
 ) -> tuple[UserModelInfo, dict[str, Predictor]]:
     """Load every file of ``um``, infer its input shape, classes and output kind, probe each file with one
     batch, and return the findings and the ready predictors (final spec set; softmax where needed).
@@ -565,8 +574,9 @@ def inspect_user_model(
     declared: dict[str, tuple[int | None, ...] | None] = {}
     for fmt, path in um.files.items():
         pred = open_model_file(
-            um.name, fmt, path, trust_pickle=um.trust_pickle, intra_op_threads=intra_op_threads
-        )
+            um.name, fmt, path, trust_pickle=um.trust_pickle, intra_op_threads=intra_op_threads,
+            ort_opt_level=ort_opt_level, inter_op_threads=inter_op_threads,
+        )  # fmt: skip
         if isinstance(pred, OnnxPredictor):
             n_inputs, elem_type, _ = pred.input_meta()
             if n_inputs != 1:

@@ -258,16 +258,6 @@ class OnnxPredictor(Predictor):
         self._zipmap = next(o for o in outputs if o.name == self._outputs[0]).type.startswith("seq(map(")
         self._zipmap_labels: list[str] | None = None
 
-    def reconfigure(self, *, ort_opt_level: str, inter_op_threads: int) -> None:
-        """Open the session again with other onnxruntime options (a user's file, opened by
-        deploybench.targets.modelfile with the defaults); no-op when they are the current ones."""
-        if (ort_opt_level, inter_op_threads) == (self.ort_opt_level, self.inter_op_threads):
-            return
-        self.ort_opt_level, self.inter_op_threads = ort_opt_level, inter_op_threads
-        labels = self._zipmap_labels
-        self._load()
-        self._zipmap_labels = labels
-
     def session_options(self) -> dict[str, Any]:
         """The onnxruntime options this session runs with (for /health)."""
         return {

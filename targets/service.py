@@ -240,12 +240,13 @@ class Service:
         """A user's file (``deploybench.targets.modelfile``), inspected as the launcher did; the pickle opt-in
         re-checked."""
         um = config.user_model()
-        info, predictors = inspect_user_model(um, intra_op_threads=config.intra_op_threads)
+        info, predictors = inspect_user_model(
+            um,
+            intra_op_threads=config.intra_op_threads,
+            ort_opt_level=config.ort_opt_level,
+            inter_op_threads=config.inter_op_threads,
+        )
         predictor = predictors[config.format]
-        if isinstance(predictor, OnnxPredictor):  # modelfile opens it with onnxruntime's default options
-            predictor.reconfigure(
-                ort_opt_level=config.ort_opt_level, inter_op_threads=config.inter_op_threads
-            )
         transform = image_transform(um, info.input_shape) if info.task == "image" else None
         svc = cls(
             config,

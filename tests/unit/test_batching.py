@@ -503,7 +503,9 @@ def test_onnx_session_gets_the_options(tmp_path: Path) -> None:
         "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
     }
     for level, expected in levels.items():
-        pred.reconfigure(ort_opt_level=level, inter_op_threads=2)
+        pred = open_model_file("tiny", "onnx", tmp_path / "tiny.onnx", intra_op_threads=1,
+                               ort_opt_level=level, inter_op_threads=2)  # fmt: skip
+        assert isinstance(pred, OnnxPredictor)
         opts = pred._session.get_session_options()
         assert opts.graph_optimization_level == expected
         assert opts.inter_op_num_threads == 2
