@@ -18,6 +18,12 @@ Why this design (figures measured on this project's 2-core machine, README "Load
 - **Exact pacing without spinning.** Open loop, the next slot's intended time arms a Linux ``timerfd``
   (nanosecond deadline, woken by epoll); libuv's own timers round to whole milliseconds, which would add a
   mean ~0.5 ms of send delay to every corrected latency.
+- **One wake-up per paced request.** Open loop over plain HTTP on Linux, answers do not wake the generator:
+  each connection is a non-blocking socket the event loop does not watch, read at the generator's next
+  wake-up (the next slot's timer, the 4 Hz flush, the drain), and each answer is timed by the kernel's
+  receive timestamp of its last bytes (``SO_TIMESTAMPNS``), not by the read. A wake-up costs ~20-30 µs of
+  CPU on this project's VM, so this saves one per request; ``DEPLOYBENCH_LEAN_READS=on-arrival`` turns it
+  off (every answer read as it arrives, as in the closed loop and over HTTPS).
 
 The measurement is the engine-neutral one (``deploybench.measure`` + ``deploybench.pacer`` +
 ``deploybench.loadtests.core``), fed exactly as the Locust path feeds it: intended-time coordinated-omission
@@ -39,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import errno
 import gc
 import itertools
 import json
@@ -46,7 +53,9 @@ import os
 import re
 import shutil
 import signal
+import socket
 import ssl
+import struct
 import subprocess
 import sys
 import threading
@@ -60,6 +69,7 @@ import httptools
 import numpy as np
 
 from deploybench.env import capture_env, pinned_argv
+from deploybench.errors import UsageError
 from deploybench.io import write_atomic
 from deploybench.loadtests.core import (
     DRAIN_TIMEOUT_S,
@@ -102,6 +112,13 @@ CONNECT_TIMEOUT_S = 10.0
 PICKS = 1024  # length of the seeded request sequence a generator cycles through
 TABULAR_BODIES = 64  # distinct tabular request bodies per generator
 USER_AGENT = "deploybench-lean"
+READS_ENV = "DEPLOYBENCH_LEAN_READS"  # deferred (default) | on-arrival: how an open loop reads its answers
+SATURATED_POLL_NS = 100_000  # deferred reads, every connection busy: look for answers this often
+STALE_IDLE_NS = NS_PER_S  # deferred reads: a connection idle this long is checked before it is reused
+READ_BYTES = 65_536
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # its cmsg type SCM_TIMESTAMPNS is the same number
+_TIMESPEC = struct.Struct("@qq")
+_ANC_BYTES = socket.CMSG_SPACE(_TIMESPEC.size) if hasattr(socket, "CMSG_SPACE") else 0
 _ST_ENTRY = re.compile(rb'([A-Za-z0-9_.-]+)\s*;(?:[^,]*?;)?\s*dur\s*=\s*"?([0-9]+(?:\.[0-9]*)?)')
 
 
@@ -269,22 +286,21 @@ class PreciseTimer:
 
 
 # -- one connection ------------------------------------------------------------------------------------------
-class Conn(asyncio.Protocol):
-    """One HTTP/1.1 connection: writes a request, parses the response, hands it to the engine."""
+class _Response:
+    """What both kinds of connection share: the request in flight and the httptools callbacks."""
 
-    __slots__ = ("complete", "engine", "item", "keep_alive", "parser", "raw", "timing", "transport")
+    __slots__ = ("complete", "engine", "idle_since_ns", "item", "keep_alive", "parser", "raw", "timing")
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.item: tuple[int, int, int, int] | None = None  # (label index, start_ns, send_ns, slot or -1)
         self.timing: bytes | None = None
         self.complete = False
         self.keep_alive = True
         self.raw = b""  # the request to write once connected
+        self.idle_since_ns = 0  # when its last answer arrived
 
-    # httptools callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
         if len(name) == 13 and name.lower() == b"server-timing":
             self.timing = value
@@ -294,6 +310,22 @@ class Conn(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self.complete = True
+
+
+class Conn(_Response, asyncio.Protocol):
+    """One HTTP/1.1 connection on the event loop: writes a request, parses the response as it arrives, hands
+    it to the engine (closed loop, and open loop where deferred reads are not available)."""
+
+    __slots__ = ("transport",)
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(engine)
+        self.transport: asyncio.Transport | None = None
+
+    def shut(self, abort: bool = False) -> None:
+        transport, self.transport = self.transport, None
+        if transport is not None:
+            transport.abort() if abort else transport.close()
 
     # asyncio protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -312,6 +344,63 @@ class Conn(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
         self.engine.lost(self, exc)
+
+
+class RawConn(_Response):
+    """Open loop over plain HTTP with deferred reads: a non-blocking socket the event loop does not watch.
+
+    An answer does not wake the generator. It is read at the next wake-up the generator has anyway (a slot's
+    timer, the 4 Hz flush, the drain), and its end time is the kernel's receive timestamp of its last bytes
+    (``SO_TIMESTAMPNS``), not the time of the read. So each paced request costs one wake-up, not two (one
+    wake-up costs ~20-30 µs of CPU on this project's VM: docs/measurements/load-engines.md)."""
+
+    __slots__ = ("sock", "writing")
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(engine)
+        self.sock: Any = None  # a socket.socket once connecting (tests pass a fake)
+        self.writing = False  # the rest of a request waits for the socket to be writable
+
+    def shut(self, abort: bool = False) -> None:
+        sock, self.sock = self.sock, None
+        if sock is not None:
+            if self.writing:
+                self.engine.loop.remove_writer(sock.fileno())
+                self.writing = False
+            sock.close()
+
+    def stale(self) -> bool:
+        """An idle connection the server may have closed (keep-alive timeout): end of file or stray bytes
+        waiting on it. Checked only after ``STALE_IDLE_NS`` idle, so a busy run pays nothing."""
+        if self.sock is None:
+            return False
+        try:
+            return self.sock.recv(1, socket.MSG_PEEK) is not None
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
+
+
+def deferred_reads_wanted(environ: dict[str, str] | None = None) -> bool:
+    """``DEPLOYBENCH_LEAN_READS``: ``deferred`` (the default; used where the platform allows) or
+    ``on-arrival`` (every answer wakes the generator, as before deferred reads)."""
+    value = (os.environ if environ is None else environ).get(READS_ENV, "").strip().lower() or "deferred"
+    if value not in ("deferred", "on-arrival"):
+        raise UsageError(f"{READS_ENV}={value!r}: use deferred or on-arrival")
+    return value == "deferred"
+
+
+def deferred_reads_available() -> bool:
+    """Whether this platform gives TCP receive timestamps (Linux: ``SO_TIMESTAMPNS``, ``recvmsg``)."""
+    if not sys.platform.startswith("linux") or not _ANC_BYTES:
+        return False
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+            return bool(probe.getsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS))
+    except OSError:
+        return False
 
 
 # -- the engine (one process) --------------------------------------------------------------------------------
@@ -338,6 +427,7 @@ class EngineSpec:
     abort_after_errors: int = 200
     drain_s: float = DRAIN_TIMEOUT_S
     request_timeout_s: float = REQUEST_TIMEOUT_S
+    deferred_reads: bool = True  # open loop over http on Linux: answers read at wake-ups, kernel-timestamped
 
     @property
     def open_loop(self) -> bool:
@@ -361,8 +451,15 @@ class Engine:
         self.loop: asyncio.AbstractEventLoop = asyncio.get_event_loop()
         self.measurement: Measurement | None = None
         self.schedule: ArrivalSchedule | None = None
-        self.idle: list[Conn] = []
-        self.conns: set[Conn] = set()
+        # open loop over plain HTTP where the kernel timestamps received bytes: answers are read at the
+        # generator's own wake-ups (RawConn), else as they arrive (Conn, on the event loop)
+        self.deferred = (
+            spec.open_loop and spec.deferred_reads and self.ssl is None and deferred_reads_available()
+        )
+        self.idle: list[Any] = []  # Conn, or RawConn with deferred reads
+        self.conns: set[Any] = set()
+        self.busy: list[RawConn] = []  # deferred reads: the connections with a request in flight
+        self._addr: tuple[int, Any] | None = None
         self.connecting = 0
         self.batch = Batch()
         self.seq = itertools.cycle(plan.picks)
@@ -391,11 +488,119 @@ class Engine:
         else:
             start_ns = send_ns
         conn.item = (label, start_ns, send_ns, slot)
-        if conn.transport is None:
+        if self.deferred:
+            self._send_raw(conn, raw)
+        elif conn.transport is None:
             conn.raw = raw
             self._connect(conn)
         else:
             conn.transport.write(raw)
+
+    def _new_conn(self) -> Any:
+        return RawConn(self) if self.deferred else Conn(self)
+
+    def _send_raw(self, conn: RawConn, raw: bytes) -> None:
+        """Deferred reads: write the request on the connection's socket (connecting it first if need be)."""
+        try:
+            if conn.sock is None:
+                conn.sock = self._open_socket()
+            sent = conn.sock.send(raw)
+        except BlockingIOError:  # still connecting (a remote server), or the socket's buffer is full
+            sent = 0
+        except OSError as exc:
+            self.failed_request(conn, exc, None)
+            return
+        self.busy.append(conn)
+        if sent < len(raw):
+            self._write_rest(conn, memoryview(raw)[sent:])
+
+    def _open_socket(self) -> Any:
+        """A non-blocking TCP socket to the target with receive timestamps on, its connect started."""
+        if self._addr is None:
+            family, _, _, _, addr = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)[0]
+            self._addr = (family, addr)
+        family, addr = self._addr
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+            err = sock.connect_ex(addr)
+            if err not in (0, errno.EINPROGRESS):
+                raise OSError(err, os.strerror(err))  # (picks the subclass: ConnectionRefusedError ...)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def _write_rest(self, conn: RawConn, rest: memoryview) -> None:
+        """The part of a request the socket did not take at once, written as it becomes writable."""
+        sock = conn.sock
+        fd = sock.fileno()
+        left = rest
+
+        def writable() -> None:
+            nonlocal left
+            if conn.sock is not sock:  # retired meanwhile (its shut removed this writer)
+                return
+            try:
+                err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if err:
+                    raise OSError(err, os.strerror(err))
+                left = left[sock.send(left) :]
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                self.loop.remove_writer(fd)
+                conn.writing = False
+                self.failed_request(conn, exc, None)
+                return
+            if not left:
+                self.loop.remove_writer(fd)
+                conn.writing = False
+
+        conn.writing = True
+        self.loop.add_writer(fd, writable)
+
+    def reap(self) -> None:
+        """Deferred reads: take in every answer that has arrived, each timed by the kernel's receive
+        timestamp of its last bytes (CLOCK_REALTIME, mapped onto perf_counter_ns once per call)."""
+        busy, self.busy = self.busy, []
+        offset_ns: int | None = None
+        for conn in busy:
+            sock = conn.sock
+            if conn.item is None or sock is None:  # failed (watchdog) or retired meanwhile
+                continue
+            end_ns: int | None = None
+            while True:
+                try:
+                    data, anc, _flags, _addr = sock.recvmsg(READ_BYTES, _ANC_BYTES)
+                except BlockingIOError:
+                    break
+                except OSError as exc:
+                    self.failed_request(conn, exc, None)
+                    break
+                if not data:
+                    self.failed_request(conn, ConnectionResetError("connection closed by the server"), None)
+                    break
+                if anc:
+                    if offset_ns is None:
+                        offset_ns = time.clock_gettime_ns(time.CLOCK_REALTIME) - time.perf_counter_ns()
+                    sec, nsec = _TIMESPEC.unpack_from(anc[-1][2])
+                    end_ns = sec * NS_PER_S + nsec - offset_ns
+                try:
+                    conn.parser.feed_data(data)
+                except httptools.HttpParserError as exc:
+                    self.failed_request(conn, exc, None)
+                    break
+                if conn.complete:
+                    conn.complete = False
+                    self.response(conn, conn.parser.get_status_code(), conn.keep_alive, end_ns)
+                    break
+                if len(data) < READ_BYTES:
+                    break
+            if conn.item is not None and conn.sock is sock:  # still waiting for (the rest of) its answer
+                self.busy.append(conn)
 
     def _connect(self, conn: Conn) -> None:
         self.connecting += 1
@@ -421,7 +626,7 @@ class Engine:
 
     def _next(self, conn: Conn) -> None:
         """A connection is free: closed loop, send the next request; open loop, the next due slot or idle."""
-        if not self.sending:
+        if not self.sending or self.deferred:  # (deferred reads: the pacer's next wake-up uses it)
             self.idle.append(conn)
             return
         if self.schedule is None:
@@ -431,20 +636,27 @@ class Engine:
         self.pace()
 
     def pace(self) -> None:
-        """Open loop: give every due slot a free connection; arm the timer for the next slot."""
+        """Open loop: give every due slot a free connection; arm the timer for the next slot. With deferred
+        reads, first take in the answers that have arrived; when every connection is busy, look again in
+        ``SATURATED_POLL_NS``."""
         schedule, m = self.schedule, self.measurement
         if schedule is None or m is None or not self.sending:
             return
+        if self.deferred:
+            self.reap()
         now = time.perf_counter_ns()
         idle = self.idle
-        while idle:
+        while idle or self.deferred:
             due = schedule.next_due_ns()
             if due is None:
                 self._schedule_done()
                 return
+            assert self.timer is not None
             if due > now:
-                assert self.timer is not None
                 self.timer.at(due)
+                return
+            if not idle:  # deferred reads, every connection busy
+                self.timer.at(now + SATURATED_POLL_NS)
                 return
             slot = schedule.take(now)
             dropped = schedule.pop_dropped()
@@ -456,7 +668,10 @@ class Engine:
                 if schedule.exhausted:
                     self._schedule_done()
                 continue
-            self._send(idle.pop(), slot.intended_ns, slot.index)
+            conn = idle.pop()
+            if self.deferred and now - conn.idle_since_ns > STALE_IDLE_NS and conn.stale():
+                conn = self._replace(conn)  # the server closed it while it was idle
+            self._send(conn, slot.intended_ns, slot.index)
             now = time.perf_counter_ns()
 
     def _schedule_done(self) -> None:
@@ -464,9 +679,13 @@ class Engine:
         self.sending = False
 
     # -- answers ---------------------------------------------------------------------------------------------
-    def response(self, conn: Conn, status: int, keep_alive: bool) -> None:
-        end_ns = time.perf_counter_ns()
+    def response(self, conn: Any, status: int, keep_alive: bool, end_ns: int | None = None) -> None:
+        """An answer: ``end_ns`` its kernel receive time (deferred reads), else now."""
+        now_ns = time.perf_counter_ns()
         item = conn.item
+        if end_ns is None or item is None or not item[2] <= end_ns <= now_ns:
+            end_ns = now_ns
+        conn.idle_since_ns = end_ns
         conn.item = None
         timing, conn.timing = conn.timing, None
         if item is not None:
@@ -485,18 +704,17 @@ class Engine:
             conn = self._replace(conn)
         self._next(conn)
 
-    def _replace(self, conn: Conn, abort: bool = False) -> Conn:
-        """Retire ``conn`` (close its transport; its late ``connection_lost`` finds no request) and return a
-        fresh, unconnected one in its place."""
-        transport, conn.transport, conn.item = conn.transport, None, None
-        if transport is not None:
-            transport.abort() if abort else transport.close()
+    def _replace(self, conn: Any, abort: bool = False) -> Any:
+        """Retire ``conn`` (close it; a late ``connection_lost`` finds no request) and return a fresh,
+        unconnected one in its place."""
+        conn.item = None
+        conn.shut(abort)
         self.conns.discard(conn)
-        fresh = Conn(self)
+        fresh = self._new_conn()
         self.conns.add(fresh)
         return fresh
 
-    def failed_request(self, conn: Conn, exc: BaseException, status: int | None) -> None:
+    def failed_request(self, conn: Any, exc: BaseException, status: int | None) -> None:
         end_ns = time.perf_counter_ns()
         item = conn.item
         conn = self._replace(conn, abort=True)
@@ -529,6 +747,8 @@ class Engine:
 
     # -- batches into the histograms -------------------------------------------------------------------------
     def flush(self) -> None:
+        if self.deferred:
+            self.reap()
         m, b = self.measurement, self.batch
         if m is None or not b.end:
             return
@@ -570,6 +790,7 @@ class Engine:
             "worker_count": self.spec.worker_count,
             "pid": os.getpid(),
             "connections": self.spec.connections,
+            "reads": "deferred" if self.deferred else "on-arrival",
             "affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
             **cpu_usage(self.cpu0_s, self.wall0_ns, m.answered()),
         }
@@ -604,7 +825,7 @@ class Engine:
             self.timer = timer if timer is not None else PreciseTimer(self.loop, self.pace)
         self.sending = True
         for _ in range(spec.connections):
-            conn = Conn(self)
+            conn = self._new_conn()
             self.conns.add(conn)
             if spec.open_loop:
                 self.idle.append(conn)
@@ -628,8 +849,7 @@ class Engine:
         if self.timer is not None:
             self.timer.close()
         for c in self.conns:
-            if c.transport is not None:
-                c.transport.abort()
+            c.shut(abort=True)
         self.flush()
 
     async def _every(self, period_s: float, fn: Any) -> None:
@@ -664,7 +884,11 @@ class Engine:
 
     async def _drain(self) -> None:
         deadline = time.monotonic() + (self.spec.drain_s if self.failed is None else 0.0)
-        while self.in_flight() and time.monotonic() < deadline:
+        while True:
+            if self.deferred:
+                self.reap()
+            if not (self.in_flight() and time.monotonic() < deadline):
+                break
             await asyncio.sleep(0.01)
         self.flush()
         m = self.measurement
@@ -1014,6 +1238,7 @@ def run_lean(
     record's ``cpu_blocks`` (at the end): the generator processes' CPU and, with ``server_pid``, the server's
     process tree's, sampled here (``RunMonitor``)."""
     n = max(1, int(processes))
+    deferred = deferred_reads_wanted(env)
     conns = process_shares(max(connections, n), n)
     requests = process_shares(options.max_requests, n) if options.max_requests else [0] * n
     if scenario == "oip":  # the model's name and OIP metadata, read once here: a UsageError before any start
@@ -1061,7 +1286,7 @@ def run_lean(
                     duration_s=options.duration_s, max_lag_s=options.max_lag_s, max_requests=requests[i],
                     seed=options.seed, worker_index=i, worker_count=n, scenario_options=scenario_opts,
                     state_path=str(states[i]), save_interval_s=options.save_interval_s,
-                    abort_after_errors=options.abort_after_errors,
+                    abort_after_errors=options.abort_after_errors, deferred_reads=deferred,
                 )  # fmt: skip
                 spec_path = work / f"spec-{i}.json"
                 write_atomic(spec_path, spec_json(spec))

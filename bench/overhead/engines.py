@@ -1,4 +1,5 @@
-"""The load generators' own cost: CPU per request of the lean engine, the Locust path and wrk, driving the
+"""The load generators' own cost: CPU per request of the lean engine (with deferred reads, its default, and
+with answers read as they arrive: ``lean-on-arrival``), the Locust path and wrk, driving the
 same pinned target (FastAPI + uvicorn serving iris-mlp ONNX on CPU 1, the generator on CPU 0), open loop at
 fixed rates and closed loop, rounds interleaved.
 
@@ -13,16 +14,18 @@ Nothing is printed here: the rows are returned and rendered by ``deploybench.ben
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from deploybench.bench.overhead.loadgen import Request, run_wrk, wrk_path
 from deploybench.env import capture_env
+from deploybench.loadtests.lean import READS_ENV
 from deploybench.loadtests.runner import run_load
 from deploybench.record import RunRecord
 from deploybench.targets.serve import ServerProcess, TargetConfig
@@ -39,10 +42,33 @@ class EngineOptions:
     warmup_s: float = 2.0
     rounds: int = 3
     closed_users: int = 16
-    engines: tuple[str, ...] = ("lean", "locust")
+    engines: tuple[str, ...] = ("lean", "lean-on-arrival", "locust")
     wrk: bool = True
     zoo_dir: str | None = None
     out_dir: Path = field(default_factory=lambda: Path("results/overhead/engines"))
+
+
+# a row's engine name -> (the run's --engine, DEPLOYBENCH_LEAN_READS for it)
+VARIANTS = {
+    "lean": ("lean", "deferred"),
+    "lean-on-arrival": ("lean", "on-arrival"),
+    "locust": ("locust", None),
+}
+
+
+@contextlib.contextmanager
+def _reads(value: str | None) -> Iterator[None]:
+    """``DEPLOYBENCH_LEAN_READS`` set to ``value`` for one run (the generator processes inherit it)."""
+    before = os.environ.get(READS_ENV)
+    if value is not None:
+        os.environ[READS_ENV] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(READS_ENV, None)
+        else:
+            os.environ[READS_ENV] = before
 
 
 def _row(engine: str, loop: str, rate: float | None, rec: RunRecord) -> dict[str, Any]:
@@ -111,12 +137,15 @@ def run_engines(
             order = list(opts.engines) if rnd % 2 == 0 else list(reversed(opts.engines))
             for loop, rate in loads:
                 for engine in order:
-                    rec = run_load(
-                        server.url, "tabular", duration_s=opts.duration_s, warmup_s=opts.warmup_s,
-                        users=opts.closed_users if rate is None else None, rate_rps=rate,
-                        load_model="closed" if rate is None else "constant", generator_cpus=GENERATOR_CPUS,
-                        engine=engine, results_dir=opts.out_dir / "records",
-                    )  # fmt: skip
+                    run_engine, reads = VARIANTS[engine]
+                    with _reads(reads):
+                        rec = run_load(
+                            server.url, "tabular", duration_s=opts.duration_s, warmup_s=opts.warmup_s,
+                            users=opts.closed_users if rate is None else None, rate_rps=rate,
+                            load_model="closed" if rate is None else "constant",
+                            generator_cpus=GENERATOR_CPUS, engine=run_engine,
+                            results_dir=opts.out_dir / "records",
+                        )  # fmt: skip
                     row = {"round": rnd + 1, **_row(engine, loop, rate, rec)}
                     rows.append(row)
                     if on_row is not None:

@@ -58,6 +58,39 @@ def test_lean_processes_share_the_rate_and_merge_exactly(
     assert not (tmp_path / "lean2.lean").exists()  # the processes' states were merged, then removed
 
 
+@pytest.mark.parametrize("reads", ["deferred", "on-arrival"])
+def test_an_open_loop_times_each_answer_by_its_arrival_not_by_when_it_is_read(
+    server_20ms: KnownLatencyServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reads: str
+) -> None:
+    """4 rps against a 20 ms server: with deferred reads an answer waits in the socket until the next slot
+    (250 ms later) but is timed by the kernel's receive timestamp, so P50 stays near 20 ms, as when every
+    answer wakes the generator; the record says which reads ran."""
+    monkeypatch.setenv("DEPLOYBENCH_LEAN_READS", reads)
+    record = tmp_path / f"{reads}.json"
+    rc = cli_main(["load", "--url", server_20ms.url, "--scenario", "tabular", "--load-model", "constant",
+                   "--rate", "4", "--duration", "3", "--warmup", "0", "--users", "2", "--record", str(record),
+                   "--out", str(tmp_path)])  # fmt: skip
+    assert rc == 0
+    rec = load_record(record)
+    (gen,) = rec.config["generators"]
+    assert gen["reads"] == reads
+    (s,) = rec.series
+    assert s.count == s.scheduled == 12 and not s.errors
+    assert 20_000 <= s.latency_us["p50"] < 150_000  # read at the next slot it would be >= 250 ms
+
+
+def test_a_bad_reads_setting_is_a_one_line_error(
+    server_20ms: KnownLatencyServer, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    monkeypatch.setenv("DEPLOYBENCH_LEAN_READS", "sometimes")
+    rc = cli_main(["load", "--url", server_20ms.url, "--load-model", "constant", "--rate", "4",
+                   "--duration", "1", "--out", str(tmp_path)])  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 2 and "DEPLOYBENCH_LEAN_READS='sometimes': use deferred or on-arrival" in err, err
+    assert not list(tmp_path.glob("*.json"))
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

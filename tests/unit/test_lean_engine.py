@@ -2,13 +2,18 @@
 process): the same cases as the Locust path's (tests/unit/test_open_loop_accounting.py) — nothing hidden
 under overload (``count + errors == scheduled``), late / dropped / not-sent / unfinished slots, corrected vs
 uncorrected latency, Server-Timing, HTTP errors, servers that close every connection — and its batch
-histogram arithmetic against hdrh's own."""
+histogram arithmetic against hdrh's own. The open-loop cases run with both kinds of reads: answers read as
+they arrive (event loop) and deferred reads (read at the pacer's wake-ups, timed by the kernel's receive
+timestamp: here a fake socket's)."""
 
 from __future__ import annotations
 
 import asyncio
 import heapq
+import socket
+import struct
 from collections.abc import Iterator
+from time import CLOCK_REALTIME
 from types import SimpleNamespace
 from typing import Any
 
@@ -23,6 +28,7 @@ from deploybench.stats import decode_histogram, encode_histogram, new_histogram,
 
 MS = 1_000_000
 T0 = 1_000 * NS_PER_S
+REALTIME_OFFSET_NS = 1_700_000_000 * NS_PER_S  # CLOCK_REALTIME - perf_counter_ns on the fake clock
 LABEL = "POST /predict"
 
 
@@ -35,6 +41,10 @@ class Clock:
 
     def monotonic(self) -> float:
         return self.now / 1e9
+
+    def clock_gettime_ns(self, clock: int) -> int:
+        assert clock == CLOCK_REALTIME
+        return self.now + REALTIME_OFFSET_NS
 
 
 class FakeTimer:
@@ -62,6 +72,35 @@ class FakeTransport:
         self.closed = True
 
 
+class FakeSock:
+    """A deferred-reads socket: what the server answered is readable once the fake clock reaches its time,
+    with the kernel's receive timestamp (CLOCK_REALTIME) as ``recvmsg``'s ancillary data."""
+
+    def __init__(self, sim: Sim) -> None:
+        self.sim, self.closed = sim, False
+        self.ready: list[tuple[int, bytes]] = []
+
+    def send(self, data: bytes) -> int:
+        self.sim.arrive(self, data)
+        return len(data)
+
+    def recvmsg(self, size: int, ancsize: int) -> tuple[bytes, list[tuple[int, int, bytes]], int, None]:
+        if not self.ready or self.ready[0][0] > self.sim.clock.now:
+            raise BlockingIOError
+        at, data = self.ready.pop(0)
+        stamp = struct.pack("@qq", *divmod(at + REALTIME_OFFSET_NS, NS_PER_S))
+        return data, [(socket.SOL_SOCKET, lean.SO_TIMESTAMPNS, stamp)], 0, None
+
+    def recv(self, size: int, flags: int = 0) -> bytes:
+        raise BlockingIOError
+
+    def fileno(self) -> int:
+        return -1
+
+    def close(self) -> None:
+        self.closed = True
+
+
 class Sim:
     """One server that answers one request at a time in ``service_ms`` (a queue in front of it), events in
     time order on a fake clock; the engine's timer is a fake whose deadline is an event too."""
@@ -74,7 +113,7 @@ class Sim:
         self.service_ns = round(service_ms * MS)
         self.status, self.keep_alive, self.stall_until_ns = status, keep_alive, stall_until_ns
         self.free_at = T0
-        self.events: list[tuple[int, int, lean.Conn]] = []
+        self.events: list[tuple[int, int, Any]] = []  # (answer time, seq, Conn or FakeSock)
         self.seq = 0
         self.connects = 0
         self.loop = asyncio.new_event_loop()
@@ -89,10 +128,14 @@ class Sim:
                 assert conn.transport is not None
                 conn.transport.write(conn.raw)
 
+            def _open_socket(self) -> FakeSock:
+                sim.connects += 1
+                return FakeSock(sim)
+
         self.engine = FakeEngine(spec, plan)
         self.timer = FakeTimer()
 
-    def arrive(self, conn: lean.Conn, data: bytes) -> None:
+    def arrive(self, conn: Any, data: bytes) -> None:
         start = max(self.clock.now, self.free_at)
         if self.stall_until_ns is not None:
             start = max(start, self.stall_until_ns)
@@ -123,7 +166,10 @@ class Sim:
             self.clock.now = nxt
             if answer is not None and answer == nxt:
                 _, _, conn = heapq.heappop(self.events)
-                if conn.transport is not None and not conn.transport.closed:  # type: ignore[attr-defined]
+                if isinstance(conn, FakeSock):  # deferred reads: readable from now, read at a wake-up
+                    if not conn.closed:
+                        conn.ready.append((nxt, self.response()))
+                elif conn.transport is not None and not conn.transport.closed:  # type: ignore[attr-defined]
                     conn.data_received(self.response())
             else:
                 self.timer.deadline = None
@@ -136,14 +182,21 @@ class Sim:
         return self.engine.measurement
 
 
-@pytest.fixture
-def clocked(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+@pytest.fixture(params=["on-arrival", "deferred"])
+def clocked(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> Iterator[Any]:
     sims: list[Sim] = []
+    deferred = request.param == "deferred"
+    if deferred and not lean.deferred_reads_available():
+        pytest.skip("no TCP receive timestamps on this platform")
 
     def make(spec: EngineSpec, service_ms: float, **kw: Any) -> Sim:
+        spec.deferred_reads = deferred
         sim = Sim(spec, service_ms, **kw)
+        assert sim.engine.deferred == (deferred and spec.open_loop)
         monkeypatch.setattr(lean, "time", SimpleNamespace(perf_counter_ns=sim.clock.perf_counter_ns,
-                                                          monotonic=sim.clock.monotonic))  # fmt: skip
+                                                          monotonic=sim.clock.monotonic,
+                                                          clock_gettime_ns=sim.clock.clock_gettime_ns,
+                                                          CLOCK_REALTIME=CLOCK_REALTIME))  # fmt: skip
         monkeypatch.setattr(lean, "process_cpu_s", lambda: 0.0)
         sims.append(sim)
         return sim
@@ -226,6 +279,39 @@ def test_a_server_that_closes_every_connection_costs_a_reconnect_not_an_error(cl
         sim.connects == ep.count + 2
     )  # every request on a fresh connection (+ the two in flight at the end)
     assert len(sim.engine.conns) == 2  # retired connections are dropped, never reused
+
+
+def test_an_open_loop_against_a_server_that_closes_every_connection(clocked: Any) -> None:
+    sim = clocked(_spec(load_model="constant", rate_rps=100, connections=2, duration_s=1.0), service_ms=1.0,
+                  keep_alive=False)  # fmt: skip
+    _m, ep = _run(sim, T0 + NS_PER_S)
+    assert ep.count == 100 and not ep.errors
+    assert ep.latency.get_max_value() <= 1_001
+    assert sim.connects == 100  # a fresh connection per request, none left in flight
+    assert len(sim.engine.conns) == 2
+
+
+def test_deferred_reads_replace_an_idle_connection_the_server_closed(
+    clocked: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A keep-alive connection idle for more than STALE_IDLE_NS is checked before it is reused: one the server
+    closed meanwhile (end of file waiting) is replaced, so its request is not lost to a reset."""
+    spec = _spec(load_model="constant", rate_rps=0.5, connections=1, duration_s=5.0)
+    sim = clocked(spec, service_ms=1.0)
+    if not sim.engine.deferred:
+        pytest.skip("deferred reads only")
+    closed_by_server: list[FakeSock] = []
+    monkeypatch.setattr(FakeSock, "recv", lambda self, size, flags=0: b"" if self in closed_by_server else
+                        (_ for _ in ()).throw(BlockingIOError()))  # fmt: skip
+    _start(sim)
+    sim.run(T0 + NS_PER_S // 2)  # the first request answered (read at the next slot, 2 s later)
+    (conn,) = sim.engine.conns
+    closed_by_server.append(conn.sock)
+    sim.run(T0 + 5 * NS_PER_S)
+    m = sim.finish()
+    ep = m.endpoints[LABEL]
+    assert ep.count == 3 and not ep.errors
+    assert sim.connects == 2  # the closed one was replaced once, the fresh one (idle 2 s, open) kept
 
 
 def test_warmup_requests_stay_out_of_the_window(clocked: Any) -> None:
