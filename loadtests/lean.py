@@ -51,6 +51,7 @@ import itertools
 import json
 import os
 import re
+import select
 import shutil
 import signal
 import socket
@@ -112,12 +113,12 @@ CONNECT_TIMEOUT_S = 10.0
 PICKS = 1024  # length of the seeded request sequence a generator cycles through
 TABULAR_BODIES = 64  # distinct tabular request bodies per generator
 USER_AGENT = "deploybench-lean"
+PROMPT_READS = "deferred, then on arrival (the server closes connections)"
 READS_ENV = "DEPLOYBENCH_LEAN_READS"  # deferred (default) | on-arrival: how an open loop reads its answers
-SATURATED_POLL_NS = 100_000  # deferred reads, every connection busy: look for answers this often
-STALE_IDLE_NS = NS_PER_S  # deferred reads: a connection idle this long is checked before it is reused
 READ_BYTES = 65_536
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # its cmsg type SCM_TIMESTAMPNS is the same number
 _TIMESPEC = struct.Struct("@qq")
+_CLOSED = select.EPOLLRDHUP | select.EPOLLHUP
 _ANC_BYTES = socket.CMSG_SPACE(_TIMESPEC.size) if hasattr(socket, "CMSG_SPACE") else 0
 _ST_ENTRY = re.compile(rb'([A-Za-z0-9_.-]+)\s*;(?:[^,]*?;)?\s*dur\s*=\s*"?([0-9]+(?:\.[0-9]*)?)')
 
@@ -347,12 +348,17 @@ class Conn(_Response, asyncio.Protocol):
 
 
 class RawConn(_Response):
-    """Open loop over plain HTTP with deferred reads: a non-blocking socket the event loop does not watch.
+    """Open loop over plain HTTP with deferred reads: a non-blocking socket in the engine's own epoll set,
+    which the event loop does not watch while a connection is free.
 
     An answer does not wake the generator. It is read at the next wake-up the generator has anyway (a slot's
-    timer, the 4 Hz flush, the drain), and its end time is the kernel's receive timestamp of its last bytes
-    (``SO_TIMESTAMPNS``), not the time of the read. So each paced request costs one wake-up, not two (one
-    wake-up costs ~20-30 µs of CPU on this project's VM: docs/measurements/load-engines.md)."""
+    timer, the 4 Hz flush, the drain): one ``epoll_wait(0)`` names the sockets with something to read. Its
+    end time is the kernel's receive timestamp of its last bytes (``SO_TIMESTAMPNS``), not the time of the
+    read. So each paced request costs one wake-up, not two (one wake-up costs ~20-30 µs of CPU on this
+    project's VM: docs/measurements/load-engines.md). The engine wakes on answers (the epoll set's own
+    descriptor on the event loop) only when every connection is busy, and for the rest of the run once the
+    server has closed a connection after its answer: such a server may wait for the client's close before it
+    takes the next connection (gunicorn's lingering close), so a late read would be the server's latency."""
 
     __slots__ = ("sock", "writing")
 
@@ -367,19 +373,8 @@ class RawConn(_Response):
             if self.writing:
                 self.engine.loop.remove_writer(sock.fileno())
                 self.writing = False
-            sock.close()
-
-    def stale(self) -> bool:
-        """An idle connection the server may have closed (keep-alive timeout): end of file or stray bytes
-        waiting on it. Checked only after ``STALE_IDLE_NS`` idle, so a busy run pays nothing."""
-        if self.sock is None:
-            return False
-        try:
-            return self.sock.recv(1, socket.MSG_PEEK) is not None
-        except BlockingIOError:
-            return False
-        except OSError:
-            return True
+            self.engine.unwatch(sock)
+            sock.close()  # (closing it also takes it out of the epoll set)
 
 
 def deferred_reads_wanted(environ: dict[str, str] | None = None) -> bool:
@@ -458,8 +453,13 @@ class Engine:
         )
         self.idle: list[Any] = []  # Conn, or RawConn with deferred reads
         self.conns: set[Any] = set()
-        self.busy: list[RawConn] = []  # deferred reads: the connections with a request in flight
         self._addr: tuple[int, Any] | None = None
+        self._poller: Any = select.epoll() if self.deferred else None  # deferred reads: the sockets
+        self._by_fd: dict[int, RawConn] = {}
+        self.awaiting = False  # deferred reads, every connection busy: the epoll set is on the event loop
+        # deferred reads, and the server closed a connection after its answer: it may wait for our close
+        # (gunicorn's lingering close waits up to 2 s), so from then on every answer wakes the engine
+        self.prompt = False
         self.connecting = 0
         self.batch = Batch()
         self.seq = itertools.cycle(plan.picks)
@@ -504,13 +504,13 @@ class Engine:
         try:
             if conn.sock is None:
                 conn.sock = self._open_socket()
+                self.watch(conn)
             sent = conn.sock.send(raw)
         except BlockingIOError:  # still connecting (a remote server), or the socket's buffer is full
             sent = 0
         except OSError as exc:
             self.failed_request(conn, exc, None)
             return
-        self.busy.append(conn)
         if sent < len(raw):
             self._write_rest(conn, memoryview(raw)[sent:])
 
@@ -562,14 +562,41 @@ class Engine:
         conn.writing = True
         self.loop.add_writer(fd, writable)
 
+    def watch(self, conn: RawConn) -> None:
+        fd = conn.sock.fileno()
+        self._poller.register(fd, select.EPOLLIN | select.EPOLLRDHUP)
+        self._by_fd[fd] = conn
+
+    def unwatch(self, sock: Any) -> None:
+        self._by_fd.pop(sock.fileno(), None)
+
+    def readable(self) -> list[tuple[RawConn, int]]:
+        """Deferred reads: the connections with something to read, and their epoll events (one
+        ``epoll_wait`` with no timeout)."""
+        by_fd = self._by_fd
+        return [(by_fd[fd], ev) for fd, ev in self._poller.poll(0) if fd in by_fd]
+
+    def await_answers(self, on: bool) -> None:
+        """Deferred reads: wake on the first answer (every connection busy) or not (the pacer's timer)."""
+        if on != self.awaiting:
+            self.awaiting = on
+            fd = self._poller.fileno()
+            self.loop.add_reader(fd, self.pace) if on else self.loop.remove_reader(fd)
+
     def reap(self) -> None:
         """Deferred reads: take in every answer that has arrived, each timed by the kernel's receive
-        timestamp of its last bytes (CLOCK_REALTIME, mapped onto perf_counter_ns once per call)."""
-        busy, self.busy = self.busy, []
+        timestamp of its last bytes (CLOCK_REALTIME, mapped onto perf_counter_ns once per call). An idle
+        connection with something to read was closed by the server (keep-alive timeout) or sent bytes nobody
+        asked for, or answered and then closed: it is replaced."""
+        if self._poller is None:
+            return
         offset_ns: int | None = None
-        for conn in busy:
+        for conn, events in self.readable():
             sock = conn.sock
-            if conn.item is None or sock is None:  # failed (watchdog) or retired meanwhile
+            if sock is None:
+                continue
+            if conn.item is None:  # idle
+                self._retire_idle(conn)
                 continue
             end_ns: int | None = None
             while True:
@@ -596,11 +623,18 @@ class Engine:
                 if conn.complete:
                     conn.complete = False
                     self.response(conn, conn.parser.get_status_code(), conn.keep_alive, end_ns)
+                    if events & _CLOSED and conn.sock is sock:  # answered, then closed by the server
+                        self._retire_idle(conn)
                     break
                 if len(data) < READ_BYTES:
                     break
-            if conn.item is not None and conn.sock is sock:  # still waiting for (the rest of) its answer
-                self.busy.append(conn)
+
+    def _retire_idle(self, conn: RawConn) -> None:
+        if conn in self.idle:
+            self.idle.remove(conn)
+            self.idle.append(self._replace(conn))
+        else:
+            self._replace(conn)
 
     def _connect(self, conn: Conn) -> None:
         self.connecting += 1
@@ -637,13 +671,16 @@ class Engine:
 
     def pace(self) -> None:
         """Open loop: give every due slot a free connection; arm the timer for the next slot. With deferred
-        reads, first take in the answers that have arrived; when every connection is busy, look again in
-        ``SATURATED_POLL_NS``."""
+        reads, first take in the answers that have arrived; when a slot is due and every connection is
+        busy, wake on the first answer."""
         schedule, m = self.schedule, self.measurement
         if schedule is None or m is None or not self.sending:
+            if self.awaiting:
+                self.await_answers(False)
             return
         if self.deferred:
             self.reap()
+            self.await_answers(self.prompt)
         now = time.perf_counter_ns()
         idle = self.idle
         while idle or self.deferred:
@@ -656,7 +693,7 @@ class Engine:
                 self.timer.at(due)
                 return
             if not idle:  # deferred reads, every connection busy
-                self.timer.at(now + SATURATED_POLL_NS)
+                self.await_answers(True)
                 return
             slot = schedule.take(now)
             dropped = schedule.pop_dropped()
@@ -668,10 +705,7 @@ class Engine:
                 if schedule.exhausted:
                     self._schedule_done()
                 continue
-            conn = idle.pop()
-            if self.deferred and now - conn.idle_since_ns > STALE_IDLE_NS and conn.stale():
-                conn = self._replace(conn)  # the server closed it while it was idle
-            self._send(conn, slot.intended_ns, slot.index)
+            self._send(idle.pop(), slot.intended_ns, slot.index)
             now = time.perf_counter_ns()
 
     def _schedule_done(self) -> None:
@@ -686,6 +720,8 @@ class Engine:
         if end_ns is None or item is None or not item[2] <= end_ns <= now_ns:
             end_ns = now_ns
         conn.idle_since_ns = end_ns
+        if not keep_alive and self.deferred and not self.prompt:
+            self.prompt = True
         conn.item = None
         timing, conn.timing = conn.timing, None
         if item is not None:
@@ -790,7 +826,7 @@ class Engine:
             "worker_count": self.spec.worker_count,
             "pid": os.getpid(),
             "connections": self.spec.connections,
-            "reads": "deferred" if self.deferred else "on-arrival",
+            "reads": "on-arrival" if not self.deferred else "deferred" if not self.prompt else PROMPT_READS,
             "affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
             **cpu_usage(self.cpu0_s, self.wall0_ns, m.answered()),
         }
@@ -848,9 +884,14 @@ class Engine:
             t.cancel()
         if self.timer is not None:
             self.timer.close()
+        if self.awaiting:
+            self.await_answers(False)
         for c in self.conns:
             c.shut(abort=True)
         self.flush()
+        if self._poller is not None:
+            self._poller.close()
+            self._poller = None
 
     async def _every(self, period_s: float, fn: Any) -> None:
         while True:

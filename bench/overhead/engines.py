@@ -57,7 +57,7 @@ VARIANTS = {
 
 
 @contextlib.contextmanager
-def _reads(value: str | None) -> Iterator[None]:
+def lean_reads(value: str | None) -> Iterator[None]:
     """``DEPLOYBENCH_LEAN_READS`` set to ``value`` for one run (the generator processes inherit it)."""
     before = os.environ.get(READS_ENV)
     if value is not None:
@@ -138,7 +138,7 @@ def run_engines(
             for loop, rate in loads:
                 for engine in order:
                     run_engine, reads = VARIANTS[engine]
-                    with _reads(reads):
+                    with lean_reads(reads):
                         rec = run_load(
                             server.url, "tabular", duration_s=opts.duration_s, warmup_s=opts.warmup_s,
                             users=opts.closed_users if rate is None else None, rate_rps=rate,

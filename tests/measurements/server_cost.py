@@ -2,7 +2,8 @@
 the generator on CPU 0, each core's busy time from /proc/stat over the run.
 
 For each round: wrk closed loop with 1 and 16 connections; then, for each ``--delays`` value, wrk paced by
-a Lua ``delay()`` on 64 connections, and the lean engine at the rate wrk achieved (constant arrivals).
+a Lua ``delay()`` on 64 connections, and the lean engine at the rate wrk achieved (constant arrivals), with
+deferred reads (its default) and with answers read as they arrive.
 
     python -m tests.measurements.server_cost --framework fastapi --server uvicorn --delays 15,11
     python -m tests.measurements.server_cost --framework flask --server gunicorn-sync --delays 32,23
@@ -20,6 +21,7 @@ import tempfile
 from collections.abc import Callable
 from typing import Any
 
+from deploybench.bench.overhead.engines import lean_reads
 from deploybench.bench.overhead.loadgen import Request, run_wrk
 from deploybench.loadtests.runner import run_load
 from deploybench.targets.serve import ServerProcess, TargetConfig
@@ -64,9 +66,11 @@ def main(argv: list[str] | None = None) -> int:
                         delay_ms=delay_ms)  # fmt: skip
             return r.throughput_rps, r.p99_us
 
-        def lean(rate: float) -> tuple[float, float]:
-            rec = run_load(srv.url, "tabular", duration_s=d, warmup_s=0, rate_rps=rate, load_model="constant",
-                           engine="lean", generator_cpus=[GENERATOR_CPU], results_dir=tmp)  # fmt: skip
+        def lean(rate: float, reads: str = "deferred") -> tuple[float, float]:
+            with lean_reads(reads):
+                rec = run_load(srv.url, "tabular", duration_s=d, warmup_s=0, rate_rps=rate,
+                               load_model="constant", engine="lean", generator_cpus=[GENERATOR_CPU],
+                               results_dir=tmp)  # fmt: skip
             s = rec.series[0]
             return s.count / d, s.latency_us["p99"]
 
@@ -78,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
                 paced = measured(wrk, 64, delay)
                 rows.append({"round": rnd, "load": f"wrk paced 64 x delay {delay:g} ms", **paced})
                 rows.append({"round": rnd, "load": "lean constant", **measured(lean, paced["rps"])})
+                rows.append({"round": rnd, "load": "lean constant, reads on arrival",
+                             **measured(lean, paced["rps"], "on-arrival")})  # fmt: skip
     json.dump({"target": vars(args), "rows": rows}, sys.stdout, indent=1)
     print()
     return 0

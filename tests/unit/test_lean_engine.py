@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import select
 import socket
 import struct
 from collections.abc import Iterator
@@ -79,6 +80,10 @@ class FakeSock:
     def __init__(self, sim: Sim) -> None:
         self.sim, self.closed = sim, False
         self.ready: list[tuple[int, bytes]] = []
+        self.eof = False  # the server closed its end
+
+    def readable(self) -> bool:
+        return self.eof or bool(self.ready and self.ready[0][0] <= self.sim.clock.now)
 
     def send(self, data: bytes) -> int:
         self.sim.arrive(self, data)
@@ -86,13 +91,12 @@ class FakeSock:
 
     def recvmsg(self, size: int, ancsize: int) -> tuple[bytes, list[tuple[int, int, bytes]], int, None]:
         if not self.ready or self.ready[0][0] > self.sim.clock.now:
+            if self.eof:
+                return b"", [], 0, None
             raise BlockingIOError
         at, data = self.ready.pop(0)
         stamp = struct.pack("@qq", *divmod(at + REALTIME_OFFSET_NS, NS_PER_S))
         return data, [(socket.SOL_SOCKET, lean.SO_TIMESTAMPNS, stamp)], 0, None
-
-    def recv(self, size: int, flags: int = 0) -> bytes:
-        raise BlockingIOError
 
     def fileno(self) -> int:
         return -1
@@ -132,6 +136,20 @@ class Sim:
                 sim.connects += 1
                 return FakeSock(sim)
 
+            def watch(self, conn: lean.RawConn) -> None:
+                pass
+
+            def unwatch(self, sock: Any) -> None:
+                pass
+
+            def readable(self) -> list[tuple[lean.RawConn, int]]:
+                raw = [c for c in self.conns if isinstance(c, lean.RawConn)]
+                socks = [c for c in raw if c.sock and c.sock.readable()]
+                return [(c, select.EPOLLIN | (select.EPOLLRDHUP if c.sock.eof else 0)) for c in socks]
+
+            def await_answers(self, on: bool) -> None:
+                self.awaiting = on
+
         self.engine = FakeEngine(spec, plan)
         self.timer = FakeTimer()
 
@@ -169,6 +187,8 @@ class Sim:
                 if isinstance(conn, FakeSock):  # deferred reads: readable from now, read at a wake-up
                     if not conn.closed:
                         conn.ready.append((nxt, self.response()))
+                        if self.engine.awaiting:  # every connection busy: the answer wakes the engine
+                            self.engine.pace()
                 elif conn.transport is not None and not conn.transport.closed:  # type: ignore[attr-defined]
                     conn.data_received(self.response())
             else:
@@ -289,24 +309,21 @@ def test_an_open_loop_against_a_server_that_closes_every_connection(clocked: Any
     assert ep.latency.get_max_value() <= 1_001
     assert sim.connects == 100  # a fresh connection per request, none left in flight
     assert len(sim.engine.conns) == 2
+    if sim.engine.deferred:  # the server closes connections: from the first such answer on, answers wake it
+        assert sim.engine.prompt and sim.engine.snapshot()["generator"]["reads"] == lean.PROMPT_READS
 
 
-def test_deferred_reads_replace_an_idle_connection_the_server_closed(
-    clocked: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A keep-alive connection idle for more than STALE_IDLE_NS is checked before it is reused: one the server
-    closed meanwhile (end of file waiting) is replaced, so its request is not lost to a reset."""
+def test_deferred_reads_replace_an_idle_connection_the_server_closed(clocked: Any) -> None:
+    """An idle keep-alive connection the server closed (end of file waiting on it) is replaced at the next
+    wake-up, before any request is sent on it, so no request is lost to a reset."""
     spec = _spec(load_model="constant", rate_rps=0.5, connections=1, duration_s=5.0)
     sim = clocked(spec, service_ms=1.0)
     if not sim.engine.deferred:
         pytest.skip("deferred reads only")
-    closed_by_server: list[FakeSock] = []
-    monkeypatch.setattr(FakeSock, "recv", lambda self, size, flags=0: b"" if self in closed_by_server else
-                        (_ for _ in ()).throw(BlockingIOError()))  # fmt: skip
     _start(sim)
     sim.run(T0 + NS_PER_S // 2)  # the first request answered (read at the next slot, 2 s later)
     (conn,) = sim.engine.conns
-    closed_by_server.append(conn.sock)
+    conn.sock.eof = True  # (its answer still waits to be read)
     sim.run(T0 + 5 * NS_PER_S)
     m = sim.finish()
     ep = m.endpoints[LABEL]
