@@ -356,9 +356,10 @@ class RawConn(_Response):
     end time is the kernel's receive timestamp of its last bytes (``SO_TIMESTAMPNS``), not the time of the
     read. So each paced request costs one wake-up, not two (one wake-up costs ~20-30 µs of CPU on this
     project's VM: docs/measurements/load-engines.md). The engine wakes on answers (the epoll set's own
-    descriptor on the event loop) only when every connection is busy, and for the rest of the run once the
-    server has closed a connection after its answer: such a server may wait for the client's close before it
-    takes the next connection (gunicorn's lingering close), so a late read would be the server's latency."""
+    descriptor on the event loop) only when every connection is busy. Once the server has closed a
+    connection after its answer, new connections are ``Conn``s, read on arrival: such a server may wait for
+    the client's close before it takes the next connection (gunicorn's lingering close), so a late read
+    would be the server's latency."""
 
     __slots__ = ("sock", "writing")
 
@@ -458,7 +459,7 @@ class Engine:
         self._by_fd: dict[int, RawConn] = {}
         self.awaiting = False  # deferred reads, every connection busy: the epoll set is on the event loop
         # deferred reads, and the server closed a connection after its answer: it may wait for our close
-        # (gunicorn's lingering close waits up to 2 s), so from then on every answer wakes the engine
+        # (gunicorn's lingering close waits up to 2 s), so from then on new connections are read on arrival
         self.prompt = False
         self.connecting = 0
         self.batch = Batch()
@@ -488,7 +489,7 @@ class Engine:
         else:
             start_ns = send_ns
         conn.item = (label, start_ns, send_ns, slot)
-        if self.deferred:
+        if isinstance(conn, RawConn):
             self._send_raw(conn, raw)
         elif conn.transport is None:
             conn.raw = raw
@@ -497,7 +498,7 @@ class Engine:
             conn.transport.write(raw)
 
     def _new_conn(self) -> Any:
-        return RawConn(self) if self.deferred else Conn(self)
+        return RawConn(self) if self.deferred and not self.prompt else Conn(self)
 
     def _send_raw(self, conn: RawConn, raw: bytes) -> None:
         """Deferred reads: write the request on the connection's socket (connecting it first if need be)."""
@@ -660,7 +661,7 @@ class Engine:
 
     def _next(self, conn: Conn) -> None:
         """A connection is free: closed loop, send the next request; open loop, the next due slot or idle."""
-        if not self.sending or self.deferred:  # (deferred reads: the pacer's next wake-up uses it)
+        if not self.sending or isinstance(conn, RawConn):  # (deferred reads: the pacer's next wake-up)
             self.idle.append(conn)
             return
         if self.schedule is None:
@@ -680,7 +681,7 @@ class Engine:
             return
         if self.deferred:
             self.reap()
-            self.await_answers(self.prompt)
+            self.await_answers(False)
         now = time.perf_counter_ns()
         idle = self.idle
         while idle or self.deferred:
@@ -720,8 +721,8 @@ class Engine:
         if end_ns is None or item is None or not item[2] <= end_ns <= now_ns:
             end_ns = now_ns
         conn.idle_since_ns = end_ns
-        if not keep_alive and self.deferred and not self.prompt:
-            self.prompt = True
+        if not keep_alive and not self.prompt and isinstance(conn, RawConn):
+            self.prompt = True  # from now on new connections are read on arrival
         conn.item = None
         timing, conn.timing = conn.timing, None
         if item is not None:
