@@ -118,7 +118,7 @@ READS_ENV = "DEPLOYBENCH_LEAN_READS"  # deferred (default) | on-arrival: how an 
 READ_BYTES = 65_536
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # its cmsg type SCM_TIMESTAMPNS is the same number
 _TIMESPEC = struct.Struct("@qq")
-_CLOSED = select.EPOLLRDHUP | select.EPOLLHUP
+_CLOSED = getattr(select, "EPOLLRDHUP", 0) | getattr(select, "EPOLLHUP", 0)  # (Linux only, as deferred reads)
 _ANC_BYTES = socket.CMSG_SPACE(_TIMESPEC.size) if hasattr(socket, "CMSG_SPACE") else 0
 _ST_ENTRY = re.compile(rb'([A-Za-z0-9_.-]+)\s*;(?:[^,]*?;)?\s*dur\s*=\s*"?([0-9]+(?:\.[0-9]*)?)')
 
