@@ -290,7 +290,7 @@ class PreciseTimer:
 class _Response:
     """What both kinds of connection share: the request in flight and the httptools callbacks."""
 
-    __slots__ = ("complete", "engine", "idle_since_ns", "item", "keep_alive", "parser", "raw", "timing")
+    __slots__ = ("complete", "engine", "item", "keep_alive", "parser", "raw", "timing")
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -300,7 +300,6 @@ class _Response:
         self.complete = False
         self.keep_alive = True
         self.raw = b""  # the request to write once connected
-        self.idle_since_ns = 0  # when its last answer arrived
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if len(name) == 13 and name.lower() == b"server-timing":
@@ -681,20 +680,23 @@ class Engine:
             return
         if self.deferred:
             self.reap()
-            self.await_answers(False)
         now = time.perf_counter_ns()
         idle = self.idle
         while idle or self.deferred:
             due = schedule.next_due_ns()
             if due is None:
                 self._schedule_done()
+                if self.awaiting:
+                    self.await_answers(False)
                 return
             assert self.timer is not None
             if due > now:
                 self.timer.at(due)
+                if self.awaiting:  # the timer's wake-up reads the answers
+                    self.await_answers(False)
                 return
-            if not idle:  # deferred reads, every connection busy
-                self.await_answers(True)
+            if not idle:  # deferred reads, every connection busy: wake on the first answer (stays on while
+                self.await_answers(True)  # saturated: no epoll_ctl per answer)
                 return
             slot = schedule.take(now)
             dropped = schedule.pop_dropped()
@@ -720,7 +722,6 @@ class Engine:
         item = conn.item
         if end_ns is None or item is None or not item[2] <= end_ns <= now_ns:
             end_ns = now_ns
-        conn.idle_since_ns = end_ns
         if not keep_alive and not self.prompt and isinstance(conn, RawConn):
             self.prompt = True  # from now on new connections are read on arrival
         conn.item = None

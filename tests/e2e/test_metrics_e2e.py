@@ -91,6 +91,15 @@ def test_metrics_count_exactly_what_the_load_sent(
              "model": "iris-rf", "format": "onnx", "version": info[0]["version"]}
         ]  # fmt: skip
 
+        # Both workers count something before the load, so that /metrics is checked as a sum over two
+        # workers' files: the load's few keep-alive connections may all land on one worker (the kernel
+        # balances accepts, not requests). Each GET /health here is a new connection.
+        def both_workers_counted() -> bool:
+            httpx.get(f"{url}/health", timeout=10, headers={"connection": "close"})
+            return len(list(dirs[0].glob("counter_*.db"))) == 2
+
+        wait_until(both_workers_counted, 60, "both workers answering a request", interval_s=0.01)
+
         record_path = tmp_path / "run.json"
         load = subprocess.run(
             [sys.executable, "-m", "deploybench", "load", "--url", url, "--scenario", "tabular",
@@ -130,7 +139,8 @@ def test_metrics_count_exactly_what_the_load_sent(
             == sent
         )
         assert value(text, "deploybench_inference_duration_seconds_sum", model="iris-rf", format="onnx") > 0
-        # one counter file per worker (pid), and /metrics is their sum
+        # one counter file per worker (pid), and /metrics is their sum (a worker may have served no
+        # POST /predict of the load: it counted GET /health above)
         files = sorted(dirs[0].glob("counter_*.db"))
         assert len(files) == 2, files
         per_worker = [per_file(f, tmp_path / f.stem) for f in files]

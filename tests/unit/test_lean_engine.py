@@ -120,6 +120,7 @@ class Sim:
         self.events: list[tuple[int, int, Any]] = []  # (answer time, seq, Conn or FakeSock)
         self.seq = 0
         self.connects = 0
+        self.await_switches = 0  # deferred reads: turning the wake-on-answer on or off (an epoll_ctl each)
         self.loop = asyncio.new_event_loop()
         asyncio.set_event_loop(self.loop)
         plan = RequestPlan([LABEL], [(0, b"POST /predict HTTP/1.1\r\n\r\n")])
@@ -148,6 +149,7 @@ class Sim:
                 return [(c, select.EPOLLIN | (select.EPOLLRDHUP if c.sock.eof else 0)) for c in socks]
 
             def await_answers(self, on: bool) -> None:
+                sim.await_switches += on != self.awaiting
                 self.awaiting = on
 
         self.engine = FakeEngine(spec, plan)
@@ -270,6 +272,8 @@ def test_open_loop_overload_hides_nothing(clocked: Any) -> None:
     assert ep.latency.get_max_value() > 50_000  # waited up to max_lag in the schedule ...
     assert ep.uncorrected.get_max_value() <= 4_001  # ... but never more than 4 in the server's queue
     assert sum(b.count for b in ep.blocks.values()) == ep.count
+    if sim.engine.deferred:  # saturated from the 5th slot on: waking on answers stays on, not 2 switches each
+        assert sim.await_switches <= 4, sim.await_switches
 
 
 def test_a_stall_shows_in_the_corrected_latency_only(clocked: Any) -> None:
