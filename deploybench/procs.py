@@ -2,6 +2,8 @@
 services it reads: one copy each.
 
 - ``fetch_health``: GET {url}/health -> its JSON object when it answers 200, else None (bounded).
+- ``answer_time_s``: how long one GET on a new connection waits for its answer (any status).
+- ``settle``: wait until a target has worked off what an earlier load left queued.
 - ``tail_text``: the last characters of a log file.
 - ``signal_group`` / ``stop_process_group``: stop a child started as its own process group (SIGTERM, then
   SIGKILL after a grace period, then whatever its leader left behind).
@@ -18,6 +20,7 @@ import signal
 import subprocess
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -43,6 +46,42 @@ def fetch_health(
     except (OSError, ValueError, http.client.HTTPException, urllib.error.URLError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def answer_time_s(url: str, timeout_s: float = 2.0, path: str = "/health") -> float | None:
+    """Seconds from sending GET {url}{path} on a new connection to its whole answer, whatever its status
+    (a 404 is an answer too: the request went through the server's queue); None when there is no answer
+    (refused, reset, timed out after ``timeout_s``)."""
+    parts = urllib.parse.urlsplit(url)
+    cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    conn = cls(parts.hostname or "127.0.0.1", parts.port, timeout=timeout_s)
+    start_ns = time.perf_counter_ns()
+    try:
+        conn.request("GET", parts.path.rstrip("/") + path)
+        conn.getresponse().read()
+    except (OSError, http.client.HTTPException):
+        return None
+    finally:
+        conn.close()
+    return (time.perf_counter_ns() - start_ns) / 1e9
+
+
+def settle(url: str, within_s: float, max_s: float) -> tuple[float, bool]:
+    """Wait until the target at ``url`` has worked off what an earlier load left queued (requests, or
+    connections in its accept queue): GET /health on a new connection, one after another, until one is
+    answered within ``within_s``, for at most ``max_s``. Returns (seconds waited, settled). A target that
+    does not answer at all is not waited for (False at once): whether it is alive is checked elsewhere."""
+    start_ns = time.perf_counter_ns()
+    while True:
+        elapsed_s = (time.perf_counter_ns() - start_ns) / 1e9
+        took = answer_time_s(url, timeout_s=max(0.1, max_s - elapsed_s))
+        elapsed_s = (time.perf_counter_ns() - start_ns) / 1e9
+        if took is None:
+            return elapsed_s, False
+        if took <= within_s:
+            return elapsed_s, True
+        if elapsed_s >= max_s:
+            return elapsed_s, False
 
 
 def tail_text(path: str | os.PathLike[str], n_chars: int = 3000, missing: str = "") -> str:

@@ -83,6 +83,7 @@ from deploybench.decisions.plan import PlanRequest, capacity_doc, capacity_sente
 from deploybench.env import capture_env
 from deploybench.errors import TargetError, UsageError
 from deploybench.io import utc_now
+from deploybench.procs import answer_time_s, settle
 from deploybench.record import SWEEP_FILE, RecordWarning, RunRecord
 from deploybench.stats import (
     decode_histogram,
@@ -93,6 +94,15 @@ from deploybench.stats import (
 )
 from deploybench.sweep import Sweep, point_file_name, point_from_record, save_sweep
 from deploybench.thresholds import parse_thresholds
+
+# Between load runs on one target: wait until /health is answered within max(SETTLE_FLOOR_S, SETTLE_FACTOR x
+# its time on the idle target), at most SETTLE_MAX_S. An overloaded search probe leaves requests (uvicorn)
+# or connections (gunicorn's accept queue) queued; a probe under capacity that starts behind them reads
+# that queue as its own latency (measured: a Flask probe at 1,690 rps after one at 2,027 began at P50 46 ms,
+# and 1 ms a second later).
+SETTLE_FLOOR_S = 0.010
+SETTLE_FACTOR = 4.0
+SETTLE_MAX_S = 15.0
 
 
 def figures_from_record(record: RunRecord, rel_path: str | None = None) -> LoadFigures:
@@ -220,6 +230,9 @@ class ChoiceRun:
         self.target: Target | None = None
         self.stab: StabilityResult | None = None
         self.fresh = False  # the target was just (re)started: its next step gets the full warm-up
+        self.used = False  # a load ran on this target process: settle before the next one
+        self.idle_answer_s: float | None = None  # /health's answer time on the idle target
+        self.settled: dict[str, Any] = {}  # the last settle: seconds waited, and whether it settled
         self.phase = "coarse"
         self.probes: list[dict[str, Any]] = []
         self.sat: SaturationResult | None = None
@@ -248,6 +261,7 @@ class ChoiceRun:
         se = self.cfg.search
         with self._pass(first=True), contextlib.ExitStack() as instance:
             self.target = instance.enter_context(self.driver.start(self.choice, self.cdir / "server.log"))
+            self._started()
             self.result.server_affinity = process_tree_affinity(self.target.pid) if self.target.pid else None
             self.result.generator_cpus = getattr(self.driver, "generator_cpus", None)
             self.result.target_health = getattr(self.target, "health", None)  # an external choice's /health
@@ -269,6 +283,7 @@ class ChoiceRun:
         with self._pass(first=False), contextlib.ExitStack() as instance:
             # a fresh process: the repeats then sample the start-to-start variation of the target's speed
             self.target = instance.enter_context(self.driver.start(self.choice, self.cdir / "server.log"))
+            self._started()
             self.fresh = True
             self.restarts += not self.choice.external
             self._one_repeat(k)
@@ -340,8 +355,39 @@ class ChoiceRun:
 
     def _load(self, path: Path, **kw: Any) -> LoadFigures:
         assert self.target is not None
+        self._settle()
         record = self.driver.load(self.target, record_path=path, **kw)
         return figures_from_record(record, self._rel(path))
+
+    def _started(self) -> None:
+        """A target process was just started (or an external one is about to be measured): time /health on
+        it idle, the yardstick of ``_settle``."""
+        assert self.target is not None
+        times = [answer_time_s(self.target.url) for _ in range(3)]
+        answered = [t for t in times if t is not None]
+        self.idle_answer_s = min(answered) if answered else None
+        self.used = False
+
+    def _settle(self) -> None:
+        """Before every load run but the first on a target process: let it work off what the last run left
+        queued (``procs.settle``); a target still slow after ``SETTLE_MAX_S`` is a warning."""
+        assert self.target is not None
+        if not self.used or self.idle_answer_s is None:
+            self.used = True
+            self.settled = {}
+            return
+        within_s = max(SETTLE_FLOOR_S, SETTLE_FACTOR * self.idle_answer_s)
+        waited_s, ok = settle(self.target.url, within_s, SETTLE_MAX_S)
+        self.settled = {"settle_s": round(waited_s, 3), "settled": ok}
+        if not ok:
+            self.result.add_warning(
+                RecordWarning(
+                    "not-settled",
+                    f"/health still took over {within_s * 1000:.0f} ms after {waited_s:.1f} s of waiting for "
+                    "the last run's queue to drain: the next run may start behind it",
+                    series=f"settle ({self.phase})",
+                )
+            )
 
     def _add_warnings(self, warnings: Sequence[RecordWarning], series: str) -> None:
         for w in warnings:
@@ -397,6 +443,7 @@ class ChoiceRun:
                 else:
                     kw = {"rate_rps": value, "users": open_loop_users(self.cfg, value)}
                 assert self.target is not None
+                self._settle()
                 record = self.driver.load(self.target, record_path=sdir / name, load_model=load_model,
                                           duration_s=ms.sweep_s, warmup_s=se.step_warmup_s, **kw)  # fmt: skip
                 sweep.add(point_from_record(value, record, name))
@@ -470,6 +517,7 @@ class ChoiceRun:
         self._check_alive()
         m = rate_measurement(fig)
         m.extra["phase"] = self.phase
+        m.extra.update(self.settled)
         m.extra["warnings"] = [asdict(w) for w in _relevant(fig, p99_needed=True)]
         return m
 
