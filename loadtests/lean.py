@@ -312,6 +312,22 @@ class _Response:
         self.complete = True
 
 
+def _shutdown(transport: asyncio.Transport) -> None:
+    """Shut a connection down now (a FIN to the server), not on the event loop's next turn. The transport's
+    socket object does not allow ``shutdown``: a socket object over the same descriptor does, and is detached
+    (the transport still owns and closes the descriptor)."""
+    handle = transport.get_extra_info("socket")
+    if handle is None:
+        return
+    sock = socket.socket(handle.family, handle.type, 0, handle.fileno())
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    finally:
+        sock.detach()
+
+
 class Conn(_Response, asyncio.Protocol):
     """One HTTP/1.1 connection on the event loop: writes a request, parses the response as it arrives, hands
     it to the engine (closed loop, and open loop where deferred reads are not available)."""
@@ -339,7 +355,15 @@ class Conn(_Response, asyncio.Protocol):
             return
         if self.complete:
             self.complete = False
-            self.engine.response(self, self.parser.get_status_code(), self.keep_alive)
+            if self.keep_alive or self.transport is None:
+                self.engine.response(self, self.parser.get_status_code(), self.keep_alive)
+                return
+            # The server closes after this answer, and may wait for our close before it takes its next
+            # connection (gunicorn's lingering close): close at once, before the bookkeeping and before the
+            # transport's own close, which the event loop carries out only on its next turn.
+            end_ns = time.perf_counter_ns()
+            _shutdown(self.transport)
+            self.engine.response(self, self.parser.get_status_code(), False, end_ns)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None

@@ -72,6 +72,9 @@ class FakeTransport:
     def abort(self) -> None:
         self.closed = True
 
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default  # no socket: lean._shutdown leaves it to close()
+
 
 class FakeSock:
     """A deferred-reads socket: what the server answered is readable once the fake clock reaches its time,
@@ -295,10 +298,16 @@ def test_closed_loop_records_from_the_send_and_classifies_http_errors(clocked: A
     assert m.open_loop is False and ep.uncorrected is None
 
 
-def test_a_server_that_closes_every_connection_costs_a_reconnect_not_an_error(clocked: Any) -> None:
+def test_a_server_that_closes_every_connection_costs_a_reconnect_not_an_error(
+    clocked: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     sim = clocked(_spec(connections=2, duration_s=0.1), service_ms=5.0, keep_alive=False)
+    shut: list[bool] = []  # per answer: was the request still in flight (not yet booked) at the shutdown?
+    monkeypatch.setattr(lean, "_shutdown", lambda t: shut.append(t.conn.item is not None))
     _m, ep = _run(sim, T0 + 100 * MS)
     assert ep.count >= 19 and not ep.errors
+    # each answer closes its connection at once (gunicorn lingers until then), before it is booked
+    assert len(shut) >= ep.count and all(shut)
     assert (
         sim.connects == ep.count + 2
     )  # every request on a fresh connection (+ the two in flight at the end)
