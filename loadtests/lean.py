@@ -747,7 +747,9 @@ class Engine:
         if end_ns is None or item is None or not item[2] <= end_ns <= now_ns:
             end_ns = now_ns
         if not keep_alive and not self.prompt and isinstance(conn, RawConn):
-            self.prompt = True  # from now on new connections are read on arrival
+            self.prompt = True  # from now on new connections are read on arrival, and so are the idle
+            # ones never used yet (at the start of a run: a late read of each would hold the server up)
+            self.idle[:] = [c if c.sock is not None else self._replace(c) for c in self.idle]
         conn.item = None
         timing, conn.timing = conn.timing, None
         if item is not None:

@@ -123,6 +123,7 @@ class Sim:
         self.events: list[tuple[int, int, Any]] = []  # (answer time, seq, Conn or FakeSock)
         self.seq = 0
         self.connects = 0
+        self.raw_opened = 0  # deferred reads: connections opened as raw sockets
         self.await_switches = 0  # deferred reads: turning the wake-on-answer on or off (an epoll_ctl each)
         self.loop = asyncio.new_event_loop()
         asyncio.set_event_loop(self.loop)
@@ -138,6 +139,7 @@ class Sim:
 
             def _open_socket(self) -> FakeSock:
                 sim.connects += 1
+                sim.raw_opened += 1
                 return FakeSock(sim)
 
             def watch(self, conn: lean.RawConn) -> None:
@@ -324,6 +326,18 @@ def test_an_open_loop_against_a_server_that_closes_every_connection(clocked: Any
     assert len(sim.engine.conns) == 2
     if sim.engine.deferred:  # the server closes connections: from the first such answer on, answers wake it
         assert sim.engine.prompt and sim.engine.snapshot()["generator"]["reads"] == lean.PROMPT_READS
+
+
+def test_once_the_server_closes_connections_no_unused_raw_connection_is_opened(clocked: Any) -> None:
+    """Deferred reads against a server that closes every connection, overloaded (1,000 rps offered, 500
+    served) so that every connection of the pool gets used: only the requests sent before the first answer go
+    on raw sockets; the idle connections never used are swapped for ones read on arrival."""
+    spec = _spec(load_model="constant", rate_rps=1000, connections=8, duration_s=0.1)
+    sim = clocked(spec, service_ms=2.0, keep_alive=False)
+    _m, ep = _run(sim, T0 + 100 * MS)
+    assert ep.count >= 40
+    if sim.engine.deferred:
+        assert sim.engine.prompt and sim.raw_opened <= 3, sim.raw_opened  # sent at 0, 1 (and 2) ms
 
 
 def test_deferred_reads_replace_an_idle_connection_the_server_closed(clocked: Any) -> None:
