@@ -96,10 +96,10 @@ from deploybench.sweep import Sweep, point_file_name, point_from_record, save_sw
 from deploybench.thresholds import parse_thresholds
 
 # Between load runs on one target: wait until /health is answered within max(SETTLE_FLOOR_S, SETTLE_FACTOR x
-# its time on the idle target), at most SETTLE_MAX_S. An overloaded search probe leaves requests (uvicorn)
-# or connections (gunicorn's accept queue) queued; a probe under capacity that starts behind them reads
-# that queue as its own latency (measured: a Flask probe at 1,690 rps after one at 2,027 began at P50 46 ms,
-# and 1 ms a second later).
+# its time on the idle target), at most SETTLE_MAX_S, so that a probe does not start behind what an
+# overloaded probe left queued (requests in uvicorn, connections in gunicorn's accept queue). A guard: the
+# generator waits for its requests in flight before it exits, and in compare's Flask runs of 2026-12-04 it
+# waited 1-2 ms (docs/measurements/load-engines.md).
 SETTLE_FLOOR_S = 0.010
 SETTLE_FACTOR = 4.0
 SETTLE_MAX_S = 15.0
