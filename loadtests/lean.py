@@ -355,12 +355,13 @@ class Conn(_Response, asyncio.Protocol):
             return
         if self.complete:
             self.complete = False
-            if self.keep_alive or self.transport is None:
+            if self.keep_alive or self.transport is None or self.engine.ssl is not None:
                 self.engine.response(self, self.parser.get_status_code(), self.keep_alive)
                 return
             # The server closes after this answer, and may wait for our close before it takes its next
             # connection (gunicorn's lingering close): close at once, before the bookkeeping and before the
-            # transport's own close, which the event loop carries out only on its next turn.
+            # transport's own close, which the event loop carries out only on its next turn. (Not under TLS,
+            # whose close sends a close_notify through the socket first.)
             end_ns = time.perf_counter_ns()
             _shutdown(self.transport)
             self.engine.response(self, self.parser.get_status_code(), False, end_ns)
