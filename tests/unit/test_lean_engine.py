@@ -9,6 +9,7 @@ timestamp: here a fake socket's)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import select
 import socket
@@ -209,12 +210,12 @@ class Sim:
         return self.engine.measurement
 
 
-@pytest.fixture(params=["on-arrival", "deferred"])
-def clocked(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> Iterator[Any]:
-    sims: list[Sim] = []
-    deferred = request.param == "deferred"
+@contextlib.contextmanager
+def _sims(monkeypatch: pytest.MonkeyPatch, deferred: bool) -> Iterator[Any]:
+    """``make(spec, service_ms, **kw)`` -> a ``Sim`` with deferred reads asked for or not, on a fake clock."""
     if deferred and not lean.deferred_reads_available():
         pytest.skip("no TCP receive timestamps on this platform")
+    sims: list[Sim] = []
 
     def make(spec: EngineSpec, service_ms: float, **kw: Any) -> Sim:
         spec.deferred_reads = deferred
@@ -228,10 +229,32 @@ def clocked(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> 
         sims.append(sim)
         return sim
 
-    yield make
-    for sim in sims:
-        sim.loop.close()
-    asyncio.set_event_loop(None)
+    try:
+        yield make
+    finally:
+        for sim in sims:
+            sim.loop.close()
+        asyncio.set_event_loop(None)
+
+
+@pytest.fixture(params=["on-arrival", "deferred"])
+def clocked(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """Open loop: each case runs with answers read on arrival and with deferred reads."""
+    with _sims(monkeypatch, request.param == "deferred") as make:
+        yield make
+
+
+@pytest.fixture
+def closed_clocked(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """Closed loop: answers are always read on arrival."""
+    with _sims(monkeypatch, False) as make:
+        yield make
+
+
+@pytest.fixture
+def deferred_clocked(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    with _sims(monkeypatch, True) as make:
+        yield make
 
 
 def _spec(**kw: Any) -> EngineSpec:
@@ -293,17 +316,17 @@ def test_a_stall_shows_in_the_corrected_latency_only(clocked: Any) -> None:
     assert ep.latency.get_total_count() == ep.uncorrected.get_total_count() == 100
 
 
-def test_closed_loop_records_from_the_send_and_classifies_http_errors(clocked: Any) -> None:
-    sim = clocked(_spec(connections=2, duration_s=0.1), service_ms=5.0, status=503)
+def test_closed_loop_records_from_the_send_and_classifies_http_errors(closed_clocked: Any) -> None:
+    sim = closed_clocked(_spec(connections=2, duration_s=0.1), service_ms=5.0, status=503)
     m, ep = _run(sim, T0 + 100 * MS)
     assert ep.count == 0 and ep.errors["http-503"] >= 19  # 2 connections, one server, 5 ms each
     assert m.open_loop is False and ep.uncorrected is None
 
 
 def test_a_server_that_closes_every_connection_costs_a_reconnect_not_an_error(
-    clocked: Any, monkeypatch: pytest.MonkeyPatch
+    closed_clocked: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    sim = clocked(_spec(connections=2, duration_s=0.1), service_ms=5.0, keep_alive=False)
+    sim = closed_clocked(_spec(connections=2, duration_s=0.1), service_ms=5.0, keep_alive=False)
     shut: list[bool] = []  # per answer: was the request still in flight (not yet booked) at the shutdown?
     monkeypatch.setattr(lean, "_shutdown", lambda t: shut.append(t.conn.item is not None))
     _m, ep = _run(sim, T0 + 100 * MS)
@@ -328,25 +351,22 @@ def test_an_open_loop_against_a_server_that_closes_every_connection(clocked: Any
         assert sim.engine.prompt and sim.engine.snapshot()["generator"]["reads"] == lean.PROMPT_READS
 
 
-def test_once_the_server_closes_connections_no_unused_raw_connection_is_opened(clocked: Any) -> None:
+def test_once_the_server_closes_connections_no_unused_raw_connection_is_opened(deferred_clocked: Any) -> None:
     """Deferred reads against a server that closes every connection, overloaded (1,000 rps offered, 500
     served) so that every connection of the pool gets used: only the requests sent before the first answer go
     on raw sockets; the idle connections never used are swapped for ones read on arrival."""
     spec = _spec(load_model="constant", rate_rps=1000, connections=8, duration_s=0.1)
-    sim = clocked(spec, service_ms=2.0, keep_alive=False)
+    sim = deferred_clocked(spec, service_ms=2.0, keep_alive=False)
     _m, ep = _run(sim, T0 + 100 * MS)
     assert ep.count >= 40
-    if sim.engine.deferred:
-        assert sim.engine.prompt and sim.raw_opened <= 3, sim.raw_opened  # sent at 0, 1 (and 2) ms
+    assert sim.engine.prompt and sim.raw_opened <= 3, sim.raw_opened  # sent at 0, 1 (and 2) ms
 
 
-def test_deferred_reads_replace_an_idle_connection_the_server_closed(clocked: Any) -> None:
+def test_deferred_reads_replace_an_idle_connection_the_server_closed(deferred_clocked: Any) -> None:
     """An idle keep-alive connection the server closed (end of file waiting on it) is replaced at the next
     wake-up, before any request is sent on it, so no request is lost to a reset."""
     spec = _spec(load_model="constant", rate_rps=0.5, connections=1, duration_s=5.0)
-    sim = clocked(spec, service_ms=1.0)
-    if not sim.engine.deferred:
-        pytest.skip("deferred reads only")
+    sim = deferred_clocked(spec, service_ms=1.0)
     _start(sim)
     sim.run(T0 + NS_PER_S // 2)  # the first request answered (read at the next slot, 2 s later)
     (conn,) = sim.engine.conns
