@@ -654,7 +654,8 @@ class Engine:
                 if len(data) < READ_BYTES:
                     break
 
-    def _retire_idle(self, conn: RawConn) -> None:
+    def _retire_idle(self, conn: Any) -> None:
+        """A connection the server closed with no request on it: replaced (in the idle list if there)."""
         if conn in self.idle:
             self.idle.remove(conn)
             self.idle.append(self._replace(conn))
@@ -799,8 +800,7 @@ class Engine:
         if conn.item is not None and conn in self.conns:  # closed while a request was in flight
             self.failed_request(conn, exc or ConnectionResetError("connection closed by the server"), None)
         elif conn in self.conns and conn in self.idle:  # an idle keep-alive connection the server closed
-            self.idle.remove(conn)
-            self.idle.append(self._replace(conn))
+            self._retire_idle(conn)
 
     def _error(self, item: tuple[int, int, int, int], end_ns: int, kind: str) -> None:
         m = self.measurement
