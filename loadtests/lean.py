@@ -381,9 +381,11 @@ class RawConn(_Response):
     read. So each paced request costs one wake-up, not two (one wake-up costs ~20-30 µs of CPU on this
     project's VM: docs/measurements/load-engines.md). The engine wakes on answers (the epoll set's own
     descriptor on the event loop) only when every connection is busy. Once the server has closed a
-    connection after its answer, new connections are ``Conn``s, read on arrival: such a server may wait for
-    the client's close before it takes the next connection (gunicorn's lingering close), so a late read
-    would be the server's latency."""
+    connection after its answer, every answer wakes the generator (the epoll set stays on the event loop)
+    and its socket is closed as soon as it is parsed: such a server may wait for the client's close before
+    it takes the next connection (gunicorn's lingering close), so a late read would be the server's latency.
+    The connections stay raw sockets then: connect and request in two calls, a close in one, no transport
+    or task per connection (about half the CPU of ``Conn`` there: docs/measurements/load-engines.md)."""
 
     __slots__ = ("sock", "writing")
 
@@ -483,7 +485,7 @@ class Engine:
         self._by_fd: dict[int, RawConn] = {}
         self.awaiting = False  # deferred reads, every connection busy: the epoll set is on the event loop
         # deferred reads, and the server closed a connection after its answer: it may wait for our close
-        # (gunicorn's lingering close waits up to 2 s), so from then on new connections are read on arrival
+        # (gunicorn's lingering close waits up to 2 s), so from then on every answer wakes the generator
         self.prompt = False
         self.connecting = 0
         self.batch = Batch()
@@ -522,7 +524,7 @@ class Engine:
             conn.transport.write(raw)
 
     def _new_conn(self) -> Any:
-        return RawConn(self) if self.deferred and not self.prompt else Conn(self)
+        return RawConn(self) if self.deferred else Conn(self)
 
     def _send_raw(self, conn: RawConn, raw: bytes) -> None:
         """Deferred reads: write the request on the connection's socket (connecting it first if need be)."""
@@ -647,6 +649,8 @@ class Engine:
                     break
                 if conn.complete:
                     conn.complete = False
+                    if not conn.keep_alive:  # the server closes after this answer and may wait for our
+                        conn.shut()  # close (gunicorn's lingering close): close at once, then book it
                     self.response(conn, conn.parser.get_status_code(), conn.keep_alive, end_ns)
                     if events & _CLOSED and conn.sock is sock:  # answered, then closed by the server
                         self._retire_idle(conn)
@@ -701,7 +705,9 @@ class Engine:
         busy, wake on the first answer."""
         schedule, m = self.schedule, self.measurement
         if schedule is None or m is None or not self.sending:
-            if self.awaiting:
+            if self.prompt:  # answers are read on arrival until the run ends (the drain too)
+                self.reap()
+            elif self.awaiting:
                 self.await_answers(False)
             return
         if self.deferred:
@@ -712,13 +718,13 @@ class Engine:
             due = schedule.next_due_ns()
             if due is None:
                 self._schedule_done()
-                if self.awaiting:
+                if self.awaiting and not self.prompt:
                     self.await_answers(False)
                 return
             assert self.timer is not None
             if due > now:
                 self.timer.at(due)
-                if self.awaiting:  # the timer's wake-up reads the answers
+                if self.awaiting and not self.prompt:  # the timer's wake-up reads the answers
                     self.await_answers(False)
                 return
             if not idle:  # deferred reads, every connection busy: wake on the first answer (stays on while
@@ -749,9 +755,8 @@ class Engine:
         if end_ns is None or item is None or not item[2] <= end_ns <= now_ns:
             end_ns = now_ns
         if not keep_alive and not self.prompt and isinstance(conn, RawConn):
-            self.prompt = True  # from now on new connections are read on arrival, and so are the idle
-            # ones never used yet (at the start of a run: a late read of each would hold the server up)
-            self.idle[:] = [c if c.sock is not None else self._replace(c) for c in self.idle]
+            self.prompt = True  # from now on every answer wakes the generator (a late read, and so a late
+            self.await_answers(True)  # close, would hold up a server that waits for it)
         conn.item = None
         timing, conn.timing = conn.timing, None
         if item is not None:

@@ -85,6 +85,8 @@ class FakeSock:
         self.sim, self.closed = sim, False
         self.ready: list[tuple[int, bytes]] = []
         self.eof = False  # the server closed its end
+        self.answered_at: int | None = None  # when the server's answer arrived (its first)
+        self.closed_at: int | None = None
 
     def readable(self) -> bool:
         return self.eof or bool(self.ready and self.ready[0][0] <= self.sim.clock.now)
@@ -107,6 +109,7 @@ class FakeSock:
 
     def close(self) -> None:
         self.closed = True
+        self.closed_at = self.sim.clock.now
 
 
 class Sim:
@@ -124,7 +127,7 @@ class Sim:
         self.events: list[tuple[int, int, Any]] = []  # (answer time, seq, Conn or FakeSock)
         self.seq = 0
         self.connects = 0
-        self.raw_opened = 0  # deferred reads: connections opened as raw sockets
+        self.socks: list[FakeSock] = []  # deferred reads: the connections opened (raw sockets)
         self.await_switches = 0  # deferred reads: turning the wake-on-answer on or off (an epoll_ctl each)
         self.loop = asyncio.new_event_loop()
         asyncio.set_event_loop(self.loop)
@@ -140,8 +143,8 @@ class Sim:
 
             def _open_socket(self) -> FakeSock:
                 sim.connects += 1
-                sim.raw_opened += 1
-                return FakeSock(sim)
+                sim.socks.append(FakeSock(sim))
+                return sim.socks[-1]
 
             def watch(self, conn: lean.RawConn) -> None:
                 pass
@@ -195,6 +198,7 @@ class Sim:
                 if isinstance(conn, FakeSock):  # deferred reads: readable from now, read at a wake-up
                     if not conn.closed:
                         conn.ready.append((nxt, self.response()))
+                        conn.answered_at = conn.answered_at or nxt
                         if self.engine.awaiting:  # every connection busy: the answer wakes the engine
                             self.engine.pace()
                 elif conn.transport is not None and not conn.transport.closed:  # type: ignore[attr-defined]
@@ -351,15 +355,20 @@ def test_an_open_loop_against_a_server_that_closes_every_connection(clocked: Any
         assert sim.engine.prompt and sim.engine.snapshot()["generator"]["reads"] == lean.PROMPT_READS
 
 
-def test_once_the_server_closes_connections_no_unused_raw_connection_is_opened(deferred_clocked: Any) -> None:
+def test_once_the_server_closes_connections_every_answer_is_read_and_closed_on_arrival(
+    deferred_clocked: Any,
+) -> None:
     """Deferred reads against a server that closes every connection, overloaded (1,000 rps offered, 500
-    served) so that every connection of the pool gets used: only the requests sent before the first answer go
-    on raw sockets; the idle connections never used are swapped for ones read on arrival."""
+    served) so that every connection of the pool gets used: from the first such answer on, every answer wakes
+    the engine, and its socket is closed the moment it arrives (the server may wait for that close)."""
     spec = _spec(load_model="constant", rate_rps=1000, connections=8, duration_s=0.1)
     sim = deferred_clocked(spec, service_ms=2.0, keep_alive=False)
     _m, ep = _run(sim, T0 + 100 * MS)
-    assert ep.count >= 40
-    assert sim.engine.prompt and sim.raw_opened <= 3, sim.raw_opened  # sent at 0, 1 (and 2) ms
+    assert ep.count >= 40 and sim.engine.prompt and sim.engine.awaiting
+    answered = sorted((s for s in sim.socks if s.answered_at is not None), key=lambda s: s.answered_at or 0)
+    assert len(answered) >= ep.count and len(sim.socks) == sim.connects  # raw sockets throughout
+    late = [s for s in answered[1:] if s.closed_at != s.answered_at]
+    assert not late, [(s.answered_at, s.closed_at) for s in late]
 
 
 def test_deferred_reads_replace_an_idle_connection_the_server_closed(deferred_clocked: Any) -> None:
