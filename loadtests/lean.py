@@ -385,7 +385,8 @@ class RawConn(_Response):
     and its socket is closed as soon as it is parsed: such a server may wait for the client's close before
     it takes the next connection (gunicorn's lingering close), so a late read would be the server's latency.
     The connections stay raw sockets then: connect and request in two calls, a close in one, no transport
-    or task per connection (about half the CPU of ``Conn`` there: docs/measurements/load-engines.md)."""
+    or task per connection (near the server's capacity ~20 % less CPU per request than ``Conn``s, and a
+    higher compare figure: docs/measurements/load-engines.md)."""
 
     __slots__ = ("sock", "writing")
 
