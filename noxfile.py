@@ -35,7 +35,8 @@ def tests(session: nox.Session) -> None:
     """Unit, integration and end-to-end tests (real servers on loopback), the docs' strict build too."""
     _install(session, "test,docs")
     session.run("deploybench", "build", "--quiet")
-    session.run("pytest", *(session.posargs or ["-q", "--durations=15"]))
+    # two test files at a time (pytest-xdist, each file's tests on one worker: module fixtures stay shared)
+    session.run("pytest", *(session.posargs or ["-q", "-n", "2", "--dist", "loadfile", "--durations=15"]))
 
 
 @nox.session(python="3.11")

@@ -64,8 +64,11 @@ def pytest_command(
 
 
 def child_env() -> dict[str, str]:
-    """The benchmark process loads only the plugins named with -p (no entry-point autoloading)."""
-    return {**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    """The benchmark process loads only the plugins named with -p (no entry-point autoloading), and is a
+    pytest session of its own: no ``PYTEST_XDIST_*`` from a parent run under pytest-xdist (pytest-benchmark
+    would take itself for an xdist worker and disable every benchmark)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST_")}
+    return {**env, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
 
 
 INTERRUPTED = -2

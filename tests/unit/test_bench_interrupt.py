@@ -25,3 +25,17 @@ def test_a_second_ctrl_c_interrupts_at_once() -> None:
     ctrl_c.handle(signal.SIGINT, None)
     with pytest.raises(KeyboardInterrupt):
         ctrl_c.handle(signal.SIGINT, None)
+
+
+def test_the_benchmark_process_is_a_pytest_session_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Started from a pytest-xdist worker (this suite runs under one), ``deploybench bench``'s pytest must
+    not inherit ``PYTEST_XDIST_*``: pytest-benchmark would take itself for a worker and disable every
+    benchmark."""
+    from deploybench.bench.run import child_env
+
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw1")
+    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "2")
+    monkeypatch.setenv("DEPLOYBENCH_SOMETHING", "kept")
+    env = child_env()
+    assert not [k for k in env if k.startswith("PYTEST_XDIST_")]
+    assert env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] == "1" and env["DEPLOYBENCH_SOMETHING"] == "kept"
