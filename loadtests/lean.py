@@ -17,7 +17,8 @@ Why this design (figures measured on this project's 2-core machine, README "Load
   generation runs 50x less often: the run allocates little that is cyclic.
 - **Exact pacing without spinning.** Open loop, the next slot's intended time arms a Linux ``timerfd``
   (nanosecond deadline, woken by epoll); libuv's own timers round to whole milliseconds, which would add a
-  mean ~0.5 ms of send delay to every corrected latency.
+  mean ~0.5 ms of send delay to every corrected latency. Constant arrivals are evenly spaced, so the timerfd
+  repeats on its own instead of being armed for every slot.
 - **One wake-up per paced request.** Open loop over plain HTTP on Linux, answers do not wake the generator:
   each connection is a non-blocking socket the event loop does not watch, read at the generator's next
   wake-up (the next slot's timer, the 4 Hz flush, the drain), and each answer is timed by the kernel's
@@ -49,6 +50,7 @@ import errno
 import gc
 import itertools
 import json
+import math
 import os
 import re
 import select
@@ -116,6 +118,7 @@ USER_AGENT = "deploybench-lean"
 PROMPT_READS = "deferred, then on arrival (the server closes connections)"
 READS_ENV = "DEPLOYBENCH_LEAN_READS"  # deferred (default) | on-arrival: how an open loop reads its answers
 READ_BYTES = 65_536
+PERIODIC_SLACK_NS = 2_000  # a repeating timer may wake a constant schedule's slot this much late
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # its cmsg type SCM_TIMESTAMPNS is the same number
 _TIMESPEC = struct.Struct("@qq")
 _CLOSED = getattr(select, "EPOLLRDHUP", 0) | getattr(select, "EPOLLHUP", 0)  # (Linux only, as deferred reads)
@@ -235,7 +238,14 @@ class _Itimerspec(ctypes.Structure):
 class PreciseTimer:
     """One-shot wake-ups at an absolute ``perf_counter_ns`` time (CLOCK_MONOTONIC on Linux) through a
     timerfd watched by the event loop: nanosecond deadlines where libuv's timers round to milliseconds.
-    Falls back to ``loop.call_at`` where timerfd is not available."""
+    Falls back to ``loop.call_at`` where timerfd is not available.
+
+    Evenly spaced deadlines (constant arrivals) may pass their spacing as ``period_ns``: the timerfd then
+    repeats on its own, and a deadline that its next expiry already meets (no earlier, at most
+    ``PERIODIC_SLACK_NS`` later) is not armed again: no ``timerfd_settime`` through ctypes per paced request
+    (6-7 µs on this project's VM for a deadline due soon). The repeating timerfd re-arms itself when its
+    count is read, which is done after the callback's sends. ``stop`` ends the repeats. Measured in
+    docs/measurements/load-engines.md ("A repeating timer for constant arrivals")."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, callback: Any) -> None:
         self.loop = loop
@@ -244,6 +254,9 @@ class PreciseTimer:
         self._handle: asyncio.TimerHandle | None = None
         self._spec = _Itimerspec()
         self.armed_ns = -1  # the deadline armed now (-1: none); arming the same one again is skipped
+        self.period_ns = 0  # the timerfd repeats with this period (0: one-shot)
+        self.next_ns = -1  # repeating: its next expiry
+        self.armings = 0  # timerfd_settime calls (what the repeats save)
         try:
             libc = ctypes.CDLL(None, use_errno=True)
             create, self._settime = libc.timerfd_create, libc.timerfd_settime
@@ -256,26 +269,65 @@ class PreciseTimer:
         elif fd >= 0:
             os.close(fd)
 
-    def at(self, when_ns: int) -> None:
+    def at(self, when_ns: int, period_ns: int = 0) -> None:
         if when_ns == self.armed_ns:
             return
-        self.armed_ns = when_ns
         if self.fd >= 0:
-            spec = self._spec
-            spec.it_value.tv_sec, spec.it_value.tv_nsec = divmod(max(1, when_ns), NS_PER_S)
-            self._settime(self.fd, 1, ctypes.byref(spec), None)  # TFD_TIMER_ABSTIME
+            if (
+                period_ns
+                and period_ns == self.period_ns
+                and when_ns <= self.next_ns <= when_ns + PERIODIC_SLACK_NS
+            ):
+                self.armed_ns = when_ns  # the next repeat meets it
+                return
+            self._arm(max(1, when_ns), period_ns)
+            self.armed_ns = when_ns
             return
+        self.armed_ns = when_ns
         if self._handle is not None:
             self._handle.cancel()
         delay = max(0.0, (when_ns - time.perf_counter_ns()) / 1e9)
         self._handle = self.loop.call_later(delay, self._fired)
 
+    def _arm(self, when_ns: int, period_ns: int) -> None:
+        spec = self._spec
+        spec.it_value.tv_sec, spec.it_value.tv_nsec = divmod(when_ns, NS_PER_S)
+        spec.it_interval.tv_sec, spec.it_interval.tv_nsec = divmod(period_ns, NS_PER_S)
+        self._settime(self.fd, 1, ctypes.byref(spec), None)  # TFD_TIMER_ABSTIME (expirations unread: reset)
+        self.armings += 1
+        self.period_ns = period_ns
+        self.next_ns = when_ns if period_ns else -1
+
+    def stop(self) -> None:
+        """No wake-up until the next ``at`` (ends the repeats)."""
+        if self.fd >= 0 and self.period_ns:
+            self._arm(0, 0)  # (an it_value of zero disarms)
+        self.armed_ns = -1
+
     def _fired(self) -> None:
         self.armed_ns = -1
-        if self.fd >= 0:
-            with contextlib.suppress(BlockingIOError):
-                os.read(self.fd, 8)
+        period = self.period_ns
+        if self.fd < 0 or not period:
+            if self.fd >= 0:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(self.fd, 8)
+            self.callback()
+            return
+        # Repeating: reading the expirations re-arms the timerfd (it reprograms the clock), so the read comes
+        # after the callback's sends; meanwhile the expiry that woke us is taken as the only one.
+        self.next_ns += period
+        armings = self.armings
         self.callback()
+        if self.armings != armings:  # armed anew (or stopped) by the callback: its count was reset
+            return
+        try:
+            ticks = int.from_bytes(os.read(self.fd, 8), sys.byteorder)
+        except BlockingIOError:
+            ticks = 0
+        if ticks != 1:
+            self.next_ns += (ticks - 1) * period
+            if ticks > 1:  # the next expiry passed during the callback, and this read took it: wake now
+                self.loop.call_soon(self.callback)
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -497,6 +549,7 @@ class Engine:
         self.consecutive_conn_errors = 0
         self.done = asyncio.Event()
         self.timer: PreciseTimer | None = None
+        self.period_ns = 0  # open loop, constant arrivals: the slots' spacing (the timer repeats)
         self.cpu0_s = 0.0
         self.wall0_ns = 0
         self.window_end_ns = 0
@@ -724,12 +777,13 @@ class Engine:
                 return
             assert self.timer is not None
             if due > now:
-                self.timer.at(due)
+                self.timer.at(due, self.period_ns)
                 if self.awaiting and not self.prompt:  # the timer's wake-up reads the answers
                     self.await_answers(False)
                 return
             if not idle:  # deferred reads, every connection busy: wake on the first answer (stays on while
                 self.await_answers(True)  # saturated: no epoll_ctl per answer)
+                self.timer.stop()  # (a repeating timer would wake for every slot meanwhile)
                 return
             slot = schedule.take(now)
             dropped = schedule.pop_dropped()
@@ -747,6 +801,8 @@ class Engine:
     def _schedule_done(self) -> None:
         """max_requests slots used up: stop sending (the window still closes on time)."""
         self.sending = False
+        if self.timer is not None:
+            self.timer.stop()
 
     # -- answers ---------------------------------------------------------------------------------------------
     def response(self, conn: Any, status: int, keep_alive: bool, end_ns: int | None = None) -> None:
@@ -894,6 +950,8 @@ class Engine:
                 window_start_ns=window_start, window_end_ns=self.window_end_ns,
             )  # fmt: skip
             self.timer = timer if timer is not None else PreciseTimer(self.loop, self.pace)
+            if spec.load_model == "constant":  # evenly spaced slots: the timer repeats on its own
+                self.period_ns = math.ceil(NS_PER_S / self.schedule.rate_rps)
         self.sending = True
         for _ in range(spec.connections):
             conn = self._new_conn()
@@ -945,6 +1003,8 @@ class Engine:
         self.pace()  # slots due by now get their sends first
         self.finishing = True
         self.sending = False
+        if self.timer is not None:
+            self.timer.stop()
         m = self.measurement
         if m is None:
             self.done.set()

@@ -14,6 +14,7 @@ import heapq
 import select
 import socket
 import struct
+import time
 from collections.abc import Iterator
 from time import CLOCK_REALTIME
 from types import SimpleNamespace
@@ -53,8 +54,11 @@ class FakeTimer:
     def __init__(self) -> None:
         self.deadline: int | None = None
 
-    def at(self, when_ns: int) -> None:
+    def at(self, when_ns: int, period_ns: int = 0) -> None:
         self.deadline = when_ns
+
+    def stop(self) -> None:
+        self.deadline = None
 
     def close(self) -> None:
         self.deadline = None
@@ -427,3 +431,43 @@ def test_the_process_that_runs_a_pinned_generator_is_pinned_with_it_for_the_run_
     assert os.sched_getaffinity(0) == before  # restored on an error too
     with own_cpus(None):
         assert os.sched_getaffinity(0) == before
+
+
+def test_a_repeating_timer_wakes_each_evenly_spaced_slot_without_arming_again() -> None:
+    """Constant arrivals: the timerfd repeats with the slots' spacing, so after the first ``at`` it is not
+    armed again (one syscall less per paced request); no slot is woken before its time, none is missed. A
+    wake-up late enough to find two slots due may arm it once more (a loaded machine), never more."""
+    loop = asyncio.new_event_loop()
+    period, n = 2 * MS, 40
+    woke: list[tuple[int, int]] = []  # (slot's time, the wake-up that took it)
+    late_wakes = 0
+    first = time.perf_counter_ns() + 5 * MS
+    dues = [first + i * period for i in range(n)]
+
+    def pace() -> None:  # as the engine's pacer: every slot due by now, then the timer for the next one
+        nonlocal late_wakes
+        now, taken = time.perf_counter_ns(), 0
+        while len(woke) < n and dues[len(woke)] <= now:
+            woke.append((dues[len(woke)], now))
+            taken += 1
+        late_wakes += taken > 1
+        if len(woke) == n:
+            timer.stop()
+            loop.stop()
+        else:
+            timer.at(dues[len(woke)], period)
+
+    timer = lean.PreciseTimer(loop, pace)
+    try:
+        if timer.fd < 0:
+            pytest.skip("no timerfd on this platform")
+        timer.at(dues[0], period)
+        guard = loop.call_later(30, loop.stop)  # (bounded: ends the loop even if a wake-up went missing)
+        loop.run_forever()
+        guard.cancel()
+    finally:
+        timer.close()
+        loop.close()
+    assert [d for d, _ in woke] == dues
+    assert all(at >= due for due, at in woke)
+    assert timer.armings <= 2 + late_wakes  # the first at() and the stop, + at most one per late wake-up
