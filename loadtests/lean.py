@@ -438,7 +438,9 @@ class RawConn(_Response):
     it takes the next connection (gunicorn's lingering close), so a late read would be the server's latency.
     The connections stay raw sockets then: connect and request in two calls, a close in one, no transport
     or task per connection (near the server's capacity ~20 % less CPU per request than ``Conn``s, and a
-    higher compare figure: docs/measurements/load-engines.md)."""
+    higher compare figure: docs/measurements/load-engines.md). The closed loop starts on ``Conn``s and, once
+    the server has closed a connection after its answer, opens RawConns in the same way (the epoll set on the
+    event loop, each answer read on arrival and the next request sent at once on a fresh socket)."""
 
     __slots__ = ("sock", "writing")
 
@@ -526,19 +528,21 @@ class Engine:
         self.loop: asyncio.AbstractEventLoop = asyncio.get_event_loop()
         self.measurement: Measurement | None = None
         self.schedule: ArrivalSchedule | None = None
-        # open loop over plain HTTP where the kernel timestamps received bytes: answers are read at the
-        # generator's own wake-ups (RawConn), else as they arrive (Conn, on the event loop)
-        self.deferred = (
-            spec.open_loop and spec.deferred_reads and self.ssl is None and deferred_reads_available()
-        )
+        # plain HTTP where the kernel timestamps received bytes: the engine may use its own sockets (RawConn)
+        raw = spec.deferred_reads and self.ssl is None and deferred_reads_available()
+        # open loop: answers are read at the generator's own wake-ups (RawConn), else as they arrive (Conn, on
+        # the event loop); closed loop: Conns, until the server closes a connection after its answer
+        self.deferred = spec.open_loop and raw
+        self.raw_on_close = raw and not spec.open_loop
         self.idle: list[Any] = []  # Conn, or RawConn with deferred reads
         self.conns: set[Any] = set()
         self._addr: tuple[int, Any] | None = None
-        self._poller: Any = select.epoll() if self.deferred else None  # deferred reads: the sockets
+        self._poller: Any = select.epoll() if self.deferred else None  # RawConns' sockets
         self._by_fd: dict[int, RawConn] = {}
         self.awaiting = False  # deferred reads, every connection busy: the epoll set is on the event loop
-        # deferred reads, and the server closed a connection after its answer: it may wait for our close
-        # (gunicorn's lingering close waits up to 2 s), so from then on every answer wakes the generator
+        # the server closed a connection after its answer: it may wait for our close (gunicorn's lingering
+        # close waits up to 2 s), so from then on every answer wakes the generator (deferred reads), and the
+        # closed loop's new connections are RawConns too
         self.prompt = False
         self.connecting = 0
         self.batch = Batch()
@@ -578,7 +582,7 @@ class Engine:
             conn.transport.write(raw)
 
     def _new_conn(self) -> Any:
-        return RawConn(self) if self.deferred else Conn(self)
+        return RawConn(self) if self._poller is not None else Conn(self)
 
     def _send_raw(self, conn: RawConn, raw: bytes) -> None:
         """Deferred reads: write the request on the connection's socket (connecting it first if need be)."""
@@ -744,11 +748,14 @@ class Engine:
 
     def _next(self, conn: Conn) -> None:
         """A connection is free: closed loop, send the next request; open loop, the next due slot or idle."""
-        if not self.sending or isinstance(conn, RawConn):  # (deferred reads: the pacer's next wake-up)
+        if not self.sending:
             self.idle.append(conn)
             return
         if self.schedule is None:
             self._send(conn, 0, -1)
+            return
+        if isinstance(conn, RawConn):  # (deferred reads: the pacer's next wake-up)
+            self.idle.append(conn)
             return
         self.idle.append(conn)
         self.pace()
@@ -811,7 +818,9 @@ class Engine:
         item = conn.item
         if end_ns is None or item is None or not item[2] <= end_ns <= now_ns:
             end_ns = now_ns
-        if not keep_alive and not self.prompt and isinstance(conn, RawConn):
+        if not keep_alive and not self.prompt and (isinstance(conn, RawConn) or self.raw_on_close):
+            if self._poller is None:  # closed loop: the next connections are the engine's own sockets
+                self._poller = select.epoll()
             self.prompt = True  # from now on every answer wakes the generator (a late read, and so a late
             self.await_answers(True)  # close, would hold up a server that waits for it)
         conn.item = None
@@ -874,7 +883,7 @@ class Engine:
 
     # -- batches into the histograms -------------------------------------------------------------------------
     def flush(self) -> None:
-        if self.deferred:
+        if self._poller is not None:
             self.reap()
         m, b = self.measurement, self.batch
         if m is None or not b.end:
@@ -1021,7 +1030,7 @@ class Engine:
     async def _drain(self) -> None:
         deadline = time.monotonic() + (self.spec.drain_s if self.failed is None else 0.0)
         while True:
-            if self.deferred:
+            if self._poller is not None:
                 self.reap()
             if not (self.in_flight() and time.monotonic() < deadline):
                 break

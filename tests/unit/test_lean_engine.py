@@ -347,6 +347,25 @@ def test_a_server_that_closes_every_connection_costs_a_reconnect_not_an_error(
     assert len(sim.engine.conns) == 2  # retired connections are dropped, never reused
 
 
+def test_a_closed_loop_goes_on_raw_sockets_once_the_server_closes_every_connection(
+    deferred_clocked: Any,
+) -> None:
+    """Closed loop over plain HTTP on Linux: after the first answer with ``Connection: close`` the new
+    connections are the engine's own sockets, read on arrival (no transport and no task per connection), each
+    closed the moment its answer arrives, and the next request goes out at once on a fresh one."""
+    sim = deferred_clocked(_spec(connections=2, duration_s=0.1), service_ms=5.0, keep_alive=False)
+    _m, ep = _run(sim, T0 + 100 * MS)
+    assert ep.count >= 19 and not ep.errors
+    assert sim.engine.prompt and sim.engine.snapshot()["generator"]["reads"] == "on-arrival"
+    # the first two connections were transports, every later one a raw socket
+    assert sim.connects == ep.count + 2 and len(sim.socks) == sim.connects - 2
+    answered = [s for s in sim.socks if s.answered_at is not None]
+    assert len(answered) >= ep.count - 2
+    late = [s for s in answered if s.closed_at != s.answered_at]
+    assert not late, [(s.answered_at, s.closed_at) for s in late]
+    assert len(sim.engine.conns) == 2
+
+
 def test_an_open_loop_against_a_server_that_closes_every_connection(clocked: Any) -> None:
     sim = clocked(_spec(load_model="constant", rate_rps=100, connections=2, duration_s=1.0), service_ms=1.0,
                   keep_alive=False)  # fmt: skip
