@@ -302,6 +302,9 @@ class PreciseTimer:
         """No wake-up until the next ``at`` (ends the repeats)."""
         if self.fd >= 0 and self.period_ns:
             self._arm(0, 0)  # (an it_value of zero disarms)
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
         self.armed_ns = -1
 
     def _fired(self) -> None:

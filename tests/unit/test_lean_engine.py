@@ -490,3 +490,29 @@ def test_a_repeating_timer_wakes_each_evenly_spaced_slot_without_arming_again() 
     assert [d for d, _ in woke] == dues
     assert all(at >= due for due, at in woke)
     assert timer.armings <= 2 + late_wakes  # the first at() and the stop, + at most one per late wake-up
+
+
+def test_stop_cancels_a_wake_up_without_timerfd(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where timerfd is not available the timer falls back to the event loop's own timers: ``stop`` cancels
+    the wake-up armed there too."""
+
+    def no_libc(*_: Any, **__: Any) -> Any:
+        raise OSError("no libc here")
+
+    monkeypatch.setattr(lean.ctypes, "CDLL", no_libc)
+    loop = asyncio.new_event_loop()
+    woke: list[int] = []
+    try:
+        timer = lean.PreciseTimer(loop, lambda: woke.append(1))
+        assert timer.fd < 0
+        timer.at(time.perf_counter_ns() + 20 * MS)
+        timer.stop()
+        timer.at(time.perf_counter_ns() + 10 * MS)  # armed again, and stopped again
+        timer.stop()
+        loop.run_until_complete(asyncio.sleep(0.05))
+        assert not woke
+        timer.at(time.perf_counter_ns() + 5 * MS)
+        loop.run_until_complete(asyncio.sleep(0.05))
+        assert woke == [1]
+    finally:
+        loop.close()
