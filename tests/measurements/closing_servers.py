@@ -3,9 +3,9 @@
 ONNX on CPU 1, the client on CPU 0, closed loop with 4 connections, rounds interleaved:
 
 - wrk (when on PATH);
-- a minimal Python epoll client: read, close, connect, send, with no parsing and no bookkeeping. It assumes
-  each answer comes in one read (the iris answer is ~300 bytes) and counts any other first line as an error:
-  a reference for how soon Python can close, not a load generator;
+- a minimal Python epoll client: it reads until the answer is complete (by its ``Content-Length``), closes,
+  connects and sends the next request, with no other parsing and no bookkeeping: a reference for how soon
+  Python can close, not a load generator. Run again with a busy wait of ``--delay-us`` before each close;
 - the lean engine on its own sockets (its default against such servers since 69808f5);
 - the lean engine on asyncio transports (``DEPLOYBENCH_LEAN_READS=on-arrival``, the engine before).
 
@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import select
 import socket
 import struct
@@ -46,15 +47,30 @@ SERVER_CPU, CLIENT_CPU = 1, 0
 CONNECTIONS = 4
 _TIMESPEC = struct.Struct("@qq")
 _ANC = socket.CMSG_SPACE(_TIMESPEC.size)
+_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*([0-9]+)", re.IGNORECASE)
 
 
-def minimal_client(url: str, raw: bytes, connections: int, duration_s: float) -> dict[str, Any]:
-    """Closed loop on ``connections`` fresh sockets: each answer is read once, its socket closed and a new
-    one opened with the next request. Returns the answers, errors and the close's delay after each answer."""
+def _complete(buf: bytes) -> bool:
+    """Whether ``buf`` holds a whole answer with a ``Content-Length`` (the targets' answers have one)."""
+    head_end = buf.find(b"\r\n\r\n")
+    if head_end < 0:
+        return False
+    m = _LENGTH.search(buf, 0, head_end + 2)
+    return m is not None and len(buf) - head_end - 4 >= int(m.group(1))
+
+
+def minimal_client(
+    url: str, raw: bytes, connections: int, duration_s: float, delay_us: float = 0.0
+) -> dict[str, Any]:
+    """Closed loop on ``connections`` fresh sockets: each answer is read to its end, its socket closed (after
+    a busy wait of ``delay_us``) and a new one opened with the next request. Returns the answers, errors and
+    when each close started, after the kernel's receive timestamp of the answer's last read."""
     parts = urllib.parse.urlsplit(url)
     addr = (parts.hostname or "127.0.0.1", parts.port or 80)
     ep = select.epoll()
     socks: dict[int, socket.socket] = {}
+    bufs: dict[int, bytes] = {}
+    delay_ns = round(delay_us * 1000)
 
     def open_one() -> None:
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -64,6 +80,7 @@ def minimal_client(url: str, raw: bytes, connections: int, duration_s: float) ->
         s.connect_ex(addr)
         s.send(raw)
         socks[s.fileno()] = s
+        bufs[s.fileno()] = b""
         ep.register(s.fileno(), select.EPOLLIN)
 
     for _ in range(connections):
@@ -76,11 +93,20 @@ def minimal_client(url: str, raw: bytes, connections: int, duration_s: float) ->
     try:
         while time.perf_counter() < end:
             for fd, _events in ep.poll(0.1):
-                s = socks.pop(fd)
+                s = socks[fd]
                 data, anc, _flags, _addr = s.recvmsg(65_536, _ANC)
+                buf = bufs[fd] + data
+                if data and not _complete(buf):
+                    bufs[fd] = buf
+                    continue
+                del socks[fd], bufs[fd]
+                if delay_ns:
+                    until = time.perf_counter_ns() + delay_ns
+                    while time.perf_counter_ns() < until:
+                        pass
                 closing_ns = time.perf_counter_ns()
                 s.close()
-                if data.startswith(b"HTTP/1.1 200"):
+                if data and buf.startswith(b"HTTP/1.1 200"):
                     answers += 1
                 else:
                     errors += 1
@@ -120,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--duration", type=float, default=6.0)
+    p.add_argument(
+        "--delay-us", type=float, default=12.0, help="the minimal client's busy wait before a close"
+    )
     args = p.parse_args(argv)
     d = args.duration
     cfg = TargetConfig(framework="flask", server="gunicorn-sync", model="iris-mlp", format="onnx",
@@ -145,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
 
         clients: dict[str, Callable[[], dict[str, Any]]] = {
             "minimal epoll client": lambda: minimal_client(srv.url, raw, CONNECTIONS, d),
+            f"minimal epoll client, +{args.delay_us:g} µs before each close": lambda: minimal_client(
+                srv.url, raw, CONNECTIONS, d, args.delay_us
+            ),
             "lean, own sockets": lean("deferred"),
             "lean, transports": lean("on-arrival"),
         }
