@@ -543,6 +543,10 @@ class Engine:
         self._poller: Any = select.epoll() if self.deferred else None  # RawConns' sockets
         self._by_fd: dict[int, RawConn] = {}
         self.awaiting = False  # deferred reads, every connection busy: the epoll set is on the event loop
+        # deferred reads: a slot was due with every connection busy, so the pacer stopped its timer and waits
+        # for an answer's wake-up; a connection freed elsewhere (an answer taken in by the flush's reap, a
+        # failed request) must wake it, since the answer it waited for may be read already
+        self.starved = False
         # the server closed a connection after its answer: it may wait for our close (gunicorn's lingering
         # close waits up to 2 s), so from then on every answer wakes the generator (deferred reads), and the
         # closed loop's new connections are RawConns too
@@ -759,6 +763,9 @@ class Engine:
             return
         if isinstance(conn, RawConn):  # (deferred reads: the pacer's next wake-up)
             self.idle.append(conn)
+            if self.starved:  # freed outside the pacer (a flush, a failure) while it waits for a connection
+                self.starved = False
+                self.loop.call_soon(self.pace)
             return
         self.idle.append(conn)
         self.pace()
@@ -775,6 +782,7 @@ class Engine:
                 self.await_answers(False)
             return
         if self.deferred:
+            self.starved = False
             self.reap()
         now = time.perf_counter_ns()
         idle = self.idle
@@ -794,6 +802,7 @@ class Engine:
             if not idle:  # deferred reads, every connection busy: wake on the first answer (stays on while
                 self.await_answers(True)  # saturated: no epoll_ctl per answer)
                 self.timer.stop()  # (a repeating timer would wake for every slot meanwhile)
+                self.starved = True
                 return
             slot = schedule.take(now)
             dropped = schedule.pop_dropped()
