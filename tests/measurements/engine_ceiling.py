@@ -2,8 +2,9 @@
 answers a fixed JSON body at tens of thousands of requests/s on one core, so the generator, not the server,
 is the limit), open loop at rising constant rates and closed loop, with wrk (closed loop) alongside.
 
-    .nox/tests/bin/python -m tests.measurements.engine_ceiling [--rates 4000,8000,12000,16000,20000]
-        [--rounds 2] [--duration 8] > ceiling.json
+    .nox/tests/bin/python -m tests.measurements.engine_ceiling
+        [--rates 4000,8000,16000,24000,32000,40000,48000] [--closed 16,64] [--rounds 3] [--duration 8]
+        [--fastapi-rates 2000,4000,16000] > ceiling.json
 
 Needs ``nginx`` and ``wrk`` on PATH (Debian: ``apt-get install nginx-light wrk``). nginx runs as one
 process (``master_process off``), bound to 127.0.0.1 on a free port, from a config in a temporary folder, and
@@ -15,6 +16,7 @@ generator's start-up included), answered throughput, P50/P99 (corrected) and the
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -28,6 +30,7 @@ from typing import Any
 
 from deploybench.bench.overhead.loadgen import Request, run_wrk
 from deploybench.loadtests.runner import run_load
+from deploybench.targets.serve import ServerProcess, TargetConfig
 from tests.measurements.cpu import busy_share, cpu_ticks
 
 ANSWER = '{"predictions": [0]}'
@@ -70,7 +73,9 @@ def _wait_listening(port: int, proc: subprocess.Popen[bytes], timeout_s: float =
     raise RuntimeError(f"nginx did not listen on port {port} within {timeout_s:g} s")
 
 
-def _lean(url: str, tmp: str, duration_s: float, rate: float | None, users: int | None) -> dict[str, Any]:
+def _lean(
+    url: str, tmp: str, duration_s: float, rate: float | None, users: int | None, target: str = "nginx"
+) -> dict[str, Any]:
     payload = Path(tmp, "payload.json")
     payload.write_bytes(BODY)
     before = cpu_ticks()
@@ -84,7 +89,8 @@ def _lean(url: str, tmp: str, duration_s: float, rate: float | None, users: int 
     pacing = rec.config.get("pacing") or {}
     sent = pacing.get("sent") or 0
     return {
-        "engine": "lean", "load": f"open {rate:g} rps" if rate else f"closed {users} connections",
+        "engine": "lean", "target": target,
+        "load": f"open {rate:g} rps" if rate else f"closed {users} connections",
         "offered_rps": rate, "throughput_rps": s.throughput_rps,
         "cpu_us_per_request": head.get("cpu_us_per_request"),
         "busy_percent_max": head.get("busy_percent_max"),
@@ -103,7 +109,7 @@ def _wrk(url: str, duration_s: float, connections: int) -> dict[str, Any]:
     after = cpu_ticks()
     cpu0 = busy_share(before, after, 0)
     return {
-        "engine": "wrk", "load": f"closed {connections} connections", "offered_rps": None,
+        "engine": "wrk", "target": "nginx", "load": f"closed {connections} connections", "offered_rps": None,
         "throughput_rps": round(r.throughput_rps, 1),
         "cpu_us_per_request": round(cpu0 * 1e6 / r.throughput_rps, 1) if r.throughput_rps else None,
         "cpu0_busy": round(cpu0, 3), "cpu1_busy": round(busy_share(before, after, 1), 3),
@@ -114,10 +120,13 @@ def _wrk(url: str, duration_s: float, connections: int) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tests.measurements.engine_ceiling", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("--rates", default="4000,8000,12000,16000,20000")
+    p.add_argument("--rates", default="4000,8000,16000,24000,32000,40000,48000")
     p.add_argument("--closed", default="16,64", help="closed-loop connection counts")
-    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--duration", type=float, default=8.0)
+    p.add_argument("--fastapi-rates", default="",
+                   help="also these open-loop rates against FastAPI + uvicorn (iris-mlp ONNX, CPU 1), "
+                   "alternating with nginx at the same rate (the order flips every round)")  # fmt: skip
     args = p.parse_args(argv)
     nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
     if nginx is None or shutil.which("wrk") is None:
@@ -125,8 +134,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     rates = [float(r) for r in args.rates.split(",") if r]
     closed = [int(c) for c in args.closed.split(",") if c]
+    fastapi_rates = [float(r) for r in args.fastapi_rates.split(",") if r]
     rows: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="deploybench-ceiling-") as tmp:
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="deploybench-ceiling-"))
+        fastapi = None
+        if fastapi_rates:
+            cfg = TargetConfig(framework="fastapi", server="uvicorn", model="iris-mlp", format="onnx",
+                               cpus=[1])  # fmt: skip
+            fastapi = stack.enter_context(ServerProcess(cfg))
         port = _free_port()
         Path(tmp, "nginx.conf").write_text(CONF.format(tmp=tmp, port=port, answer=ANSWER))
         proc = subprocess.Popen(["taskset", "-c", "1", nginx, "-p", tmp, "-c", f"{tmp}/nginx.conf"],
@@ -141,6 +157,12 @@ def main(argv: list[str] | None = None) -> int:
                     rows.append({"round": rnd, **_lean(url, tmp, args.duration, None, conns)})
                 for rate in rates:
                     rows.append({"round": rnd, **_lean(url, tmp, args.duration, rate, None)})
+                for rate in fastapi_rates:
+                    assert fastapi is not None
+                    pair = [(url, "nginx"), (fastapi.url, "fastapi")]
+                    for target_url, name in pair if rnd % 2 == 0 else reversed(pair):
+                        row = _lean(target_url, tmp, args.duration, rate, None, name)
+                        rows.append({"round": rnd, **row})
         finally:
             proc.terminate()
             try:
