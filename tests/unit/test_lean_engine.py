@@ -331,6 +331,25 @@ def test_a_saturated_open_loop_goes_on_when_the_flush_reads_the_answer_it_waited
     assert ep.count + sum(ep.errors.values()) == sim.engine.schedule.counters()["scheduled_in_window"]
 
 
+def test_a_saturated_open_loop_goes_on_after_the_watchdog_fails_every_request_in_flight(
+    deferred_clocked: Any,
+) -> None:
+    """Deferred reads, a server that hangs with every connection busy: the watchdog fails the requests at the
+    timeout and closes their connections, so no answer will ever wake the pacer; the freed connections do."""
+    spec = _spec(load_model="constant", rate_rps=100, connections=2, duration_s=1.0, request_timeout_s=0.05)
+    sim = deferred_clocked(spec, service_ms=1.0, stall_until_ns=T0 + 10 * NS_PER_S)
+    _start(sim)
+    sim.run(T0 + 30 * MS)  # slots 0 and 1 took both connections; slot 2 is due with none free
+    engine = sim.engine
+    assert len(engine.in_flight()) == 2 and not engine.idle and sim.timer.deadline is None
+    sim.clock.now = T0 + 100 * MS  # past both requests' timeout
+    engine.watchdog()
+    sim.loop.run_until_complete(asyncio.sleep(0))  # what the failures left for the event loop
+    sim.loop.run_until_complete(asyncio.sleep(0))
+    assert len(engine.in_flight()) == 2  # the due slots went out on fresh connections
+    assert sim.connects == 4
+
+
 def test_a_stall_shows_in_the_corrected_latency_only(clocked: Any) -> None:
     """A 200 ms stall of the server at 100 rps: the slots due during the stall wait for a connection; the
     corrected P99 sees the stall, the uncorrected latency (from the actual send) does not all of it."""
