@@ -36,7 +36,9 @@ def tests(session: nox.Session) -> None:
     _install(session, "test,docs")
     session.run("deploybench", "build", "--quiet")
     # two test files at a time (pytest-xdist, each file's tests on one worker: module fixtures stay shared)
-    session.run("pytest", *(session.posargs or ["-q", "-n", "2", "--dist", "loadfile", "--durations=15"]))
+    # in the order tests/conftest.py gives (the slowest files first), not xdist's (most tests first)
+    args = ["-q", "-n", "2", "--dist", "loadfile", "--no-loadscope-reorder", "--durations=15"]
+    session.run("pytest", *(session.posargs or args))
 
 
 @nox.session(python="3.11")

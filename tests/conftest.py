@@ -38,6 +38,35 @@ def _no_process_unless_e2e(item: pytest.Item) -> Iterator[None]:
         subprocess.Popen.__init__ = original  # type: ignore[method-assign]
 
 
+# The slowest files (`--durations=15` of `.ci/run`, 2026-12-05), longest first. `nox -s tests` runs two files
+# at a time with `--no-loadscope-reorder`, so the files go out in this order: these first, then the other
+# end-to-end files, then the unit files, short ones that fill the end. (xdist's own order, files with the
+# most tests first, sent the slowest files, which have few tests, last, and one worker idled at the end.)
+SLOW_FILES_FIRST = (
+    "tests/e2e/test_install_e2e.py",  # a fresh venv from PyPI: 69-104 s
+    "tests/e2e/test_external_e2e.py",  # MLServer's and LitServe's venvs: 53-84 s
+    "tests/e2e/test_compare_e2e.py",
+    "tests/e2e/test_engines_e2e.py",
+    "tests/e2e/test_model_files_e2e.py",
+    "tests/e2e/test_compare_urls_e2e.py",
+    "tests/e2e/test_saturation_e2e.py",
+    "tests/e2e/test_overhead_e2e.py",
+    "tests/e2e/test_gate_e2e.py",
+    "tests/e2e/test_faults.py",
+)
+
+
+def _file_rank(item: pytest.Item) -> tuple[int, int]:
+    path = item.nodeid.split("::", 1)[0]
+    if path in SLOW_FILES_FIRST:
+        return (0, SLOW_FILES_FIRST.index(path))
+    return (1 if path.startswith("tests/e2e/") else 2, 0)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=_file_rank)  # stable: the order within a file, and among the rest, stays
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
     with _no_process_unless_e2e(item):
