@@ -30,6 +30,7 @@ from typing import Any
 
 from deploybench.bench.overhead.loadgen import Request, run_wrk
 from deploybench.loadtests.runner import run_load
+from deploybench.procs import answer_time_s
 from deploybench.targets.serve import ServerProcess, TargetConfig
 from tests.measurements.cpu import busy_share, cpu_ticks
 
@@ -60,17 +61,15 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _wait_listening(port: int, proc: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None:
+def _wait_answering(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"nginx exited with {proc.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        if answer_time_s(url, timeout_s=0.5, path="/predict") is not None:
             return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nginx did not listen on port {port} within {timeout_s:g} s")
+        time.sleep(0.05)
+    raise RuntimeError(f"nginx did not answer at {url} within {timeout_s:g} s")
 
 
 def _lean(
@@ -148,8 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         proc = subprocess.Popen(["taskset", "-c", "1", nginx, "-p", tmp, "-c", f"{tmp}/nginx.conf"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
         try:
-            _wait_listening(port, proc)
             url = f"http://127.0.0.1:{port}"
+            _wait_answering(url, proc)
             _wrk(url, 2.0, 16)  # warm-up
             for rnd in range(args.rounds):
                 for conns in closed:
