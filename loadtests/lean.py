@@ -343,28 +343,53 @@ class PreciseTimer:
 
 # -- one connection ------------------------------------------------------------------------------------------
 class _Response:
-    """What both kinds of connection share: the request in flight and the httptools callbacks."""
+    """What both kinds of connection share: the request in flight, the httptools callbacks and the answer's
+    first bytes. There is no per-header callback: the Server-Timing header is found in the answer's head
+    (``server_timing``) once it is complete, one call instead of one Python callback per header (those cost
+    ~3-6 µs of CPU per request at 2,000 requests/s on this project's VM: docs/measurements/load-engines.md,
+    "The floor under a paced generator")."""
 
-    __slots__ = ("complete", "engine", "item", "keep_alive", "parser", "raw", "timing")
+    __slots__ = ("complete", "engine", "head", "item", "keep_alive", "parser", "raw")
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.parser = httptools.HttpResponseParser(self)
         self.item: tuple[int, int, int, int] | None = None  # (label index, start_ns, send_ns, slot or -1)
-        self.timing: bytes | None = None
+        self.head: bytes | None = None  # the answer's bytes so far, until its head is complete
         self.complete = False
         self.keep_alive = True
         self.raw = b""  # the request to write once connected
 
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if len(name) == 13 and name.lower() == b"server-timing":
-            self.timing = value
+    def took(self, data: bytes) -> None:
+        """Keep the answer's first bytes until they hold its whole head (usually the first read does)."""
+        head = self.head
+        if head is None:
+            self.head = data
+        elif head.find(b"\r\n\r\n") < 0:
+            self.head = head + data
 
     def on_headers_complete(self) -> None:
         self.keep_alive = self.parser.should_keep_alive()  # (llhttp resets it once the message completes)
 
     def on_message_complete(self) -> None:
         self.complete = True
+
+
+def server_timing(raw: bytes) -> bytes | None:
+    """The Server-Timing header of an answer's head in ``raw`` (several joined by ", "), or None."""
+    end = raw.find(b"\r\n\r\n")
+    head = raw[:end] if end >= 0 else raw
+    low = head.lower()
+    at = low.find(b"\r\nserver-timing:")
+    if at < 0:
+        return None
+    values = []
+    while at >= 0:
+        start = at + 16
+        stop = head.find(b"\r\n", start)
+        values.append(head[start : stop if stop >= 0 else len(head)].strip(b" \t"))
+        at = low.find(b"\r\nserver-timing:", start)
+    return b", ".join(values)
 
 
 def _shutdown(transport: asyncio.Transport) -> None:
@@ -403,6 +428,7 @@ class Conn(_Response, asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        self.took(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
@@ -707,6 +733,10 @@ class Engine:
                         offset_ns = time.clock_gettime_ns(time.CLOCK_REALTIME) - time.perf_counter_ns()
                     sec, nsec = _TIMESPEC.unpack_from(anc[-1][2])
                     end_ns = sec * NS_PER_S + nsec - offset_ns
+                if conn.head is None:
+                    conn.head = data
+                else:
+                    conn.took(data)
                 try:
                     conn.parser.feed_data(data)
                 except httptools.HttpParserError as exc:
@@ -836,13 +866,15 @@ class Engine:
             self.prompt = True  # from now on every answer wakes the generator (a late read, and so a late
             self.await_answers(True)  # close, would hold up a server that waits for it)
         conn.item = None
-        timing, conn.timing = conn.timing, None
+        head, conn.head = conn.head, None
         if item is not None:
             self.consecutive_conn_errors = 0
             if status < 400:
                 b = self.batch
+                timing = server_timing(head) if head else None
                 if timing:
-                    b.timing(len(b.end), timing)
+                    b.timing_at.append(len(b.end))
+                    b.timings.append(timing)
                 b.label.append(item[0])
                 b.start.append(item[1])
                 b.send.append(item[2])
@@ -1062,31 +1094,40 @@ class Engine:
 
 
 class Batch:
-    """The successes answered since the last flush, as flat lists (a response appends four integers and
-    its Server-Timing durations: no Python object per request to build later, so a flush is a few numpy
-    calls that hold the loop for well under a millisecond at thousands of requests a second)."""
+    """The successes answered since the last flush, as flat lists (a response appends four integers and,
+    when it has one, its Server-Timing header: no Python object per request to build later, so a flush is a
+    few numpy calls that hold the loop for well under a millisecond at thousands of requests a second).
+    Server-Timing headers are parsed at the flush, not as each answer arrives: the regex, run once per
+    answer on a generator woken for each request, cost ~8 µs of its CPU per request at 2,000 requests/s on
+    this project's VM, against ~1.5 µs when the flush runs them back to back
+    (docs/measurements/load-engines.md, "The floor under a paced generator")."""
 
-    __slots__ = ("end", "label", "send", "st", "start")
+    __slots__ = ("end", "label", "send", "start", "timing_at", "timings")
 
     def __init__(self) -> None:
         self.label: list[int] = []
         self.start: list[int] = []
         self.send: list[int] = []
         self.end: list[int] = []
-        self.st: dict[bytes, tuple[list[int], list[float]]] = {}  # component -> (result index, ms)
+        self.timing_at: list[int] = []  # result index of each Server-Timing header below
+        self.timings: list[bytes] = []
 
     def timing(self, i: int, header: bytes) -> None:
-        for name, dur in _ST_ENTRY.findall(header):
-            col = self.st.get(name)
-            if col is None:
-                col = self.st[name] = ([], [])
-            col[0].append(i)
-            col[1].append(float(dur))
+        self.timing_at.append(i)
+        self.timings.append(header)
 
     def columns(self, n: int) -> dict[str, np.ndarray]:
         """One column of µs per Server-Timing component over the batch's ``n`` results (-1: absent)."""
+        st: dict[bytes, tuple[list[int], list[float]]] = {}  # component -> (result index, ms)
+        for i, header in zip(self.timing_at, self.timings, strict=True):
+            for name, dur in _ST_ENTRY.findall(header):
+                col = st.get(name)
+                if col is None:
+                    col = st[name] = ([], [])
+                col[0].append(i)
+                col[1].append(float(dur))
         out: dict[str, np.ndarray] = {}
-        for name, (index, ms) in self.st.items():
+        for name, (index, ms) in st.items():
             col = np.full(n, -1, dtype=np.int64)
             col[np.array(index, dtype=np.int64)] = np.rint(np.array(ms) * 1000.0).astype(np.int64)
             out[name.decode("latin-1")] = col

@@ -472,6 +472,24 @@ def test_server_timing_columns_parse_every_component() -> None:
     assert cols["infer"].tolist() == [1500, -1, 2000]
 
 
+def test_server_timing_is_found_in_the_head_whatever_its_case_and_count() -> None:
+    head = (b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nSERVER-TIMING: decode;dur=0.5\r\nx: 1\r\n"
+            b"Server-Timing:  infer;dur=2 \r\n\r\n")  # fmt: skip
+    assert lean.server_timing(head + b"{}") == b"decode;dur=0.5, infer;dur=2"
+    assert lean.server_timing(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}") is None
+    # the body is not the head: a "server-timing:" line in it is not a header
+    body = b"\r\nserver-timing: a;dur=1\r\n"
+    assert lean.server_timing(b"HTTP/1.1 200 OK\r\ncontent-length: 25\r\n\r\n" + body) is None
+
+
+def test_an_answer_whose_head_spans_reads_keeps_its_server_timing() -> None:
+    conn = lean.RawConn.__new__(lean.RawConn)
+    conn.head = None
+    for part in (b"HTTP/1.1 200 OK\r\nserver-tim", b"ing: infer;dur=1.5\r\ncontent-length: 2\r\n", b"\r\n{}"):
+        conn.took(part)
+    assert lean.server_timing(conn.head) == b"infer;dur=1.5"
+
+
 @pytest.mark.skipif(not hasattr(__import__("os"), "sched_setaffinity"), reason="CPU affinity is Linux-only")
 def test_the_process_that_runs_a_pinned_generator_is_pinned_with_it_for_the_run_only() -> None:
     import os
