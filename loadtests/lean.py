@@ -731,10 +731,7 @@ class Engine:
                         offset_ns = time.clock_gettime_ns(time.CLOCK_REALTIME) - time.perf_counter_ns()
                     sec, nsec = _TIMESPEC.unpack_from(anc[-1][2])
                     end_ns = sec * NS_PER_S + nsec - offset_ns
-                if conn.head is None:
-                    conn.head = data
-                else:
-                    conn.took(data)
+                conn.took(data)
                 try:
                     conn.parser.feed_data(data)
                 except httptools.HttpParserError as exc:
@@ -871,8 +868,7 @@ class Engine:
                 b = self.batch
                 timing = server_timing(head) if head else None
                 if timing:
-                    b.timing_at.append(len(b.end))
-                    b.timings.append(timing)
+                    b.timing(len(b.end), timing)
                 b.label.append(item[0])
                 b.start.append(item[1])
                 b.send.append(item[2])

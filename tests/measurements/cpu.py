@@ -22,3 +22,10 @@ def busy_share(before: dict[int, tuple[int, int]], after: dict[int, tuple[int, i
     busy = after[cpu][0] - before[cpu][0]
     total = after[cpu][1] - before[cpu][1]
     return busy / total if total > 0 else 0.0
+
+
+def busy_since(before: dict[int, tuple[int, int]], cpus: tuple[int, ...] = (0, 1)) -> dict[str, float]:
+    """``{"cpu0_busy": ..., ...}``: each CPU's busy share from the ``cpu_ticks()`` reading ``before``
+    to now."""
+    after = cpu_ticks()
+    return {f"cpu{c}_busy": round(busy_share(before, after, c), 3) for c in cpus}

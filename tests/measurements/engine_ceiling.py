@@ -29,10 +29,10 @@ from pathlib import Path
 from typing import Any
 
 from deploybench.bench.overhead.loadgen import Request, run_wrk
-from deploybench.loadtests.runner import run_load
 from deploybench.procs import answer_time_s
 from deploybench.targets.serve import ServerProcess, TargetConfig
-from tests.measurements.cpu import busy_share, cpu_ticks
+from tests.measurements.cpu import busy_since, cpu_ticks
+from tests.measurements.lean_api import lean_api_row
 
 ANSWER = '{"predictions": [0]}'
 BODY = b'{"features": [5.1, 3.5, 1.4, 0.2]}'
@@ -75,44 +75,22 @@ def _wait_answering(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 
 def _lean(
     url: str, tmp: str, duration_s: float, rate: float | None, users: int | None, target: str = "nginx"
 ) -> dict[str, Any]:
-    payload = Path(tmp, "payload.json")
-    payload.write_bytes(BODY)
-    before = cpu_ticks()
-    options = {"path": "/predict", "method": "POST", "payload": str(payload)}
-    rec = run_load(url, "api", duration_s=duration_s, warmup_s=1.0, rate_rps=rate, users=users,
-                   load_model="constant" if rate else "closed", generator_cpus=[0], results_dir=tmp,
-                   scenario_options=options)  # fmt: skip
-    after = cpu_ticks()
-    s = rec.series[0]
-    head = rec.config["generator_headroom"] or {}
-    pacing = rec.config.get("pacing") or {}
-    sent = pacing.get("sent") or 0
-    return {
-        "engine": "lean", "target": target,
-        "load": f"open {rate:g} rps" if rate else f"closed {users} connections",
-        "offered_rps": rate, "throughput_rps": s.throughput_rps,
-        "cpu_us_per_request": head.get("cpu_us_per_request"),
-        "busy_percent_max": head.get("busy_percent_max"),
-        "cpu0_busy": round(busy_share(before, after, 0), 3),
-        "cpu1_busy": round(busy_share(before, after, 1), 3),
-        "p50_us": s.latency_us["p50"], "p99_us": s.latency_us["p99"], "errors": sum(s.errors.values()),
-        "late_share": round(pacing.get("late_sends", 0) / sent, 4) if sent else None,
-        "warnings": [w.code for w in rec.warnings],
-    }  # fmt: skip
+    row = lean_api_row(url, tmp, BODY, duration_s, rate=rate, users=users)
+    load = f"open {rate:g} rps" if rate else f"closed {users} connections"
+    return {"engine": "lean", "target": target, "load": load, **row}
 
 
 def _wrk(url: str, duration_s: float, connections: int) -> dict[str, Any]:
     before = cpu_ticks()
     r = run_wrk(url, Request("/predict", BODY, "application/json"), connections=connections,
                 duration_s=duration_s, cpus=[0])  # fmt: skip
-    after = cpu_ticks()
-    cpu0 = busy_share(before, after, 0)
+    busy = busy_since(before)
+    cpu0 = busy["cpu0_busy"]
     return {
         "engine": "wrk", "target": "nginx", "load": f"closed {connections} connections", "offered_rps": None,
         "throughput_rps": round(r.throughput_rps, 1),
         "cpu_us_per_request": round(cpu0 * 1e6 / r.throughput_rps, 1) if r.throughput_rps else None,
-        "cpu0_busy": round(cpu0, 3), "cpu1_busy": round(busy_share(before, after, 1), 3),
-        "p99_us": r.p99_us, "errors": r.errors,
+        **busy, "p99_us": r.p99_us, "errors": r.errors,
     }  # fmt: skip
 
 

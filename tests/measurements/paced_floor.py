@@ -44,12 +44,12 @@ import httptools
 
 from deploybench.bench.overhead.loadgen import Request, run_wrk, wrk_path
 from deploybench.loadtests.lean import build_plan
-from deploybench.loadtests.runner import run_load
 from deploybench.targets.serve import ServerProcess, TargetConfig
-from tests.measurements.cpu import busy_share, cpu_ticks
+from tests.measurements.cpu import busy_since, cpu_ticks
+from tests.measurements.lean_api import GENERATOR_CPU, lean_api_row
 
 BODY = b'{"features": [5.1, 3.5, 1.4, 0.2]}'
-SERVER_CPU, CLIENT_CPU = 1, 0
+SERVER_CPU, CLIENT_CPU = 1, GENERATOR_CPU
 WARMUP_S = 1.0
 SOURCE = Path(__file__).with_name("paced.c")
 
@@ -62,11 +62,6 @@ def build(tmp: str) -> str:
     exe = str(Path(tmp, "paced"))
     subprocess.run([cc, "-O2", "-o", exe, str(SOURCE)], check=True)
     return exe
-
-
-def _busy(before: dict[int, tuple[int, int]]) -> dict[str, float]:
-    after = cpu_ticks()
-    return {f"cpu{c}_busy": round(busy_share(before, after, c), 3) for c in (CLIENT_CPU, SERVER_CPU)}
 
 
 def run_c(exe: str, url: str, request_file: str, rate: float, duration_s: float, connections: int,
@@ -82,7 +77,7 @@ def run_c(exe: str, url: str, request_file: str, rate: float, duration_s: float,
     sent = row.pop("sent")
     late = row.pop("late")
     return {"client": f"C, reads {reads}", "offered_rps": rate, **row,
-            "late_share": round(late / sent, 4) if sent else None, **_busy(before)}  # fmt: skip
+            "late_share": round(late / sent, 4) if sent else None, **busy_since(before)}  # fmt: skip
 
 
 class _Timespec(ctypes.Structure):
@@ -172,24 +167,8 @@ def minimal_python(url: str, raw: bytes, rate: float, duration_s: float, connect
 
 
 def run_lean(url: str, tmp: str, rate: float, duration_s: float, connections: int) -> dict[str, Any]:
-    options = {"path": "/predict", "method": "POST", "payload": _payload(tmp)}
-    before = cpu_ticks()
-    rec = run_load(url, "api", duration_s=duration_s, warmup_s=WARMUP_S, rate_rps=rate, users=connections,
-                   load_model="constant", generator_cpus=[CLIENT_CPU], results_dir=tmp,
-                   scenario_options=options)  # fmt: skip
-    busy = _busy(before)
-    s = rec.series[0]
-    head = rec.config["generator_headroom"] or {}
-    pacing = rec.config.get("pacing") or {}
-    sent = pacing.get("sent") or 0
-    return {
-        "client": "lean", "offered_rps": rate, "answered": s.count, "throughput_rps": s.throughput_rps,
-        "errors": sum(s.errors.values()), "cpu_us_per_request": head.get("cpu_us_per_request"),
-        "busy_percent": head.get("busy_percent_max"), "p50_us": s.latency_us["p50"],
-        "p99_us": s.latency_us["p99"],
-        "late_share": round(pacing.get("late_sends", 0) / sent, 4) if sent else None,
-        "warnings": [w.code for w in rec.warnings], **busy,
-    }  # fmt: skip
+    row = lean_api_row(url, tmp, BODY, duration_s, rate=rate, users=connections, warmup_s=WARMUP_S)
+    return {"client": "lean", **row}
 
 
 def run_wrk_row(url: str, duration_s: float, connections: int) -> dict[str, Any]:
@@ -197,7 +176,7 @@ def run_wrk_row(url: str, duration_s: float, connections: int) -> dict[str, Any]
     r = run_wrk(url, Request("/predict", BODY, "application/json"), connections=connections,
                 duration_s=duration_s, cpus=[CLIENT_CPU])  # fmt: skip
     return {"client": f"wrk, closed {connections} connections", "throughput_rps": round(r.throughput_rps, 1),
-            "p99_us": r.p99_us, "errors": r.errors, **_busy(before)}  # fmt: skip
+            "p99_us": r.p99_us, "errors": r.errors, **busy_since(before)}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -244,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
                         for who in order if rnd % 2 == 0 else reversed(order):
                             if who == "python":
                                 before = cpu_ticks()
-                                row = {**minimal_python(srv.url, raw, rate, d, n), **_busy(before)}
+                                row = {**minimal_python(srv.url, raw, rate, d, n), **busy_since(before)}
                             elif who == "c":
                                 row = run_c(exe, srv.url, request_file, rate, d, n, reads)
                             else:
