@@ -37,6 +37,8 @@ from hdrh.histogram import HdrHistogram
 
 from deploybench.record import Series
 from deploybench.stats import (
+    add_binned,
+    bin_us,
     decode_histogram,
     encode_histogram,
     merge_histograms,
@@ -341,22 +343,27 @@ class Measurement:
         if send_delay_us is not None:
             values = latency + np.maximum(0, np.asarray(send_delay_us, dtype=np.int64)[keep])
         ep.count += len(values)
-        record_many_us(ep.latency, values)
+        # each set of values is put in buckets once, and added to the run's histogram and its block's
+        corrected = bin_us(values, ep.latency)
+        add_binned(ep.latency, corrected)
+        uncorrected = bin_us(latency, ep.uncorrected) if ep.uncorrected is not None else None
         if ep.uncorrected is not None:
-            record_many_us(ep.uncorrected, latency)
+            add_binned(ep.uncorrected, uncorrected)
         index = (start[keep] - self.window_start_ns) // self.block_ns
-        for i in np.unique(index).tolist():
+        first, last = int(index.min()), int(index.max())
+        for i in np.unique(index).tolist() if last > first else (first,):
+            here = index == i if last > first else None  # (None: all in one block, the usual case)
+            part = values[here] if here is not None else values
             block = ep.block(int(i))
-            here = index == i
-            part = values[here]
             if block.latency is None:
                 block.latency = new_histogram()
             block.count += len(part)
-            record_many_us(block.latency, part)
+            add_binned(block.latency, bin_us(part, block.latency) if here is not None else corrected)
             if ep.uncorrected is not None:
                 if block.uncorrected is None:
                     block.uncorrected = new_histogram()
-                record_many_us(block.uncorrected, latency[here])
+                add_binned(block.uncorrected, bin_us(latency[here], block.uncorrected) if here is not None
+                           else uncorrected)  # fmt: skip
         for comp, arr in (server_timing_us or {}).items():
             col = np.asarray(arr, dtype=np.int64)[keep]
             col = col[col >= 0]

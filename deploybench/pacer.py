@@ -26,16 +26,15 @@ from __future__ import annotations
 
 import random
 from collections import deque
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from deploybench.vocabulary import OPEN_LOOP_MODELS
 
 NS_PER_S = 1_000_000_000
 
 
-@dataclass(frozen=True)
-class Slot:
-    """One scheduled send."""
+class Slot(NamedTuple):
+    """One scheduled send (a named tuple: the lean engine makes one per paced request)."""
 
     index: int  # 0-based slot number in this generator's schedule
     intended_ns: int  # absolute time (perf_counter_ns clock) the request is meant to be sent
@@ -144,12 +143,16 @@ class ArrivalSchedule:
     def next_due_ns(self) -> int | None:
         """Intended time of the next slot a sender would take (after ``start``), or None when the schedule is
         closed, used up, or its next slot falls after the planned window end."""
-        if self.closed or self.exhausted or self.start_ns is None:
+        # (``closed``, ``exhausted`` and ``_peek`` written out: a paced generator calls this twice a request)
+        if self.end_ns is not None or self.start_ns is None:
             return None
-        due = self._peek()
-        if self.window_end_ns is not None and due >= self.window_end_ns:
+        if self.max_requests and self.next_index >= self.max_requests:
             return None
-        return due
+        due = self._next_intended
+        if due is None:
+            due = self._peek()
+        end = self.window_end_ns
+        return None if end is not None and due >= end else due
 
     def take(self, now_ns: int) -> Slot | None:
         """The next slot for a free sender, or None when ``max_requests`` slots are used up or the schedule
@@ -158,34 +161,44 @@ class ArrivalSchedule:
         Slots already more than ``max_lag_s`` in the past are skipped and counted as dropped (their intended
         times wait in ``pop_dropped()``).
         """
-        if self.closed:
+        # (the helpers written out, as in next_due_ns: this runs once per paced request)
+        if self.end_ns is not None:
             return None
-        self.start(now_ns)
-        assert self.start_ns is not None
-        while self._taken_times and self._taken_times[0] < now_ns:
-            self._taken_times.popleft()  # sent by now or due: inside any window that closes from now on
-        while not self.exhausted:
+        if self.start_ns is None:
+            self.start_ns = now_ns
+        taken_times = self._taken_times
+        while taken_times and taken_times[0] < now_ns:
+            taken_times.popleft()  # sent by now or due: inside any window that closes from now on
+        max_requests, window_start, window_end = self.max_requests, self.window_start_ns, self.window_end_ns
+        while not (max_requests and self.next_index >= max_requests):
             i = self.next_index
-            intended = self._peek()
-            if self.window_end_ns is not None and intended >= self.window_end_ns:
+            intended = self._next_intended
+            if intended is None:
+                intended = self._peek()
+            if window_end is not None and intended >= window_end:
                 return None  # the planned window is over: this slot and the later ones are not part of it
-            self._consume()
+            self.next_index = i + 1
+            self._next_intended = None
             lag = now_ns - intended
-            if self._in(intended):
+            in_window = window_start is None or intended >= window_start
+            if in_window:
                 self._in_window += 1
             if lag > self.max_lag_ns:
                 self.dropped += 1
-                self.dropped_in_window += self._in(intended)
+                self.dropped_in_window += in_window
                 self._dropped.append(intended)
                 continue
             self.taken += 1
-            self._taken_times.append(intended)
-            return Slot(i, intended, max(0, lag))
+            taken_times.append(intended)
+            return Slot(i, intended, lag if lag > 0 else 0)
         return None
 
     def pop_dropped(self) -> list[int]:
         """Intended times of the slots dropped since the last call (the caller counts them as errors)."""
-        out, self._dropped = self._dropped, []
+        out = self._dropped
+        if not out:
+            return []
+        self._dropped = []
         return out
 
     def sent(self, slot: Slot, send_ns: int) -> int:

@@ -42,26 +42,51 @@ def record_us(hist: HdrHistogram, value_us: int) -> None:
     hist.record_value(min(max(int(value_us), HIST_LOWEST_US), HIST_HIGHEST_US))
 
 
-def record_many_us(hist: HdrHistogram, values_us: np.ndarray) -> None:
-    """Record many latencies at once (each clamped like ``record_us``): the same counts, total, min and max as
-    ``record_us`` one by one, with the bucket arithmetic of hdrh's ``_counts_index_for`` done in numpy (the
-    lean load engine records thousands of values a second; hdrh's per-value Python costs ~3 µs each)."""
+@dataclass(frozen=True)
+class Binned:
+    """Many latencies sorted into HdrHistogram buckets once (``bin_us``), to be added to several histograms
+    of the same configuration (``add_binned``): a run's and its time block's, say."""
+
+    index: np.ndarray  # the non-empty buckets' indices in the counts array
+    counts: np.ndarray  # how many values each holds
+    total: int
+    min_us: int
+    max_us: int
+
+
+def bin_us(values_us: np.ndarray, like: HdrHistogram) -> Binned | None:
+    """``values_us`` (each clamped like ``record_us``) in the buckets of histograms configured as ``like``,
+    with the bucket arithmetic of hdrh's ``_counts_index_for`` done in numpy (the lean load engine records
+    thousands of values a second; hdrh's per-value Python costs ~3 µs each). None when empty."""
     if len(values_us) == 0:
-        return
+        return None
     v = np.clip(np.asarray(values_us, dtype=np.int64), HIST_LOWEST_US, HIST_HIGHEST_US)
     # bucket index = bit length of (v | sub_bucket_mask) - unit magnitude - (half-count magnitude + 1);
     # frexp's exponent is the bit length for integers below 2**53 (values here are <= 3.6e9)
-    bits = np.frexp((v | hist.sub_bucket_mask).astype(np.float64))[1].astype(np.int64)
-    bucket = bits - hist.unit_magnitude - (hist.sub_bucket_half_count_magnitude + 1)
-    sub_bucket = v >> (bucket + hist.unit_magnitude)
-    index = ((bucket + 1) << hist.sub_bucket_half_count_magnitude) + sub_bucket - hist.sub_bucket_half_count
-    counts = np.ctypeslib.as_array(hist.counts)[: hist.counts_len]
-    binned = np.bincount(index, minlength=0)
+    bits = np.frexp((v | like.sub_bucket_mask).astype(np.float64))[1].astype(np.int64)
+    bucket = bits - like.unit_magnitude - (like.sub_bucket_half_count_magnitude + 1)
+    sub_bucket = v >> (bucket + like.unit_magnitude)
+    index = ((bucket + 1) << like.sub_bucket_half_count_magnitude) + sub_bucket - like.sub_bucket_half_count
+    binned = np.bincount(index)
     nz = np.flatnonzero(binned)
-    counts[nz] += binned[nz].astype(counts.dtype)
-    hist.total_count += len(v)
-    hist.min_value = min(hist.min_value, int(v.min()))
-    hist.max_value = max(hist.max_value, int(v.max()))
+    return Binned(nz, binned[nz], len(v), int(v.min()), int(v.max()))
+
+
+def add_binned(hist: HdrHistogram, b: Binned | None) -> None:
+    """Add ``bin_us``'s buckets to ``hist`` (configured as the ``like`` they were binned for): the same
+    counts, total, min and max as ``record_us`` one value at a time."""
+    if b is None:
+        return
+    counts = np.ctypeslib.as_array(hist.counts)[: hist.counts_len]
+    counts[b.index] += b.counts.astype(counts.dtype)
+    hist.total_count += b.total
+    hist.min_value = min(hist.min_value, b.min_us)
+    hist.max_value = max(hist.max_value, b.max_us)
+
+
+def record_many_us(hist: HdrHistogram, values_us: np.ndarray) -> None:
+    """Record many latencies at once: ``add_binned(hist, bin_us(values_us, hist))``."""
+    add_binned(hist, bin_us(values_us, hist))
 
 
 def encode_histogram(hist: HdrHistogram) -> str:

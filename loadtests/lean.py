@@ -731,7 +731,10 @@ class Engine:
                         offset_ns = time.clock_gettime_ns(time.CLOCK_REALTIME) - time.perf_counter_ns()
                     sec, nsec = _TIMESPEC.unpack_from(anc[-1][2])
                     end_ns = sec * NS_PER_S + nsec - offset_ns
-                conn.took(data)
+                if conn.head is None:  # (took, written out for the usual one read per answer)
+                    conn.head = data
+                else:
+                    conn.took(data)
                 try:
                     conn.parser.feed_data(data)
                 except httptools.HttpParserError as exc:
@@ -877,6 +880,9 @@ class Engine:
                 self._error(item, end_ns, f"http-{status}")
         if not keep_alive:  # the server closes after this answer: the next request goes on a new connection
             conn = self._replace(conn)
+        elif self.deferred and self.sending and not self.starved:  # (_next's usual case, written out)
+            self.idle.append(conn)
+            return
         self._next(conn)
 
     def _replace(self, conn: Any, abort: bool = False) -> Any:
@@ -977,8 +983,12 @@ class Engine:
         return state
 
     def save(self, final: bool = False) -> None:
+        """Write the state file. A periodic save does not flush first: the 4 Hz flush keeps what it writes
+        within 250 ms of now, and the save's own pause (encoding the histograms, ~1-1.5 ms on this project's
+        VM) is not added to a flush's."""
         if self.spec.state_path and self.measurement is not None:
-            self.flush()
+            if final:
+                self.flush()
             write_atomic(self.spec.state_path, json.dumps(self.snapshot(final)))
 
     def start(self, now_ns: int, timer: Any = None) -> None:
@@ -1014,8 +1024,9 @@ class Engine:
     async def run(self) -> None:
         spec = self.spec
         self.start(time.perf_counter_ns())
+        # the save runs half a flush period after a flush, so that their pauses do not add up
         tasks = [self._every(FLUSH_S, self.flush), self._every(WATCHDOG_S, self.watchdog),
-                 self._every(spec.save_interval_s, self.save)]  # fmt: skip
+                 self._every(spec.save_interval_s, self.save, FLUSH_S / 2)]  # fmt: skip
         background = [self.loop.create_task(t) for t in tasks]
         end_handle = self.loop.call_later((self.window_end_ns - time.perf_counter_ns()) / 1e9, self.finish)
         await self.done.wait()
@@ -1033,7 +1044,9 @@ class Engine:
             self._poller.close()
             self._poller = None
 
-    async def _every(self, period_s: float, fn: Any) -> None:
+    async def _every(self, period_s: float, fn: Any, offset_s: float = 0.0) -> None:
+        if offset_s:
+            await asyncio.sleep(offset_s)
         while True:
             await asyncio.sleep(period_s)
             fn()
@@ -1089,38 +1102,35 @@ class Engine:
 
 class Batch:
     """The successes answered since the last flush, as flat lists (a response appends four integers and,
-    when it has one, its Server-Timing header: no Python object per request to build later, so a flush is a
-    few numpy calls that hold the loop for well under a millisecond at thousands of requests a second).
-    Server-Timing headers are parsed at the flush (one regex call per header, ~1.5 µs each on this project's
-    VM), not on the wake-up that reads the answer: a paced generator wakes once per request, and what runs
-    then runs with cold caches (docs/measurements/load-engines.md, "The floor under a paced generator")."""
+    when it has one, its Server-Timing components: no Python object per request to build later, so a flush
+    is a few numpy calls). Server-Timing headers are parsed as they are booked (one regex call per header),
+    not at the flush: parsed there, they made a 4 Hz flush of a few hundred answers hold the loop for
+    1.1-1.3 ms, long enough to send the next paced slots late (docs/measurements/load-engines.md, "The
+    flush's pause")."""
 
-    __slots__ = ("end", "label", "send", "start", "timing_at", "timings")
+    __slots__ = ("end", "label", "send", "start", "timing_cols")
 
     def __init__(self) -> None:
         self.label: list[int] = []
         self.start: list[int] = []
         self.send: list[int] = []
         self.end: list[int] = []
-        self.timing_at: list[int] = []  # result index of each Server-Timing header below
-        self.timings: list[bytes] = []
+        self.timing_cols: dict[bytes, tuple[list[int], list[float]]] = {}  # component -> (result index, ms)
 
     def timing(self, i: int, header: bytes) -> None:
-        self.timing_at.append(i)
-        self.timings.append(header)
+        """Book result ``i``'s Server-Timing header (every component with a duration)."""
+        st = self.timing_cols
+        for name, dur in _ST_ENTRY.findall(header):
+            col = st.get(name)
+            if col is None:
+                col = st[name] = ([], [])
+            col[0].append(i)
+            col[1].append(float(dur))
 
     def columns(self, n: int) -> dict[str, np.ndarray]:
         """One column of µs per Server-Timing component over the batch's ``n`` results (-1: absent)."""
-        st: dict[bytes, tuple[list[int], list[float]]] = {}  # component -> (result index, ms)
-        for i, header in zip(self.timing_at, self.timings, strict=True):
-            for name, dur in _ST_ENTRY.findall(header):
-                col = st.get(name)
-                if col is None:
-                    col = st[name] = ([], [])
-                col[0].append(i)
-                col[1].append(float(dur))
         out: dict[str, np.ndarray] = {}
-        for name, (index, ms) in st.items():
+        for name, (index, ms) in self.timing_cols.items():
             col = np.full(n, -1, dtype=np.int64)
             col[np.array(index, dtype=np.int64)] = np.rint(np.array(ms) * 1000.0).astype(np.int64)
             out[name.decode("latin-1")] = col
@@ -1134,6 +1144,19 @@ def _server_timing_columns(timings: list[bytes | None]) -> dict[str, np.ndarray]
         if header:
             b.timing(i, header)
     return b.columns(len(timings))
+
+
+def warm_up_flush() -> None:
+    """Take a flush's code paths once on throwaway data, before the run: the first ``add_successes`` in a
+    process took ~14 ms on this project's VM (numpy sets up ``unique`` and ``ctypeslib`` on first use), and in
+    the run's first flush (or the first to span two blocks) that pause sent the paced slots behind it late."""
+    b = Batch()
+    for i in range(2):
+        b.timing(i, b"warm-up;dur=0.1")
+    m = Measurement(open_loop=True, window_start_ns=0)
+    start = np.array([1, 2 * NS_PER_S], dtype=np.int64)  # (in two blocks)
+    m.add_successes("warm-up", start_ns=start, latency_us=np.array([1, 2]), send_delay_us=np.array([0, 0]),
+                    server_timing_us=b.columns(2))  # fmt: skip
 
 
 def run_engine(spec: EngineSpec, plan: RequestPlan | None = None) -> dict[str, Any]:
@@ -1153,6 +1176,7 @@ def run_engine(spec: EngineSpec, plan: RequestPlan | None = None) -> dict[str, A
         plan = build_plan(spec.scenario, spec.url, options=spec.scenario_options, headers=headers,
                           seed=spec.seed, generator_index=spec.worker_index)  # fmt: skip
     engine = Engine(spec, plan)
+    warm_up_flush()
     # The run allocates little that is cyclic: the set-up's objects are frozen out of the collector and
     # its young generation is collected 50x less often, so no collection pauses the loop mid-request.
     gc.collect()

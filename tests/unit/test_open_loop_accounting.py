@@ -545,3 +545,29 @@ def test_payload_choice_is_reproducible(monkeypatch: pytest.MonkeyPatch) -> None
     first = run(11)
     assert run(11) == first  # the same run again: the same payloads per user
     assert run(12) != first and first[0] != first[1]  # another seed / another user: others
+
+
+def test_batched_successes_equal_one_by_one_across_blocks() -> None:
+    """``add_successes`` (the lean engine's path: values put in buckets once for the run and its block)
+    records what ``add`` records one request at a time, over warm-up and several 1 s blocks."""
+    w0 = 5 * NS_PER_S
+    rng = np.random.default_rng(3)
+    n = 400
+    start = w0 + np.sort(rng.integers(-300 * MS, 3500 * MS, n))
+    latency = rng.integers(0, 90_000, n)
+    delay = rng.integers(-50, 40_000, n)
+    infer = rng.integers(-1, 500, n)  # -1: no Server-Timing component on that answer
+    one, many = (Measurement(open_loop=True, window_start_ns=w0) for _ in range(2))
+    for i in range(n):
+        st = {"infer": int(infer[i])} if infer[i] >= 0 else None
+        one.add(LABEL, start_ns=int(start[i]), latency_us=int(latency[i]), send_delay_us=int(delay[i]),
+                server_timing_us=st)  # fmt: skip
+    many.add_successes(LABEL, start_ns=start[:150], latency_us=latency[:150], send_delay_us=delay[:150],
+                       server_timing_us={"infer": infer[:150]})  # fmt: skip
+    many.add_successes(LABEL, start_ns=start[150:], latency_us=latency[150:], send_delay_us=delay[150:],
+                       server_timing_us={"infer": infer[150:]})  # fmt: skip
+    for m in (one, many):
+        m.close(w0 + 4 * NS_PER_S)
+    a, b = (m.to_wire(0, {}) for m in (one, many))
+    assert len(a["endpoints"][LABEL]["blocks"]) == 4
+    assert a["endpoints"] == b["endpoints"]
