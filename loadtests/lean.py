@@ -343,9 +343,9 @@ class PreciseTimer:
 
 # -- one connection ------------------------------------------------------------------------------------------
 class _Response:
-    """What both kinds of connection share: the request in flight, the httptools callbacks and the answer's
-    first bytes. There is no per-header callback: the Server-Timing header is found in the answer's head
-    (``server_timing``) once it is complete, one call instead of one Python callback per header."""
+    """What both kinds of connection share: the request in flight, the httptools callback and the answer's
+    first bytes. One Python callback per answer (its end, which also reads keep-alive), none per header: the
+    Server-Timing header is found in the answer's head (``server_timing``) once it is complete."""
 
     __slots__ = ("complete", "engine", "head", "item", "keep_alive", "parser", "raw")
 
@@ -366,10 +366,9 @@ class _Response:
         elif head.find(b"\r\n\r\n") < 0:
             self.head = head + data
 
-    def on_headers_complete(self) -> None:
-        self.keep_alive = self.parser.should_keep_alive()  # (llhttp resets it once the message completes)
-
     def on_message_complete(self) -> None:
+        # (llhttp resets keep-alive once this callback returns: read here, one callback per answer)
+        self.keep_alive = self.parser.should_keep_alive()
         self.complete = True
 
 

@@ -490,6 +490,29 @@ def test_an_answer_whose_head_spans_reads_keeps_its_server_timing() -> None:
     assert lean.server_timing(conn.head) == b"infer;dur=1.5"
 
 
+@pytest.mark.parametrize(
+    ("answer", "keep_alive"),
+    [
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}", True),
+        (b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}", False),
+        (b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n{}", False),
+        (b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\n{}", True),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n", True),
+    ],
+)
+def test_an_answer_says_whether_its_connection_stays_open(answer: bytes, keep_alive: bool) -> None:
+    """Keep-alive is read in the answer's one callback (llhttp resets it once the answer is complete), for
+    every answer on a connection, split across reads or not."""
+    conn = lean.RawConn(None)  # type: ignore[arg-type]
+    for _ in range(2):
+        for part in (answer[:20], answer[20:]):
+            conn.parser.feed_data(part)
+        assert conn.complete and conn.keep_alive is keep_alive
+        conn.complete = False
+        if not keep_alive:
+            break
+
+
 @pytest.mark.skipif(not hasattr(__import__("os"), "sched_setaffinity"), reason="CPU affinity is Linux-only")
 def test_the_process_that_runs_a_pinned_generator_is_pinned_with_it_for_the_run_only() -> None:
     import os
