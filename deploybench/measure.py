@@ -37,6 +37,7 @@ from hdrh.histogram import HdrHistogram
 
 from deploybench.record import Series
 from deploybench.stats import (
+    Binned,
     add_binned,
     bin_us,
     decode_histogram,
@@ -215,6 +216,19 @@ class EndpointStats:
         )
 
 
+def _add_to_block(block: Block, n: int, corrected: Binned | None, uncorrected: Binned | None) -> None:
+    """``n`` successes of one time block, already put in buckets (``bin_us``): their corrected latencies and,
+    in an open loop, their uncorrected ones."""
+    if block.latency is None:
+        block.latency = new_histogram()
+    block.count += n
+    add_binned(block.latency, corrected)
+    if uncorrected is not None:
+        if block.uncorrected is None:
+            block.uncorrected = new_histogram()
+        add_binned(block.uncorrected, uncorrected)
+
+
 def weighted_round_robin(weights: dict[str, int], n: int) -> list[str]:
     """``n`` picks among ``weights``' keys in proportion to the weights (nginx's smooth weighted round robin:
     deterministic, each key within one pick of its exact share). Equal weights when all are 0."""
@@ -346,24 +360,19 @@ class Measurement:
         # each set of values is put in buckets once, and added to the run's histogram and its block's
         corrected = bin_us(values, ep.latency)
         add_binned(ep.latency, corrected)
-        uncorrected = bin_us(latency, ep.uncorrected) if ep.uncorrected is not None else None
+        uncorrected = None
         if ep.uncorrected is not None:
+            uncorrected = bin_us(latency, ep.uncorrected)
             add_binned(ep.uncorrected, uncorrected)
         index = (start[keep] - self.window_start_ns) // self.block_ns
         first, last = int(index.min()), int(index.max())
-        for i in np.unique(index).tolist() if last > first else (first,):
-            here = index == i if last > first else None  # (None: all in one block, the usual case)
-            part = values[here] if here is not None else values
-            block = ep.block(int(i))
-            if block.latency is None:
-                block.latency = new_histogram()
-            block.count += len(part)
-            add_binned(block.latency, bin_us(part, block.latency) if here is not None else corrected)
-            if ep.uncorrected is not None:
-                if block.uncorrected is None:
-                    block.uncorrected = new_histogram()
-                add_binned(block.uncorrected, bin_us(latency[here], block.uncorrected) if here is not None
-                           else uncorrected)  # fmt: skip
+        if first == last:  # all in one block (the usual case): the run's buckets are the block's
+            _add_to_block(ep.block(first), len(values), corrected, uncorrected)
+        else:
+            for i in np.unique(index).tolist():
+                here = index == i
+                unc = bin_us(latency[here], ep.latency) if uncorrected is not None else None
+                _add_to_block(ep.block(int(i)), int(here.sum()), bin_us(values[here], ep.latency), unc)
         for comp, arr in (server_timing_us or {}).items():
             col = np.asarray(arr, dtype=np.int64)[keep]
             col = col[col >= 0]

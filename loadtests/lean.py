@@ -730,10 +730,7 @@ class Engine:
                         offset_ns = time.clock_gettime_ns(time.CLOCK_REALTIME) - time.perf_counter_ns()
                     sec, nsec = _TIMESPEC.unpack_from(anc[-1][2])
                     end_ns = sec * NS_PER_S + nsec - offset_ns
-                if conn.head is None:  # (took, written out for the usual one read per answer)
-                    conn.head = data
-                else:
-                    conn.took(data)
+                conn.took(data)
                 try:
                     conn.parser.feed_data(data)
                 except httptools.HttpParserError as exc:
@@ -879,9 +876,6 @@ class Engine:
                 self._error(item, end_ns, f"http-{status}")
         if not keep_alive:  # the server closes after this answer: the next request goes on a new connection
             conn = self._replace(conn)
-        elif self.deferred and self.sending and not self.starved:  # (_next's usual case, written out)
-            self.idle.append(conn)
-            return
         self._next(conn)
 
     def _replace(self, conn: Any, abort: bool = False) -> Any:
