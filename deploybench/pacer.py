@@ -143,16 +143,12 @@ class ArrivalSchedule:
     def next_due_ns(self) -> int | None:
         """Intended time of the next slot a sender would take (after ``start``), or None when the schedule is
         closed, used up, or its next slot falls after the planned window end."""
-        # (``closed``, ``exhausted`` and ``_peek`` written out: a paced generator calls this twice a request)
-        if self.end_ns is not None or self.start_ns is None:
+        if self.closed or self.exhausted or self.start_ns is None:
             return None
-        if self.max_requests and self.next_index >= self.max_requests:
+        due = self._peek()
+        if self.window_end_ns is not None and due >= self.window_end_ns:
             return None
-        due = self._next_intended
-        if due is None:
-            due = self._peek()
-        end = self.window_end_ns
-        return None if end is not None and due >= end else due
+        return due
 
     def take(self, now_ns: int) -> Slot | None:
         """The next slot for a free sender, or None when ``max_requests`` slots are used up or the schedule
@@ -161,36 +157,29 @@ class ArrivalSchedule:
         Slots already more than ``max_lag_s`` in the past are skipped and counted as dropped (their intended
         times wait in ``pop_dropped()``).
         """
-        # (the helpers written out, as in next_due_ns: this runs once per paced request)
-        if self.end_ns is not None:
+        if self.closed:
             return None
-        if self.start_ns is None:
-            self.start_ns = now_ns
-        taken_times = self._taken_times
-        while taken_times and taken_times[0] < now_ns:
-            taken_times.popleft()  # sent by now or due: inside any window that closes from now on
-        max_requests, window_start, window_end = self.max_requests, self.window_start_ns, self.window_end_ns
-        while not (max_requests and self.next_index >= max_requests):
+        self.start(now_ns)
+        assert self.start_ns is not None
+        while self._taken_times and self._taken_times[0] < now_ns:
+            self._taken_times.popleft()  # sent by now or due: inside any window that closes from now on
+        while not self.exhausted:
             i = self.next_index
-            intended = self._next_intended
-            if intended is None:
-                intended = self._peek()
-            if window_end is not None and intended >= window_end:
+            intended = self._peek()
+            if self.window_end_ns is not None and intended >= self.window_end_ns:
                 return None  # the planned window is over: this slot and the later ones are not part of it
-            self.next_index = i + 1
-            self._next_intended = None
+            self._consume()
             lag = now_ns - intended
-            in_window = window_start is None or intended >= window_start
-            if in_window:
+            if self._in(intended):
                 self._in_window += 1
             if lag > self.max_lag_ns:
                 self.dropped += 1
-                self.dropped_in_window += in_window
+                self.dropped_in_window += self._in(intended)
                 self._dropped.append(intended)
                 continue
             self.taken += 1
-            taken_times.append(intended)
-            return Slot(i, intended, lag if lag > 0 else 0)
+            self._taken_times.append(intended)
+            return Slot(i, intended, max(0, lag))
         return None
 
     def pop_dropped(self) -> list[int]:

@@ -39,13 +39,12 @@ from typing import Any
 
 from deploybench.compare_doc import RateInterval
 from deploybench.decisions.compare.config import SearchConfig, load_config
-from deploybench.decisions.compare.run import repeat_probes
+from deploybench.decisions.compare.run import repeat_probes, repeats_interval, search_bounds
 from deploybench.decisions.compare.saturation import (
     RateMeasurement,
     SloRules,
     dither_factors,
     dithered_search,
-    final_cell_log,
     repeat_bracket,
     saturation_search,
 )
@@ -96,15 +95,14 @@ def one_run(
     """One compare run of one choice, as ``CompareRun`` does it: coarse search, then the repeats."""
     first = Server(rng, TRUE_RPS, scale, process_sd)
     closed = first.capacity * CLOSED_FACTOR * math.exp(rng.gauss(0.0, CLOSED_SD))
-    lo = se.lo_rps or closed * se.lo_factor
-    hi = se.hi_rps or closed * se.hi_factor
+    lo, hi = search_bounds(se, closed)
     sat = saturation_search(first.measure, RULES, lo, hi, max_probes=se.max_probes,
                             rel_tolerance=se.rel_tolerance, max_expansions=se.max_expansions)  # fmt: skip
     bracket = repeat_bracket(sat, se.repeat_margin)
     if bracket is None or not se.repeats:
         return None
     n = repeat_probes(bracket, se.repeat_probes, se.rel_tolerance)
-    estimates = []
+    reps = []
     points = list(first.points)
     for k, dither in enumerate(dither_factors(seed, *bracket, n, se.repeats)):
         server = first if k == 0 or not se.repeat_restart else Server(rng, TRUE_RPS, scale, process_sd)
@@ -112,10 +110,9 @@ def one_run(
         est = dithered_search(
             server.measure, RULES, *bracket, dither, probes=n, max_extra=se.repeat_extra_probes
         )
-        estimates.append(est.estimate_rps)
+        reps.append(est)
         points += server.points
-    interval = RateInterval(tuple(estimates), floor_log=final_cell_log(*bracket, n) / 2.0)
-    return interval, points
+    return repeats_interval(reps, bracket, n), points
 
 
 def study(se: SearchConfig, scale: float, process_sd: float, sets: int, seed: int = 7) -> dict[str, Any]:

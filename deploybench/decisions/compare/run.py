@@ -55,7 +55,7 @@ from deploybench.compare_doc import (
     rank,
     verdict,
 )
-from deploybench.decisions.compare.config import CompareConfig, open_loop_users, step_duration_s
+from deploybench.decisions.compare.config import CompareConfig, SearchConfig, open_loop_users, step_duration_s
 from deploybench.decisions.compare.driver import (
     Driver,
     Target,
@@ -481,11 +481,7 @@ class ChoiceRun:
     def _coarse_search(self) -> None:
         ms, se = self.cfg.measure, self.cfg.search
         assert self.stab is not None
-        closed = self.stab.throughput_rps or ms.common_rate_rps
-        lo = se.lo_rps or closed * se.lo_factor
-        hi = se.hi_rps or closed * se.hi_factor
-        if lo >= hi:
-            hi = lo * 2.0
+        lo, hi = search_bounds(se, self.stab.throughput_rps or ms.common_rate_rps)
         self.sat = saturation_search(
             self._measure,
             self.rules,
@@ -549,11 +545,7 @@ class ChoiceRun:
             on_point=self._on_point,
         )
         self.reps.append(est)
-        interval = RateInterval(
-            tuple(r.estimate_rps for r in self.reps),
-            floor_log=final_cell_log(*self.bracket, self.n_probes) / 2.0,
-            censored=sum(bool(r.censored) for r in self.reps),
-        )
+        interval = repeats_interval(self.reps, self.bracket, self.n_probes)
         repeats = interval.to_dict()
         repeats["bracket_rps"] = list(self.bracket)
         repeats["restarts"] = self.restarts
@@ -594,6 +586,26 @@ def run_choice(
             cr.repeat(k)
     cr.finish()
     return result
+
+
+def search_bounds(se: SearchConfig, closed_rps: float) -> tuple[float, float]:
+    """The coarse search's [lo, hi]: ``lo_rps``/``hi_rps`` where given, else factors of the closed-loop
+    throughput ``closed_rps``; hi at least twice lo."""
+    lo = se.lo_rps or closed_rps * se.lo_factor
+    hi = se.hi_rps or closed_rps * se.hi_factor
+    return (lo, lo * 2.0) if lo >= hi else (lo, hi)
+
+
+def repeats_interval(
+    reps: Sequence[RepeatEstimate], bracket: tuple[float, float], probes: int
+) -> RateInterval:
+    """A choice's interval from its repeated searches of ``bracket`` (``probes`` bisections each): its floor
+    is half a final cell."""
+    return RateInterval(
+        tuple(r.estimate_rps for r in reps),
+        floor_log=final_cell_log(*bracket, probes) / 2.0,
+        censored=sum(bool(r.censored) for r in reps),
+    )
 
 
 def repeat_probes(bracket: tuple[float, float], probes: int, rel_tolerance: float) -> int:
